@@ -1,0 +1,45 @@
+# Smooth: `make run` starts the whole system, `make test` runs the whole suite.
+# Both set themselves up from nothing (a .venv, and npm packages for the JS client tests).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+JS     := tests/js
+JSSTAMP := $(JS)/node_modules/.installed
+USER_ID ?= $(USER)
+
+.PHONY: run test venv token bench clean help
+
+help:
+	@echo "make run     start Redis, Kafka broker, MongoDB-wire server, presence and chat"
+	@echo "make test    set up and run the whole test suite"
+	@echo "make token USER=5   mint a dev token for user 5"
+	@echo "make bench   run every benchmark scenario"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+$(JSSTAMP): $(JS)/package.json
+	cd $(JS) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: venv
+	$(PY) -m app.devstack
+
+test: venv $(JSSTAMP)
+	$(PY) -m pytest
+
+token: venv
+	@$(PY) -m app.auth mint --user $(USER_ID)
+
+bench: venv $(JSSTAMP)
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(JS)/node_modules var .pytest_cache

@@ -1,0 +1,79 @@
+"""The seam between the STOMP transport and the chat application.
+
+The transport (``app/stomp``) owns sockets, frames, heart-beats, receipts and the
+subscription registry. The application (``app/chat``) owns what destinations mean. They
+meet only through the types here:
+
+- ``ClientConnection``: what the application may know about one authenticated connection.
+- ``ChatApplication``: what the transport calls: connect/disconnect hooks, the SEND
+  handlers keyed by exact destination, and the SUBSCRIBE authorizer.
+- ``LocalDelivery``: what the application (its Kafka consumers) calls to push one
+  pre-serialised event to every local subscriber of a destination.
+
+Handlers signal refusal by raising ``app.errors.ChatServerError`` subclasses; the transport
+turns them into ERROR frames (with ``receipt-id`` when a receipt was asked for). A handler
+that returns normally has done everything that must happen before a RECEIPT is sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from app.auth import Principal
+
+__all__ = ["ClientConnection", "SendHandler", "ChatApplication", "LocalDelivery", "APP_PREFIX"]
+
+APP_PREFIX = "/kafka/"
+
+
+@dataclass(eq=False)
+class ClientConnection:
+    """One authenticated STOMP connection, as the application sees it.
+
+    ``attributes`` is per-connection scratch space owned by the application (for
+    example the last typing time per room); the transport never reads it.
+    """
+
+    session_id: str
+    principal: Principal
+    node_id: str
+    transport: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_id(self) -> int:
+        return self.principal.user_id
+
+
+SendHandler = Callable[[ClientConnection, bytes], None]
+"""Handles the body of a SEND to one exact ``/kafka/...`` destination; raises to refuse."""
+
+
+class ChatApplication(Protocol):
+    """What the STOMP transport needs from the chat domain."""
+
+    @property
+    def send_handlers(self) -> Mapping[str, SendHandler]:
+        """Exact destination (``/kafka/send-direct-message``) to handler."""
+        ...
+
+    def authorize_subscription(self, connection: ClientConnection, destination: str) -> None:
+        """Raise ``Forbidden``/``NotFound``/``BadRequest`` unless the user may subscribe."""
+        ...
+
+    def connected(self, connection: ClientConnection) -> None:
+        """After CONNECTED was queued. Must not raise for a dependency failure."""
+        ...
+
+    def disconnected(self, connection: ClientConnection) -> None:
+        """Exactly once per connection that got ``connected``, however it ended."""
+        ...
+
+
+class LocalDelivery(Protocol):
+    """Pushes an event to this process's subscribers; never blocks on a socket."""
+
+    def deliver(self, destination: str, body: bytes) -> int:
+        """Queue ``body`` as a MESSAGE to every local subscriber; returns how many."""
+        ...

@@ -1,0 +1,240 @@
+"""Smooth's configuration: one frozen, typed object read once from the environment.
+
+``Settings.from_env(environ)`` is the only place in the code base that reads environment
+variables (``gunicorn.conf.py`` and the dev launcher call it and pass the result down).
+Every field declares its environment key, default and a one-line meaning; the README's
+configuration table is generated from these declarations (``python -m app.settings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["Settings", "SettingsError", "DEV_JWT_SECRET", "markdown_table"]
+
+# Base64 of "smooth-dev-secret-do-not-use-in-production-0123456789" (the embedded stack's key).
+DEV_JWT_SECRET = "c21vb3RoLWRldi1zZWNyZXQtZG8tbm90LXVzZS1pbi1wcm9kdWN0aW9uLTAxMjM0NTY3ODk="
+
+DAY = 86_400
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting cannot accept."""
+
+
+def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the chat server, the presence server and the dev launcher."""
+
+    # Network
+    bind_host: str = _setting("BIND_HOST", "127.0.0.1", "Address the chat and presence servers listen on")
+    chat_http_port: int = _setting("CHAT_HTTP_PORT", 8080, "Chat server HTTP/WebSocket port", minimum=1)
+    presence_tcp_port: int = _setting("PRESENCE_TCP_PORT", 10001, "Presence server TCP line-protocol port", minimum=1)
+    presence_http_port: int = _setting("PRESENCE_HTTP_PORT", 8088, "Presence server HTTP port", minimum=1)
+    presence_host: str = _setting("PRESENCE_HOST", "127.0.0.1", "Host the chat server reaches presence on")
+    chat_server_url: str = _setting(
+        "CHAT_SERVER_URL", "", "Base URL presence POSTs voice `out` events to (default: this stack's chat server)"
+    )
+    chat_workers: int = _setting("CHAT_WORKERS", 1, "gunicorn worker processes for the chat server", minimum=1)
+    worker_connections: int = _setting(
+        "CHAT_WORKER_CONNECTIONS", 12000, "Maximum simultaneous clients per gunicorn worker", minimum=1
+    )
+    node_id: str = _setting("CHAT_NODE_ID", "", "Name of this chat node (default: hostname-port)")
+
+    # Auth
+    jwt_secret: str = _setting(
+        "JWT_SECRET", DEV_JWT_SECRET, "Base64 HS256 key shared with the auth service (default: dev-only key)"
+    )
+    service_token: str = _setting(
+        "SERVICE_TOKEN", "", "If set, service-to-service endpoints require it in `X-Service-Token`"
+    )
+
+    # Backends
+    kafka_bootstrap_servers: str = _setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "", "Kafka bootstrap list; empty: `make run` starts the embedded broker"
+    )
+    mongo_url: str = _setting("MONGO_URL", "", "MongoDB URL; empty: `make run` starts the embedded MongoDB-wire server")
+    mongo_db: str = _setting("MONGO_DB", "smooth", "MongoDB database name")
+    redis_url: str = _setting("REDIS_URL", "", "Redis URL for the chat cache; empty: `make run` starts Redis")
+    presence_redis_url: str = _setting(
+        "PRESENCE_REDIS_URL", "", "Redis URL for presence state (default: REDIS_URL, keys prefixed `presence:`)"
+    )
+    data_dir: str = _setting("SMOOTH_DATA_DIR", "var", "Where the embedded servers keep data and logs")
+
+    # Other services (all optional)
+    auth_service_url: str = _setting(
+        "AUTH_SERVICE_URL", "", "Auth service base URL for author names/avatars; empty: use client-sent values"
+    )
+    community_service_url: str = _setting(
+        "COMMUNITY_SERVICE_URL", "", "Community service base URL for memberships; empty: the PUT endpoints rule"
+    )
+    notification_service_url: str = _setting(
+        "NOTIFICATION_SERVICE_URL", "", "Notification service base URL for push notifications; empty: none"
+    )
+    service_timeout_s: float = _setting(
+        "SERVICE_TIMEOUT_S", 3.0, "Timeout for calls to auth/community/notification services", minimum=0.01
+    )
+
+    # STOMP limits and timers
+    stomp_max_frame_bytes: int = _setting("STOMP_MAX_FRAME_BYTES", 65536, "Largest inbound STOMP frame", minimum=64)
+    stomp_max_header_lines: int = _setting("STOMP_MAX_HEADERS", 64, "Most header lines in one frame", minimum=1)
+    stomp_max_header_bytes: int = _setting(
+        "STOMP_MAX_HEADER_BYTES", 8192, "Largest header block of one frame", minimum=64
+    )
+    stomp_max_subscriptions: int = _setting(
+        "STOMP_MAX_SUBSCRIPTIONS", 500, "Most subscriptions one connection may hold", minimum=1
+    )
+    outbox_max_frames: int = _setting(
+        "OUTBOX_MAX_FRAMES", 2000, "Frames queued for one slow client before it is disconnected", minimum=1
+    )
+    heartbeat_ms: int = _setting("STOMP_HEARTBEAT_MS", 10000, "Heart-beat interval the server offers (cx,cy)", minimum=0)
+    heartbeat_tolerance: float = _setting(
+        "STOMP_HEARTBEAT_TOLERANCE", 2.0, "Silence allowed, in agreed intervals, before closing", minimum=1.0
+    )
+    connect_timeout_s: float = _setting(
+        "STOMP_CONNECT_TIMEOUT_S", 10.0, "Time a new connection has to send CONNECT", minimum=0.1
+    )
+    sockjs_heartbeat_s: float = _setting("SOCKJS_HEARTBEAT_S", 25.0, "SockJS `h` frame interval", minimum=0.1)
+    sockjs_disconnect_delay_s: float = _setting(
+        "SOCKJS_DISCONNECT_DELAY_S", 5.0, "How long a SockJS session outlives its last poll", minimum=0.1
+    )
+    sockjs_streaming_bytes: int = _setting(
+        "SOCKJS_STREAMING_BYTES", 131072, "Bytes sent on one streaming response before it is recycled", minimum=1024
+    )
+
+    # Chat limits
+    message_max_chars: int = _setting("MESSAGE_MAX_CHARS", 4000, "Longest message content", minimum=1)
+    history_default_page_size: int = _setting("HISTORY_PAGE_SIZE", 50, "Default history page size", minimum=1)
+    history_max_page_size: int = _setting("HISTORY_MAX_PAGE_SIZE", 100, "Largest history page size", minimum=1)
+    message_count_max_rooms: int = _setting(
+        "MESSAGE_COUNT_MAX_ROOMS", 1000, "Most rooms in one message-count request", minimum=1
+    )
+    typing_interval_s: float = _setting(
+        "TYPING_INTERVAL_S", 3.0, "Minimum time between typing events of one user in one room", minimum=0.0
+    )
+    upload_max_bytes: int = _setting("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, "Largest uploaded file", minimum=1)
+    upload_allowed_types: str = _setting(
+        "UPLOAD_ALLOWED_TYPES",
+        "image/,video/,audio/,text/plain,application/pdf,application/zip,application/octet-stream",
+        "Comma-separated content-type prefixes accepted for uploads",
+    )
+    membership_ttl_s: int = _setting("MEMBERSHIP_TTL_S", 14 * DAY, "TTL of cached member and channel lists", minimum=1)
+    profile_ttl_s: int = _setting("PROFILE_TTL_S", 600, "TTL of cached author names/avatars", minimum=1)
+
+    # Kafka
+    kafka_partitions: int = _setting("KAFKA_PARTITIONS", 3, "Partitions per topic when Smooth creates them", minimum=1)
+    kafka_fetch_max_wait_ms: int = _setting(
+        "KAFKA_FETCH_MAX_WAIT_MS", 5, "Fan-out consumers' fetch wait (latency vs. polling)", minimum=0
+    )
+    kafka_linger_ms: int = _setting("KAFKA_LINGER_MS", 1, "Producer linger", minimum=0)
+    kafka_send_timeout_s: float = _setting(
+        "KAFKA_SEND_TIMEOUT_S", 5.0, "How long a SEND waits for the broker's acknowledgement", minimum=0.1
+    )
+
+    # Presence
+    presence_retention_s: int = _setting("PRESENCE_RETENTION_S", 14 * DAY, "How long presence state is kept", minimum=1)
+    presence_max_line_bytes: int = _setting(
+        "PRESENCE_MAX_LINE_BYTES", 65536, "Longest presence request line", minimum=64
+    )
+    presence_max_connections: int = _setting(
+        "PRESENCE_MAX_CONNECTIONS", 2000, "Most simultaneous presence TCP connections", minimum=1
+    )
+    presence_timeout_s: float = _setting(
+        "PRESENCE_TIMEOUT_S", 1.0, "Chat-side timeout for one presence request", minimum=0.01
+    )
+    presence_pool_size: int = _setting("PRESENCE_POOL_SIZE", 8, "Chat-side presence connections per worker", minimum=1)
+    node_lease_s: float = _setting(
+        "NODE_LEASE_S", 15.0, "A chat node's presence lease; its users go offline this long after it dies", minimum=1.0
+    )
+
+    # Logging
+    log_level: str = _setting("LOG_LEVEL", "INFO", "Python logging level")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``), then apply ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            raw = environ.get(spec.metadata["env"])
+            if raw is not None and raw != "":
+                values[spec.name] = _parse(spec, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            minimum = spec.metadata["minimum"]
+            value = getattr(self, spec.name)
+            if minimum is not None and value < minimum:
+                raise SettingsError(f"{spec.metadata['env']} must be >= {minimum}, got {value!r}")
+
+    # Derived values: computed, never stored, so overrides stay consistent.
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{self.chat_http_port}"
+
+    @property
+    def effective_presence_redis_url(self) -> str:
+        return self.presence_redis_url or self.redis_url
+
+    @property
+    def effective_chat_server_url(self) -> str:
+        return self.chat_server_url or f"http://127.0.0.1:{self.chat_http_port}"
+
+    @property
+    def upload_type_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.upload_allowed_types.split(",") if p.strip())
+
+    @property
+    def uses_dev_secret(self) -> bool:
+        return self.jwt_secret == DEV_JWT_SECRET
+
+    def as_environ(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        return {
+            spec.metadata["env"]: str(getattr(self, spec.name))
+            for spec in dataclasses.fields(self)
+        }
+
+
+def _parse(spec: dataclasses.Field[Any], raw: str) -> Any:
+    kind = _field_type(spec)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{spec.metadata['env']}: cannot read {raw!r} as {kind.__name__}") from None
+
+
+def _field_type(spec: dataclasses.Field[Any]) -> type:
+    hints = typing.get_type_hints(Settings)
+    kind = hints[spec.name]
+    if isinstance(kind, types.UnionType):
+        kind = next(arg for arg in kind.__args__ if arg is not type(None))
+    return kind  # type: ignore[no-any-return]
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from the declarations above."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for spec in dataclasses.fields(Settings):
+        default = spec.default if spec.default != "" else "(empty)"
+        if spec.name == "jwt_secret":
+            default = "dev-only key"
+        rows.append(f"| `{spec.metadata['env']}` | `{default}` | {spec.metadata['doc']} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown_table() + "\n")
