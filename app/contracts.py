@@ -9,6 +9,8 @@ meet only through the types here:
   handlers keyed by exact destination, and the SUBSCRIBE authorizer.
 - ``LocalDelivery``: what the application (its Kafka consumers) calls to push one
   pre-serialised event to every local subscriber of a destination.
+- ``Services``: what the composition root (``app/wiring.py``) hands the web app and the
+  worker lifecycle.
 
 Handlers signal refusal by raising ``app.errors.ChatServerError`` subclasses; the transport
 turns them into ERROR frames (with ``receipt-id`` when a receipt was asked for). A handler
@@ -22,7 +24,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from app.auth import Principal
 
-__all__ = ["ClientConnection", "SendHandler", "ChatApplication", "LocalDelivery", "APP_PREFIX"]
+__all__ = ["ClientConnection", "SendHandler", "ChatApplication", "LocalDelivery", "Services", "APP_PREFIX"]
 
 APP_PREFIX = "/kafka/"
 
@@ -77,3 +79,20 @@ class LocalDelivery(Protocol):
     def deliver(self, destination: str, body: bytes) -> int:
         """Queue ``body`` as a MESSAGE to every local subscriber; returns how many."""
         ...
+
+
+@dataclass
+class Services:
+    """Everything one chat-server process runs, built by ``app.wiring.build_services``.
+
+    ``blueprints`` are Flask blueprints of the application's HTTP API. ``readiness`` maps a
+    dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down.
+    ``start(delivery)`` starts the Kafka consumers and background tasks after the worker
+    forked; ``stop()`` closes them (consumers must be closed, see field-notes.md).
+    """
+
+    application: ChatApplication
+    blueprints: list[Any] = field(default_factory=list)
+    readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
+    start: Callable[[LocalDelivery], None] = lambda delivery: None
+    stop: Callable[[], None] = lambda: None

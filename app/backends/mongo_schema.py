@@ -1,0 +1,80 @@
+"""MongoDB document shapes and indexes shared by the write and read sides.
+
+Collections and field names are those of protocol.md §4, so data written by the original
+Java server stays readable: ``directMessage`` and ``channelMessage`` (``_id`` ObjectId,
+``channelId``/``userId``/``communityId`` int64, ``localDateTime`` Date, ``content``, ``type``,
+``name``, ``profileImage``, ``thumbnail``, ``parentId``, ``parentName``, ``parentContent``)
+and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). ``editedAt`` is new.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+from bson.int64 import Int64
+from pymongo import ASCENDING, DESCENDING
+from pymongo.database import Database
+
+from app.backends.base import ChatMessage, RoomKind
+
+__all__ = ["COLLECTIONS", "READ_MARKERS", "to_document", "from_document", "ensure_indexes", "object_id"]
+
+COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
+READ_MARKERS = "messageTime"
+
+_OPTIONAL_FIELDS = {
+    "name": "name",
+    "profile_image": "profileImage",
+    "type": "type",
+    "thumbnail": "thumbnail",
+    "parent_id": "parentId",
+    "parent_name": "parentName",
+    "parent_content": "parentContent",
+    "edited_at": "editedAt",
+}
+
+
+def object_id(message_id: str) -> ObjectId | None:
+    """The ObjectId for a client-sent id, or None when it is not one (never raises)."""
+    return ObjectId(message_id) if isinstance(message_id, str) and ObjectId.is_valid(message_id) else None
+
+
+def to_document(message: ChatMessage) -> dict[str, Any]:
+    """The stored form; absent optional fields are omitted, as Spring Data did."""
+    doc: dict[str, Any] = {
+        "channelId": Int64(message.channel_id),
+        "userId": Int64(message.user_id),
+        "content": message.content,
+        "localDateTime": message.created_at,
+    }
+    if message.kind == "channel" and message.community_id is not None:
+        doc["communityId"] = Int64(message.community_id)
+    for attr, key in _OPTIONAL_FIELDS.items():
+        value = getattr(message, attr)
+        if value is not None:
+            doc[key] = value
+    return doc
+
+
+def from_document(kind: RoomKind, doc: dict[str, Any]) -> ChatMessage:
+    extra = {attr: doc.get(key) for attr, key in _OPTIONAL_FIELDS.items()}
+    community = doc.get("communityId")
+    return ChatMessage(
+        kind=kind,
+        id=str(doc["_id"]),
+        channel_id=int(doc["channelId"]),
+        user_id=int(doc["userId"]),
+        content=doc.get("content") or "",
+        created_at=doc["localDateTime"],
+        community_id=int(community) if community is not None else None,
+        **extra,
+    )
+
+
+def ensure_indexes(db: Database[Any]) -> None:
+    """Idempotent: the history/unread indexes and the one-document-per-location rule."""
+    for name in COLLECTIONS.values():
+        db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING)],
+                              name="channel_time")
+    db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")

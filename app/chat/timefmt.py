@@ -1,0 +1,45 @@
+"""Timestamp formats of the original wire protocol (protocol.md §2.7, §4.4).
+
+All times are naive UTC. Live message/reply/modify pushes use Java's
+``LocalDateTime.toString()``; file pushes and HTTP history use ISO-8601 with seconds
+always present; message-count uses ``yyyyMMddHHmmssSSS`` (24-hour, fixing the
+original's 12-hour ``hh``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+__all__ = ["utcnow", "java_local_datetime", "iso_local", "compact_millis"]
+
+
+def utcnow() -> datetime:
+    """Now as naive UTC, truncated to milliseconds (what MongoDB stores)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _fraction(dt: datetime) -> str:
+    if dt.microsecond == 0:
+        return ""
+    if dt.microsecond % 1000 == 0:
+        return f".{dt.microsecond // 1000:03d}"
+    return f".{dt.microsecond:06d}"
+
+
+def java_local_datetime(dt: datetime) -> str:
+    """``LocalDateTime.toString()``: seconds omitted when seconds and fraction are both zero."""
+    base = dt.strftime("%Y-%m-%dT%H:%M")
+    if dt.second == 0 and dt.microsecond == 0:
+        return base
+    return f"{base}:{dt.second:02d}{_fraction(dt)}"
+
+
+def iso_local(dt: datetime) -> str:
+    """``yyyy-MM-ddTHH:mm:ss[.fraction]``, seconds always present."""
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + _fraction(dt)
+
+
+def compact_millis(dt: datetime) -> str:
+    """``yyyyMMddHHmmssSSS`` (24-hour)."""
+    return dt.strftime("%Y%m%d%H%M%S") + f"{dt.microsecond // 1000:03d}"
