@@ -1,0 +1,195 @@
+"""Kafka: the acknowledged producer, the fan-out record source and topic creation.
+
+This is the only module that imports ``kafka`` (kafka-python). Everything above it sees
+``EventBus.publish`` (returns once the broker acknowledged, raises ``BackendUnavailable``
+otherwise), ``RecordSource`` (a per-process consumer the fan-out loop polls) and
+``create_topics``. Clients are created lazily, so building them in the gunicorn master and
+using them in a forked worker never shares a socket.
+
+Tuning comes from field-notes.md: a low ``fetch_max_wait_ms`` for latency, short group
+timeouts so a join takes ~3 s instead of ~23 s, ``auto_offset_reset='latest'`` because the
+fan-out only needs what happens after the process started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterable
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from app.backends.base import TOPICS
+from app.errors import BackendUnavailable
+from app.settings import Settings
+
+__all__ = ["KafkaEventBus", "RecordSource", "Record", "create_topics", "check_broker"]
+
+log = logging.getLogger(__name__)
+
+# Group membership timeouts measured in field-notes.md (join ~3 s instead of ~23 s).
+SESSION_TIMEOUT_MS = 6000
+HEARTBEAT_INTERVAL_MS = 2000
+MAX_POLL_INTERVAL_MS = 10000
+ADMIN_TIMEOUT_MS = 10000
+
+
+def _bootstrap(settings: Settings) -> list[str]:
+    servers = [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+    if not servers:
+        raise BackendUnavailable("KAFKA_BOOTSTRAP_SERVERS is empty")
+    return servers
+
+
+class KafkaEventBus:
+    """``EventBus`` on a KafkaProducer; ``publish`` waits for the broker's ack."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = self._open_producer()
+        return self._producer
+
+    def _open_producer(self) -> KafkaProducer:
+        timeout_ms = int(self._settings.kafka_send_timeout_s * 1000)
+        try:
+            return KafkaProducer(
+                bootstrap_servers=_bootstrap(self._settings),
+                client_id=f"smooth-{self._settings.effective_node_id}",
+                acks=1,
+                linger_ms=self._settings.kafka_linger_ms,
+                max_block_ms=timeout_ms,
+                request_timeout_ms=max(timeout_ms, 1000),
+                # delivery_timeout_ms must cover linger + request timeout (client check).
+                delivery_timeout_ms=max(timeout_ms, 1000) + self._settings.kafka_linger_ms + 1,
+                allow_auto_create_topics=True,
+            )
+        except KafkaError as exc:
+            log.warning("kafka producer unavailable: %s", exc)
+            raise BackendUnavailable() from exc
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Send one record keyed by room id and wait for the broker's acknowledgement."""
+        producer = self._get_producer()
+        try:
+            future = producer.send(topic, key=key.encode(), value=value)
+            future.get(timeout=self._settings.kafka_send_timeout_s)
+        except KafkaError as exc:
+            log.warning("kafka publish to %s failed: %s", topic, exc)
+            raise BackendUnavailable() from exc
+
+    def check(self) -> None:
+        """Readiness: the producer exists and knows at least one broker."""
+        producer = self._get_producer()
+        try:
+            producer.partitions_for(TOPICS["state"])
+        except KafkaError as exc:
+            raise BackendUnavailable() from exc
+
+    def close(self) -> None:
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.close(timeout=2)
+            except Exception:  # noqa: BLE001 - closing must not fail shutdown
+                log.debug("kafka producer close failed", exc_info=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record: the room key and the JSON value bytes."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class RecordSource:
+    """One fan-out consumer (its own group) over a set of topics.
+
+    ``poll`` returns decoded ``Record`` objects and maps client failures to
+    ``BackendUnavailable``; ``assigned`` tells whether the group join finished, which is
+    what readiness waits for so a subscriber does not miss the first messages.
+    """
+
+    def __init__(self, settings: Settings, topics: Iterable[str], group_id: str) -> None:
+        self.group_id = group_id
+        self.topics = list(topics)
+        try:
+            self._consumer = KafkaConsumer(
+                *self.topics,
+                bootstrap_servers=_bootstrap(settings),
+                group_id=group_id,
+                client_id=group_id,
+                auto_offset_reset="latest",
+                enable_auto_commit=True,
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
+                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                allow_auto_create_topics=True,
+            )
+        except KafkaError as exc:
+            raise BackendUnavailable() from exc
+
+    def poll(self, timeout_ms: int, max_records: int = 500) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise BackendUnavailable() from exc
+        return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self._consumer.assignment())
+
+    def close(self) -> None:
+        try:
+            # Leaving the group now spares the next join of this group id a timeout.
+            self._consumer.close(autocommit=False)
+        except Exception:  # noqa: BLE001 - closing must not fail shutdown
+            log.debug("kafka consumer close failed", exc_info=True)
+
+
+def create_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create Smooth's topics with ``settings.kafka_partitions``; idempotent.
+
+    Returns the names that were newly created (existing topics are left as they are).
+    """
+    wanted = list(names) if names is not None else list(TOPICS.values())
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="smooth-admin",
+                                 request_timeout_ms=ADMIN_TIMEOUT_MS)
+    except KafkaError as exc:
+        raise BackendUnavailable() from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        created = []
+        for name in missing:
+            try:
+                admin.create_topics([NewTopic(name, settings.kafka_partitions, 1)],
+                                    timeout_ms=ADMIN_TIMEOUT_MS)
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; that is fine
+        return created
+    except KafkaError as exc:
+        raise BackendUnavailable() from exc
+    finally:
+        admin.close()
+
+
+def check_broker(settings: Settings) -> None:
+    """Raise ``BackendUnavailable`` unless a broker answers a metadata request."""
+    create_topics(settings, names=[])
