@@ -90,10 +90,10 @@ def token_from_headers(authorization: str | None, access_token: str | None = Non
         return access_token.strip()
     if not authorization:
         return None
-    value = authorization.strip()
-    if value[: len(BEARER)].lower() == BEARER:
-        value = value[len(BEARER):].strip()
-    return value or None
+    value = authorization.lstrip()
+    if value[: len(BEARER)].lower() == BEARER or value.lower() == BEARER.strip():
+        value = value[len(BEARER):]
+    return value.strip() or None
 
 
 def mint_token(secret: str, user_id: int, *, subject: str | None = None, role: str = "ROLE_USER",
