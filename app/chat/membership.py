@@ -1,0 +1,152 @@
+"""Who belongs where: DM room members, community members and a community's text channels.
+
+The cache (``MembershipCache``, Redis in production) is read first. On a miss:
+
+- with a community service (``settings.community_service_url``), the list is fetched from
+  it (protocol.md §6.4) and cached for ``settings.membership_ttl_s``;
+- without one, the membership PUT endpoints are the only source of truth, so an unknown
+  room, community or channel has no members (nobody is let in).
+
+A 4xx answer or ``isSuccess: false`` from the community service means "no such room" and
+gives an empty list that is not cached (the next call asks again). A service that is down
+raises ``BackendUnavailable``: refusing is safer than guessing who is a member.
+
+``user_rooms`` is the list used for connect/disconnect pushes; it asks the community
+service when there is one (as the original did on every CONNECT) and falls back to the
+cache's reverse index when there is none or it is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from app.backends.base import MembershipCache
+from app.errors import BackendError, BackendUnavailable
+from app.service_http import ServiceHttp, ServiceRefused
+from app.settings import Settings
+
+__all__ = ["Membership"]
+
+log = logging.getLogger(__name__)
+
+_ROOM_ENTRY = re.compile(r"(community|direct)/[1-9][0-9]{0,18}")
+
+
+class Membership:
+    """Membership questions the chat server asks, answered from cache or community service."""
+
+    def __init__(self, settings: Settings, cache: MembershipCache, http: ServiceHttp | None) -> None:
+        self._cache = cache
+        self._http = http
+        base = settings.community_service_url.rstrip("/")
+        self._base = base if http is not None and base else ""
+
+    @property
+    def has_community_service(self) -> bool:
+        return bool(self._base)
+
+    # -- DM rooms ------------------------------------------------------------------------
+
+    def is_room_member(self, room_id: int, user_id: int) -> bool:
+        return user_id in self.room_members(room_id)
+
+    def room_members(self, room_id: int) -> list[int]:
+        cached = self._cache.room_members(room_id)
+        if cached is not None:
+            return cached
+        fetched = self._fetch_ids(f"/room/feign/{room_id}/member-id", "members")
+        if fetched is not None:
+            self._cache.set_room_members(room_id, fetched)
+        return fetched or []
+
+    # -- communities ---------------------------------------------------------------------
+
+    def is_community_member(self, community_id: int, user_id: int) -> bool:
+        return user_id in self.community_members(community_id)
+
+    def community_members(self, community_id: int) -> list[int]:
+        cached = self._cache.community_members(community_id)
+        if cached is not None:
+            return cached
+        fetched = self._fetch_ids(f"/community/feign/{community_id}/member-id", "members")
+        if fetched is not None:
+            self._cache.set_community_members(community_id, fetched)
+        return fetched or []
+
+    def community_channels(self, community_id: int) -> list[int]:
+        cached = self._cache.community_channels(community_id)
+        if cached is not None:
+            return cached
+        fetched = self._fetch_ids(f"/community/feign/{community_id}/channel-id", "channels")
+        if fetched is not None:
+            self._cache.set_community_channels(community_id, fetched)
+        return fetched or []
+
+    def channel_community(self, channel_id: int) -> int | None:
+        """The community owning a text channel, from the reverse index of channel lists.
+
+        The community service has no channel → community lookup, so this knows a channel
+        once its community's channel list was cached (PUT, or ``community_channels``).
+        """
+        return self._cache.channel_community(channel_id)
+
+    def channel_in_community(self, channel_id: int, community_id: int) -> bool:
+        """Whether ``community_id`` lists ``channel_id`` (fetching its channel list on a miss)."""
+        return channel_id in self.community_channels(community_id)
+
+    # -- a user's rooms ------------------------------------------------------------------
+
+    def user_rooms(self, user_id: int) -> list[str]:
+        """``community/{id}`` then ``direct/{id}`` entries for the user's pushes."""
+        if self._base:
+            try:
+                return self._fetch_room_list(user_id)
+            except BackendError:
+                log.warning("community service room-list failed; using the cached index")
+        return self._cache.user_rooms(user_id)
+
+    # -- community service ---------------------------------------------------------------
+
+    def _fetch_ids(self, path: str, field: str) -> list[int] | None:
+        """``result.<field>`` of a §6.4 answer; None when there is no service or no such thing."""
+        if not self._base:
+            return None
+        assert self._http is not None
+        try:
+            body = self._http.get_json(self._base + path)
+        except ServiceRefused:
+            return None
+        return _result_ids(body, field)
+
+    def _fetch_room_list(self, user_id: int) -> list[str]:
+        assert self._http is not None
+        body = self._http.get_json(f"{self._base}/community/feign/room-list/{user_id}")
+        if not isinstance(body, list) or not all(isinstance(e, str) for e in body):
+            raise BackendUnavailable("community service sent a bad room list")
+        # Entries become /topic/ suffixes: only the two known shapes may pass.
+        return [entry for entry in body if _ROOM_ENTRY.fullmatch(entry)]
+
+
+def _result_ids(body: Any, field: str) -> list[int] | None:
+    if not isinstance(body, dict):
+        raise BackendUnavailable("community service sent a bad answer")
+    if body.get("isSuccess") is False:
+        return None
+    result = body.get("result")
+    values = result.get(field) if isinstance(result, dict) else None
+    if not isinstance(values, list):
+        raise BackendUnavailable("community service sent a bad answer")
+    ids = [_positive_int(value) for value in values]
+    if any(value is None for value in ids):
+        raise BackendUnavailable("community service sent a bad answer")
+    return [value for value in ids if value is not None]
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None

@@ -1,0 +1,167 @@
+"""Membership: cache first, community service on a miss (§6.4), PUT-only mode without one."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pytest
+
+from app.chat.membership import Membership
+from app.errors import BackendUnavailable
+from app.service_http import ServiceRefused
+from app.settings import Settings
+
+BASE = "http://community.test/community-server"
+
+
+class FakeCache:
+    """In-memory MembershipCache with the reverse indexes the Redis one keeps."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, list[int]] = {}
+        self.communities: dict[int, list[int]] = {}
+        self.channels: dict[int, list[int]] = {}
+
+    def room_members(self, room_id: int) -> list[int] | None:
+        return self.rooms.get(room_id)
+
+    def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None:
+        self.rooms[room_id] = list(user_ids)
+
+    def community_members(self, community_id: int) -> list[int] | None:
+        return self.communities.get(community_id)
+
+    def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None:
+        self.communities[community_id] = list(user_ids)
+
+    def community_channels(self, community_id: int) -> list[int] | None:
+        return self.channels.get(community_id)
+
+    def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
+        self.channels[community_id] = list(channel_ids)
+
+    def channel_community(self, channel_id: int) -> int | None:
+        return next((c for c, chans in self.channels.items() if channel_id in chans), None)
+
+    def user_rooms(self, user_id: int) -> list[str]:
+        return ([f"community/{c}" for c, m in sorted(self.communities.items()) if user_id in m]
+                + [f"direct/{r}" for r, m in sorted(self.rooms.items()) if user_id in m])
+
+
+class FakeHttp:
+    """Canned answers by URL; an exception instance is raised instead of returned."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def get_json(self, url: str) -> Any:
+        self.calls.append(url)
+        answer = self.answers[url]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def wrapped(**result: Any) -> dict[str, Any]:
+    return {"isSuccess": True, "code": 1000, "message": "요청에 성공하였습니다.", "result": result}
+
+
+def with_service(http: FakeHttp, cache: FakeCache | None = None) -> Membership:
+    return Membership(Settings(community_service_url=BASE + "/"), cache or FakeCache(), http)  # type: ignore[arg-type]
+
+
+def test_without_a_service_unknown_rooms_have_no_members():
+    membership = Membership(Settings(), FakeCache(), None)
+    assert membership.room_members(17) == []
+    assert not membership.is_room_member(17, 5)
+    assert not membership.is_community_member(3, 5)
+    assert membership.community_channels(3) == []
+    assert membership.channel_community(12) is None
+
+
+def test_without_a_service_the_cache_answers():
+    cache = FakeCache()
+    cache.set_room_members(17, [5, 9])
+    cache.set_community_members(3, [5])
+    cache.set_community_channels(3, [12])
+    membership = Membership(Settings(), cache, None)
+    assert membership.is_room_member(17, 9) and not membership.is_room_member(17, 6)
+    assert membership.community_members(3) == [5]
+    assert membership.channel_community(12) == 3
+    assert membership.channel_in_community(12, 3) and not membership.channel_in_community(13, 3)
+    assert membership.user_rooms(5) == ["community/3", "direct/17"]
+
+
+def test_a_url_without_http_client_means_no_service():
+    membership = Membership(Settings(community_service_url=BASE), FakeCache(), None)
+    assert not membership.has_community_service
+    assert membership.room_members(17) == []
+
+
+def test_a_miss_is_fetched_once_and_cached():
+    http = FakeHttp({f"{BASE}/room/feign/17/member-id": wrapped(members=[5, "9"])})
+    cache = FakeCache()
+    membership = with_service(http, cache)
+    assert membership.room_members(17) == [5, 9]
+    assert membership.is_room_member(17, 9)
+    assert cache.rooms[17] == [5, 9]
+    assert http.calls == [f"{BASE}/room/feign/17/member-id"]
+
+
+def test_community_members_and_channels_use_their_endpoints():
+    http = FakeHttp({
+        f"{BASE}/community/feign/3/member-id": wrapped(members=[5]),
+        f"{BASE}/community/feign/3/channel-id": wrapped(channels=[12, 14]),
+    })
+    cache = FakeCache()
+    membership = with_service(http, cache)
+    assert membership.is_community_member(3, 5)
+    assert membership.community_channels(3) == [12, 14]
+    assert membership.channel_community(14) == 3
+    assert cache.communities[3] == [5] and cache.channels[3] == [12, 14]
+
+
+def test_a_hit_does_not_call_the_service():
+    http = FakeHttp({})
+    cache = FakeCache()
+    cache.set_room_members(17, [5])
+    assert with_service(http, cache).is_room_member(17, 5)
+    assert http.calls == []
+
+
+@pytest.mark.parametrize("answer", [ServiceRefused(404), {"isSuccess": False, "code": 3000, "message": "없음"}])
+def test_an_unknown_room_is_empty_and_not_cached(answer):
+    http = FakeHttp({f"{BASE}/room/feign/17/member-id": answer})
+    cache = FakeCache()
+    membership = with_service(http, cache)
+    assert membership.room_members(17) == []
+    assert 17 not in cache.rooms
+    membership.room_members(17)
+    assert len(http.calls) == 2
+
+
+@pytest.mark.parametrize("answer", [
+    BackendUnavailable(), [], {"result": {"members": "5"}}, {"result": {"members": [5, -1]}},
+    {"result": {"members": [True]}}, {"result": None},
+])
+def test_a_broken_service_refuses_rather_than_guesses(answer):
+    http = FakeHttp({f"{BASE}/room/feign/17/member-id": answer})
+    cache = FakeCache()
+    with pytest.raises(BackendUnavailable):
+        with_service(http, cache).is_room_member(17, 5)
+    assert 17 not in cache.rooms
+
+
+def test_user_rooms_come_from_the_service_and_are_filtered():
+    http = FakeHttp({f"{BASE}/community/feign/room-list/5": [
+        "community/3", "direct/17", "direct/../x", "community/", "direct/0", "other/4"]})
+    assert with_service(http).user_rooms(5) == ["community/3", "direct/17"]
+
+
+@pytest.mark.parametrize("answer", [BackendUnavailable(), ServiceRefused(500), {"not": "a list"}])
+def test_user_rooms_fall_back_to_the_cache_index(answer):
+    http = FakeHttp({f"{BASE}/community/feign/room-list/5": answer})
+    cache = FakeCache()
+    cache.set_room_members(17, [5])
+    assert with_service(http, cache).user_rooms(5) == ["direct/17"]
