@@ -77,4 +77,7 @@ def ensure_indexes(db: Database[Any]) -> None:
     for name in COLLECTIONS.values():
         db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING)],
                               name="channel_time")
+        # History pages sort by (localDateTime, _id) so ties are stable; this serves that sort.
+        db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING), ("_id", DESCENDING)],
+                              name="channel_time_id")
     db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
