@@ -1,0 +1,126 @@
+"""Fan-out scenario: N subscribers of one channel, one sender at R msg/s, Smooth and RabbitMQ.
+
+Owns: one fan-out measurement against a running system (``fanout_once``), the side-by-side
+run over a list of (subscribers, rate) points with Smooth/RabbitMQ ratios (``run``), the
+scaling runs (2 workers, 2 nodes), and the fan-out rows of the targets table.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.measure import cpu_figures, measure, split
+from bench.report import table, verdict
+from bench.servers import RabbitPeer, SmoothStack
+from bench.targets import RabbitTarget, SmoothTarget
+
+__all__ = ["fanout_once", "run", "POINTS"]
+
+# (subscribers, msg/s): the issue's N values, plus the two target points.
+POINTS = [(100, 200), (200, 200), (1000, 20), (5000, 4)]
+SMOOTH_GROUPS = ["chat_workers"]
+COLUMNS = ["system", "subs", "rate", "sent", "delivered", "deliveries_per_s", "lost", "dups",
+           "p50_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "cpu_s_per_1000", "backend_cpu_s",
+           "loadgen_cpu_s"]
+
+
+def procs_for(subscribers: int, procs: int) -> int:
+    return procs or max(1, min(4, math.ceil(subscribers / 1500)))
+
+
+def fanout_once(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float,
+                size: int, procs: int = 0) -> dict[str, Any]:
+    subs, sender = target.fanout_specs(subscribers, rate, size)
+    groups = split(subs, procs_for(subscribers, procs)) + [[sender]]
+    summary = measure(groups, pid_groups, duration, deliveries_per_send=subscribers,
+                      senders_of=lambda conn: [0] if conn["id"] != 0 else [])
+    summary.update(system=target.name, subscribers=subscribers, rate=rate, duration_s=duration,
+                   content_size=size)
+    server_groups = SMOOTH_GROUPS if target.name == "smooth" else ["rabbitmq"]
+    summary.update(cpu_figures(summary, server_groups))
+    return summary
+
+
+def row(result: dict[str, Any]) -> dict[str, Any]:
+    cpu = result["server_cpu_s"]
+    backend = sum(v for k, v in cpu.items() if k in ("kafka", "mongo", "redis", "presence"))
+    lat = result["latency_ms"]
+    return {"system": result["system"], "subs": result["subscribers"], "rate": result["rate"],
+            "sent": result["sent"], "delivered": result["delivered"],
+            "deliveries_per_s": result["deliveries_per_s"], "lost": result["lost"],
+            "dups": result["duplicates"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "max_ms": lat["max"],
+            "cpu_us_per_delivery": result["cpu_us_per_delivery"],
+            "cpu_s_per_1000": result["cpu_s_per_1000_deliveries"],
+            "backend_cpu_s": round(backend, 2) if result["system"] == "smooth" else "-",
+            "loadgen_cpu_s": result["loadgen_cpu_s"]}
+
+
+def run_smooth(points: list[tuple[int, float]], duration: float, size: int, data_dir: Path,
+               workers: int = 1, nodes: int = 1, procs: int = 0) -> list[dict[str, Any]]:
+    out = []
+    with SmoothStack(data_dir, workers=workers, nodes=nodes, mongo_in_memory=True).running() as stack:
+        assert stack.settings is not None
+        target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
+        for subscribers, rate in points:
+            result = fanout_once(target, stack.pid_groups, subscribers, rate, duration, size, procs)
+            result.update(workers=workers, nodes=nodes)
+            out.append(result)
+            print(table(f"fan-out smooth workers={workers} nodes={nodes}", [row(result)], COLUMNS), flush=True)
+    return out
+
+
+def run_rabbit(points: list[tuple[int, float]], duration: float, size: int, procs: int = 0) -> list[dict[str, Any]]:
+    out = []
+    with RabbitPeer().running() as peer:
+        target = RabbitTarget(peer.port)
+        for subscribers, rate in points:
+            result = fanout_once(target, peer.pid_groups, subscribers, rate, duration, size, procs)
+            out.append(result)
+            print(table("fan-out rabbitmq", [row(result)], COLUMNS), flush=True)
+    return out
+
+
+def ratios(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Smooth/RabbitMQ for each point both ran."""
+    peers = {(r["subscribers"], r["rate"]): r for r in rabbit}
+    rows = []
+    for s in smooth:
+        r = peers.get((s["subscribers"], s["rate"]))
+        if r is None:
+            continue
+        rows.append({"subs": s["subscribers"], "rate": s["rate"],
+                     "deliveries_per_s": _ratio(s["deliveries_per_s"], r["deliveries_per_s"]),
+                     "p50": _ratio(s["latency_ms"]["p50"], r["latency_ms"]["p50"]),
+                     "p99": _ratio(s["latency_ms"]["p99"], r["latency_ms"]["p99"]),
+                     "cpu_per_delivery": _ratio(s["cpu_us_per_delivery"], r["cpu_us_per_delivery"]),
+                     "smooth_lost": s["lost"], "rabbit_lost": r["lost"]})
+    return rows
+
+
+def _ratio(a: float, b: float) -> float | str:
+    return round(a / b, 2) if b else "-"
+
+
+def targets(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    s200 = _find(smooth, 200, 200)
+    r200 = _find(rabbit, 200, 200)
+    if s200 and r200:
+        zero = s200["lost"] == 0 and s200["duplicates"] == 0
+        value = round(s200["deliveries_per_s"] / r200["deliveries_per_s"], 2) if zero else 0.0
+        note = "both offered the same load; ratio 1.0 = both kept up" if zero else f"Smooth lost {s200['lost']}"
+        out.append(verdict("fanout_ratio", value, note))
+    else:
+        out.append(verdict("fanout_ratio", None, "point 200x200 not run"))
+    s1000 = _find(smooth, 1000, 20)
+    out.append(verdict("fanout_p99", s1000["latency_ms"]["p99"] if s1000 else None,
+                       f"lost {s1000['lost']}" if s1000 else "point 1000x20 not run"))
+    worst = max((s["cpu_us_per_delivery"] for s in smooth), default=None)
+    out.append(verdict("cpu_per_delivery", worst, "worst fan-out point"))
+    return out
+
+
+def _find(results: list[dict[str, Any]], subs: int, rate: float) -> dict[str, Any] | None:
+    return next((r for r in results if r["subscribers"] == subs and r["rate"] == rate), None)
