@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from app.backends.base import MembershipCache
 from app.errors import BackendError, BackendUnavailable
@@ -95,6 +95,17 @@ class Membership:
     def channel_in_community(self, channel_id: int, community_id: int) -> bool:
         """Whether ``community_id`` lists ``channel_id`` (fetching its channel list on a miss)."""
         return channel_id in self.community_channels(community_id)
+
+    # -- overwrites from the community service (PUT endpoints) -----------------------------
+
+    def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None:
+        self._cache.set_room_members(room_id, user_ids)
+
+    def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None:
+        self._cache.set_community_members(community_id, user_ids)
+
+    def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
+        self._cache.set_community_channels(community_id, channel_ids)
 
     # -- a user's rooms ------------------------------------------------------------------
 

@@ -1,0 +1,48 @@
+"""The chat server's HTTP API under ``/chat-server`` (protocol.md §6.2), as one Flask blueprint.
+
+``create_blueprint(...)`` assembles the routes of:
+
+- ``app.chat.http_history``: ``GET /direct``, ``GET /community`` (message history);
+- ``app.chat.http_files``: ``POST /file``, ``POST /channel/file``, ``GET /file/<key>``;
+- ``app.chat.http_service``: ``POST /message-count`` and the membership ``PUT`` lists.
+
+Every route authenticates (``app.chat.http_auth``), checks membership, validates its input
+strictly, and answers with the §6.1 wrapper; every error, including Werkzeug's own (413 of
+an oversized body, 405), is a JSON ``{"isSuccess":false,"code","message"}`` body.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from werkzeug.exceptions import HTTPException
+
+from app.auth import TokenVerifier
+from app.backends.base import EventBus, HistoryReader, MessageWriter, ReadMarkers
+from app.chat.http_auth import RequestAuth
+from app.chat.http_common import handle_chat_error, handle_http_exception, handle_unexpected
+from app.chat.http_files import FileStorageBackend, register_files
+from app.chat.http_history import register_history
+from app.chat.http_service import register_service_endpoints
+from app.chat.membership import Membership
+from app.chat.profiles import Profiles
+from app.errors import ChatServerError
+from app.settings import Settings
+
+__all__ = ["create_blueprint", "URL_PREFIX"]
+
+URL_PREFIX = "/chat-server"
+
+
+def create_blueprint(settings: Settings, *, membership: Membership, profiles: Profiles, history: HistoryReader,
+                     markers: ReadMarkers, files: FileStorageBackend, writer: MessageWriter, bus: EventBus,
+                     verifier: TokenVerifier) -> Blueprint:
+    """The ``/chat-server`` blueprint, wired to the given services."""
+    bp = Blueprint("chat_http_api", __name__, url_prefix=URL_PREFIX)
+    bp.register_error_handler(ChatServerError, handle_chat_error)
+    bp.register_error_handler(HTTPException, handle_http_exception)
+    bp.register_error_handler(Exception, handle_unexpected)
+    auth = RequestAuth(settings, verifier, membership)
+    register_history(bp, settings, auth=auth, history=history, profiles=profiles)
+    register_files(bp, settings, auth=auth, files=files, writer=writer, bus=bus, profiles=profiles)
+    register_service_endpoints(bp, settings, auth=auth, membership=membership, markers=markers)
+    return bp

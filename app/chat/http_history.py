@@ -1,0 +1,109 @@
+"""History endpoints: ``GET /chat-server/direct`` and ``GET /chat-server/community``.
+
+Query: ``ch_id`` (DM room id, or text channel id for ``/community``; required), ``page``
+(default 0), ``size`` (default ``settings.history_default_page_size``; above
+``settings.history_max_page_size`` is refused with 400 rather than clamped, so a client
+that relies on "fewer than size items means no more pages" is never misled) and the
+optional stable cursor ``before=<messageId>`` (messages strictly older than that message
+of this room; unknown or foreign → 400). Every value must be plain digits (or a 24-hex
+id for ``before``).
+
+The page is the newest ``size`` messages that match, returned oldest-first, each in the
+§4.4 MessageResponse shape plus ``edited``. Names and avatars are the authors' current
+ones when the auth service is configured, else the ones stored with the message.
+Reply parents are looked up in one query (W-19); ``parentName`` is the parent author's
+name; a parent that is gone (or in another room) shows as deleted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response
+
+from app.backends.base import ChatMessage, HistoryReader, RoomKind
+from app.chat.http_auth import RequestAuth
+from app.chat.http_common import query_int, query_str, success
+from app.chat.profiles import Profile, Profiles
+from app.chat.timefmt import iso_local
+from app.errors import BadRequest
+from app.settings import Settings
+
+__all__ = ["register_history", "message_response", "DELETED_PARENT"]
+
+DELETED_PARENT = "삭제된 메세지입니다."
+MAX_PAGE_NUMBER = 1_000_000
+_MESSAGE_ID = re.compile(r"[0-9a-fA-F]{24}")
+
+
+def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, history: HistoryReader,
+                     profiles: Profiles) -> None:
+    def read(kind: RoomKind) -> Response:
+        principal = auth.user()
+        channel_id = query_int("ch_id", minimum=1)
+        page = query_int("page", default=0, maximum=MAX_PAGE_NUMBER)
+        size = query_int("size", default=settings.history_default_page_size, minimum=1,
+                         maximum=settings.history_max_page_size)
+        before = _cursor()
+        auth.require_room(kind, channel_id, principal.user_id)
+        newest_first = history.page(kind, channel_id, size=size, page=page, before_id=before)
+        return success(_render(kind, list(reversed(newest_first)), history, profiles))
+
+    bp.add_url_rule("/direct", "history_direct", lambda: read("direct"), methods=["GET"])
+    bp.add_url_rule("/community", "history_community", lambda: read("channel"), methods=["GET"])
+
+
+def _cursor() -> str | None:
+    raw = query_str("before")
+    if raw is None or raw == "":
+        return None
+    if not _MESSAGE_ID.fullmatch(raw):
+        raise BadRequest("before: must be a message id")
+    return raw.lower()
+
+
+def _render(kind: RoomKind, messages: list[ChatMessage], history: HistoryReader,
+            profiles: Profiles) -> list[dict[str, Any]]:
+    parent_ids = {m.parent_id for m in messages if m.parent_id}
+    found = history.get_many(kind, parent_ids) if parent_ids else {}
+    # A parent in another room is treated as gone: its content must not leak here.
+    parents = {pid: p for pid, p in found.items() if p.channel_id == messages[0].channel_id} if messages else {}
+    authors = {m.user_id for m in messages} | {p.user_id for p in parents.values()}
+    current = profiles.lookup_many(authors) if authors else {}
+    return [message_response(m, parents, current) for m in messages]
+
+
+def message_response(message: ChatMessage, parents: dict[str, ChatMessage],
+                     current: dict[int, Profile]) -> dict[str, Any]:
+    """protocol.md §4.4 MessageResponse (nulls present), plus ``edited``."""
+    name, image = _author(message, current)
+    body: dict[str, Any] = {
+        "id": message.id,
+        "name": name,
+        "profileImage": image,
+        "userId": message.user_id,
+        "message": message.content,
+        "thumbnail": message.thumbnail,
+        "fileType": message.type,
+        "type": None,
+        "time": iso_local(message.created_at),
+        "parentId": None,
+        "parentName": None,
+        "parentContent": None,
+        "edited": message.edited_at is not None,
+    }
+    if message.parent_id:
+        parent = parents.get(message.parent_id)
+        if parent is None:
+            body.update(parentId=None, parentName="", parentContent=DELETED_PARENT)
+        else:
+            body.update(parentId=parent.id, parentName=_author(parent, current)[0], parentContent=parent.content)
+    return body
+
+
+def _author(message: ChatMessage, current: dict[int, Profile]) -> tuple[str | None, str | None]:
+    profile = current.get(message.user_id)
+    if profile is None:
+        return message.name, message.profile_image
+    return profile.name, profile.image
