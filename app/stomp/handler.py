@@ -1,0 +1,251 @@
+"""The per-connection STOMP state machine: client frames in, server frames and effects out.
+
+Owns the rules of one connection from CONNECT to DISCONNECT (STOMP 1.2 "Client Frames"):
+version and heart-beat negotiation, authentication, subscriptions (through the
+``SubscriptionRegistry``), SEND dispatch to the ``ChatApplication``, receipts and errors.
+It performs no I/O and knows no gevent: the I/O layer (``app/session.py``) feeds it
+frames and applies the returned :class:`Outcome` (queue the frames, maybe close).
+
+Two kinds of failure, deliberately different:
+
+- A protocol violation (a frame before CONNECT, a bad token, a missing required header,
+  a resource limit, transactions) is fatal: ERROR, then the connection closes.
+- A refusal of a well-formed request (destination not allowed, not a member, a handler
+  that raised ``ChatServerError``, an unexpected handler failure) is not: ERROR (with
+  ``receipt-id`` when a receipt was asked for) and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+from app.auth import TokenVerifier, token_from_headers
+from app.contracts import ChatApplication, ClientConnection
+from app.errors import AuthError, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
+from app.registry import SubscriptionRegistry
+from app.stomp import frames as f
+from app.stomp.frames import Frame
+from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
+from app.stomp.parser import negotiate_version
+from app.stomp.routing import check_subscribe_destination, resolve_send
+
+__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED"]
+
+log = logging.getLogger(__name__)
+
+AWAITING_CONNECT = "awaiting-connect"
+CONNECTED = "connected"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the I/O layer must do after one event: queue ``frames``, then maybe close.
+
+    ``connected`` is True once, for the frame that completed CONNECT: the I/O layer then
+    calls ``ChatApplication.connected`` after queueing CONNECTED.
+    """
+
+    frames: tuple[Frame, ...] = ()
+    close: bool = False
+    connected: bool = False
+
+
+_NOTHING = Outcome()
+
+
+class _Refusal(ChatServerError):
+    """The application refused a request: ERROR, but the connection stays open."""
+
+
+class StompHandler:
+    """One connection's STOMP session state.
+
+    Args:
+        application: the chat domain (send handlers, subscription authorizer).
+        verifier: checks the token of CONNECT.
+        registry: the process's subscriptions; ``subscriber`` is this connection's key.
+        session_id, node_id, transport: identify the connection to the application.
+        heartbeat_ms: the server's heart-beat offer, both directions (0: none).
+        max_subscriptions: the most subscriptions this connection may hold.
+    """
+
+    def __init__(self, *, application: ChatApplication, verifier: TokenVerifier,
+                 registry: SubscriptionRegistry[Hashable], subscriber: Hashable, session_id: str,
+                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int) -> None:
+        self._application = application
+        self._verifier = verifier
+        self._registry = registry
+        self._subscriber = subscriber
+        self._session_id = session_id
+        self._node_id = node_id
+        self._transport = transport
+        self._server_heartbeat = (heartbeat_ms, heartbeat_ms)
+        self._max_subscriptions = max_subscriptions
+        self.state = AWAITING_CONNECT
+        self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
+        self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
+        self.connection: ClientConnection | None = None
+        self._commands: dict[str, Callable[[Frame], tuple[Frame, ...]]] = {
+            f.SEND: self._send,
+            f.SUBSCRIBE: self._subscribe,
+            f.UNSUBSCRIBE: self._unsubscribe,
+            f.ACK: self._acknowledge,
+            f.NACK: self._acknowledge,
+            f.BEGIN: self._transaction,
+            f.COMMIT: self._transaction,
+            f.ABORT: self._transaction,
+        }
+
+    # Entry points --------------------------------------------------------------------
+
+    def receive_frame(self, frame: Frame) -> Outcome:
+        """Handle one client frame."""
+        if self.state == CLOSED:
+            return _NOTHING
+        try:
+            return self._dispatch(frame)
+        except (ProtocolError, AuthError) as exc:
+            return self._fail(exc.message, frame)
+        except ChatServerError as exc:
+            return Outcome((_error(exc.message, frame),))
+        except Exception:
+            log.exception("STOMP %s failed on session %s", frame.command, self._session_id)
+            return Outcome((_error(ChatServerError.wire_message, frame),))
+
+    def protocol_error(self, exc: ProtocolError) -> Outcome:
+        """The byte stream broke the protocol (the parser or a transport limit said so)."""
+        if self.state == CLOSED:
+            return _NOTHING
+        return self._fail(exc.message)
+
+    def close(self) -> None:
+        """The connection ended for a reason of the I/O layer; ignore anything after."""
+        self.state = CLOSED
+
+    # Dispatch --------------------------------------------------------------------------
+
+    def _dispatch(self, frame: Frame) -> Outcome:
+        command = frame.command
+        if command in (f.CONNECT, f.STOMP):
+            if self.state == CONNECTED:
+                raise InvalidFrame("already connected")
+            return self._connect(frame)
+        if self.state != CONNECTED:
+            raise NotConnected()
+        if command == f.DISCONNECT:
+            self.state = CLOSED
+            return Outcome(_receipt_for(frame), close=True)
+        method = self._commands.get(command)
+        if method is None:  # the parser lets only client commands through
+            raise InvalidFrame("unexpected command")
+        return Outcome(method(frame))
+
+    def _fail(self, message: str, frame: Frame | None = None) -> Outcome:
+        self.state = CLOSED
+        return Outcome((_error(message, frame),), close=True)
+
+    # CONNECT -----------------------------------------------------------------------------
+
+    def _connect(self, frame: Frame) -> Outcome:
+        version = negotiate_version(frame.header("accept-version"))
+        if version is None:
+            self.state = CLOSED
+            return Outcome((_unsupported_version(frame),), close=True)
+        client_heartbeat = parse_heart_beat(frame.header("heart-beat"))
+        principal = self._verifier.verify(_token(frame))
+        claimed = frame.header("user-id")
+        if claimed is not None and claimed.strip() != str(principal.user_id):
+            raise AuthError("user-id does not match token")
+        self.version = version
+        self.heartbeat = negotiate_heartbeat(client_heartbeat, self._server_heartbeat)
+        self.connection = ClientConnection(self._session_id, principal, self._node_id, self._transport)
+        self.state = CONNECTED
+        reply = f.connected(version, self.heartbeat, self._session_id)
+        return Outcome((reply, *_receipt_for(frame)), connected=True)
+
+    # Commands after CONNECT ----------------------------------------------------------
+
+    def _send(self, frame: Frame) -> tuple[Frame, ...]:
+        destination = _required(frame, "destination")
+        if frame.header("transaction") is not None:
+            raise ProtocolError("transactions not supported")
+        handler = resolve_send(destination, self._application.send_handlers)
+        self._call_application(handler, frame.body)
+        return _receipt_for(frame)
+
+    def _subscribe(self, frame: Frame) -> tuple[Frame, ...]:
+        destination = _required(frame, "destination")
+        subscription_id = frame.header("id")
+        if subscription_id is None:
+            if self.version != "1.0":
+                raise InvalidFrame("missing id header")
+            subscription_id = destination  # STOMP 1.0 made the id optional
+        if self._registry.holds(self._subscriber, subscription_id):
+            raise InvalidFrame("duplicate subscription id")
+        if self._registry.count(self._subscriber) >= self._max_subscriptions:
+            raise ProtocolError("too many subscriptions")
+        check_subscribe_destination(destination)
+        self._call_application(self._application.authorize_subscription, destination)
+        self._registry.add(self._subscriber, subscription_id, destination)
+        return _receipt_for(frame)
+
+    def _unsubscribe(self, frame: Frame) -> tuple[Frame, ...]:
+        subscription_id = frame.header("id")
+        if subscription_id is None and self.version == "1.0":
+            subscription_id = frame.header("destination")
+        if subscription_id is None:
+            raise InvalidFrame("missing id header")
+        if self._registry.remove(self._subscriber, subscription_id) is None:
+            raise NotFound("unknown subscription")
+        return _receipt_for(frame)
+
+    def _acknowledge(self, frame: Frame) -> tuple[Frame, ...]:
+        # Every subscription is auto-acknowledged: ACK/NACK have nothing left to do.
+        return _receipt_for(frame)
+
+    def _transaction(self, frame: Frame) -> tuple[Frame, ...]:
+        raise ProtocolError("transactions not supported")
+
+    def _call_application(self, function: Callable[[ClientConnection, object], None], argument: object) -> None:
+        """Call into the chat domain; whatever it raises becomes a non-fatal refusal."""
+        assert self.connection is not None
+        try:
+            function(self.connection, argument)
+        except ChatServerError as exc:
+            raise _Refusal(exc.message) from None
+        except Exception:
+            log.exception("application handler failed on session %s", self._session_id)
+            raise _Refusal(ChatServerError.wire_message) from None
+
+
+def _token(frame: Frame) -> str | None:
+    authorization = frame.header("Authorization")
+    if authorization is None:
+        authorization = frame.header("authorization")
+    return token_from_headers(authorization, frame.header("access-token"))
+
+
+def _required(frame: Frame, name: str) -> str:
+    value = frame.header(name)
+    if value is None or value == "":
+        raise InvalidFrame(f"missing {name} header")
+    return value
+
+
+def _receipt_for(frame: Frame) -> tuple[Frame, ...]:
+    receipt_id = frame.header("receipt")
+    return (f.receipt(receipt_id),) if receipt_id is not None else ()
+
+
+def _error(message: str, frame: Frame | None) -> Frame:
+    receipt_id = frame.header("receipt") if frame is not None else None
+    return f.error(message, receipt_id=receipt_id)
+
+
+def _unsupported_version(frame: Frame) -> Frame:
+    # STOMP 1.2 "Protocol Negotiation": the ERROR lists the versions the server speaks.
+    base = _error("unsupported protocol version", frame)
+    return Frame(f.ERROR, (*base.headers, ("version", ",".join(f.SUPPORTED_VERSIONS))))

@@ -1,0 +1,54 @@
+"""Which destinations a client may SUBSCRIBE to and SEND to (protocol.md W-3, W-4).
+
+Owns the rules, nothing else:
+
+- SUBSCRIBE takes one exact room destination, ``/topic/(direct|group|community)/<id>``;
+  patterns (``*``, ``**``, ``#``, ``>``) are refused, not expanded.
+- Only the server publishes to ``/topic``: a client SEND there is refused.
+- A SEND goes to the handler registered under exactly its destination, or is refused.
+
+Each refusal raises an ``app.errors`` class with a fixed, short message for the ERROR frame.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping, TypeVar
+
+from app.errors import BadRequest, Forbidden, NotFound
+
+__all__ = ["SUBSCRIBE_DESTINATION", "check_subscribe_destination", "resolve_send"]
+
+# Room ids are positive 64-bit numbers: at most 19 digits, no leading zero.
+SUBSCRIBE_DESTINATION = re.compile(r"/topic/(direct|group|community)/[1-9][0-9]{0,18}")
+_WILDCARDS = ("*", "#", ">")
+_TOPIC = "/topic"
+
+H = TypeVar("H")
+
+
+def check_subscribe_destination(destination: str) -> None:
+    """Refuse anything but one exact room destination.
+
+    Raises:
+        BadRequest: a pattern, or a destination outside the room topics.
+    """
+    if any(mark in destination for mark in _WILDCARDS):
+        raise BadRequest("wildcard destinations are not supported")
+    if SUBSCRIBE_DESTINATION.fullmatch(destination) is None:
+        raise BadRequest("unknown destination")
+
+
+def resolve_send(destination: str, handlers: Mapping[str, H]) -> H:
+    """The handler registered under exactly ``destination``.
+
+    Raises:
+        Forbidden: the destination is under ``/topic`` (only the server publishes there).
+        NotFound: no handler has this destination.
+    """
+    if destination == _TOPIC or destination.startswith(_TOPIC + "/"):
+        raise Forbidden("only the server publishes to /topic")
+    try:
+        return handlers[destination]
+    except KeyError:
+        raise NotFound("unknown destination") from None

@@ -1,0 +1,317 @@
+"""StompHandler: the per-connection state machine (STOMP 1.2 "Client Frames"), without I/O."""
+
+import time
+
+import pytest
+
+from app.auth import TokenVerifier, mint_token
+from app.errors import BadRequest, Forbidden, FrameTooLarge, NotFound
+from app.registry import SubscriptionRegistry
+from app.settings import DEV_JWT_SECRET
+from app.stomp.frames import Frame
+from app.stomp.handler import CLOSED, CONNECTED, StompHandler
+
+
+class Application:
+    """A ChatApplication double recording what the handler asked of it."""
+
+    def __init__(self):
+        self.sent = []
+        self.authorized = []
+        self.send_handlers = {
+            "/kafka/echo": lambda conn, body: self.sent.append((conn.user_id, body)),
+            "/kafka/refuse": self._refuse,
+            "/kafka/crash": self._crash,
+        }
+
+    def _refuse(self, conn, body):
+        raise BadRequest("content is required")
+
+    def _crash(self, conn, body):
+        raise RuntimeError("secret internal detail")
+
+    def authorize_subscription(self, conn, destination):
+        if destination.endswith("/666"):
+            raise Forbidden("not a member")
+        if destination.endswith("/404"):
+            raise NotFound("no such room")
+        self.authorized.append(destination)
+
+    def connected(self, conn):
+        pass
+
+    def disconnected(self, conn):
+        pass
+
+
+def token(user_id=5, **kwargs):
+    return mint_token(DEV_JWT_SECRET, user_id, **kwargs)
+
+
+def frame(command, body=b"", **headers):
+    return Frame(command, tuple((k.replace("_", "-"), v) for k, v in headers.items()), body)
+
+
+@pytest.fixture
+def registry():
+    return SubscriptionRegistry()
+
+
+@pytest.fixture
+def app():
+    return Application()
+
+
+def new_handler(app, registry, *, max_subscriptions=10, heartbeat_ms=10000):
+    return StompHandler(application=app, verifier=TokenVerifier(DEV_JWT_SECRET), registry=registry,
+                        subscriber="me", session_id="sess-1", node_id="node-a", transport="websocket",
+                        heartbeat_ms=heartbeat_ms, max_subscriptions=max_subscriptions)
+
+
+@pytest.fixture
+def handler(app, registry):
+    return new_handler(app, registry)
+
+
+@pytest.fixture
+def connected(handler):
+    outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+    assert outcome.connected
+    return handler
+
+
+def only(outcome):
+    assert len(outcome.frames) == 1, outcome
+    return outcome.frames[0]
+
+
+class TestConnect:
+    """STOMP 1.2 "CONNECT or STOMP Frame", "Protocol Negotiation", "Heart-beating"."""
+
+    def test_connected_carries_version_heartbeat_session_server(self, handler):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="1.0,1.1,1.2", heart_beat="10000,10000",
+                                              access_token=token(5)))
+        reply = only(outcome)
+        assert reply.command == "CONNECTED"
+        assert reply.header_dict() == {"version": "1.2", "heart-beat": "10000,10000", "session": "sess-1",
+                                       "server": "smooth"}
+        assert outcome.connected and not outcome.close
+        assert handler.state == CONNECTED
+        assert handler.connection.user_id == 5
+        assert handler.connection.session_id == "sess-1"
+        assert handler.connection.node_id == "node-a"
+        assert handler.connection.transport == "websocket"
+
+    def test_stomp_command_works_like_connect(self, handler):
+        assert only(handler.receive_frame(frame("STOMP", accept_version="1.2", access_token=token()))).command == "CONNECTED"
+
+    def test_highest_common_version_wins(self, handler):
+        reply = only(handler.receive_frame(frame("CONNECT", accept_version="1.0,1.1", access_token=token())))
+        assert reply.header("version") == "1.1"
+        assert handler.version == "1.1"
+
+    def test_no_accept_version_means_1_0(self, handler):
+        assert only(handler.receive_frame(frame("CONNECT", access_token=token()))).header("version") == "1.0"
+
+    def test_unsupported_version_lists_ours_and_closes(self, handler):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="2.0", access_token=token(), receipt="r"))
+        reply = only(outcome)
+        assert reply.command == "ERROR"
+        assert reply.header("version") == "1.0,1.1,1.2"
+        assert reply.header("receipt-id") == "r"
+        assert outcome.close and handler.state == CLOSED
+
+    def test_heartbeat_is_negotiated_from_both_offers(self, app, registry):
+        handler = new_handler(app, registry, heartbeat_ms=10000)
+        reply = only(handler.receive_frame(frame("CONNECT", accept_version="1.2", heart_beat="5000,20000",
+                                                 access_token=token())))
+        assert handler.heartbeat == (20000, 10000)
+        assert reply.header("heart-beat") == "20000,10000"
+
+    def test_client_without_heartbeats_gets_none(self, handler):
+        handler.receive_frame(frame("CONNECT", accept_version="1.2", heart_beat="0,0", access_token=token()))
+        assert handler.heartbeat == (0, 0)
+
+    def test_malformed_heartbeat_is_fatal(self, handler):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2", heart_beat="soon", access_token=token()))
+        assert only(outcome).command == "ERROR" and outcome.close
+
+    def test_bearer_authorization_header_is_accepted(self, handler):
+        reply = only(handler.receive_frame(frame("CONNECT", accept_version="1.2", Authorization=f"Bearer {token(9)}")))
+        assert reply.command == "CONNECTED" and handler.connection.user_id == 9
+
+    @pytest.mark.parametrize("headers, message", [
+        ({}, "missing token"),
+        ({"access_token": "not-a-jwt"}, "invalid token"),
+        ({"access_token": mint_token("b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldC1vdGhlci1zZWNyZXQ=", 5)}, "invalid token"),
+        ({"access_token": token(5, now=time.time() - 3600, lifetime_s=60)}, "token expired"),
+        ({"access_token": token(5), "user_id": "6"}, "user-id does not match token"),
+    ])
+    def test_bad_identity_is_an_error_then_close(self, handler, headers, message):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2", **headers))
+        reply = only(outcome)
+        assert (reply.command, reply.header("message")) == ("ERROR", message)
+        assert outcome.close and not outcome.connected
+        assert handler.connection is None
+
+    def test_matching_user_id_header_is_fine(self, handler):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token(5), user_id="5"))
+        assert outcome.connected
+
+    def test_frames_before_connect_are_fatal(self, handler):
+        outcome = handler.receive_frame(frame("SUBSCRIBE", destination="/topic/group/1", id="0", receipt="r"))
+        reply = only(outcome)
+        assert (reply.header("message"), reply.header("receipt-id")) == ("not connected", "r")
+        assert outcome.close
+
+    def test_second_connect_is_fatal(self, connected):
+        outcome = connected.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+        assert only(outcome).header("message") == "already connected" and outcome.close
+
+    def test_receipt_on_connect_follows_connected(self, handler):
+        outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token(), receipt="c"))
+        assert [fr.command for fr in outcome.frames] == ["CONNECTED", "RECEIPT"]
+
+
+class TestSubscribe:
+    """STOMP 1.2 "SUBSCRIBE", "UNSUBSCRIBE" and our destination rules (protocol.md W-3)."""
+
+    def test_subscribe_registers_and_receipts(self, connected, registry, app):
+        reply = only(connected.receive_frame(frame("SUBSCRIBE", destination="/topic/group/12", id="sub-0", receipt="r1")))
+        assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "r1")
+        assert registry.subscribers("/topic/group/12") == (("me", "sub-0"),)
+        assert app.authorized == ["/topic/group/12"]
+
+    def test_subscribe_without_receipt_answers_nothing(self, connected):
+        assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/3", id="0")).frames == ()
+
+    @pytest.mark.parametrize("destination", [
+        "/topic/**", "/topic/group/*", "/topic/group/#", "/topic/group/>", "/topic/group/01", "/topic/group/0",
+        "/topic/user/5", "/queue/x", "/topic/group/12345678901234567890", "/topic/group/1/", "/topic/group/1\n",
+    ])
+    def test_anything_but_an_exact_room_is_refused_but_not_fatal(self, connected, registry, destination):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination=destination, id="0", receipt="r"))
+        reply = only(outcome)
+        assert (reply.command, reply.header("receipt-id")) == ("ERROR", "r")
+        assert not outcome.close and connected.state == CONNECTED
+        assert len(registry) == 0
+
+    @pytest.mark.parametrize("room, message", [("666", "not a member"), ("404", "no such room")])
+    def test_authorizer_refusal_is_not_fatal(self, connected, registry, room, message):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination=f"/topic/group/{room}", id="0", receipt="r"))
+        reply = only(outcome)
+        assert (reply.command, reply.header("message"), reply.header("receipt-id")) == ("ERROR", message, "r")
+        assert not outcome.close
+        assert len(registry) == 0
+
+    def test_missing_id_is_fatal_in_1_2(self, connected):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/group/1"))
+        assert only(outcome).header("message") == "missing id header" and outcome.close
+
+    def test_missing_id_defaults_to_destination_in_1_0(self, handler, registry):
+        handler.receive_frame(frame("CONNECT", access_token=token()))
+        assert handler.version == "1.0"
+        handler.receive_frame(frame("SUBSCRIBE", destination="/topic/group/1"))
+        assert registry.subscribers("/topic/group/1") == (("me", "/topic/group/1"),)
+        handler.receive_frame(frame("UNSUBSCRIBE", destination="/topic/group/1"))
+        assert len(registry) == 0
+
+    def test_missing_destination_is_fatal(self, connected):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", id="0"))
+        assert only(outcome).header("message") == "missing destination header" and outcome.close
+
+    def test_duplicate_id_is_fatal(self, connected, registry):
+        connected.receive_frame(frame("SUBSCRIBE", destination="/topic/group/1", id="0"))
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/group/2", id="0"))
+        assert only(outcome).header("message") == "duplicate subscription id" and outcome.close
+
+    def test_subscription_limit_is_fatal(self, app, registry):
+        handler = new_handler(app, registry, max_subscriptions=3)
+        handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+        for n in range(3):
+            assert handler.receive_frame(frame("SUBSCRIBE", destination=f"/topic/group/{n + 1}", id=str(n))).frames == ()
+        outcome = handler.receive_frame(frame("SUBSCRIBE", destination="/topic/group/9", id="9", receipt="r"))
+        reply = only(outcome)
+        assert (reply.header("message"), reply.header("receipt-id")) == ("too many subscriptions", "r")
+        assert outcome.close
+        assert registry.count("me") == 3
+
+    def test_unsubscribe_by_id(self, connected, registry):
+        connected.receive_frame(frame("SUBSCRIBE", destination="/topic/group/1", id="a"))
+        reply = only(connected.receive_frame(frame("UNSUBSCRIBE", id="a", receipt="u")))
+        assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "u")
+        assert len(registry) == 0
+
+    def test_unsubscribe_unknown_id_is_refused_but_not_fatal(self, connected):
+        outcome = connected.receive_frame(frame("UNSUBSCRIBE", id="nope", receipt="u"))
+        assert only(outcome).command == "ERROR" and not outcome.close
+
+
+class TestSend:
+    """STOMP 1.2 "SEND" and our destination rules (protocol.md W-4)."""
+
+    def test_send_calls_the_handler_then_receipts(self, connected, app):
+        reply = only(connected.receive_frame(frame("SEND", b'{"x":1}', destination="/kafka/echo", receipt="s")))
+        assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "s")
+        assert app.sent == [(5, b'{"x":1}')]
+
+    def test_send_to_topic_is_refused_but_not_fatal(self, connected, app):
+        outcome = connected.receive_frame(frame("SEND", b"x", destination="/topic/group/1", receipt="s"))
+        reply = only(outcome)
+        assert (reply.header("message"), reply.header("receipt-id")) == ("only the server publishes to /topic", "s")
+        assert not outcome.close and app.sent == []
+
+    def test_unknown_destination_is_refused_with_receipt_id(self, connected):
+        outcome = connected.receive_frame(frame("SEND", b"x", destination="/kafka/nothing", receipt="s"))
+        reply = only(outcome)
+        assert (reply.header("message"), reply.header("receipt-id")) == ("unknown destination", "s")
+        assert not outcome.close
+
+    def test_handler_refusal_carries_its_message(self, connected):
+        outcome = connected.receive_frame(frame("SEND", b"x", destination="/kafka/refuse", receipt="s"))
+        reply = only(outcome)
+        assert (reply.command, reply.header("message"), reply.header("receipt-id")) == ("ERROR", "content is required", "s")
+        assert not outcome.close and connected.state == CONNECTED
+
+    def test_handler_crash_is_internal_error_without_details(self, connected, caplog):
+        outcome = connected.receive_frame(frame("SEND", b"x", destination="/kafka/crash"))
+        reply = only(outcome)
+        assert reply.header("message") == "internal error"
+        assert b"secret" not in reply.serialize()
+        assert not outcome.close
+        assert "secret internal detail" in caplog.text  # logged with its traceback
+
+    @pytest.mark.parametrize("command", ["BEGIN", "COMMIT", "ABORT"])
+    def test_transactions_are_not_supported(self, connected, command):
+        outcome = connected.receive_frame(frame(command, transaction="t", receipt="x"))
+        reply = only(outcome)
+        assert (reply.header("message"), reply.header("receipt-id")) == ("transactions not supported", "x")
+        assert outcome.close
+
+    def test_send_inside_a_transaction_is_refused(self, connected, app):
+        outcome = connected.receive_frame(frame("SEND", b"x", destination="/kafka/echo", transaction="t"))
+        assert only(outcome).header("message") == "transactions not supported" and outcome.close
+        assert app.sent == []
+
+
+class TestOthers:
+    def test_ack_and_nack_only_receipt(self, connected):
+        for command in ("ACK", "NACK"):
+            reply = only(connected.receive_frame(frame(command, id="m1", receipt=command)))
+            assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", command)
+
+    def test_disconnect_receipts_then_closes(self, connected):
+        outcome = connected.receive_frame(frame("DISCONNECT", receipt="bye"))
+        reply = only(outcome)
+        assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "bye")
+        assert outcome.close and connected.state == CLOSED
+
+    def test_nothing_is_handled_after_close(self, connected, app):
+        connected.receive_frame(frame("DISCONNECT"))
+        assert connected.receive_frame(frame("SEND", b"x", destination="/kafka/echo")).frames == ()
+        assert app.sent == []
+
+    def test_protocol_error_from_the_parser_is_fatal(self, connected):
+        outcome = connected.protocol_error(FrameTooLarge("frame over max_frame_bytes"))
+        assert only(outcome).header("message") == "frame over max_frame_bytes" and outcome.close
+        assert connected.protocol_error(FrameTooLarge()).frames == ()
