@@ -1,0 +1,157 @@
+"""Fixtures' building blocks for the chat HTTP API tests.
+
+- ``ChatApi``: the real blueprint in a Flask app (test client, in process) over the real
+  MongoDB-wire server and Redis of the ``embedded`` fixture, with a fresh database.
+- ``DocumentWriter``: a minimal MessageWriter that inserts through ``mongo_schema`` (the
+  messaging engineer's writer is not needed to test the read side).
+- ``RecordingBus``: an EventBus that records what was published, or fails on demand.
+- ``CannedService``: a real HTTP server (gevent pywsgi, free port) answering canned JSON,
+  standing in for the auth or community service, recording every request.
+- ``insert_message``: store a message as the write side would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterator
+
+from bson import ObjectId
+from flask import Flask
+from gevent.pywsgi import WSGIServer
+from pymongo import MongoClient
+
+from app.auth import TokenVerifier, mint_token
+from app.backends.base import ChatMessage, RoomKind
+from app.backends.mongo_history import MongoReadSide
+from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
+from app.backends.redis_cache import RedisMembershipCache
+from app.chat.http_api import create_blueprint
+from app.chat.membership import Membership
+from app.chat.profiles import Profiles
+from app.errors import BackendUnavailable
+from app.service_http import ServiceHttp
+from app.settings import Settings
+
+__all__ = ["ChatApi", "DocumentWriter", "RecordingBus", "CannedService", "insert_message", "fresh_id", "BASE_TIME"]
+
+BASE_TIME = datetime(2024, 3, 1, 12, 0, 0)
+# Room, community and user ids far from other tests' small ones: Redis is shared by the session.
+_ids = itertools.count(random.randint(10**8, 9 * 10**8) * 1000)
+
+
+def fresh_id() -> int:
+    return next(_ids)
+
+
+def insert_message(db: Any, kind: RoomKind, channel_id: int, user_id: int, content: str, at: datetime,
+                   **extra: Any) -> ChatMessage:
+    message = ChatMessage(kind=kind, channel_id=channel_id, user_id=user_id, content=content, created_at=at,
+                          **extra)
+    result = db[COLLECTIONS[kind]].insert_one(to_document(message))
+    return message.with_id(str(result.inserted_id))
+
+
+class DocumentWriter:
+    """MessageWriter subset (insert/delete/get) storing through ``mongo_schema``."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.fail_insert = False
+
+    def insert(self, message: ChatMessage) -> ChatMessage:
+        if self.fail_insert:
+            raise BackendUnavailable("database unavailable")
+        result = self.db[COLLECTIONS[message.kind]].insert_one(to_document(message))
+        return message.with_id(str(result.inserted_id))
+
+    def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
+        doc = self.db[COLLECTIONS[kind]].find_one({"_id": object_id(message_id)})
+        return from_document(kind, doc) if doc else None
+
+    def delete(self, kind: RoomKind, message_id: str, author_id: int) -> ChatMessage | None:
+        found = self.get(kind, message_id)
+        self.db[COLLECTIONS[kind]].delete_one({"_id": ObjectId(message_id), "userId": author_id})
+        return found
+
+    def edit(self, *args: Any) -> None:  # pragma: no cover - not used by the HTTP API
+        raise NotImplementedError
+
+
+class RecordingBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, bytes]] = []
+        self.fail = False
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        if self.fail:
+            raise BackendUnavailable("event bus unavailable")
+        self.published.append((topic, key, value))
+
+
+class CannedService:
+    """A real HTTP server answering ``routes[(method, path)] = (status, json_body)``."""
+
+    def __init__(self, routes: dict[tuple[str, str], tuple[int, Any]] | None = None) -> None:
+        self.routes = dict(routes or {})
+        self.requests: list[tuple[str, str, Any]] = []
+        self._server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None)
+
+    def __enter__(self) -> "CannedService":
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop(timeout=1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ["PATH_INFO"]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        self.requests.append((method, path, json.loads(raw) if raw else None))
+        status, body = self.routes.get((method, path), (404, {"isSuccess": False, "code": 404, "message": "no"}))
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        start_response(f"{status} X", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+        return [payload]
+
+
+class ChatApi:
+    """The blueprint mounted on a Flask app, over real backends; ``close()`` when done."""
+
+    def __init__(self, settings: Settings, *, mongo_listeners: list[Any] | None = None) -> None:
+        self.settings = settings
+        self.mongo: MongoClient[Any] = MongoClient(settings.mongo_url, event_listeners=mongo_listeners or [])
+        self.db = self.mongo[settings.mongo_db]
+        ensure_indexes(self.db)
+        self.cache = RedisMembershipCache(settings.redis_url, settings.membership_ttl_s)
+        http = ServiceHttp(settings.service_timeout_s)
+        self.membership = Membership(settings, self.cache, http)
+        self.profiles = Profiles(settings, self.cache, http)
+        self.read_side = MongoReadSide(self.db)
+        self.writer = DocumentWriter(self.db)
+        self.bus = RecordingBus()
+        app = Flask(__name__)
+        app.register_blueprint(create_blueprint(
+            settings, membership=self.membership, profiles=self.profiles, history=self.read_side,
+            markers=self.read_side, files=self.read_side, writer=self.writer, bus=self.bus,
+            verifier=TokenVerifier(settings.jwt_secret)))
+        self.client = app.test_client()
+
+    def auth(self, user_id: int, **headers: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(self.settings.jwt_secret, user_id)}", **headers}
+
+    def close(self) -> None:
+        self.mongo.drop_database(self.settings.mongo_db)
+        self.mongo.close()
+        self.cache.close()
+
+
+def timeline(count: int, start: datetime = BASE_TIME, step_ms: int = 1000) -> Iterator[datetime]:
+    for index in range(count):
+        yield start + timedelta(milliseconds=index * step_ms)
