@@ -1,0 +1,31 @@
+"""``python -m app.tcp_presence``: run the presence server until SIGTERM or SIGINT.
+
+Reads the configuration once (``Settings.from_env``), patches the standard library for
+gevent before any network client is created, then hands over to
+:func:`app.tcp_presence.server.run`. Exit status 0 after a graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from gevent import monkey
+
+__all__ = ["main"]
+
+
+def main() -> int:
+    monkey.patch_all()
+    # Imported after patching, so redis and urllib get cooperative sockets.
+    from app.settings import Settings
+    from app.tcp_presence.server import run
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

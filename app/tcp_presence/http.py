@@ -1,0 +1,89 @@
+"""The presence server's small HTTP API (protocol.md §6.3), served on PRESENCE_HTTP_PORT.
+
+Owns :func:`create_presence_http_app`:
+
+- ``POST /presence-server/friends-state``: body = JSON array of user ids (strings or
+  numbers); answer = the common wrapper with ``result`` = ``{"<id>": "<location>" |
+  "offline"}`` (the user's visible location, §7.5).
+- ``GET /presence-server/user-state``: bare ``{"<id>": "online", ...}`` of every online
+  user, read from the ``online`` index (no key scan, W-23).
+- ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
+
+The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
+wiped Redis without authentication (W-10); they deliberately do not exist here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Final
+
+from flask import Flask, Response, jsonify, request
+
+from app.errors import BackendError
+
+from .handler import PresenceStore
+
+__all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS", "SUCCESS_MESSAGE"]
+
+log = logging.getLogger(__name__)
+
+SUCCESS_MESSAGE: Final = "요청에 성공하였습니다."
+# One friends-state request looks up at most this many users.
+FRIENDS_STATE_MAX_IDS: Final = 5000
+_BAD_REQUEST_CODE: Final = 2000
+_UNAVAILABLE_CODE: Final = 5030
+_USER_ID: Final = re.compile(r"[0-9]{1,19}")
+
+
+def create_presence_http_app(store: PresenceStore) -> Flask:
+    """The Flask app; ``store`` is the same one the TCP handler uses."""
+    app = Flask("smooth-presence")
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    @app.post("/presence-server/friends-state")
+    def friends_state() -> tuple[Response, int]:
+        user_ids = _user_ids(request.get_json(silent=True))
+        if user_ids is None:
+            return _failure(_BAD_REQUEST_CODE, "user ids must be a JSON array of digits"), 400
+        states = store.friends_state(user_ids)
+        result = {str(user): states.get(user) or "offline" for user in user_ids}
+        return jsonify({"isSuccess": True, "code": 1000, "message": SUCCESS_MESSAGE, "result": result}), 200
+
+    @app.get("/presence-server/user-state")
+    def user_state() -> tuple[Response, int]:
+        return jsonify({str(user): "online" for user in store.online_users()}), 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify({"status": "ok"}), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        if store.ping():
+            return jsonify({"status": "ready"}), 200
+        return jsonify({"status": "redis unreachable"}), 503
+
+    @app.errorhandler(BackendError)
+    def backend_down(_: BackendError) -> tuple[Response, int]:
+        return _failure(_UNAVAILABLE_CODE, "presence store unavailable"), 503
+
+    return app
+
+
+def _user_ids(body: Any) -> list[int] | None:
+    """The ids of a friends-state body, or None when it is not a list of digit ids."""
+    if not isinstance(body, list) or len(body) > FRIENDS_STATE_MAX_IDS:
+        return None
+    ids: list[int] = []
+    for item in body:
+        if isinstance(item, bool) or not isinstance(item, (int, str)) or not _USER_ID.fullmatch(str(item)):
+            return None
+        ids.append(int(item))
+    return ids
+
+
+def _failure(code: int, message: str) -> Response:
+    return jsonify({"isSuccess": False, "code": code, "message": message})
