@@ -1,26 +1,114 @@
 """The composition root: builds everything one chat-server process runs.
 
-``build_services(settings)`` picks the implementations (MongoDB, Redis, Kafka, presence)
-and returns the ``Services`` bundle the web app and the worker lifecycle use. Nothing here
-opens a connection at import or build time: clients connect lazily, after the worker forked.
+``build_services(settings)`` picks the implementations (MongoDB, Redis, Kafka, presence,
+the auth/community/notification services) and returns the ``Services`` bundle the web app
+and the worker lifecycle use. Nothing here opens a connection: every client connects
+lazily, so building in the gunicorn master and running in a forked worker is safe; the
+consumers and background greenlets start in ``Services.start`` (after the fork).
+
 ``create_topics(settings)`` creates the Kafka topics (the dev launcher calls it once).
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+from typing import Any, Callable, Mapping
+
+import gevent
+
+from app.auth import TokenVerifier
 from app.backends import kafka_bus
+from app.backends.mongo_history import MongoReadSide
+from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.redis_cache import RedisMembershipCache
+from app.chat.access import Access
 from app.chat.application import ChatService
-from app.contracts import Services
+from app.chat.handlers import Authors, Messaging
+from app.chat.membership import Membership
+from app.chat.notifications import Notifier
+from app.chat.presence_flow import PresenceApi, PresenceFlow, worker_node_id
+from app.chat.profiles import Profiles
+from app.chat.service_api import create_service_blueprint
+from app.contracts import LocalDelivery, Services
+from app.errors import BackendUnavailable
+from app.service_http import ServiceHttp
 from app.settings import Settings
+from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, group_id
+from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_services", "create_topics"]
+
+log = logging.getLogger(__name__)
 
 
 def build_services(settings: Settings) -> Services:
     """The ``Services`` bundle of one chat-server process."""
-    return Services(application=ChatService())
+    mongo = MongoConnection(settings)
+    read_side = MongoReadSide(mongo.db)
+    cache = RedisMembershipCache(settings.redis_url, settings.membership_ttl_s)
+    http = ServiceHttp(settings.service_timeout_s)
+    membership = Membership(settings, cache, http)
+    bus = kafka_bus.KafkaEventBus(settings)
+    flow_ref: list[PresenceFlow] = []
+    presence = _presence_client(settings, on_recovered=lambda: gevent.spawn(flow_ref[0].resync))
+    access = Access(membership)
+    notifier = Notifier(settings, http=http, presence=presence, membership=membership)
+    messaging = Messaging(store=MongoMessageWriter(mongo), bus=bus, access=access,
+                          authors=Authors(Profiles(settings, cache, http)), observer=notifier,
+                          typing_interval_s=settings.typing_interval_s)
+    flow = PresenceFlow(presence=presence, bus=bus, membership=membership, read_markers=read_side,
+                        access=access, node_id=lambda: worker_node_id(settings))
+    flow_ref.append(flow)
+    runtime = WorkerRuntime(
+        open_consumers=lambda delivery: _consumers(settings, delivery),
+        lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
+        prepare=mongo.ensure_indexes,
+        closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
+    application = ChatService(messaging=messaging, presence=flow, access=access,
+                              message_max_chars=settings.message_max_chars)
+    blueprints = [create_service_blueprint(settings, bus=bus, offline=flow,
+                                           verifier=TokenVerifier(settings.jwt_secret))]
+    return Services(application=application, blueprints=blueprints,
+                    readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
+                    start=runtime.start, stop=runtime.stop)
 
 
 def create_topics(settings: Settings) -> list[str]:
     """Create Smooth's Kafka topics (idempotent); returns the newly created names."""
     return kafka_bus.create_topics(settings)
+
+
+def _consumers(settings: Settings, delivery: LocalDelivery) -> ConsumerSet:
+    node_id = worker_node_id(settings)
+
+    def opener(group: str, topic: str) -> Callable[[], kafka_bus.RecordSource]:
+        return lambda: kafka_bus.RecordSource(settings, [topic], group_id(group, node_id))
+
+    return ConsumerSet([FanoutConsumer(group, opener(group, topic), delivery)
+                        for group, topic in CONSUMER_GROUPS.items()])
+
+
+def _presence_client(settings: Settings, *, on_recovered: Callable[[], Any]) -> PresenceApi:
+    try:
+        module = importlib.import_module("app.presence_client")
+    except ModuleNotFoundError:
+        log.warning("app.presence_client is missing; running without presence")
+        return _NoPresence()
+    client: PresenceApi = module.PresenceClient(settings, on_recovered=on_recovered)
+    return client
+
+
+class _NoPresence:
+    """Presence that is always down: the chat server's degraded mode."""
+
+    def _down(self, *args: Any) -> Any:
+        raise BackendUnavailable("presence unavailable")
+
+    login = logout = move = notify_targets = before_enter = enter = renew_lease = _down
+
+    def sync(self, node_id: str, sessions: Mapping[str, int]) -> None:
+        self._down()
+
+    def close(self) -> None:
+        pass

@@ -118,13 +118,14 @@ class RecordSource:
     """One fan-out consumer (its own group) over a set of topics.
 
     ``poll`` returns decoded ``Record`` objects and maps client failures to
-    ``BackendUnavailable``; ``assigned`` tells whether the group join finished, which is
+    ``BackendUnavailable``; ``ready`` tells whether the group join finished, which is
     what readiness waits for so a subscriber does not miss the first messages.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str) -> None:
         self.group_id = group_id
         self.topics = list(topics)
+        self._ready = False
         try:
             self._consumer = KafkaConsumer(
                 *self.topics,
@@ -145,13 +146,26 @@ class RecordSource:
     def poll(self, timeout_ms: int, max_records: int = 500) -> list[Record]:
         try:
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+            if not self._ready:
+                self._resolve_positions()
         except KafkaError as exc:
             raise BackendUnavailable() from exc
         return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
 
+    def _resolve_positions(self) -> None:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        # position() resolves the 'latest' offset now, so every record produced after
+        # ``ready`` turns true is consumed (nothing sent right after startup is missed).
+        for partition in assignment:
+            self._consumer.position(partition)
+        self._ready = True
+
     @property
-    def assigned(self) -> bool:
-        return bool(self._consumer.assignment())
+    def ready(self) -> bool:
+        """The group join finished and every assigned partition has a position."""
+        return self._ready
 
     def close(self) -> None:
         try:

@@ -1,34 +1,78 @@
 """The chat domain as the STOMP transport sees it: ``ChatApplication`` (app/contracts.py).
 
-First version: no SEND destinations yet and every SUBSCRIBE refused, so a transport wired
-to it is safe while the handlers land.
+``ChatService`` owns the SEND destination table (the destination, never the payload's
+``type``, chooses the handler; protocol.md W-8), the SUBSCRIBE authorizer and the
+connect/disconnect hooks. Each table entry is: parse the body into a typed command
+(payloads.py), then hand it to the message handlers (handlers.py) or the presence flow
+(presence_flow.py).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
-from app.contracts import ClientConnection, SendHandler
-from app.errors import Forbidden
+from app.chat import payloads
+from app.chat.access import Access
+from app.chat.handlers import Messaging
+from app.chat.presence_flow import PresenceFlow
+from app.contracts import APP_PREFIX, ClientConnection, SendHandler
 
-__all__ = ["ChatService"]
+__all__ = ["ChatService", "DESTINATIONS"]
+
+DESTINATIONS = tuple(APP_PREFIX + name for name in (
+    "send-direct-message", "send-channel-message",
+    "send-direct-typing", "send-channel-typing",
+    "send-direct-reply", "send-channel-reply",
+    "send-direct-modify", "send-channel-modify",
+    "send-direct-delete", "send-channel-delete",
+    "join-channel", "community-signaling", "signaling",
+))
 
 
 class ChatService:
     """Implements ``app.contracts.ChatApplication``."""
 
-    def __init__(self) -> None:
-        self._handlers: dict[str, SendHandler] = {}
+    def __init__(self, *, messaging: Messaging, presence: PresenceFlow, access: Access,
+                 message_max_chars: int) -> None:
+        self._messaging = messaging
+        self._presence = presence
+        self._access = access
+        self._max_chars = message_max_chars
+        self._handlers = self._build_table()
 
     @property
     def send_handlers(self) -> Mapping[str, SendHandler]:
         return self._handlers
 
     def authorize_subscription(self, connection: ClientConnection, destination: str) -> None:
-        raise Forbidden()
+        self._access.authorize_subscription(connection.user_id, destination)
 
     def connected(self, connection: ClientConnection) -> None:
-        return None
+        self._presence.connected(connection)
 
     def disconnected(self, connection: ClientConnection) -> None:
-        return None
+        self._presence.disconnected(connection)
+
+    def _build_table(self) -> dict[str, SendHandler]:
+        m, p, limit = self._messaging, self._presence, self._max_chars
+        table: dict[str, Callable[[ClientConnection, bytes], object]] = {}
+        for kind in ("direct", "channel"):
+            table[f"send-{kind}-message"] = _bind(m.send_message, lambda b, k=kind: payloads.parse_send_message(b, k, limit))
+            table[f"send-{kind}-reply"] = _bind(m.send_reply, lambda b, k=kind: payloads.parse_send_reply(b, k, limit))
+            table[f"send-{kind}-modify"] = _bind(m.modify, lambda b, k=kind: payloads.parse_modify(b, k, limit))
+            table[f"send-{kind}-delete"] = _bind(m.delete, lambda b, k=kind: payloads.parse_delete(b, k))
+            table[f"send-{kind}-typing"] = _bind(m.typing, lambda b, k=kind: payloads.parse_typing(b, k))
+        table["join-channel"] = _bind(p.join, payloads.parse_join)
+        table["community-signaling"] = _bind(p.enter_community, payloads.parse_community_signaling)
+        table["signaling"] = _bind(p.enter_voice, payloads.parse_voice_signaling)
+        handlers = {APP_PREFIX + name: handler for name, handler in table.items()}
+        assert set(handlers) == set(DESTINATIONS)
+        return handlers  # type: ignore[return-value]
+
+
+def _bind(handle: Callable[[ClientConnection, object], object],
+          parse: Callable[[bytes], object]) -> Callable[[ClientConnection, bytes], None]:
+    """A ``SendHandler``: parse first (nothing happens on a bad body), then handle."""
+    def handler(connection: ClientConnection, body: bytes) -> None:
+        handle(connection, parse(body))
+    return handler

@@ -1,0 +1,278 @@
+"""In-memory stand-ins for the chat pipeline's backends, for unit tests.
+
+Each fake implements the same interface as its real counterpart and records what it was
+asked to do, so a test can assert on effects (what was stored, what was published, what
+was delivered) without a broker, MongoDB, Redis or presence. ``fail_*`` switches make a
+dependency fail the way the real one does (``BackendUnavailable``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Mapping, Sequence
+
+from app.backends.base import ChatMessage, RoomActivity, RoomKind
+from app.errors import BackendUnavailable
+
+__all__ = [
+    "MemoryMessageStore",
+    "RecordingEventBus",
+    "MemoryMembership",
+    "MemoryReadMarkers",
+    "MemoryPresence",
+    "MemoryProfiles",
+    "RecordingDelivery",
+    "RecordingHttp",
+    "Published",
+    "Profile",
+    "LogoutResult",
+    "Move",
+]
+
+
+class MemoryMessageStore:
+    """``MessageWriter`` (+ ``remove``/``restore``) on a dict; ids look like ObjectIds."""
+
+    def __init__(self) -> None:
+        self.messages: dict[tuple[RoomKind, str], ChatMessage] = {}
+        self._ids = itertools.count(1)
+        self.fail = False
+
+    def _check(self) -> None:
+        if self.fail:
+            raise BackendUnavailable()
+
+    def insert(self, message: ChatMessage) -> ChatMessage:
+        self._check()
+        stored = message.with_id(f"{next(self._ids):024x}")
+        self.messages[(stored.kind, stored.id)] = stored
+        return stored
+
+    def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
+        self._check()
+        return self.messages.get((kind, message_id))
+
+    def edit(self, kind: RoomKind, message_id: str, author_id: int, content: str,
+             edited_at: datetime) -> ChatMessage | None:
+        self._check()
+        current = self.messages.get((kind, message_id))
+        if current is None or current.user_id != author_id:
+            return None
+        edited = replace(current, content=content, edited_at=edited_at)
+        self.messages[(kind, message_id)] = edited
+        return edited
+
+    def delete(self, kind: RoomKind, message_id: str, author_id: int) -> ChatMessage | None:
+        self._check()
+        current = self.messages.get((kind, message_id))
+        if current is None or current.user_id != author_id:
+            return None
+        return self.messages.pop((kind, message_id))
+
+    def remove(self, kind: RoomKind, message_id: str) -> None:
+        self.messages.pop((kind, message_id), None)
+
+    def restore(self, message: ChatMessage) -> None:
+        self.messages[(message.kind, message.id)] = message
+
+    def in_room(self, kind: RoomKind, channel_id: int) -> list[ChatMessage]:
+        return [m for (k, _), m in self.messages.items() if k == kind and m.channel_id == channel_id]
+
+
+@dataclass(frozen=True)
+class Published:
+    topic: str
+    key: str
+    value: bytes
+
+
+class RecordingEventBus:
+    """``EventBus`` that keeps every acknowledged record; ``fail`` makes publish raise."""
+
+    def __init__(self) -> None:
+        self.records: list[Published] = []
+        self.fail = False
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        if self.fail:
+            raise BackendUnavailable()
+        self.records.append(Published(topic, key, value))
+
+    def on(self, topic: str) -> list[Published]:
+        return [r for r in self.records if r.topic == topic]
+
+
+class MemoryMembership:
+    """Membership lists set by the test; unknown rooms have no members."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[int, list[int]] = {}
+        self.communities: dict[int, list[int]] = {}
+        self.channels: dict[int, int] = {}
+
+    def set_room(self, room_id: int, members: Sequence[int]) -> None:
+        self.rooms[room_id] = list(members)
+
+    def set_community(self, community_id: int, members: Sequence[int], channels: Sequence[int] = ()) -> None:
+        self.communities[community_id] = list(members)
+        for channel_id in channels:
+            self.channels[channel_id] = community_id
+
+    def is_room_member(self, room_id: int, user_id: int) -> bool:
+        return user_id in self.rooms.get(room_id, ())
+
+    def room_members(self, room_id: int) -> list[int]:
+        return list(self.rooms.get(room_id, ()))
+
+    def is_community_member(self, community_id: int, user_id: int) -> bool:
+        return user_id in self.communities.get(community_id, ())
+
+    def community_members(self, community_id: int) -> list[int]:
+        return list(self.communities.get(community_id, ()))
+
+    def channel_community(self, channel_id: int) -> int | None:
+        return self.channels.get(channel_id)
+
+    def user_rooms(self, user_id: int) -> list[str]:
+        rooms = [f"community/{c}" for c, members in sorted(self.communities.items()) if user_id in members]
+        rooms += [f"direct/{r}" for r, members in sorted(self.rooms.items()) if user_id in members]
+        return rooms
+
+
+class MemoryReadMarkers:
+    """``messageTime`` as a dict of location → {user id → time}."""
+
+    def __init__(self) -> None:
+        self.read: dict[str, dict[int, datetime]] = {}
+
+    def mark_read(self, location: str, user_id: int, at: datetime) -> None:
+        self.read.setdefault(location, {})[user_id] = at
+
+    def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
+        return [RoomActivity(room_id, 0, None) for room_id in room_ids]
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    user_id: int | None
+    location: str | None
+    last_session: bool
+
+
+@dataclass(frozen=True)
+class Move:
+    last: str | None
+    now: str
+
+
+@dataclass
+class MemoryPresence:
+    """Presence with per-session refcounts and per-user locations; ``down`` fails every call."""
+
+    down: bool = False
+    sessions: dict[str, int] = field(default_factory=dict)
+    locations: dict[int, str] = field(default_factory=dict)
+    voice: dict[int, dict[int, list[str]]] = field(default_factory=dict)
+    calls: list[tuple] = field(default_factory=list)
+
+    def _call(self, *call: object) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise BackendUnavailable()
+
+    def login(self, session_id: str, user_id: int, node_id: str) -> bool:
+        self._call("login", session_id, user_id, node_id)
+        first = user_id not in self.sessions.values()
+        self.sessions[session_id] = user_id
+        self.locations.setdefault(user_id, "home")
+        return first
+
+    def logout(self, session_id: str) -> LogoutResult:
+        self._call("logout", session_id)
+        user_id = self.sessions.pop(session_id, None)
+        if user_id is None:
+            return LogoutResult(None, None, False)
+        last = user_id not in self.sessions.values()
+        location = self.locations.pop(user_id, None) if last else self.locations.get(user_id)
+        return LogoutResult(user_id, location, last)
+
+    def move(self, user_id: int, session_id: str, location: str) -> Move:
+        self._call("move", user_id, session_id, location)
+        last = self.locations.get(user_id)
+        self.locations[user_id] = location
+        return Move(last, location)
+
+    def notify_targets(self, room_key: str, member_ids: Sequence[int]) -> list[int]:
+        self._call("notify_targets", room_key, list(member_ids))
+        return [m for m in member_ids if self.locations.get(m) != room_key]
+
+    def before_enter(self, user_id: int, community_id: int) -> str:
+        self._call("before_enter", user_id, community_id)
+        return self._snapshot(community_id)
+
+    def enter(self, user_id: int, community_id: int, voice_channel_id: int) -> str:
+        self._call("enter", user_id, community_id, voice_channel_id)
+        channels = self.voice.setdefault(community_id, {})
+        channels.setdefault(voice_channel_id, []).append(str(user_id))
+        return self._snapshot(community_id)
+
+    def renew_lease(self, node_id: str) -> None:
+        self._call("renew_lease", node_id)
+
+    def sync(self, node_id: str, sessions: Mapping[str, int]) -> None:
+        self._call("sync", node_id, dict(sessions))
+        self.sessions.update(sessions)
+
+    def close(self) -> None:
+        pass
+
+    def _snapshot(self, community_id: int) -> str:
+        channels = self.voice.get(community_id, {})
+        return json.dumps({str(c): users for c, users in channels.items()}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    image: str | None
+
+
+class MemoryProfiles:
+    """Auth-service profiles by user id; ``down`` makes lookups fail."""
+
+    def __init__(self, profiles: Mapping[int, Profile] | None = None) -> None:
+        self.profiles = dict(profiles or {})
+        self.down = False
+
+    def lookup(self, user_id: int) -> Profile | None:
+        if self.down:
+            raise BackendUnavailable()
+        return self.profiles.get(user_id)
+
+
+class RecordingDelivery:
+    """``LocalDelivery`` that keeps ``(destination, body)`` pairs."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, bytes]] = []
+
+    def deliver(self, destination: str, body: bytes) -> int:
+        self.delivered.append((destination, body))
+        return 1
+
+
+class RecordingHttp:
+    """``ServiceHttp.post_json`` recorder; ``fail`` makes calls raise."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, object]] = []
+        self.fail = False
+
+    def post_json(self, url: str, body: object) -> object:
+        if self.fail:
+            raise BackendUnavailable()
+        self.posts.append((url, body))
+        return None

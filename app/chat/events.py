@@ -1,0 +1,272 @@
+"""Kafka records of the chat fan-out and the exact STOMP push bodies they become.
+
+Two shapes live here, and nothing else builds them:
+
+- **Records** (``*_record`` functions) are what a chat node produces to Kafka after it
+  stored a change: compact JSON objects with a ``type``, typed ids (numbers) and times
+  already in the push format. They are keyed by room id (see ``record_key``).
+- **Pushes** (``pushes_for``) are what every node's consumers hand to ``LocalDelivery``:
+  ``(destination, body_bytes)`` pairs whose bodies are the exact JSON of protocol.md §2.7
+  (every value a JSON string except in the file push and the voice snapshot). A body is
+  serialised once per record, however many destinations or subscribers receive it.
+
+Record shapes per topic (``TOPICS`` in app/backends/base.py)::
+
+    chat-server-topic     {"type":"message","id","channelId","userId","name","profileImage","content","time"}
+    channel-server-topic  same + "communityId"
+    etc-direct-topic      {"type":"typing","channelId","name"}
+    etc-community-topic   {"type":"reply", <message fields>, "parentId","parentName","parentContent"}
+                          {"type":"modify","id","channelId","userId","content","time","editedAt"}
+                          {"type":"delete","id","channelId"}
+    file-topic            the file push body itself (FileUploadResponse of §2.7), pushed verbatim
+    state-topic           {"type":"connect"|"disconnect","userId","ids":["community/3","direct/17"]}
+                          {"type":"before-enter"|"enter","communityId","state":"<occupancy JSON>"}
+                          {"type":"exit-community","typeForExit":"out","communityId","channelId","ids"}
+                          {"type":"exit-room","typeForExit":"out","channelId","ids"}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Iterable
+
+from app.backends.base import TOPICS, ChatMessage, RoomKind
+from app.chat.timefmt import java_local_datetime
+
+__all__ = [
+    "encode",
+    "record_key",
+    "message_topic",
+    "etc_topic",
+    "room_destination",
+    "message_record",
+    "reply_record",
+    "modify_record",
+    "delete_record",
+    "typing_record",
+    "presence_record",
+    "voice_state_record",
+    "exit_community_record",
+    "exit_room_record",
+    "file_push_body",
+    "pushes_for",
+    "Push",
+]
+
+Push = tuple[str, bytes]
+
+_ROOM_TOPIC_PREFIX = {"direct": "/topic/direct/", "channel": "/topic/group/"}
+
+
+def encode(obj: Any) -> bytes:
+    """Compact UTF-8 JSON, the one serialisation used for records and pushes."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_key(room_id: int | str) -> str:
+    """Records are keyed by room (or community/user) id so one room stays in order."""
+    return str(room_id)
+
+
+def message_topic(kind: RoomKind) -> str:
+    return TOPICS[kind]
+
+
+def etc_topic(kind: RoomKind) -> str:
+    return TOPICS["direct_etc" if kind == "direct" else "channel_etc"]
+
+
+def room_destination(kind: RoomKind, channel_id: int | str) -> str:
+    return f"{_ROOM_TOPIC_PREFIX[kind]}{channel_id}"
+
+
+# ---------------------------------------------------------------- records (produced)
+
+def _message_fields(message: ChatMessage) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "id": message.id,
+        "channelId": message.channel_id,
+        "userId": message.user_id,
+        "name": message.name,
+        "profileImage": message.profile_image,
+        "content": message.content,
+        "time": java_local_datetime(message.created_at),
+    }
+    if message.kind == "channel":
+        fields["communityId"] = message.community_id
+    return fields
+
+
+def message_record(message: ChatMessage) -> bytes:
+    return encode({"type": "message", **_message_fields(message)})
+
+
+def reply_record(message: ChatMessage) -> bytes:
+    return encode({"type": "reply", **_message_fields(message), "parentId": message.parent_id,
+                   "parentName": message.parent_name, "parentContent": message.parent_content})
+
+
+def modify_record(message: ChatMessage) -> bytes:
+    edited = java_local_datetime(message.edited_at) if message.edited_at else None
+    return encode({"type": "modify", "id": message.id, "channelId": message.channel_id,
+                   "userId": message.user_id, "content": message.content,
+                   "time": java_local_datetime(message.created_at), "editedAt": edited})
+
+
+def delete_record(kind: RoomKind, channel_id: int, message_id: str) -> bytes:
+    return encode({"type": "delete", "id": message_id, "channelId": channel_id})
+
+
+def typing_record(channel_id: int, name: str | None) -> bytes:
+    return encode({"type": "typing", "channelId": channel_id, "name": name})
+
+
+def presence_record(event: str, user_id: int, rooms: Iterable[str]) -> bytes:
+    """``connect``/``disconnect`` for each ``community/{id}``/``direct/{id}`` room entry."""
+    return encode({"type": event, "userId": str(user_id), "ids": list(rooms)})
+
+
+def voice_state_record(event: str, community_id: int, state: str) -> bytes:
+    """``before-enter``/``enter``: ``state`` is presence's occupancy JSON, pushed verbatim."""
+    return encode({"type": event, "communityId": str(community_id), "state": state})
+
+
+def exit_community_record(community_id: int, channel_id: str, ids: list[str],
+                          type_for_exit: str = "out") -> bytes:
+    return encode({"type": "exit-community", "typeForExit": type_for_exit,
+                   "communityId": str(community_id), "channelId": channel_id, "ids": ids})
+
+
+def exit_room_record(room_id: int, ids: list[str], type_for_exit: str = "out") -> bytes:
+    return encode({"type": "exit-room", "typeForExit": type_for_exit,
+                   "channelId": str(room_id), "ids": ids})
+
+
+def file_push_body(*, message_id: str, user_id: int, name: str | None, profile_image: str | None,
+                   url: str | None, thumbnail: str | None, channel_id: int, kind: RoomKind,
+                   file_type: str, time: str) -> bytes:
+    """The file-topic record, which is also its push body (§2.7 FileUploadResponse).
+
+    ``channelId`` is a JSON number and ``type`` the room kind (``direct``/``community``).
+    """
+    return encode({"id": message_id, "name": name, "profileImage": profile_image, "message": url,
+                   "thumbnail": thumbnail, "userId": str(user_id), "channelId": channel_id,
+                   "type": "direct" if kind == "direct" else "community",
+                   "fileType": file_type, "time": time})
+
+
+# ---------------------------------------------------------------- pushes (consumed)
+
+def _s(value: Any) -> str | None:
+    """§2.7 bodies carry every value as a JSON string; absent stays null."""
+    return None if value is None else str(value)
+
+
+def _message_push(record: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "message", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
+            "name": _s(record.get("name")), "profileImage": _s(record.get("profileImage")),
+            "message": _s(record.get("content")), "time": _s(record.get("time"))}
+
+
+def _reply_push(record: dict[str, Any]) -> dict[str, Any]:
+    body = _message_push(record)
+    body["type"] = "reply"
+    body["parentName"] = _s(record.get("parentName"))
+    body["parentContent"] = _s(record.get("parentContent"))
+    return body
+
+
+def _modify_push(record: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "modify", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
+            "message": _s(record.get("content")), "time": _s(record.get("time"))}
+
+
+def _delete_push(record: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "delete", "id": _s(record.get("id"))}
+
+
+def _typing_push(record: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "typing", "name": _s(record.get("name"))}
+
+
+_ETC_PUSHES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "reply": _reply_push,
+    "modify": _modify_push,
+    "delete": _delete_push,
+    "typing": _typing_push,
+}
+
+
+def _room_pushes(kind: RoomKind, record: dict[str, Any], body: dict[str, Any]) -> list[Push]:
+    return [(room_destination(kind, int(record["channelId"])), encode(body))]
+
+
+def _message_pushes(kind: RoomKind) -> Callable[[bytes], list[Push]]:
+    def pushes(value: bytes) -> list[Push]:
+        record = json.loads(value)
+        return _room_pushes(kind, record, _message_push(record))
+    return pushes
+
+
+def _etc_pushes(kind: RoomKind) -> Callable[[bytes], list[Push]]:
+    def pushes(value: bytes) -> list[Push]:
+        record = json.loads(value)
+        build = _ETC_PUSHES.get(record.get("type"))
+        if build is None:
+            raise ValueError(f"unknown etc record type {record.get('type')!r}")
+        return _room_pushes(kind, record, build(record))
+    return pushes
+
+
+def _file_pushes(value: bytes) -> list[Push]:
+    record = json.loads(value)
+    kind: RoomKind = "direct" if record.get("type") == "direct" else "channel"
+    # The record is the push body: forward the producer's bytes untouched.
+    return [(room_destination(kind, int(record["channelId"])), value)]
+
+
+def _presence_pushes(record: dict[str, Any]) -> list[Push]:
+    body = encode({"type": record["type"], "userId": _s(record.get("userId"))})
+    return [(f"/topic/{room}", body) for room in record.get("ids") or () if _is_room_entry(room)]
+
+
+def _is_room_entry(room: Any) -> bool:
+    kind, _, ident = str(room).partition("/")
+    return kind in ("community", "direct") and ident.isdigit()
+
+
+def _state_pushes(value: bytes) -> list[Push]:
+    record = json.loads(value)
+    event = record.get("type")
+    if event in ("connect", "disconnect"):
+        return _presence_pushes(record)
+    if event in ("before-enter", "enter"):
+        state = record["state"]
+        return [(f"/topic/community/{int(record['communityId'])}", state.encode())]
+    if event == "exit-community":
+        body = {"type": _s(record.get("typeForExit")), "communityId": _s(record.get("communityId")),
+                "channelId": _s(record.get("channelId")), "ids": [str(i) for i in record.get("ids") or ()]}
+        return [(f"/topic/community/{int(record['communityId'])}", encode(body))]
+    if event == "exit-room":
+        body = {"type": _s(record.get("typeForExit")), "channelId": _s(record.get("channelId")),
+                "ids": [str(i) for i in record.get("ids") or ()]}
+        return [(f"/topic/direct/{int(record['channelId'])}", encode(body))]
+    raise ValueError(f"unknown state record type {event!r}")
+
+
+_PUSHES_BY_TOPIC: dict[str, Callable[[bytes], list[Push]]] = {
+    TOPICS["direct"]: _message_pushes("direct"),
+    TOPICS["channel"]: _message_pushes("channel"),
+    TOPICS["direct_etc"]: _etc_pushes("direct"),
+    TOPICS["channel_etc"]: _etc_pushes("channel"),
+    TOPICS["file"]: _file_pushes,
+    TOPICS["state"]: _state_pushes,
+}
+
+
+def pushes_for(topic: str, value: bytes) -> list[Push]:
+    """The ``(destination, body)`` pushes one consumed record becomes.
+
+    Raises ``ValueError``/``KeyError`` on a malformed record; the consumer logs and skips it.
+    """
+    return _PUSHES_BY_TOPIC[topic](value)

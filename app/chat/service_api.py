@@ -1,0 +1,161 @@
+"""Service-to-service endpoints the presence server calls (protocol.md §6.2, §7.3, §8).
+
+- ``POST /chat-server/signaling-list-community`` ``{"type":"out","communityId":"3","channelId":"c-12","ids":["9"]}``
+  → ``state-topic`` ``exit-community`` → every node pushes the body to ``/topic/community/3``.
+- ``POST /chat-server/signaling-list-direct`` ``{"type":"out","channelId":"17","ids":["5"]}``
+  → ``exit-room`` → ``/topic/direct/17`` (the reference's broken DM branch, W-20, fixed).
+- ``POST /chat-server/presence-offline`` ``{"userId":5,"location":"c-12"}`` (a dead node's
+  user lost their last session) → last-read mark of the location, ``disconnect`` pushes.
+
+All three answer 200 with an empty body once the event is published.
+
+Who may call:
+
+- ``SERVICE_TOKEN`` set: only requests carrying it in ``X-Service-Token`` (constant-time
+  comparison). Use this whenever the chat server is reachable through a proxy.
+- ``SERVICE_TOKEN`` unset (the embedded default): requests from a loopback address (the
+  presence server of the same host), or requests with a valid user token in
+  ``Authorization``. A proxy in front of the server makes every request look local, so
+  production deployments must set ``SERVICE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+from typing import Any, Callable, Protocol
+
+from flask import Blueprint, Response, request
+
+from app.auth import TokenVerifier, token_from_headers
+from app.backends.base import TOPICS, EventBus
+from app.chat import events
+from app.errors import AuthError, BadRequest, ChatServerError
+from app.settings import Settings
+
+__all__ = ["create_service_blueprint", "SERVICE_TOKEN_HEADER", "OfflineHandler"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_TOKEN_HEADER = "X-Service-Token"
+MAX_IDS = 10_000
+_ID = re.compile(r"[0-9]{1,19}")
+_TYPE = re.compile(r"[a-z-]{1,32}")
+_VOICE_CHANNEL = re.compile(r"c-([0-9]{1,19})")
+_LOCATION = re.compile(r"home|[cr]-[0-9]{1,19}|com[0-9]{1,19},c-[0-9]{1,19}")
+
+
+class OfflineHandler(Protocol):
+    def user_went_offline(self, user_id: int, location: str | None) -> None: ...
+
+
+def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: OfflineHandler,
+                             verifier: TokenVerifier | None = None) -> Blueprint:
+    """The blueprint of the three presence → chat endpoints."""
+    blueprint = Blueprint("chat_service_api", __name__)
+    guard = _CallerGuard(settings.service_token, verifier or TokenVerifier(settings.jwt_secret))
+
+    def endpoint(path: str, handle: Callable[[dict[str, Any]], None]) -> None:
+        def view() -> Response:
+            guard.check()
+            handle(_json_object())
+            return Response(status=200)
+        view.__name__ = path.replace("-", "_")
+        blueprint.add_url_rule(f"/chat-server/{path}", view_func=view, methods=["POST"])
+
+    endpoint("signaling-list-community", lambda body: _publish_exit_community(bus, body))
+    endpoint("signaling-list-direct", lambda body: _publish_exit_room(bus, body))
+    endpoint("presence-offline", lambda body: offline.user_went_offline(*_offline_args(body)))
+    blueprint.register_error_handler(ChatServerError, _error_response)
+    return blueprint
+
+
+class _CallerGuard:
+    def __init__(self, service_token: str, verifier: TokenVerifier) -> None:
+        self._service_token = service_token.encode()
+        self._verifier = verifier
+
+    def check(self) -> None:
+        if self._service_token:
+            offered = request.headers.get(SERVICE_TOKEN_HEADER, "").encode()
+            if not hmac.compare_digest(offered, self._service_token):
+                raise AuthError("invalid service token")
+            return
+        if _is_loopback(request.remote_addr):
+            return
+        self._verifier.verify(token_from_headers(request.headers.get("Authorization")))
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_response(exc: ChatServerError) -> Response:
+    body = {"isSuccess": False, "code": exc.http_status, "message": exc.message}
+    return Response(json.dumps(body, ensure_ascii=False), status=exc.http_status, mimetype="application/json")
+
+
+# ---------------------------------------------------------------- body validation
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("body: must be a JSON object")
+    return body
+
+
+def _id(body: dict[str, Any], field: str) -> int:
+    value = body.get(field)
+    text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if not _ID.fullmatch(text) or int(text) == 0:
+        raise BadRequest(f"{field}: must be a positive integer")
+    return int(text)
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    values = body.get("ids")
+    if values is None:
+        return []
+    if not isinstance(values, list) or len(values) > MAX_IDS:
+        raise BadRequest("ids: must be a list of user ids")
+    return [str(_id({"ids": value}, "ids")) for value in values]
+
+
+def _exit_type(body: dict[str, Any]) -> str:
+    value = body.get("type", "out")
+    if not isinstance(value, str) or not _TYPE.fullmatch(value):
+        raise BadRequest("type: must be a short word")
+    return value
+
+
+def _publish_exit_community(bus: EventBus, body: dict[str, Any]) -> None:
+    community_id = _id(body, "communityId")
+    channel = body.get("channelId")
+    match = _VOICE_CHANNEL.fullmatch(channel) if isinstance(channel, str) else None
+    if match is None:
+        raise BadRequest("channelId: must be c-<voiceChannelId>")
+    record = events.exit_community_record(community_id, f"c-{int(match.group(1))}", _ids(body), _exit_type(body))
+    bus.publish(TOPICS["state"], events.record_key(community_id), record)
+
+
+def _publish_exit_room(bus: EventBus, body: dict[str, Any]) -> None:
+    channel = body.get("channelId")
+    if isinstance(channel, str) and channel.startswith("r-"):
+        channel = channel[2:]
+    room_id = _id({"channelId": channel}, "channelId")
+    record = events.exit_room_record(room_id, _ids(body), _exit_type(body))
+    bus.publish(TOPICS["state"], events.record_key(room_id), record)
+
+
+def _offline_args(body: dict[str, Any]) -> tuple[int, str | None]:
+    user_id = _id(body, "userId")
+    location = body.get("location")
+    if location is not None and (not isinstance(location, str) or not _LOCATION.fullmatch(location)):
+        raise BadRequest("location: must be a presence location")
+    return user_id, location

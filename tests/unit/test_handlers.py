@@ -1,0 +1,410 @@
+"""The chat application with in-memory backends: authorization, store-then-publish, extras,
+presence hooks and notifications."""
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+
+from app.auth import Principal
+from app.backends.base import TOPICS
+from app.backends.memory import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles,
+                                 MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
+from app.chat.access import Access
+from app.chat.application import DESTINATIONS, ChatService
+from app.chat.handlers import Authors, Messaging
+from app.chat.notifications import Notifier
+from app.chat.presence_flow import PresenceFlow
+from app.contracts import ClientConnection
+from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
+from app.settings import Settings
+
+ALICE, BOB, EVE = 5, 9, 66
+ROOM, COMMUNITY, CHANNEL, OTHER_CHANNEL, VOICE = 17, 3, 12, 40, 77
+T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
+
+
+class Clock:
+    def __init__(self):
+        self.now = T0
+        self.mono = 1000.0
+
+    def advance(self, seconds):
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+class Harness:
+    def __init__(self, *, profiles=None, notification_url=""):
+        self.settings = Settings.from_env({}, typing_interval_s=3.0, message_max_chars=100,
+                                          notification_service_url=notification_url)
+        self.clock = Clock()
+        self.store = MemoryMessageStore()
+        self.bus = RecordingEventBus()
+        self.membership = MemoryMembership()
+        self.membership.set_room(ROOM, [ALICE, BOB])
+        self.membership.set_community(COMMUNITY, [ALICE, BOB], [CHANNEL])
+        self.membership.set_community(8, [EVE], [OTHER_CHANNEL])
+        self.markers = MemoryReadMarkers()
+        self.presence = MemoryPresence()
+        self.http = RecordingHttp()
+        access = Access(self.membership)
+        self.notifier = Notifier(self.settings, http=self.http, presence=self.presence,
+                                 membership=self.membership)
+        self.messaging = Messaging(store=self.store, bus=self.bus, access=access, authors=Authors(profiles),
+                                   observer=self.notifier, typing_interval_s=3.0,
+                                   now=lambda: self.clock.now, monotonic=lambda: self.clock.mono)
+        self.flow = PresenceFlow(presence=self.presence, bus=self.bus, membership=self.membership,
+                                 read_markers=self.markers, access=access, node_id=lambda: "node-1",
+                                 now=lambda: self.clock.now)
+        self.app = ChatService(messaging=self.messaging, presence=self.flow, access=access,
+                               message_max_chars=100)
+        self._sessions = 0
+
+    def connection(self, user_id):
+        self._sessions += 1
+        return ClientConnection(session_id=f"s{self._sessions}", principal=Principal(user_id, f"u{user_id}@x"),
+                                node_id="node", transport="websocket")
+
+    def send(self, connection, destination, **payload):
+        self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
+
+    def published(self, topic_name):
+        return [json.loads(r.value) for r in self.bus.on(TOPICS[topic_name])]
+
+
+@pytest.fixture
+def h():
+    return Harness()
+
+
+@pytest.fixture
+def alice(h):
+    return h.connection(ALICE)
+
+
+@pytest.fixture
+def bob(h):
+    return h.connection(BOB)
+
+
+def the_message(h):
+    (message,) = h.store.messages.values()
+    return message
+
+
+def test_all_thirteen_destinations_are_routed(h):
+    assert set(h.app.send_handlers) == set(DESTINATIONS)
+    assert len(DESTINATIONS) == 13
+
+
+class TestSendMessage:
+    def test_direct_message_is_stored_then_published_keyed_by_room(self, h, alice):
+        h.send(alice, "send-direct-message", channelId=str(ROOM), content="hi", name="Alice",
+               profileImage="http://img/a")
+        stored = the_message(h)
+        assert (stored.kind, stored.channel_id, stored.user_id, stored.content) == ("direct", ROOM, ALICE, "hi")
+        assert stored.created_at == T0 and stored.name == "Alice" and stored.profile_image == "http://img/a"
+        (record,) = h.bus.on(TOPICS["direct"])
+        assert record.key == str(ROOM)
+        assert json.loads(record.value)["id"] == stored.id
+
+    def test_forged_user_id_and_client_id_are_ignored(self, h, alice):
+        existing = h.store.insert(the_message_template())
+        h.send(alice, "send-direct-message", channelId=ROOM, content="mine", userId=BOB, user_id=BOB,
+               id=existing.id)
+        assert h.store.get("direct", existing.id).content == "original"
+        new = [m for m in h.store.messages.values() if m.id != existing.id]
+        assert len(new) == 1 and new[0].user_id == ALICE and new[0].id != existing.id
+
+    def test_channel_message_records_the_owning_community(self, h, alice):
+        h.send(alice, "send-channel-message", channelId=CHANNEL, communityId=COMMUNITY, content="hey")
+        assert the_message(h).community_id == COMMUNITY
+        assert h.published("channel")[0]["communityId"] == COMMUNITY
+
+    def test_name_and_avatar_come_from_profiles_when_configured(self, alice):
+        h = Harness(profiles=MemoryProfiles({ALICE: Profile("Real Alice", "http://auth/a")}))
+        h.send(h.connection(ALICE), "send-direct-message", channelId=ROOM, content="hi", name="Fake",
+               profileImage="http://evil")
+        assert (the_message(h).name, the_message(h).profile_image) == ("Real Alice", "http://auth/a")
+
+    def test_profiles_down_falls_back_to_client_values(self):
+        profiles = MemoryProfiles({ALICE: Profile("Real Alice", None)})
+        profiles.down = True
+        h = Harness(profiles=profiles)
+        h.send(h.connection(ALICE), "send-direct-message", channelId=ROOM, content="hi", name="Alice")
+        assert the_message(h).name == "Alice"
+
+    @pytest.mark.parametrize("destination, payload, error", [
+        ("send-direct-message", dict(channelId=99, content="x"), Forbidden),
+        ("send-channel-message", dict(channelId=OTHER_CHANNEL, communityId=8, content="x"), Forbidden),
+        ("send-channel-message", dict(channelId=555, communityId=COMMUNITY, content="x"), NotFound),
+        ("send-channel-message", dict(channelId=CHANNEL, communityId=8, content="x"), BadRequest),
+        ("send-direct-message", dict(channelId="Optional(5)", content="x"), BadRequest),
+        ("send-direct-message", dict(channelId=ROOM, content="x" * 101), BadRequest),
+    ])
+    def test_refusals_store_and_publish_nothing(self, h, alice, destination, payload, error):
+        with pytest.raises(error):
+            h.send(alice, destination, **payload)
+        assert h.store.messages == {} and h.bus.records == []
+
+    def test_failed_publish_removes_the_stored_message_and_raises(self, h, alice):
+        h.bus.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
+        assert h.store.messages == {}
+
+    def test_failed_store_publishes_nothing(self, h, alice):
+        h.store.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
+        assert h.bus.records == []
+
+
+def the_message_template():
+    return __import__("app.backends.base", fromlist=["ChatMessage"]).ChatMessage(
+        kind="direct", channel_id=ROOM, user_id=BOB, content="original", created_at=T0, name="Bob")
+
+
+class TestReply:
+    def test_parent_is_denormalised_from_the_stored_parent(self, h, alice, bob):
+        h.send(bob, "send-direct-message", channelId=ROOM, content="question", name="Bob")
+        parent = the_message(h)
+        h.send(alice, "send-direct-reply", channelId=ROOM, content="answer", name="Alice", parentId=parent.id,
+               parentName="forged", parentContent="forged")
+        reply = next(m for m in h.store.messages.values() if m.id != parent.id)
+        assert (reply.type, reply.parent_id, reply.parent_name, reply.parent_content) == \
+            ("reply", parent.id, "Bob", "question")
+        (record,) = h.published("direct_etc")
+        assert record["type"] == "reply" and record["parentName"] == "Bob"
+
+    def test_parent_name_uses_the_parent_authors_profile(self):
+        h = Harness(profiles=MemoryProfiles({BOB: Profile("Robert", None)}))
+        parent = h.store.insert(the_message_template())
+        h.send(h.connection(ALICE), "send-direct-reply", channelId=ROOM, content="a", parentId=parent.id)
+        reply = next(m for m in h.store.messages.values() if m.id != parent.id)
+        assert reply.parent_name == "Robert"
+
+    def test_parent_from_another_room_is_refused(self, h, alice):
+        h.membership.set_room(18, [ALICE])
+        h.send(alice, "send-direct-message", channelId=18, content="elsewhere")
+        other = the_message(h)
+        with pytest.raises(NotFound):
+            h.send(alice, "send-direct-reply", channelId=ROOM, content="a", parentId=other.id)
+        assert len(h.store.messages) == 1 and h.published("direct_etc") == []
+
+
+class TestModifyDelete:
+    @pytest.fixture
+    def posted(self, h, alice):
+        h.send(alice, "send-direct-message", channelId=ROOM, content="v1")
+        return the_message(h)
+
+    def test_author_modifies_keeping_time_and_marking_edited(self, h, alice, posted):
+        h.clock.advance(60)
+        h.send(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2")
+        edited = h.store.get("direct", posted.id)
+        assert (edited.content, edited.created_at, edited.edited_at) == ("v2", T0, T0 + timedelta(seconds=60))
+        (record,) = h.published("direct_etc")
+        assert (record["type"], record["content"], record["time"]) == ("modify", "v2", "2022-02-21T04:05:07.123")
+
+    def test_only_the_author_may_modify(self, h, bob, posted):
+        with pytest.raises(Forbidden):
+            h.send(bob, "send-direct-modify", channelId=ROOM, id=posted.id, content="hacked", userId=ALICE)
+        assert h.store.get("direct", posted.id).content == "v1" and h.published("direct_etc") == []
+
+    def test_failed_publish_restores_the_original_content(self, h, alice, posted):
+        h.bus.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.send(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2")
+        assert h.store.get("direct", posted.id) == posted
+
+    def test_author_deletes(self, h, alice, posted):
+        h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
+        assert h.store.messages == {}
+        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM}]
+
+    def test_only_the_author_may_delete(self, h, bob, posted):
+        with pytest.raises(Forbidden):
+            h.send(bob, "send-direct-delete", channelId=ROOM, id=posted.id, userId=ALICE)
+        assert h.store.get("direct", posted.id) == posted
+
+    def test_failed_publish_restores_the_deleted_message(self, h, alice, posted):
+        h.bus.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
+        assert h.store.get("direct", posted.id) == posted
+
+    def test_unknown_or_foreign_room_message_is_not_found(self, h, alice, posted):
+        with pytest.raises(NotFound):
+            h.send(alice, "send-direct-delete", channelId=ROOM, id="0" * 24)
+        h.membership.set_room(18, [ALICE])
+        with pytest.raises(NotFound):
+            h.send(alice, "send-direct-delete", channelId=18, id=posted.id)
+        assert h.store.get("direct", posted.id) == posted
+
+    def test_modify_in_a_room_one_left_is_forbidden(self, h, alice, posted):
+        h.membership.set_room(ROOM, [BOB])
+        with pytest.raises(Forbidden):
+            h.send(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2")
+
+
+class TestTyping:
+    def test_typing_is_rate_limited_per_user_and_room(self, h, alice, bob):
+        h.send(alice, "send-channel-typing", channelId=CHANNEL, content="Alice")
+        h.send(alice, "send-channel-typing", channelId=CHANNEL, content="Alice")  # dropped, no error
+        h.send(bob, "send-channel-typing", channelId=CHANNEL, content="Bob")
+        h.send(h.connection(ALICE), "send-channel-typing", channelId=CHANNEL, content="Alice")  # same user
+        h.clock.advance(3.0)
+        h.send(alice, "send-channel-typing", channelId=CHANNEL, content="Alice")
+        assert [r["name"] for r in h.published("channel_etc")] == ["Alice", "Bob", "Alice"]
+        assert h.store.messages == {}
+
+    def test_typing_requires_membership(self, h):
+        with pytest.raises(Forbidden):
+            h.send(h.connection(EVE), "send-direct-typing", channelId=ROOM, content="Eve")
+        assert h.bus.records == []
+
+    def test_typing_ignores_a_payload_type(self, h, alice, bob):
+        h.send(bob, "send-direct-message", channelId=ROOM, content="keep me")
+        target = the_message(h)
+        h.send(alice, "send-direct-typing", channelId=ROOM, content="Alice", type="delete", id=target.id)
+        assert h.store.get("direct", target.id) == target
+        assert h.published("direct_etc") == [{"type": "typing", "channelId": ROOM, "name": "Alice"}]
+
+
+class TestSubscriptions:
+    @pytest.mark.parametrize("destination", [f"/topic/direct/{ROOM}", f"/topic/group/{CHANNEL}",
+                                             f"/topic/community/{COMMUNITY}"])
+    def test_members_may_subscribe(self, h, alice, destination):
+        h.app.authorize_subscription(alice, destination)
+
+    @pytest.mark.parametrize("destination, error", [
+        (f"/topic/direct/{ROOM}", Forbidden), (f"/topic/group/{CHANNEL}", Forbidden),
+        (f"/topic/community/{COMMUNITY}", Forbidden), ("/topic/group/999", NotFound),
+        ("/topic/**", NotFound), ("/topic/direct/17/x", NotFound),
+    ])
+    def test_others_may_not(self, h, destination, error):
+        with pytest.raises(error):
+            h.app.authorize_subscription(h.connection(EVE), destination)
+
+
+class TestPresenceHooks:
+    def test_first_session_announces_connect_last_announces_disconnect(self, h):
+        first, second = h.connection(ALICE), h.connection(ALICE)
+        h.app.connected(first)
+        h.app.connected(second)
+        h.send(second, "join-channel", channel_id=f"r-{ROOM}")
+        h.app.disconnected(first)
+        h.app.disconnected(second)
+        state = h.published("state")
+        assert [(r["type"], r["userId"]) for r in state] == [("connect", "5"), ("disconnect", "5")]
+        assert state[0]["ids"] == [f"community/{COMMUNITY}", f"direct/{ROOM}"]
+        assert h.presence.calls[0] == ("login", first.session_id, ALICE, "node-1")
+
+    def test_join_marks_the_location_left_and_entered(self, h, alice):
+        h.app.connected(alice)
+        h.send(alice, "join-channel", channel_id=f"r-{ROOM}", user_id=BOB, type="logout")
+        h.clock.advance(10)
+        h.send(alice, "join-channel", channel_id=f"c-{CHANNEL}")
+        h.clock.advance(10)
+        h.send(alice, "join-channel", channel_id="home")
+        assert h.presence.calls[1] == ("move", ALICE, alice.session_id, f"r-{ROOM}")
+        assert h.markers.read == {f"r-{ROOM}": {ALICE: T0 + timedelta(seconds=10)},
+                                  f"c-{CHANNEL}": {ALICE: T0 + timedelta(seconds=20)}}
+        assert "home" not in h.markers.read
+
+    def test_disconnect_marks_the_location(self, h, alice):
+        h.app.connected(alice)
+        h.send(alice, "join-channel", channel_id=f"c-{CHANNEL}")
+        h.clock.advance(5)
+        h.app.disconnected(alice)
+        assert h.markers.read[f"c-{CHANNEL}"][ALICE] == T0 + timedelta(seconds=5)
+
+    @pytest.mark.parametrize("location, error", [(f"r-{ROOM}", Forbidden), (f"c-{CHANNEL}", Forbidden),
+                                                 ("c-999", NotFound)])
+    def test_join_requires_membership(self, h, location, error):
+        eve = h.connection(EVE)
+        with pytest.raises(error):
+            h.send(eve, "join-channel", channel_id=location)
+        assert not any(call[0] == "move" for call in h.presence.calls)
+
+    def test_presence_down_connect_and_messages_still_work(self, h, alice):
+        h.presence.down = True
+        h.app.connected(alice)
+        h.send(alice, "join-channel", channel_id=f"r-{ROOM}")
+        h.send(alice, "send-direct-message", channelId=ROOM, content="still here")
+        h.app.disconnected(alice)
+        assert [r["type"] for r in h.published("state")] == ["connect", "disconnect"]
+        assert len(h.published("direct")) == 1
+        assert ALICE in h.markers.read[f"r-{ROOM}"]
+
+    def test_resync_sends_live_sessions(self, h, alice, bob):
+        h.app.connected(alice)
+        h.app.connected(bob)
+        h.app.disconnected(alice)
+        h.flow.resync()
+        assert h.presence.calls[-1] == ("sync", "node-1", {bob.session_id: BOB})
+
+    def test_kafka_down_does_not_break_connect(self, h, alice):
+        h.bus.fail = True
+        h.app.connected(alice)
+        h.app.disconnected(alice)
+
+    def test_community_signaling_publishes_the_snapshot(self, h, alice):
+        h.presence.voice[COMMUNITY] = {VOICE: ["9"]}
+        h.send(alice, "community-signaling", community_id=str(COMMUNITY), user_id=BOB)
+        assert h.presence.calls[-1] == ("before_enter", ALICE, COMMUNITY)
+        assert h.published("state") == [{"type": "before-enter", "communityId": "3", "state": '{"77":["9"]}'}]
+
+    def test_voice_signaling_enters_with_the_session_identity(self, h, alice):
+        h.send(alice, "signaling", community_id=COMMUNITY, channel_id=f"c-{VOICE}", user_id=BOB)
+        assert h.presence.calls[-1] == ("enter", ALICE, COMMUNITY, VOICE)
+        assert json.loads(h.published("state")[0]["state"]) == {"77": ["5"]}
+
+    def test_signaling_requires_community_membership(self, h):
+        with pytest.raises(Forbidden):
+            h.send(h.connection(EVE), "community-signaling", community_id=COMMUNITY)
+        with pytest.raises(BadRequest):
+            h.send(h.connection(ALICE), "signaling", community_id=COMMUNITY, channel_id=f"c-{OTHER_CHANNEL}")
+        assert h.published("state") == []
+
+    def test_signaling_with_presence_down_is_an_error(self, h, alice):
+        h.presence.down = True
+        with pytest.raises(BackendUnavailable):
+            h.send(alice, "community-signaling", community_id=COMMUNITY)
+
+
+class TestNotifications:
+    def test_members_not_viewing_the_room_are_notified(self):
+        h = Harness(notification_url="http://notify/notification-server/")
+        h.membership.set_room(ROOM, [ALICE, BOB, 30])
+        h.presence.locations[30] = f"r-{ROOM}"
+        h.send(h.connection(ALICE), "send-direct-message", channelId=ROOM, content="hi", name="Alice")
+        h.notifier.join(timeout=5)
+        (url, body), = h.http.posts
+        assert url == "http://notify/notification-server/direct"
+        assert body == {"userId": ALICE, "username": "Alice", "type": "text", "content": "hi",
+                        "roomName": "DM", "roomId": ROOM, "target": f"[{BOB}]"}
+
+    def test_presence_down_notifies_every_other_member(self):
+        h = Harness(notification_url="http://notify")
+        h.presence.down = True
+        h.send(h.connection(ALICE), "send-channel-message", channelId=CHANNEL, communityId=COMMUNITY, content="x")
+        h.notifier.join(timeout=5)
+        (url, body), = h.http.posts
+        assert url == "http://notify/channel"
+        assert (body["target"], body["channelName"], body["communityId"], body["channelId"]) == \
+            (f"[{BOB}]", "CHANNEL", COMMUNITY, CHANNEL)
+
+    def test_a_failing_notification_service_never_fails_the_send(self):
+        h = Harness(notification_url="http://notify")
+        h.http.fail = True
+        h.send(h.connection(ALICE), "send-direct-message", channelId=ROOM, content="hi")
+        h.notifier.join(timeout=5)
+        assert len(h.published("direct")) == 1
+
+    def test_no_url_no_notification(self, h, alice):
+        h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
+        h.notifier.join(timeout=5)
+        assert h.http.posts == []

@@ -1,0 +1,162 @@
+"""The Kafka fan-out consumers: every record of every topic reaches this process's sockets.
+
+One greenlet per consumer group of protocol.md §3.2 (``direct-server-group``,
+``channel-server-group``, ``direct-etc-server-group``, ``channel-etc-server-group``,
+``file-server-group``, ``state-group``). Group ids are unique per process
+(``{group}-{node}-{pid}``) because each worker must see every record (field-notes.md).
+
+Loop shape (style-examples.md §7.7): poll → for each record, ``events.pushes_for`` builds the
+§2.7 bodies (serialised once per record) → ``delivery.deliver(destination, body)``, which
+only queues. A record that fails is logged and skipped; a consumer that fails is closed and
+reopened after a capped, jittered backoff. Nothing in the loop blocks except the poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Callable, Protocol, Sequence
+
+import gevent
+
+from app.backends.base import TOPICS
+from app.chat.events import pushes_for
+from app.contracts import LocalDelivery
+
+__all__ = ["CONSUMER_GROUPS", "group_id", "backoff_delay", "FanoutConsumer", "ConsumerSet"]
+
+log = logging.getLogger(__name__)
+
+CONSUMER_GROUPS: dict[str, str] = {
+    "direct-server-group": TOPICS["direct"],
+    "channel-server-group": TOPICS["channel"],
+    "direct-etc-server-group": TOPICS["direct_etc"],
+    "channel-etc-server-group": TOPICS["channel_etc"],
+    "file-server-group": TOPICS["file"],
+    "state-group": TOPICS["state"],
+}
+
+POLL_TIMEOUT_MS = 200  # also how quickly stop() is noticed
+MAX_RECORDS = 500
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+
+class _Record(Protocol):
+    topic: str
+    value: bytes
+
+
+class Source(Protocol):
+    """``app.backends.kafka_bus.RecordSource``: one consumer, polled by one greenlet."""
+
+    def poll(self, timeout_ms: int, max_records: int = ...) -> Sequence[_Record]: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def group_id(group: str, node_id: str) -> str:
+    """The per-process group id; ``node_id`` already ends with the pid (``worker_node_id``)."""
+    return f"{group}-{node_id}"
+
+
+def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with jitter: ~0.5 s, 1 s, 2 s ... up to 30 s."""
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, failures - 1))
+    return ceiling * (0.5 + rand() / 2)
+
+
+class FanoutConsumer:
+    """One consumer group's loop: poll, build pushes, deliver locally."""
+
+    def __init__(self, name: str, open_source: Callable[[], Source], delivery: LocalDelivery,
+                 *, sleep: Callable[[float], None] = gevent.sleep) -> None:
+        self.name = name
+        self._open_source = open_source
+        self._delivery = delivery
+        self._sleep = sleep
+        self._source: Source | None = None
+        self._stopping = False
+        self._greenlet: gevent.Greenlet | None = None
+        self.failures = 0
+        self.skipped = 0
+
+    @property
+    def ready(self) -> bool:
+        source = self._source
+        return source is not None and source.ready
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self.run)
+        self._greenlet.name = f"consumer:{self.name}"
+
+    def request_stop(self) -> None:
+        """Ask the loop to end after its current poll (returns at once)."""
+        self._stopping = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            if not self._greenlet.dead:
+                self._greenlet.kill(block=True, timeout=1)
+        self._close_source()
+
+    def run(self) -> None:
+        while not self._stopping:
+            try:
+                self._poll_once()
+                self.failures = 0
+            except Exception:  # noqa: BLE001 - the consumer must outlive any failure
+                self.failures += 1
+                delay = backoff_delay(self.failures)
+                log.warning("consumer %s failed; reopening in %.1fs", self.name, delay, exc_info=True)
+                self._close_source()
+                self._sleep(delay)
+        self._close_source()
+
+    def _poll_once(self) -> None:
+        if self._source is None:
+            self._source = self._open_source()
+        for record in self._source.poll(POLL_TIMEOUT_MS, MAX_RECORDS):
+            self._deliver(record)
+
+    def _deliver(self, record: _Record) -> None:
+        try:
+            for destination, body in pushes_for(record.topic, record.value):
+                self._delivery.deliver(destination, body)
+        except Exception:  # noqa: BLE001 - one bad record must not stop the others
+            self.skipped += 1
+            log.exception("consumer %s skipped a record it could not deliver", self.name)
+
+    def _close_source(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
+
+class ConsumerSet:
+    """All fan-out consumers of one process."""
+
+    def __init__(self, consumers: list[FanoutConsumer]) -> None:
+        self.consumers = consumers
+
+    def start(self) -> None:
+        for consumer in self.consumers:
+            consumer.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for consumer in self.consumers:
+            consumer.request_stop()  # let every loop wind down at once, then join each
+        for consumer in self.consumers:
+            consumer.stop(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.consumers) and all(c.ready for c in self.consumers)
+
+    def not_ready(self) -> list[str]:
+        return [c.name for c in self.consumers if not c.ready]

@@ -1,0 +1,96 @@
+"""Start and stop what one chat-server worker runs in the background.
+
+``WorkerRuntime.start(delivery)`` runs in the worker after gunicorn forked (it is
+``Services.start``): it creates the MongoDB indexes (best effort), opens and starts the
+Kafka fan-out consumers and the presence lease renewer. ``stop()`` (``Services.stop``)
+ends them and closes every client; consumers are closed so their groups do not linger
+(field-notes.md). ``kafka_ready`` is the readiness check: it passes only once every
+consumer finished its group join, so nothing sent after the process reports ready is
+missed by its subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import gevent
+
+from app.contracts import LocalDelivery
+from app.errors import BackendUnavailable
+from workers.consumers import ConsumerSet
+
+__all__ = ["LeaseRenewer", "WorkerRuntime"]
+
+log = logging.getLogger(__name__)
+
+
+class LeaseRenewer:
+    """Calls ``renew`` every ``interval_s`` in a greenlet; failures are logged, never fatal."""
+
+    def __init__(self, renew: Callable[[], None], interval_s: float) -> None:
+        self._renew = renew
+        self._interval_s = interval_s
+        self._greenlet: gevent.Greenlet | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+        self._greenlet.name = "presence-lease"
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=2)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._renew()
+            except Exception:  # noqa: BLE001 - presence down: keep trying at the same pace
+                self.failures += 1
+                log.debug("presence lease renewal failed", exc_info=True)
+            gevent.sleep(self._interval_s)
+
+
+class WorkerRuntime:
+    """The ``Services.start``/``stop`` pair and the Kafka readiness check of one process."""
+
+    def __init__(self, *, open_consumers: Callable[[LocalDelivery], ConsumerSet],
+                 lease: LeaseRenewer | None, prepare: Callable[[], None] | None = None,
+                 closers: list[Callable[[], None]] | None = None) -> None:
+        self._open_consumers = open_consumers
+        self._lease = lease
+        self._prepare = prepare
+        self._closers = closers or []
+        self._consumers: ConsumerSet | None = None
+
+    def start(self, delivery: LocalDelivery) -> None:
+        if self._prepare is not None:
+            gevent.spawn(self._best_effort, self._prepare)
+        self._consumers = self._open_consumers(delivery)
+        self._consumers.start()
+        if self._lease is not None:
+            self._lease.start()
+
+    def stop(self) -> None:
+        if self._lease is not None:
+            self._lease.stop()
+        if self._consumers is not None:
+            self._consumers.stop()
+        for close in self._closers:
+            self._best_effort(close)
+
+    def kafka_ready(self) -> None:
+        """Readiness: raises until every fan-out consumer has joined its group."""
+        if self._consumers is None:
+            raise BackendUnavailable("kafka consumers not started")
+        waiting = self._consumers.not_ready()
+        if waiting:
+            raise BackendUnavailable("kafka consumers joining: " + ", ".join(waiting))
+
+    @staticmethod
+    def _best_effort(call: Callable[[], None]) -> None:
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - start-up extras and shutdown must not crash the worker
+            log.warning("background task failed", exc_info=True)
