@@ -289,7 +289,6 @@ def hold_main(specs: list[ConnSpec], pipe: Any) -> None:
     pipe.recv()
     for conn in conns:
         conn.sock.close()
-    pipe.send(("closed",))
 
 
 # ---------------------------------------------------------------- parent side

@@ -53,20 +53,20 @@ class SmoothTarget:
 
     def rooms_specs(self, connections: int, rate: float, size: int) -> list[ConnSpec]:
         """Two users per DM room; each connection subscribes to its room and sends into it."""
-        from tests.support.rooms import set_room_members
+        from app.backends.redis_cache import RedisMembershipCache
+        from app.settings import Settings
 
+        cache = RedisMembershipCache(self.redis_url, Settings().membership_ttl_s)
         specs = []
         for i in range(connections):
             room, user = 1000 + i // 2, 100 + i
             if i % 2 == 0:
-                set_room_members(self.redis_url, room, [user, user + 1])
+                cache.set_room_members(room, [user, user + 1])
             specs.append(self._spec(i, user, i, subscribe=[f"/topic/direct/{room}"], room=str(room),
                                     send_dest="/kafka/send-direct-message",
                                     body_template=SMOOTH_DIRECT_BODY % room, rate=rate, content_size=size))
+        cache.close()
         return specs
-
-    def idle_specs(self, connections: int) -> list[ConnSpec]:
-        return [self._spec(i, 100 + i, i) for i in range(connections)]
 
 
 class RabbitTarget:

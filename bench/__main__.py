@@ -1,0 +1,155 @@
+"""The bench CLI: ``python -m bench [scenario] [flags]``; no scenario runs them all (``make bench``).
+
+Owns: the command line (one sub-command per scenario: fanout, scale, rooms, idle, seed,
+history, presence, all), raising the open-files limit, the data directories under
+``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
+targets table with machine info. ``--quick`` makes every scenario tiny (the smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from app.settings import Settings
+from bench import procstat
+from bench.report import print_targets, save, table
+
+SCENARIOS = ["fanout", "scale", "rooms", "idle", "seed", "history", "presence"]
+
+
+def data_dir(name: str) -> Path:
+    return (Path(Settings.from_env().data_dir) / "bench" / name).resolve()
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cmd_fanout(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import fanout
+
+    points = [(args.subs, args.rate)] if args.subs else (
+        [(20, 50)] if args.quick else fanout.POINTS)
+    smooth = [] if args.peer_only else fanout.run_smooth(points, args.duration, args.size, data_dir("fanout"),
+                                                         procs=args.procs)
+    rabbit = [] if args.no_peer else fanout.run_rabbit(points, args.duration, args.size, procs=args.procs)
+    rows = [fanout.row(r) for r in smooth + rabbit]
+    print(table("fan-out, Smooth vs RabbitMQ Web-STOMP", rows, fanout.COLUMNS))
+    ratios = fanout.ratios(smooth, rabbit)
+    if ratios:
+        print(table("Smooth / RabbitMQ", ratios, list(ratios[0])))
+    return {"smooth": smooth, "rabbitmq": rabbit, "ratios": ratios, "targets": fanout.targets(smooth, rabbit)}
+
+
+def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import fanout
+
+    point = (args.subs or (20 if args.quick else 1000), args.rate or (20 if args.quick else 100))
+    runs = []
+    for workers, nodes in ((1, 1), (2, 1), (1, 2)):
+        runs.extend(fanout.run_smooth([point], args.duration, args.size, data_dir(f"scale-{workers}w{nodes}n"),
+                                      workers=workers, nodes=nodes, procs=args.procs))
+    rows = [{**fanout.row(r), "workers": r["workers"], "nodes": r["nodes"],
+             "subs_missing_any": r["subscribers_missing_any"]} for r in runs]
+    print(table("fan-out scaling (Smooth)", rows, ["workers", "nodes"] + fanout.COLUMNS + ["subs_missing_any"]))
+    return {"runs": runs}
+
+
+def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import rooms
+
+    conns = args.conns or (20 if args.quick else 5000)
+    return rooms.run(data_dir("rooms"), conns, args.rate or 0.2, args.duration, args.size, args.procs,
+                     peer=not args.no_peer)
+
+
+def cmd_idle(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import idle
+
+    levels = [args.conns] if args.conns else ([50] if args.quick else [1000, 5000, 10000])
+    return idle.run(data_dir("idle"), levels, args.procs)
+
+
+def cmd_seed(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import history
+
+    return history.seed(data_dir("history"), args.messages or (2000 if args.quick else 1_000_000),
+                        time_budget_s=args.seed_budget)
+
+
+def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import history
+
+    if args.quick and history.seeded(data_dir("history"))["messages"] == 0:
+        history.seed(data_dir("history"), 2000)
+    result = history.run(data_dir("history"), 20 if args.quick else args.requests)
+    result["targets"] = history.targets(result)
+    return result
+
+
+def cmd_presence(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import presence
+
+    return presence.run(data_dir("presence"), args.conns or 50, args.duration, max(1, args.procs or 1))
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "fanout": cmd_fanout, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
+    "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence,
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("scenario", nargs="?", default="all", choices=SCENARIOS + ["all"])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and a few seconds (smoke run)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of sending per point")
+    parser.add_argument("--subs", type=int, default=0, help="fan-out: subscribers (one point instead of the list)")
+    parser.add_argument("--rate", type=float, default=0, help="fan-out: sender msg/s; rooms: msg/s per connection")
+    parser.add_argument("--conns", type=int, default=0, help="rooms/idle/presence: connections")
+    parser.add_argument("--size", type=int, default=64, help="message content characters")
+    parser.add_argument("--procs", type=int, default=0, help="load-generator processes (0 = by size)")
+    parser.add_argument("--no-peer", action="store_true", help="skip RabbitMQ")
+    parser.add_argument("--peer-only", action="store_true", help="only RabbitMQ (fan-out)")
+    parser.add_argument("--messages", type=int, default=0, help="seed: stored messages (default 1,000,000)")
+    parser.add_argument("--seed-budget", type=float, default=1800.0, help="seed: stop after this many seconds")
+    parser.add_argument("--requests", type=int, default=200, help="history: requests per query")
+    args = parser.parse_args(argv)
+    if args.duration is None:
+        args.duration = 2.0 if args.quick else 10.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    raise_nofile()
+    names = [s for s in SCENARIOS if s != "seed"] if args.scenario == "all" else [args.scenario]
+    if args.scenario == "all":
+        names.insert(names.index("history"), "seed")
+    verdicts: list[dict[str, Any]] = []
+    failed = []
+    for name in names:
+        try:
+            result = COMMANDS[name](args)
+        except Exception as exc:  # one broken scenario must not hide the others' figures
+            failed.append(name)
+            print(f"!! {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result["machine"] = procstat.machine_info()
+        result["args"] = vars(args)
+        print(f"raw results: {save(name, result)}", flush=True)
+        verdicts.extend(result.get("targets", []))
+    print(json.dumps({"machine": procstat.machine_info(), "failed": failed}))
+    if verdicts:
+        print(print_targets(verdicts))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

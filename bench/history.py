@@ -1,0 +1,151 @@
+"""History scenario: seeding N stored messages, then timing history pages and message-count.
+
+Owns: ``seed`` (insert_many batches of ``to_document`` documents straight into the embedded
+MongoDB-wire server under ``<data_dir>/mongo``, timed, remembered in ``seed.json`` so later
+runs reuse the data) and ``run`` (Smooth on that data: GET a page of 50 of a community
+channel, POST message-count for 100 DM rooms, each repeated and timed over keep-alive HTTP).
+
+Half of the messages go to 100 community channels, half to 100 DM rooms (users 5 and 6).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from app.auth import mint_token
+from bench.report import percentiles, table, verdict
+
+__all__ = ["seed", "run", "CHANNELS", "ROOMS"]
+
+COMMUNITY = 1
+CHANNELS = list(range(10, 110))
+ROOMS = list(range(1000, 1100))
+USER, PEER = 5, 6
+EPOCH = datetime(2024, 1, 1)
+COLUMNS = ["query", "stored_messages", "requests", "p50_ms", "p99_ms", "max_ms", "status"]
+
+
+def _docs(start: int, count: int) -> list[dict[str, Any]]:
+    from app.backends.base import ChatMessage
+    from app.backends.mongo_schema import to_document
+
+    docs = []
+    for i in range(start, start + count):
+        when = EPOCH + timedelta(milliseconds=10 * i)
+        if i % 2 == 0:
+            msg = ChatMessage(kind="channel", channel_id=CHANNELS[(i // 2) % 100], user_id=USER if i % 4 else PEER,
+                              content=f"seeded message {i}", created_at=when, community_id=COMMUNITY, name="bench")
+        else:
+            msg = ChatMessage(kind="direct", channel_id=ROOMS[(i // 2) % 100], user_id=PEER if i % 3 else USER,
+                              content=f"seeded direct {i}", created_at=when, name="bench")
+        docs.append(to_document(msg))
+    return docs
+
+
+def seeded(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "seed.json"
+    return json.loads(path.read_text()) if path.exists() else {"messages": 0, "seconds": 0.0}
+
+
+def seed(data_dir: Path, messages: int, batch: int = 5000, time_budget_s: float = 1800.0) -> dict[str, Any]:
+    """Top the store up to ``messages`` documents; stops early at ``time_budget_s`` and says so."""
+    import pymongo
+
+    from app.backends.mongo_schema import COLLECTIONS, ensure_indexes
+    from app.embedded import start_mongo
+
+    state = seeded(data_dir)
+    server = start_mongo(data_dir)
+    try:
+        db = pymongo.MongoClient(server.url)["smooth"]
+        ensure_indexes(db)
+        have = sum(db[c].estimated_document_count() for c in COLLECTIONS.values())
+        t0, done = time.monotonic(), have
+        while done < messages and time.monotonic() - t0 < time_budget_s:
+            docs = _docs(done, min(batch, messages - done))
+            for kind in ("channelMessage", "directMessage"):
+                part = [d for d in docs if ("communityId" in d) == (kind == "channelMessage")]
+                if part:
+                    db[kind].insert_many(part, ordered=False)
+            done += len(docs)
+            if done // 50_000 != (done - len(docs)) // 50_000:
+                print(f"seeded {done:,} ({(done - have) / (time.monotonic() - t0):,.0f} docs/s)", flush=True)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.stop()
+    state = {"messages": done, "seconds": round(state["seconds"] + elapsed, 1), "batch": batch,
+             "docs_per_s_last_run": round((done - have) / elapsed, 1) if elapsed else None,
+             "complete": done >= messages}
+    (data_dir / "seed.json").write_text(json.dumps(state))
+    print(table("seed", [state], ["messages", "seconds", "batch", "docs_per_s_last_run", "complete"]), flush=True)
+    return state
+
+
+def _timed(conn: http.client.HTTPConnection, method: str, path: str, body: Any, token: str) -> tuple[float, int, Any]:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    payload = json.dumps(body).encode() if body is not None else None
+    t0 = time.monotonic_ns()
+    conn.request(method, path, body=payload, headers=headers)
+    response = conn.getresponse()
+    data = response.read()
+    elapsed = time.monotonic_ns() - t0
+    return elapsed, response.status, data
+
+
+def _series(port: int, token: str, requests: int, make: Any) -> tuple[dict[str, Any], dict[int, int], Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    lat, statuses, sample = [], {}, None
+    for n in range(requests):
+        method, path, body = make(n)
+        elapsed, status, data = _timed(conn, method, path, body, token)
+        lat.append(elapsed)
+        statuses[status] = statuses.get(status, 0) + 1
+        sample = sample or data[:300]
+    conn.close()
+    return percentiles(lat), statuses, sample
+
+
+def run(data_dir: Path, requests: int = 200) -> dict[str, Any]:
+    from bench.servers import SmoothStack
+    from tests.support.rooms import set_community, set_room_members
+
+    stored = seeded(data_dir)["messages"]
+    with SmoothStack(data_dir).running() as stack:
+        settings = stack.settings
+        assert settings is not None
+        set_community(settings.redis_url, COMMUNITY, [USER, PEER], CHANNELS)
+        for room in ROOMS:
+            set_room_members(settings.redis_url, room, [USER, PEER])
+        token = mint_token(settings.jwt_secret, USER)
+        port = settings.chat_http_port
+        page = _series(port, token, requests, lambda n: (
+            "GET", f"/chat-server/community?ch_id={random.choice(CHANNELS)}&page=0&size=50", None))
+        deep = _series(port, token, requests // 4, lambda n: (
+            "GET", f"/chat-server/community?ch_id={random.choice(CHANNELS)}&page=40&size=50", None))
+        count = _series(port, token, requests, lambda n: (
+            "POST", "/chat-server/message-count", {"userId": USER, "roomIds": ROOMS}))
+    result = {"stored_messages": stored, "page0": page[0], "page0_status": page[1], "page0_sample": str(page[2]),
+              "page40": deep[0], "page40_status": deep[1], "count100": count[0], "count100_status": count[1],
+              "count_sample": str(count[2])}
+    rows = [{"query": q, "stored_messages": stored, "requests": r[0]["count"], "p50_ms": r[0]["p50"],
+             "p99_ms": r[0]["p99"], "max_ms": r[0]["max"], "status": r[1]}
+            for q, r in (("page of 50 (page 0)", page), ("page of 50 (page 40)", deep),
+                         ("message-count, 100 rooms", count))]
+    print(table("history", rows, COLUMNS), flush=True)
+    return result
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    note = f"{result['stored_messages']:,} stored messages"
+    ok_page = result["page0_status"].get(200) == result["page0"]["count"]
+    ok_count = result["count100_status"].get(200) == result["count100"]["count"]
+    return [verdict("history_p99", result["page0"]["p99"] if ok_page else None,
+                    note if ok_page else f"non-200 answers {result['page0_status']}"),
+            verdict("count_100", result["count100"]["p99"] if ok_count else None,
+                    note if ok_count else f"non-200 answers {result['count100_status']}")]
