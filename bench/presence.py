@@ -40,6 +40,9 @@ def requests_for(conn: int) -> list[bytes]:
     ]
 
 
+SAMPLES: list[bytes] = []  # first replies seen by a client process, kept for the raw result
+
+
 def _client(port: int, conn_ids: list[int], duration: float, pipe: Any) -> None:
     sel = selectors.DefaultSelector()
     state = {}
@@ -57,7 +60,7 @@ def _client(port: int, conn_ids: list[int], duration: float, pipe: Any) -> None:
     while time.monotonic() < end:
         for key, _ in sel.select(0.2):
             errors += _on_reply(key.fileobj, state[key.fileobj], lat)  # type: ignore[index]
-    pipe.send((lat.tobytes(), errors, sum(os.times()[:2]) - cpu0))
+    pipe.send((lat.tobytes(), errors, sum(os.times()[:2]) - cpu0, [x.decode(errors="replace") for x in SAMPLES]))
     for sock in state:
         sock.close()
 
@@ -77,6 +80,8 @@ def _on_reply(sock: socket.socket, st: list[Any], lat: array) -> int:
     if b"\n" not in st[3]:
         return 0
     line, _, st[3] = st[3].partition(b"\n")
+    if len(SAMPLES) < 4:
+        SAMPLES.append(line)
     lat.append(time.monotonic_ns() - st[2])
     _send(sock, st)
     return 1 if b'"error"' in line or line.startswith(b"error") else 0
@@ -103,12 +108,12 @@ def measure(port: int, connections: int, duration: float, procs: int, pid_groups
     for proc in workers:
         proc.join(10)
     lat = array("q")
-    for raw, _, _ in outs:
+    for raw, *_ in outs:
         lat.extend(array("q", raw))
     return {"connections": connections, "duration_s": duration, "requests": len(lat),
             "errors": sum(o[1] for o in outs), "requests_per_s": round(len(lat) / duration, 1),
             "latency_ms": percentiles(lat), "server_cpu_s": cpu,
-            "loadgen_cpu_s": round(sum(o[2] for o in outs), 3)}
+            "loadgen_cpu_s": round(sum(o[2] for o in outs), 3), "sample_replies": outs[0][3]}
 
 
 def run(data_dir: Path, connections: int = 50, duration: float = 10.0, procs: int = 1) -> dict[str, Any]:
