@@ -18,6 +18,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
+import gevent
 from bson import ObjectId
 from flask import Flask
 from gevent.pywsgi import WSGIServer
@@ -92,10 +93,16 @@ class RecordingBus:
 
 
 class CannedService:
-    """A real HTTP server answering ``routes[(method, path)] = (status, json_body)``."""
+    """A real HTTP server answering ``routes[(method, path)] = (status, json_body)``.
 
-    def __init__(self, routes: dict[tuple[str, str], tuple[int, Any]] | None = None) -> None:
+    ``slow_paths`` answer only after ``slow_s`` seconds (to exercise client timeouts).
+    """
+
+    def __init__(self, routes: dict[tuple[str, str], tuple[int, Any]] | None = None, *,
+                 slow_paths: tuple[str, ...] = (), slow_s: float = 5.0) -> None:
         self.routes = dict(routes or {})
+        self.slow_paths = slow_paths
+        self.slow_s = slow_s
         self.requests: list[tuple[str, str, Any]] = []
         self._server = WSGIServer(("127.0.0.1", 0), self._app, log=None, error_log=None)
 
@@ -115,6 +122,8 @@ class CannedService:
         length = int(environ.get("CONTENT_LENGTH") or 0)
         raw = environ["wsgi.input"].read(length) if length else b""
         self.requests.append((method, path, json.loads(raw) if raw else None))
+        if path in self.slow_paths:
+            gevent.sleep(self.slow_s)
         status, body = self.routes.get((method, path), (404, {"isSuccess": False, "code": 404, "message": "no"}))
         payload = json.dumps(body, ensure_ascii=False).encode()
         start_response(f"{status} X", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
