@@ -1,4 +1,4 @@
-"""The load generator: many STOMP-over-WebSocket connections per process, driven by selectors.
+"""The load generator: many STOMP-over-WebSocket connections per process, driven by epoll.
 
 Owns: ``ConnSpec`` (one connection: where, CONNECT headers, subscriptions, what and how often
 it sends), the worker process loop (batched setup, then an epoll loop that receives, parses
@@ -15,7 +15,7 @@ import heapq
 import multiprocessing as mp
 import os
 import random
-import selectors
+import select
 import socket
 import time
 from array import array
@@ -29,6 +29,7 @@ __all__ = ["ConnSpec", "LoadRun", "WorkerResult"]
 SETUP_BATCH = 200
 SETUP_TIMEOUT_S = 60.0
 CARRY = 96
+RECV_BYTES = 65536
 
 
 @dataclass
@@ -142,7 +143,7 @@ class _Receiver:
 
     def on_readable(self, conn: _Conn) -> None:
         try:
-            data = conn.sock.recv(262144)
+            data = conn.sock.recv(RECV_BYTES)
         except OSError:
             data = b""
         if not data:
@@ -154,9 +155,9 @@ class _Receiver:
         lat_append = self.latencies.append
         for match in STAMP_RE.finditer(buf):
             end = match.end()
-            sender, seq = int(match[1]), int(match[2])
-            lat_append(now - int(match[3]))
-            self._count(conn, sender, seq)
+            sender, seq, sent_ns = match.groups()
+            lat_append(now - int(sent_ns))
+            self._count(conn, int(sender), int(seq))
         if b"ERROR\n" in data:
             conn.errors += 1
         tail = buf[end:]
@@ -205,31 +206,47 @@ def _schedule(conns: list[_Conn], start_ns: int) -> list[tuple[int, int, int]]:
 
 def _run_loop(conns: list[_Conn], pipe: Any, start_ns: int, send_s: float) -> _Receiver:
     receiver = _Receiver()
-    sel = selectors.DefaultSelector()
-    for conn in conns:
-        sel.register(conn.sock, selectors.EVENT_READ, conn)
-    sel.register(pipe, selectors.EVENT_READ, None)
+    poller = select.epoll()
+    by_fd = {conn.sock.fileno(): conn for conn in conns}
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    pipe_fd = pipe.fileno()
+    poller.register(pipe_fd, select.EPOLLIN)
     heap = _schedule(conns, start_ns)
     send_end = start_ns + int(send_s * 1e9)
-    while True:
-        now = time.monotonic_ns()
-        while heap and heap[0][0] <= now and heap[0][0] < send_end:
-            due, index, seq = heapq.heappop(heap)
-            conn = conns[index]
-            if not conn.closed:
-                _send_one(conn, seq)
-                heapq.heappush(heap, (due + int(1e9 / conn.spec.rate), index, seq + 1))
-        timeout = 0.2 if not heap or heap[0][0] >= send_end else max(0.0, (heap[0][0] - now) / 1e9)
-        for key, _ in sel.select(timeout):
-            conn = key.data
-            if conn is None:
-                if _answer(pipe, conns, receiver):
-                    sel.close()
-                    return receiver
-            elif not conn.closed:
-                receiver.on_readable(conn)
+    on_readable = receiver.on_readable
+    try:
+        while True:
+            if heap:
+                _send_due(conns, heap, send_end)
+            timeout = _timeout(heap, send_end)
+            for fd, _ in poller.poll(timeout):
+                if fd == pipe_fd:
+                    if _answer(pipe, conns, receiver):
+                        return receiver
+                    continue
+                conn = by_fd[fd]
+                on_readable(conn)
                 if conn.closed:
-                    sel.unregister(conn.sock)
+                    poller.unregister(fd)
+    finally:
+        poller.close()
+
+
+def _send_due(conns: list[_Conn], heap: list[tuple[int, int, int]], send_end: int) -> None:
+    now = time.monotonic_ns()
+    while heap and heap[0][0] <= now and heap[0][0] < send_end:
+        due, index, seq = heapq.heappop(heap)
+        conn = conns[index]
+        if not conn.closed:
+            _send_one(conn, seq)
+            heapq.heappush(heap, (due + int(1e9 / conn.spec.rate), index, seq + 1))
+
+
+def _timeout(heap: list[tuple[int, int, int]], send_end: int) -> float:
+    if not heap or heap[0][0] >= send_end:
+        return 0.2
+    return max(0.0, (heap[0][0] - time.monotonic_ns()) / 1e9)
 
 
 def _answer(pipe: Any, conns: list[_Conn], receiver: _Receiver) -> bool:
