@@ -144,10 +144,9 @@ class MongoReadSide:
         key = meta.key or uuid.uuid4().hex
         stream = self._bucket.open_upload_stream(key, metadata=_file_metadata(meta))
         try:
-            length = _guarded(lambda: _copy(data, stream))
-            stream.close()
+            length = _guarded(lambda: _copy_and_close(data, stream))
         except BaseException:
-            stream.abort()
+            _abort_quietly(stream)
             raise
         return StoredFile(key=key, filename=meta.filename, content_type=meta.content_type, length=length,
                           kind=meta.kind, channel_id=meta.channel_id, uploader_id=meta.uploader_id,
@@ -172,12 +171,21 @@ class MongoReadSide:
                 pass
 
 
-def _copy(data: BinaryIO, stream: Any, chunk: int = 256 * 1024) -> int:
+def _copy_and_close(data: BinaryIO, stream: Any, chunk: int = 256 * 1024) -> int:
     length = 0
     while block := data.read(chunk):
         stream.write(block)
         length += len(block)
+    stream.close()  # writes the files document: only now is the upload visible
     return length
+
+
+def _abort_quietly(stream: Any) -> None:
+    """Remove the chunks of a failed upload; a second failure must not hide the first."""
+    try:
+        stream.abort()
+    except Exception:
+        pass
 
 
 def _file_metadata(meta: StoredFile) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Callable
 
 from flask import request
 
@@ -69,15 +70,30 @@ class RequestAuth:
             return Caller(principal=None)
         return Caller(principal=self.user())
 
-    def require_room(self, kind: RoomKind, channel_id: int, user_id: int) -> None:
-        """``Forbidden`` unless ``user_id`` may read and post in that DM room or text channel."""
+    def require_room(self, kind: RoomKind, channel_id: int, user_id: int, *,
+                     owner_hint: Callable[[], int | None] | None = None) -> None:
+        """``Forbidden`` unless ``user_id`` may read and post in that DM room or text channel.
+
+        ``owner_hint`` names a community that may own the channel when the cache does not
+        know it (the community service has no channel → community lookup); the hint is
+        only believed once that community's channel list confirms it.
+        """
         if kind == "direct":
             allowed = self._membership.is_room_member(channel_id, user_id)
         else:
-            community_id = self._membership.channel_community(channel_id)
+            community_id = self._channel_owner(channel_id, owner_hint)
             allowed = community_id is not None and self._membership.is_community_member(community_id, user_id)
         if not allowed:
             raise Forbidden()
+
+    def _channel_owner(self, channel_id: int, owner_hint: Callable[[], int | None] | None) -> int | None:
+        community_id = self._membership.channel_community(channel_id)
+        if community_id is not None or owner_hint is None:
+            return community_id
+        hinted = owner_hint()
+        if hinted is not None and self._membership.channel_in_community(channel_id, hinted):
+            return hinted
+        return None
 
     def require_channel_of(self, channel_id: int, community_id: int, user_id: int) -> None:
         """``Forbidden`` unless the channel belongs to the community and the user to both."""

@@ -13,6 +13,10 @@ The page is the newest ``size`` messages that match, returned oldest-first, each
 ones when the auth service is configured, else the ones stored with the message.
 Reply parents are looked up in one query (W-19); ``parentName`` is the parent author's
 name; a parent that is gone (or in another room) shows as deleted.
+
+A text channel whose owning community is not cached yet (a community service that does not
+call the channel-list PUT) is resolved through the ``communityId`` stored on its newest
+message, confirmed against that community's channel list before it is believed.
 """
 
 from __future__ import annotations
@@ -46,12 +50,19 @@ def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, hi
         size = query_int("size", default=settings.history_default_page_size, minimum=1,
                          maximum=settings.history_max_page_size)
         before = _cursor()
-        auth.require_room(kind, channel_id, principal.user_id)
+        auth.require_room(kind, channel_id, principal.user_id,
+                          owner_hint=lambda: _stored_owner(history, channel_id))
         newest_first = history.page(kind, channel_id, size=size, page=page, before_id=before)
         return success(_render(kind, list(reversed(newest_first)), history, profiles))
 
     bp.add_url_rule("/direct", "history_direct", lambda: read("direct"), methods=["GET"])
     bp.add_url_rule("/community", "history_community", lambda: read("channel"), methods=["GET"])
+
+
+def _stored_owner(history: HistoryReader, channel_id: int) -> int | None:
+    """The community recorded on the channel's newest message (a hint, verified by the caller)."""
+    newest = history.page("channel", channel_id, size=1)
+    return newest[0].community_id if newest else None
 
 
 def _cursor() -> str | None:

@@ -200,3 +200,29 @@ def test_service_http_maps_failures(embedded):
             ServiceHttp(0.2).get_json(service.url + "/slow")
         with pytest.raises(BackendUnavailable):
             http.get_json(service.url.rsplit(":", 1)[0] + ":1/unreachable")
+
+
+def test_an_uncached_channel_is_resolved_through_its_stored_community(embedded):
+    community, channel, member, outsider, liar = fresh_id(), fresh_id(), fresh_id(), fresh_id(), fresh_id()
+    routes = {
+        ("GET", f"/community/feign/{community}/member-id"): (200, {**SUCCESS, "result": {"members": [member]}}),
+        ("GET", f"/community/feign/{community}/channel-id"): (200, {**SUCCESS, "result": {"channels": [channel]}}),
+        ("GET", f"/community/feign/{liar}/member-id"): (200, {**SUCCESS, "result": {"members": [outsider]}}),
+        ("GET", f"/community/feign/{liar}/channel-id"): (200, {**SUCCESS, "result": {"channels": []}}),
+    }
+    with CannedService(routes) as community_service:
+        chat = ChatApi(make_settings(embedded, community_service_url=community_service.url))
+        try:
+            read = lambda ch, user: chat.client.get(f"/chat-server/community?ch_id={ch}",  # noqa: E731
+                                                    headers=chat.auth(user)).status_code
+            insert_message(chat.db, "channel", channel, member, "hi", BASE_TIME, community_id=community)
+            assert chat.membership.channel_community(channel) is None
+            assert (read(channel, member), read(channel, outsider)) == (200, 403)
+            assert chat.membership.channel_community(channel) == community  # cached from the service now
+            # A message claiming a community that does not list the channel proves nothing.
+            forged = fresh_id()
+            insert_message(chat.db, "channel", forged, outsider, "x", BASE_TIME, community_id=liar)
+            assert read(forged, outsider) == 403
+            assert read(fresh_id(), member) == 403  # no messages, no cached owner
+        finally:
+            chat.close()
