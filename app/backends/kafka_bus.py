@@ -35,6 +35,9 @@ SESSION_TIMEOUT_MS = 6000
 HEARTBEAT_INTERVAL_MS = 2000
 MAX_POLL_INTERVAL_MS = 10000
 ADMIN_TIMEOUT_MS = 10000
+# kafka-python's default reconnect backoff grows to 30 s (and bootstrap waits as long):
+# a chat server should notice a returning broker within a couple of seconds.
+RECONNECT_BACKOFF_MAX_MS = 2000
 
 
 def _bootstrap(settings: Settings) -> list[str]:
@@ -72,6 +75,8 @@ class KafkaEventBus:
                 # delivery_timeout_ms must cover linger + request timeout (client check).
                 delivery_timeout_ms=max(timeout_ms, 1000) + self._settings.kafka_linger_ms + 1,
                 allow_auto_create_topics=True,
+                bootstrap_timeout_ms=timeout_ms,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
         except KafkaError as exc:
             log.warning("kafka producer unavailable: %s", exc)
@@ -139,6 +144,8 @@ class RecordSource:
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
                 allow_auto_create_topics=True,
+                bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
         except KafkaError as exc:
             raise BackendUnavailable() from exc
@@ -183,7 +190,8 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     wanted = list(names) if names is not None else list(TOPICS.values())
     try:
         admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="smooth-admin",
-                                 request_timeout_ms=ADMIN_TIMEOUT_MS)
+                                 request_timeout_ms=ADMIN_TIMEOUT_MS, bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
+                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
     except KafkaError as exc:
         raise BackendUnavailable() from exc
     try:

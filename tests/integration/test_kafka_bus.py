@@ -1,0 +1,115 @@
+"""The Kafka event bus and the fan-out consumers against the real (embedded) broker."""
+
+import json
+import uuid
+
+import gevent
+import pytest
+
+from app.backends.base import TOPICS
+from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
+from app.backends.memory import RecordingDelivery
+from app.chat import events
+from app.embedded import free_port
+from app.errors import BackendUnavailable
+from tests.conftest import MS, make_settings
+from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, group_id
+
+JOIN_TIMEOUT_S = 30_000 * MS  # a group join takes ~3 s with the tuned timeouts
+DELIVERY_TIMEOUT_S = 10_000 * MS
+
+
+def wait_until(condition, timeout_s, message):
+    with gevent.Timeout(timeout_s, AssertionError(message)):
+        while not condition():
+            gevent.sleep(0.02)
+
+
+@pytest.fixture
+def topic_settings(embedded):
+    settings = make_settings(embedded)
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def bus(topic_settings):
+    bus = KafkaEventBus(topic_settings)
+    yield bus
+    bus.close()
+
+
+def consumer_for(settings, topic, delivery, node):
+    group = next(g for g, t in CONSUMER_GROUPS.items() if t == topic)
+    return FanoutConsumer(group, lambda: RecordSource(settings, [topic], group_id(group, node)), delivery)
+
+
+@pytest.fixture
+def consumers():
+    started = []
+
+    def start(*items):
+        consumer_set = ConsumerSet(list(items))
+        consumer_set.start()
+        started.append(consumer_set)
+        wait_until(lambda: consumer_set.ready, JOIN_TIMEOUT_S, f"consumers not ready: {consumer_set.not_ready()}")
+        return consumer_set
+
+    yield start
+    for consumer_set in started:
+        consumer_set.stop()
+
+
+def test_create_topics_is_idempotent(topic_settings):
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    assert create_topics(topic_settings, [name]) == [name]
+    assert create_topics(topic_settings, [name]) == []
+    assert create_topics(topic_settings) == []  # the six topics exist already
+
+
+def test_every_process_receives_every_record(topic_settings, bus, consumers):
+    """Two nodes (two group ids) both deliver the exact §2.7 body of one record."""
+    first, second = RecordingDelivery(), RecordingDelivery()
+    consumers(consumer_for(topic_settings, TOPICS["state"], first, "node-a-1"),
+              consumer_for(topic_settings, TOPICS["state"], second, "node-b-2"))
+    bus.publish(TOPICS["state"], "5", events.presence_record("connect", 5, ["community/3", "direct/17"]))
+    for delivery in (first, second):
+        wait_until(lambda: len(delivery.delivered) == 2, DELIVERY_TIMEOUT_S, "record not delivered")
+        assert [d for d, _ in delivery.delivered] == ["/topic/community/3", "/topic/direct/17"]
+        assert json.loads(delivery.delivered[0][1]) == {"type": "connect", "userId": "5"}
+
+
+def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus, consumers):
+    delivery = RecordingDelivery()
+    (consumer,) = consumers(consumer_for(topic_settings, TOPICS["direct_etc"], delivery, "node-c-3")).consumers
+    bus.publish(TOPICS["direct_etc"], "17", b"not json at all")
+    bus.publish(TOPICS["direct_etc"], "17", events.delete_record("direct", 17, "abc"))
+    wait_until(lambda: delivery.delivered, DELIVERY_TIMEOUT_S, "good record not delivered")
+    assert delivery.delivered == [("/topic/direct/17", b'{"type":"delete","id":"abc"}')]
+    assert consumer.skipped == 1
+
+
+def test_records_keep_their_order_within_a_room(topic_settings, bus, consumers):
+    delivery = RecordingDelivery()
+    consumers(consumer_for(topic_settings, TOPICS["channel_etc"], delivery, "node-d-4"))
+    for n in range(20):
+        bus.publish(TOPICS["channel_etc"], "12", events.typing_record(12, f"user{n}"))
+    wait_until(lambda: len(delivery.delivered) == 20, DELIVERY_TIMEOUT_S, "not all delivered")
+    assert [json.loads(body)["name"] for _, body in delivery.delivered] == [f"user{n}" for n in range(20)]
+
+
+def test_publish_to_a_dead_broker_raises_backend_unavailable(embedded):
+    settings = make_settings(embedded, kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+                             kafka_send_timeout_s=1.0)
+    bus = KafkaEventBus(settings)
+    try:
+        with gevent.Timeout(30_000 * MS, AssertionError("publish did not give up")):
+            with pytest.raises(BackendUnavailable):
+                bus.publish(TOPICS["direct"], "1", b"{}")
+    finally:
+        bus.close()
+
+
+def test_group_ids_are_unique_per_process():
+    assert group_id("direct-server-group", "host-8080-101") != group_id("direct-server-group", "host-8080-102")
+    assert group_id("state-group", "host-8080-101") == "state-group-host-8080-101"
