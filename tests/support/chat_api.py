@@ -36,7 +36,8 @@ from app.errors import BackendUnavailable
 from app.service_http import ServiceHttp
 from app.settings import Settings
 
-__all__ = ["ChatApi", "DocumentWriter", "RecordingBus", "CannedService", "insert_message", "fresh_id", "BASE_TIME"]
+__all__ = ["ChatApi", "DocumentWriter", "RecordingBus", "CannedService", "insert_message", "fresh_id", "timeline",
+           "BASE_TIME"]
 
 BASE_TIME = datetime(2024, 3, 1, 12, 0, 0)
 # Room, community and user ids far from other tests' small ones: Redis is shared by the session.
