@@ -271,3 +271,23 @@ def test_names_come_from_the_auth_service_when_it_knows_the_user(embedded):
             assert (push["name"], push["profileImage"]) == ("Real Alice", "https://img/real.png")
         finally:
             chat.close()
+
+
+def test_the_real_message_writer_stores_and_undoes_file_messages(embedded):
+    from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+
+    settings = make_settings(embedded, upload_max_bytes=LIMIT)
+    connection = MongoConnection(settings)
+    chat = ChatApi(settings, writer=MongoMessageWriter(connection))
+    try:
+        room_id, alice = fresh_id(), fresh_id()
+        set_room_members(settings.redis_url, room_id, [alice])
+        result = upload(chat, alice, dm_form(room_id)).get_json()["result"]
+        assert chat.db.directMessage.find_one({})["content"] == result["url"]
+        chat.bus.fail = True
+        assert upload(chat, alice, dm_form(room_id)).status_code == 503
+        assert chat.db.directMessage.count_documents({}) == 1
+        assert chat.db["uploads.files"].count_documents({}) == 1
+    finally:
+        chat.close()
+        connection.close()

@@ -134,7 +134,8 @@ class CannedService:
 class ChatApi:
     """The blueprint mounted on a Flask app, over real backends; ``close()`` when done."""
 
-    def __init__(self, settings: Settings, *, mongo_listeners: list[Any] | None = None) -> None:
+    def __init__(self, settings: Settings, *, mongo_listeners: list[Any] | None = None,
+                 writer: Any | None = None) -> None:
         self.settings = settings
         self.mongo: MongoClient[Any] = MongoClient(settings.mongo_url, event_listeners=mongo_listeners or [])
         self.db = self.mongo[settings.mongo_db]
@@ -144,7 +145,7 @@ class ChatApi:
         self.membership = Membership(settings, self.cache, http)
         self.profiles = Profiles(settings, self.cache, http)
         self.read_side = MongoReadSide(self.db)
-        self.writer = DocumentWriter(self.db)
+        self.writer = writer if writer is not None else DocumentWriter(self.db)
         self.bus = RecordingBus()
         app = Flask(__name__)
         app.register_blueprint(create_blueprint(
