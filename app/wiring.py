@@ -15,8 +15,6 @@ import importlib
 import logging
 from typing import Any, Callable, Mapping
 
-import gevent
-
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
 from app.backends.mongo_history import MongoReadSide
@@ -51,7 +49,8 @@ def build_services(settings: Settings) -> Services:
     membership = Membership(settings, cache, http)
     bus = kafka_bus.KafkaEventBus(settings)
     flow_ref: list[PresenceFlow] = []
-    presence = _presence_client(settings, on_recovered=lambda: gevent.spawn(flow_ref[0].resync))
+    # The client runs on_recovered in its own greenlet when presence answers again.
+    presence = _presence_client(settings, on_recovered=lambda: flow_ref[0].resync())
     access = Access(membership)
     notifier = Notifier(settings, http=http, presence=presence, membership=membership)
     messaging = Messaging(store=MongoMessageWriter(mongo), bus=bus, access=access,

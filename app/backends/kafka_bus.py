@@ -68,7 +68,8 @@ class KafkaEventBus:
             return KafkaProducer(
                 bootstrap_servers=_bootstrap(self._settings),
                 client_id=f"smooth-{self._settings.effective_node_id}",
-                acks=1,
+                acks=1,  # the leader's ack; the broker (not the producer) is the fan-out bus
+                enable_idempotence=False,
                 linger_ms=self._settings.kafka_linger_ms,
                 max_block_ms=timeout_ms,
                 request_timeout_ms=max(timeout_ms, 1000),

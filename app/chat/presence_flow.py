@@ -31,7 +31,7 @@ from app.chat.access import Access, MembershipLookup
 from app.chat.payloads import EnterCommunity, EnterVoice, JoinLocation
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
-from app.errors import BackendError, BadRequest
+from app.errors import BackendError, BadRequest, ChatServerError
 from app.settings import Settings
 
 __all__ = ["PresenceApi", "PresenceFlow", "worker_node_id", "is_text_location"]
@@ -114,7 +114,7 @@ class PresenceFlow:
         self._per_user[user_id] += 1
         try:
             first = self._presence.login(connection.session_id, user_id, self._node_id())
-        except BackendError:
+        except ChatServerError:
             first = self._per_user[user_id] == 1  # degraded: only what this node knows
             log.warning("presence login failed; continuing without presence")
         if first:
@@ -158,7 +158,7 @@ class PresenceFlow:
         try:
             move = self._presence.move(connection.user_id, connection.session_id, command.location)
             last, now = move.last, move.now
-        except BackendError:
+        except ChatServerError:  # down, or it does not know this session yet (resync pending)
             log.warning("presence move failed; marking from this connection's own history")
             last, now = previous, command.location
         connection.attributes[LOCATION_KEY] = command.location
@@ -185,7 +185,7 @@ class PresenceFlow:
         try:
             result = self._presence.logout(connection.session_id)
             return _Left(result.location, result.last_session)
-        except BackendError:
+        except ChatServerError:
             log.warning("presence logout failed; using this node's own knowledge")
             return _Left(connection.attributes.get(LOCATION_KEY),
                          connection.user_id not in self._per_user)
