@@ -55,7 +55,9 @@ class PresenceTcpServer:
                  max_line_bytes: int) -> None:
         self.handler = handler
         self.max_line_bytes = max_line_bytes
-        self._server = StreamServer((host, port), self._serve_connection, spawn=Pool(max_connections))
+        self._pool = Pool(max_connections)
+        self._connections: set[socket.socket] = set()
+        self._server = StreamServer((host, port), self._serve_connection, spawn=self._pool)
 
     @property
     def port(self) -> int:
@@ -65,11 +67,26 @@ class PresenceTcpServer:
         self._server.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
-        self._server.stop(timeout=timeout)
+        """Stop accepting, let every connection finish the requests it has read, then close.
+
+        Shutting the read side down wakes connections idling in ``recv`` (the chat
+        servers keep pooled connections open) with end-of-file, while a connection in
+        the middle of a request still writes its replies; whatever is left after
+        ``timeout`` is killed.
+        """
+        self._server.close()
+        for sock in list(self._connections):
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        self._pool.join(timeout=timeout)
+        self._pool.kill(block=True, timeout=1)
 
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = LineReader(self.max_line_bytes)
+        self._connections.add(sock)
         try:
             while True:
                 data = sock.recv(RECV_BYTES)
@@ -81,6 +98,7 @@ class PresenceTcpServer:
         except OSError as error:
             log.debug("presence connection %s closed: %s", address, error)
         finally:
+            self._connections.discard(sock)
             sock.close()
 
 

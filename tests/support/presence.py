@@ -19,6 +19,8 @@ import json
 import random
 import socket
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -45,6 +47,7 @@ __all__ = [
     "LineClient",
     "presence_settings",
     "fresh_user_ids",
+    "http_json",
     "PRESENCE_TEST_DB",
 ]
 
@@ -65,6 +68,23 @@ def presence_settings(embedded: EmbeddedStack, **overrides: Any) -> Settings:
 
     redis_url = embedded.redis_url.rsplit("/", 1)[0] + f"/{PRESENCE_TEST_DB}"
     return make_settings(embedded, **{"presence_redis_url": redis_url, **overrides})
+
+
+def http_json(url: str, body: Any = None, *, method: str | None = None,
+              timeout: float = 10.0) -> tuple[int, Any]:
+    """One HTTP request with an optional JSON body; returns (status, decoded body or None)."""
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
 
 
 # -- In-memory store ------------------------------------------------------------------------
