@@ -23,6 +23,7 @@ from app.backends.redis_cache import RedisMembershipCache
 from app.chat.access import Access
 from app.chat.application import ChatService
 from app.chat.handlers import Authors, Messaging
+from app.chat.http_api import create_blueprint
 from app.chat.membership import Membership
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceApi, PresenceFlow, worker_node_id
@@ -51,10 +52,12 @@ def build_services(settings: Settings) -> Services:
     flow_ref: list[PresenceFlow] = []
     # The client runs on_recovered in its own greenlet when presence answers again.
     presence = _presence_client(settings, on_recovered=lambda: flow_ref[0].resync())
+    profiles = Profiles(settings, cache, http)
+    writer = MongoMessageWriter(mongo)
+    verifier = TokenVerifier(settings.jwt_secret)
     access = Access(membership)
     notifier = Notifier(settings, http=http, presence=presence, membership=membership)
-    messaging = Messaging(store=MongoMessageWriter(mongo), bus=bus, access=access,
-                          authors=Authors(Profiles(settings, cache, http)), observer=notifier,
+    messaging = Messaging(store=writer, bus=bus, access=access, authors=Authors(profiles), observer=notifier,
                           typing_interval_s=settings.typing_interval_s)
     flow = PresenceFlow(presence=presence, bus=bus, membership=membership, read_markers=read_side,
                         access=access, node_id=lambda: worker_node_id(settings))
@@ -66,8 +69,11 @@ def build_services(settings: Settings) -> Services:
         closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
     application = ChatService(messaging=messaging, presence=flow, access=access,
                               message_max_chars=settings.message_max_chars)
-    blueprints = [create_service_blueprint(settings, bus=bus, offline=flow,
-                                           verifier=TokenVerifier(settings.jwt_secret))]
+    blueprints = [
+        create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
+                         markers=read_side, files=read_side, writer=writer, bus=bus, verifier=verifier),
+        create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
+    ]
     return Services(application=application, blueprints=blueprints,
                     readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
                     start=runtime.start, stop=runtime.stop)
