@@ -1,0 +1,61 @@
+"""Liveness and readiness endpoints of the chat server.
+
+``/healthz`` answers 200 while the process serves HTTP. ``/readyz`` runs every check of
+``Services.readiness`` at once, each bounded by a timeout, and answers 200 when all pass or
+503 naming what is down. Check failures are logged; the body carries only fixed words.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Mapping
+
+import gevent
+from flask import Blueprint, Response, jsonify
+
+__all__ = ["health_blueprint"]
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+DOWN = "down"
+TIMEOUT = "timeout"
+
+
+def health_blueprint(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> Blueprint:
+    """``/healthz`` and ``/readyz`` over ``readiness`` (dependency name -> check that raises)."""
+    blueprint = Blueprint("health", __name__)
+
+    @blueprint.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @blueprint.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        results = run_checks(readiness, timeout_s=timeout_s)
+        down = sorted(name for name, result in results.items() if result != OK)
+        if down:
+            return jsonify(status="unavailable", checks=results, down=down), 503
+        return jsonify(status="ready", checks=results), 200
+
+    return blueprint
+
+
+def run_checks(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> dict[str, str]:
+    """Run every check concurrently; each result is ``ok``, ``down`` or ``timeout``."""
+    greenlets = {name: gevent.spawn(_run_check, name, check, timeout_s) for name, check in readiness.items()}
+    gevent.joinall(list(greenlets.values()))
+    return {name: greenlet.value or DOWN for name, greenlet in greenlets.items()}
+
+
+def _run_check(name: str, check: Callable[[], None], timeout_s: float) -> str:
+    try:
+        with gevent.Timeout(timeout_s):
+            check()
+    except gevent.Timeout:
+        log.warning("readiness check %s timed out after %ss", name, timeout_s)
+        return TIMEOUT
+    except Exception:
+        log.warning("readiness check %s failed", name, exc_info=True)
+        return DOWN
+    return OK

@@ -1,0 +1,527 @@
+"""One client connection's life: the bounded outbox, its single writer, timers and the close path.
+
+Owns:
+
+- :class:`Outbox`: the bounded queue of encoded frames waiting for one client.
+- :class:`Session`: drives the parser and the :class:`~app.stomp.handler.StompHandler` of
+  one connection, runs its CONNECT and heart-beat timers, and owns the close path,
+  including the once-only ``ChatApplication.disconnected`` call.
+- :class:`SessionHub`: what every session of this process shares (settings, application,
+  registry, the live sessions by id).
+- The writers: :func:`write_websocket` (the writer greenlet of a WebSocket) and
+  :func:`poll_response` / :func:`stream_outbox` (a SockJS HTTP receiver while attached).
+  These are the only code that writes to a client.
+
+Greenlets of one connection and what each may do:
+
+- reader (the request greenlet, or the SockJS ``xhr_send`` holding the session's lock):
+  the only caller of :meth:`Session.receive_data`, so inbound frames are handled strictly
+  in order; handlers may block on I/O there, which delays only this connection.
+- writer: the only reader of the outbox and the only code writing the socket.
+- timer: CONNECT timeout, heart-beats out, silence detection in.
+- fan-out (any greenlet): only :meth:`Outbox.offer`, which never blocks; when it reports
+  overflow the caller calls :meth:`Session.close_slow_consumer`, which never blocks either.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import gevent
+from gevent.event import Event
+from gevent.queue import Empty, Full, Queue
+
+from app.auth import TokenVerifier
+from app.contracts import ChatApplication, ClientConnection
+from app.errors import ProtocolError
+from app.registry import SubscriptionRegistry
+from app.settings import Settings
+from app.stomp import frames as f
+from app.stomp.frames import Frame
+from app.stomp.handler import AWAITING_CONNECT, Outcome, StompHandler
+from app.stomp.heartbeat import is_overdue
+from app.stomp.parser import FrameParser
+
+__all__ = [
+    "Outbox",
+    "Pong",
+    "Framing",
+    "MessageSink",
+    "Session",
+    "SessionHub",
+    "OPEN",
+    "CLOSING",
+    "CLOSED",
+    "CLOSE_GRACE_S",
+    "new_session_id",
+    "write_websocket",
+    "poll_response",
+    "stream_outbox",
+]
+
+log = logging.getLogger(__name__)
+
+OPEN = "open"
+CLOSING = "closing"
+CLOSED = "closed"
+
+# How long a closing connection may take to flush its last frames before its socket is
+# shut: a client that stopped reading would otherwise hold the writer forever.
+CLOSE_GRACE_S = 5.0
+# Frames one writer takes from the outbox per wake-up (one SockJS array, one poll answer).
+BATCH_FRAMES = 64
+# Timers wake this much after a deadline, since is_overdue() is strict.
+_TIMER_SLACK_S = 0.005
+
+# WebSocket close codes (RFC 6455 7.4.1).
+NORMAL = 1000
+GOING_AWAY = 1001
+PROTOCOL_ERROR = 1002
+POLICY_VIOLATION = 1008
+
+
+def new_session_id() -> str:
+    """A random session id for a raw WebSocket (the alphabet SockJS ids use too)."""
+    return secrets.token_urlsafe(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """A WebSocket pong the writer owes the client (the reader must not write)."""
+
+    payload: bytes
+
+
+_WAKE = object()  # queued to wake a writer blocked on an empty outbox
+
+
+class Outbox:
+    """The bounded queue between everyone who produces frames for a client and its writer.
+
+    ``offer`` never blocks. After ``close`` nothing more is accepted; the writer drains what
+    is queued, then ``finished`` is true and it tells the client and closes.
+    """
+
+    def __init__(self, max_frames: int) -> None:
+        self._queue: Queue = Queue(maxsize=max_frames)
+        self.closed = False
+        self.close_code = NORMAL
+        self.ended = False  # set by the writer once the client was told the end
+        self.last_write = time.monotonic()
+
+    def offer(self, item: bytes | Pong) -> bool:
+        """Queue ``item``; False only when the queue is full (the client is too slow)."""
+        if self.closed:
+            return True  # dropped on purpose: nobody is owed anything after close
+        try:
+            self._queue.put_nowait(item)
+        except Full:
+            return False
+        return True
+
+    def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL) -> None:
+        """Accept nothing more; ``final`` is the last frame the writer sends."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        if discard_backlog:
+            self._discard()
+        try:
+            self._queue.put_nowait(final if final is not None else _WAKE)
+        except Full:
+            if final is not None:  # the client is too far behind to get both: keep the last word
+                self._discard()
+                self._queue.put_nowait(final)
+
+    def _discard(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except Empty:
+                return
+
+    def get(self, timeout: float | None) -> object | None:
+        """The next item, waiting at most ``timeout`` seconds (None: forever); None on timeout."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except Empty:
+            return None
+
+    def get_ready(self, limit: int) -> list[object]:
+        """Up to ``limit`` more items that are already queued, without waiting."""
+        items = []
+        while len(items) < limit:
+            try:
+                items.append(self._queue.get_nowait())
+            except Empty:
+                break
+        return items
+
+    @property
+    def finished(self) -> bool:
+        """Closed and fully drained: only the closing words are left to send."""
+        return self.closed and self._queue.empty()
+
+    def note_written(self) -> None:
+        self.last_write = time.monotonic()
+
+    def __len__(self) -> int:
+        return self._queue.qsize()
+
+
+class Framing(Protocol):
+    """How a transport wraps frames: raw STOMP over WebSocket, or one of SockJS's encodings."""
+
+    opening: bytes | None  # sent first on a new connection (SockJS "o")
+    idle: bytes | None  # sent when the writer had nothing for its idle interval (SockJS "h")
+    closing: bytes | None  # sent last (SockJS 'c[3000,"Go away!"]')
+
+    def encode(self, frames: list[bytes]) -> list[bytes]:
+        """The transport messages carrying ``frames``, in order."""
+        ...
+
+
+class RawFraming:
+    """STOMP straight over a WebSocket: one frame per message, nothing around it."""
+
+    opening = None
+    idle = None
+    closing = None
+
+    def encode(self, frames: list[bytes]) -> list[bytes]:
+        return frames
+
+
+class MessageSink(Protocol):
+    """The write side of a WebSocket, as the writer greenlet uses it."""
+
+    def send_message(self, data: bytes) -> None: ...
+
+    def send_pong(self, payload: bytes) -> None: ...
+
+    def send_close(self, code: int) -> None: ...
+
+
+def _split(items: list[object]) -> tuple[list[bytes], list[Pong]]:
+    frames: list[bytes] = []
+    pongs: list[Pong] = []
+    for item in items:
+        if isinstance(item, bytes):
+            frames.append(item)
+        elif isinstance(item, Pong):
+            pongs.append(item)
+    return frames, pongs
+
+
+def write_websocket(outbox: Outbox, sink: MessageSink, framing: Framing, idle_s: float | None = None) -> None:
+    """The writer greenlet of one WebSocket: the only code that sends on it.
+
+    Sends ``framing.opening``, then whatever the outbox yields (``framing.idle`` after
+    ``idle_s`` of nothing), and once the outbox is closed and drained, ``framing.closing``
+    and a close frame. Returns when done or when the socket fails.
+    """
+    try:
+        if framing.opening is not None:
+            sink.send_message(framing.opening)
+        while not outbox.finished:
+            item = outbox.get(idle_s)
+            if item is None:
+                if framing.idle is not None:
+                    sink.send_message(framing.idle)
+                continue
+            frames, pongs = _split([item, *outbox.get_ready(BATCH_FRAMES)])
+            for pong in pongs:
+                sink.send_pong(pong.payload)
+            for message in framing.encode(frames) if frames else ():
+                sink.send_message(message)
+            outbox.note_written()
+        if framing.closing is not None:
+            sink.send_message(framing.closing)
+        outbox.ended = True
+        sink.send_close(outbox.close_code)
+    except OSError:  # the peer is gone (WebSocketError is an OSError too); nothing to tell it
+        outbox.ended = True
+
+
+def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> bytes:
+    """One SockJS polling answer: queued frames, else ``idle`` after ``timeout_s``, or the end."""
+    if outbox.finished:
+        outbox.ended = True
+        return framing.closing or b""
+    item = outbox.get(timeout_s)
+    frames, _ = _split([item, *outbox.get_ready(BATCH_FRAMES)] if item is not None else [])
+    if frames:
+        outbox.note_written()
+        return b"".join(framing.encode(frames))
+    if outbox.finished:
+        outbox.ended = True
+        return framing.closing or b""
+    return framing.idle or b""
+
+
+def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit: int) -> Iterator[bytes]:
+    """A SockJS streaming body: frames as they come, ``idle`` when quiet, the end when closed.
+
+    Stops after ``byte_limit`` bytes so the client opens a fresh request (proxies and
+    browsers hold the whole streamed body in memory).
+    """
+    sent = 0
+    while sent < byte_limit:
+        if outbox.finished:
+            outbox.ended = True
+            if framing.closing is not None:
+                yield framing.closing
+            return
+        item = outbox.get(idle_s)
+        frames, _ = _split([item, *outbox.get_ready(BATCH_FRAMES)] if item is not None else [])
+        if not frames:
+            if not outbox.finished and framing.idle is not None:
+                yield framing.idle
+            continue
+        chunk = b"".join(framing.encode(frames))
+        yield chunk
+        outbox.note_written()
+        sent += len(chunk)
+
+
+@dataclass(eq=False)
+class SessionHub:
+    """What every STOMP session of this process shares, and the live sessions by id."""
+
+    settings: Settings
+    application: ChatApplication
+    verifier: TokenVerifier
+    registry: SubscriptionRegistry["Session"]
+    node_id: str
+    close_grace_s: float = CLOSE_GRACE_S
+    _live: dict[str, "Session"] = field(default_factory=dict)
+
+    def open_session(self, session_id: str, transport: str) -> "Session | None":
+        """A new session, or None when ``session_id`` is already in use in this process."""
+        if session_id in self._live:
+            return None
+        session = Session(self, session_id, transport)
+        self._live[session_id] = session
+        return session
+
+    def release(self, session: "Session") -> None:
+        if self._live.get(session.session_id) is session:
+            del self._live[session.session_id]
+
+    def get(self, session_id: str) -> "Session | None":
+        return self._live.get(session_id)
+
+    def close_all(self, message: str = "server shutting down") -> None:
+        """Close every session (worker shutdown): ERROR, then each connection ends."""
+        for session in list(self._live.values()):
+            session.close(f.error(message), code=GOING_AWAY)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+class Session:
+    """One client connection: parser, STOMP handler, outbox, timers and the close path.
+
+    States go OPEN -> CLOSING (no more input or fan-out; the writer flushes the last
+    frames) -> CLOSED (``finish``: forgotten, the application told).
+    """
+
+    def __init__(self, hub: SessionHub, session_id: str, transport: str) -> None:
+        settings = hub.settings
+        self._hub = hub
+        self.session_id = session_id
+        self.transport = transport
+        self.state = OPEN
+        self.version = "1.2"  # the negotiated STOMP version; fan-out picks its template by it
+        self.outbox = Outbox(settings.outbox_max_frames)
+        self.last_received = self._opened_at = time.monotonic()
+        self.ended = Event()
+        self._parser = FrameParser(max_frame_bytes=settings.stomp_max_frame_bytes,
+                                   max_header_lines=settings.stomp_max_header_lines,
+                                   max_header_bytes=settings.stomp_max_header_bytes)
+        self._handler = StompHandler(application=hub.application, verifier=hub.verifier,
+                                     registry=hub.registry, subscriber=self, session_id=session_id,
+                                     node_id=hub.node_id, transport=transport,
+                                     heartbeat_ms=settings.heartbeat_ms,
+                                     max_subscriptions=settings.stomp_max_subscriptions)
+        self._wake = Event()
+        self._timer: gevent.Greenlet | None = None
+        self._abort_timer: gevent.Greenlet | None = None
+        self._abort_hooks: list[Callable[[], None]] = []
+        self._finished = False
+
+    def __repr__(self) -> str:
+        return f"<Session {self.session_id} {self.transport} {self.state}>"
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == OPEN
+
+    @property
+    def connection(self) -> ClientConnection | None:
+        """The authenticated connection, once CONNECT succeeded."""
+        return self._handler.connection
+
+    def start(self) -> None:
+        """Start the timers (CONNECT timeout first)."""
+        self._timer = gevent.spawn(self._run_timers)
+
+    def on_abort(self, hook: Callable[[], None]) -> None:
+        """``hook`` runs if a graceful close does not finish in time (kill the writer, shut the socket)."""
+        self._abort_hooks.append(hook)
+
+    # Reader side ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client, in order; handles every complete frame they finish."""
+        if self.state != OPEN:
+            return
+        self.last_received = time.monotonic()
+        self._parser.receive_data(data)
+        for event in self._parser.events_received():
+            if self.state != OPEN:
+                return
+            if isinstance(event, Frame):
+                self._apply(self._handler.receive_frame(event))
+        if self._parser.parser_exc is not None:
+            self.fail(self._parser.parser_exc)
+
+    def note_activity(self) -> None:
+        """The client sent something that carries no STOMP bytes (a WebSocket ping)."""
+        self.last_received = time.monotonic()
+
+    def fail(self, exc: ProtocolError, code: int = PROTOCOL_ERROR) -> None:
+        """A protocol violation found below STOMP (message too big, bad UTF-8): ERROR, close."""
+        if self.state == OPEN:
+            self._apply(self._handler.protocol_error(exc), code=code)
+
+    def _apply(self, outcome: Outcome, code: int | None = None) -> None:
+        for frame in outcome.frames:
+            self._queue_frame(frame)
+        if outcome.connected:
+            self._on_connected()
+        if outcome.close:
+            failed = any(frame.command == f.ERROR for frame in outcome.frames)
+            self.close(code=code or (PROTOCOL_ERROR if failed else NORMAL))
+
+    def _queue_frame(self, frame: Frame) -> None:
+        try:
+            data = frame.serialize(self.version)
+        except ValueError:  # a header that cannot be written in this version
+            log.exception("cannot encode %s for session %s", frame.command, self.session_id)
+            data = f.error("internal error").serialize(self.version)
+        if not self.outbox.offer(data):
+            self.close_slow_consumer()
+
+    def _on_connected(self) -> None:
+        self.version = self._handler.version
+        self._parser.version = self.version
+        self._wake.set()  # the timers switch from the CONNECT deadline to heart-beats
+        try:
+            self._hub.application.connected(self._handler.connection)
+        except Exception:
+            log.exception("connected() failed for session %s", self.session_id)
+
+    # Close path --------------------------------------------------------------------------
+
+    def close(self, final: Frame | None = None, *, code: int = NORMAL, discard_backlog: bool = False) -> None:
+        """Stop taking input and fan-out; the writer sends what is queued, ``final``, and closes.
+
+        Never blocks. If the writer has not finished after the hub's grace period, the
+        abort hooks run.
+        """
+        if self.state != OPEN:
+            return
+        self.state = CLOSING
+        self._handler.close()
+        self._hub.registry.remove_subscriber(self)
+        data = final.serialize(self.version) if final is not None else None
+        self.outbox.close(data, discard_backlog=discard_backlog, code=code)
+        self._abort_timer = gevent.spawn_later(self._hub.close_grace_s, self.abort)
+        self._wake.set()
+
+    def close_slow_consumer(self) -> None:
+        """The outbox overflowed: drop the backlog, send ERROR "slow consumer", close."""
+        if self.state == OPEN:
+            log.warning("session %s is a slow consumer (%d frames queued); closing it",
+                        self.session_id, len(self.outbox))
+            self.close(f.error("slow consumer"), code=POLICY_VIOLATION, discard_backlog=True)
+
+    def abort(self) -> None:
+        """Give up on a graceful end: run the abort hooks now."""
+        if self.state == OPEN:
+            self.close(discard_backlog=True, code=GOING_AWAY)
+        hooks, self._abort_hooks = self._abort_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("abort hook failed for session %s", self.session_id)
+
+    def finish(self) -> None:
+        """Once, when the connection is over: forget it, stop its timers, tell the application.
+
+        Called by the reader when it stops (or by the SockJS reaper); never by the writer.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        if self.state == OPEN:
+            self.close(discard_backlog=True)
+        self.state = CLOSED
+        for greenlet in (self._timer, self._abort_timer):
+            if greenlet is not None and greenlet is not gevent.getcurrent():
+                greenlet.kill(block=False)
+        self._hub.release(self)
+        connection = self._handler.connection
+        if connection is not None:
+            try:
+                self._hub.application.disconnected(connection)
+            except Exception:
+                log.exception("disconnected() failed for session %s", self.session_id)
+        self.ended.set()
+
+    # Timers ------------------------------------------------------------------------------
+
+    def _run_timers(self) -> None:
+        while self.state == OPEN:
+            self._wake.clear()
+            wake_at = self._check_timers(time.monotonic())
+            if self.state != OPEN:
+                return
+            self._wake.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
+
+    def _check_timers(self, now: float) -> float | None:
+        """Act on whatever deadline passed; return when to look again (None: on wake only)."""
+        settings = self._hub.settings
+        if self._handler.state == AWAITING_CONNECT:
+            deadline = self._opened_at + settings.connect_timeout_s
+            if now >= deadline:
+                self.close(f.error("connect timeout"), code=POLICY_VIOLATION)
+                return None
+            return deadline
+        send_ms, expect_ms = self._handler.heartbeat
+        wake_at: list[float] = []
+        if expect_ms:
+            if is_overdue(self.last_received, now, expect_ms, settings.heartbeat_tolerance):
+                self.close(f.error("heart-beat timeout"), code=POLICY_VIOLATION)
+                return None
+            wake_at.append(self.last_received + expect_ms * settings.heartbeat_tolerance / 1000 + _TIMER_SLACK_S)
+        if send_ms:
+            wake_at.append(self._send_heartbeat_if_due(now, send_ms / 1000))
+        return min(wake_at) if wake_at else None
+
+    def _send_heartbeat_if_due(self, now: float, interval_s: float) -> float:
+        due = self.outbox.last_write + interval_s
+        if now < due:
+            return due
+        if not self.outbox.offer(f.HEARTBEAT):
+            self.close_slow_consumer()
+        self.outbox.last_write = now  # queued counts as written: do not queue another meanwhile
+        return now + interval_s

@@ -1,0 +1,266 @@
+"""gevent-websocket glue: the WebSocket read loop, sub-protocol echo, and the gunicorn worker.
+
+The only module that imports ``geventwebsocket``. Owns:
+
+- :class:`StompWebSocket`: gevent-websocket's ``WebSocket`` with what it lacks for a
+  server facing the Internet: a message-size limit checked from each frame header before
+  the payload is read, UTF-8 validation in C instead of a per-byte Python loop, and no
+  writes from the reader (pings and the close handshake are answered by the writer, because
+  two greenlets writing one socket raise ``ConcurrentObjectUseError``).
+- :class:`StompWebSocketHandler` / :class:`StompWebSocketWorker`: the handler echoes the
+  best STOMP sub-protocol the client offered (browsers abort the socket otherwise) and
+  installs :class:`StompWebSocket`; the worker is gevent-websocket's gunicorn worker with
+  that handler.
+- :func:`serve_websocket`: one connection from upgrade to close: session, writer greenlet,
+  read loop, and the finish that always runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+from typing import Callable, Iterable
+
+import gevent
+from geventwebsocket.exceptions import ProtocolError as WebSocketProtocolError
+from geventwebsocket.exceptions import WebSocketError
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, WebSocket
+
+from app.errors import FrameTooLarge, InvalidFrame
+from app.session import Framing, Outbox, Pong, Session, SessionHub, write_websocket
+
+__all__ = [
+    "StompWebSocket",
+    "StompWebSocketHandler",
+    "StompWebSocketWorker",
+    "MessageTooBig",
+    "choose_subprotocol",
+    "serve_websocket",
+    "reject_websocket",
+    "STOMP_SUBPROTOCOLS",
+]
+
+log = logging.getLogger(__name__)
+
+# Best first: the sub-protocol names of STOMP 1.2 "WebSocket" usage.
+STOMP_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
+
+MESSAGE_TOO_BIG = 1009
+INVALID_PAYLOAD = 1007
+
+
+class MessageTooBig(Exception):
+    """A WebSocket message over the limit; raised before its payload is read."""
+
+
+def choose_subprotocol(offered: str | None) -> str | None:
+    """The best STOMP sub-protocol in a ``Sec-WebSocket-Protocol`` request header, or None."""
+    names = {name.strip() for name in (offered or "").split(",")}
+    return next((name for name in STOMP_SUBPROTOCOLS if name in names), None)
+
+
+class StompWebSocket(WebSocket):
+    """A server-side WebSocket with a size limit, fast UTF-8 checks and a writer-only write side."""
+
+    __slots__ = ("max_message_bytes", "on_ping")
+
+    def __init__(self, environ, stream, handler) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(environ, stream, handler)
+        self.max_message_bytes: int | None = None
+        self.on_ping: Callable[[bytes], None] = lambda payload: None
+
+    @classmethod
+    def adopt(cls, websocket: WebSocket) -> "StompWebSocket":
+        """Take over a plain gevent-websocket connection (before anything was read from it)."""
+        if isinstance(websocket, cls):
+            return websocket
+        adopted = cls(websocket.environ, websocket.stream, websocket.handler)
+        websocket.closed = True  # so the original never writes a close frame of its own
+        return adopted
+
+    def __del__(self) -> None:
+        # The base class closes (writes!) on garbage collection, from whatever greenlet runs
+        # then. Our writer always closes explicitly; never write from a finaliser.
+        pass
+
+    # Reading (the reader greenlet) ------------------------------------------------------
+
+    def receive_message(self) -> bytes | None:
+        """The next text or binary message as bytes; None once the client sent a close frame.
+
+        Raises:
+            MessageTooBig: the message would exceed ``max_message_bytes``.
+            UnicodeDecodeError: a text message that is not UTF-8.
+            OSError: the connection broke or the client broke the WebSocket protocol.
+        """
+        opcode: int | None = None
+        message = bytearray()
+        while True:
+            header = Header.decode_header(self.stream)
+            if header.flags:
+                raise WebSocketProtocolError("reserved bits set")
+            if header.opcode in (self.OPCODE_PING, self.OPCODE_PONG, self.OPCODE_CLOSE):
+                if self._control(header):
+                    return None
+                continue
+            opcode = self._data_opcode(opcode, header.opcode)
+            self._check_size(len(message) + header.length)
+            message += self._payload(header)
+            if header.fin:
+                break
+        if opcode == self.OPCODE_TEXT:
+            message.decode("utf-8")  # validates; the STOMP parser decodes what it needs itself
+        return bytes(message)
+
+    def _data_opcode(self, current: int | None, opcode: int) -> int:
+        if opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY) and current is None:
+            return opcode
+        if opcode == self.OPCODE_CONTINUATION and current is not None:
+            return current
+        raise WebSocketProtocolError(f"unexpected opcode {opcode}")
+
+    def _check_size(self, size: int) -> None:
+        if self.max_message_bytes is not None and size > self.max_message_bytes:
+            raise MessageTooBig(size)
+
+    def _payload(self, header: Header) -> bytes:
+        payload = self.raw_read(header.length) if header.length else b""
+        if len(payload) != header.length:
+            raise WebSocketError("unexpected EOF reading frame payload")
+        return _unmask(payload, header.mask) if header.mask else payload
+
+    def _control(self, header: Header) -> bool:
+        """Handle a control frame; True when it was a close frame."""
+        payload = self._payload(header)
+        if header.opcode == self.OPCODE_PING:
+            self.on_ping(payload)
+        return header.opcode == self.OPCODE_CLOSE
+
+    # Writing (the writer greenlet only; see app/session.py) -----------------------------
+
+    def send_message(self, data: bytes) -> None:
+        """Send ``data`` (UTF-8 already) as one text message."""
+        self.raw_write(Header.encode_header(True, self.OPCODE_TEXT, b"", len(data), 0) + data)
+
+    def send_pong(self, payload: bytes) -> None:
+        self.raw_write(Header.encode_header(True, self.OPCODE_PONG, b"", len(payload), 0) + payload)
+
+    def send_close(self, code: int) -> None:
+        """Send a close frame; the handler closes the TCP connection when the request ends."""
+        if not self.closed:
+            payload = struct.pack("!H", code)
+            with contextlib.suppress(OSError):
+                self.raw_write(Header.encode_header(True, self.OPCODE_CLOSE, b"", len(payload), 0) + payload)
+            self.closed = True
+
+    def abort(self) -> None:
+        """Shut the TCP connection now, waking a reader blocked on it."""
+        self.closed = True
+        sock = getattr(self.handler, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class StompWebSocketHandler(WebSocketHandler):
+    """gevent-websocket's handler, echoing a STOMP sub-protocol and using StompWebSocket."""
+
+    def start_response(self, status, headers, exc_info=None):  # type: ignore[no-untyped-def]
+        if str(status).startswith("101"):
+            chosen = choose_subprotocol(self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
+            headers = [(name, value) for name, value in headers if name.lower() != "sec-websocket-protocol"]
+            if chosen is not None:
+                headers.append(("Sec-WebSocket-Protocol", chosen))
+            self.websocket = StompWebSocket.adopt(self.websocket)
+            self.environ["wsgi.websocket"] = self.websocket
+        return super().start_response(status, headers, exc_info)
+
+
+class StompWebSocketWorker(GeventWebSocketWorker):
+    """gevent-websocket's gunicorn worker, with :class:`StompWebSocketHandler`."""
+
+    wsgi_handler = StompWebSocketHandler
+
+
+def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, framing: Framing,
+                    unwrap: Callable[[bytes], Iterable[bytes]], max_message_bytes: int,
+                    idle_s: float | None = None) -> None:
+    """Run one WebSocket connection until it ends; always finishes the session.
+
+    Args:
+        websocket: the upgraded connection (from ``environ["wsgi.websocket"]``).
+        session: a new session from ``hub.open_session``.
+        framing: raw STOMP, or SockJS's.
+        unwrap: turns one WebSocket message into the STOMP bytes it carries; raises
+            ValueError for a malformed message.
+        max_message_bytes: the largest WebSocket message accepted.
+        idle_s: when the writer sends ``framing.idle`` (SockJS heart-beats).
+    """
+    ws = StompWebSocket.adopt(websocket)
+    ws.max_message_bytes = max_message_bytes
+    ws.on_ping = lambda payload: _queue_pong(session, payload)
+    writer = gevent.spawn(write_websocket, session.outbox, ws, framing, idle_s)
+    session.on_abort(lambda: _abort(writer, ws))
+    session.start()
+    try:
+        _read_until_closed(ws, session, unwrap)
+        writer.join(timeout=hub.close_grace_s + 1.0)
+    finally:
+        if not writer.dead:
+            session.abort()
+            writer.kill(block=True, timeout=1.0)
+        session.finish()
+
+
+def reject_websocket(websocket: WebSocket, framing: Framing) -> None:
+    """Open and at once close a connection that cannot have a session (its id is taken)."""
+    outbox = Outbox(1)
+    outbox.close()
+    write_websocket(outbox, StompWebSocket.adopt(websocket), framing)
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    # One XOR of two big integers: the library's byte-by-byte Python loop costs ~100 ns a byte.
+    length = len(payload)
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+
+
+def _queue_pong(session: Session, payload: bytes) -> None:
+    session.note_activity()
+    session.outbox.offer(Pong(payload))  # a full outbox drops the pong; fan-out decides overflow
+
+
+def _abort(writer: gevent.Greenlet, ws: StompWebSocket) -> None:
+    writer.kill(block=False)
+    ws.abort()
+
+
+def _read_until_closed(ws: StompWebSocket, session: Session, unwrap: Callable[[bytes], Iterable[bytes]]) -> None:
+    """The reader: messages in, to the session, strictly in order, until either side closes."""
+    while session.is_open:
+        try:
+            message = ws.receive_message()
+        except MessageTooBig:
+            session.fail(FrameTooLarge("frame too large"), code=MESSAGE_TOO_BIG)
+            return
+        except UnicodeDecodeError:
+            session.fail(InvalidFrame("invalid UTF-8"), code=INVALID_PAYLOAD)
+            return
+        except OSError:  # the connection broke, or the client broke the WebSocket protocol
+            session.close(discard_backlog=True)
+            return
+        if message is None:  # the client's close frame
+            session.close(discard_backlog=True)
+            return
+        try:
+            chunks = unwrap(message)
+        except ValueError:
+            session.fail(InvalidFrame("malformed message"))
+            return
+        for chunk in chunks:
+            session.receive_data(chunk)

@@ -1,0 +1,28 @@
+"""The WSGI entry point gunicorn loads in each worker: ``wsgi_app = "app.wsgi:build()"``.
+
+``build()`` reads the settings once, configures logging, builds the services with the
+composition root (``app.wiring``) and returns the Flask app. Called after fork, so no
+client connection is shared between workers.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from app import create_app
+from app.settings import Settings
+
+__all__ = ["build"]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+
+def build() -> Flask:
+    """The chat server app of this worker, configured from the environment."""
+    from app.wiring import build_services  # the composition root imports every backend
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    return create_app(settings, build_services(settings))

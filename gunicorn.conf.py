@@ -1,0 +1,53 @@
+"""gunicorn settings of the chat server: ``python -m gunicorn -c gunicorn.conf.py``.
+
+Values come from ``Settings.from_env()`` (this file and app/settings.py are the only
+readers of the environment). Each worker is a gevent worker with gevent-websocket's
+handler (subclassed to echo the STOMP sub-protocol); after fork it starts its own
+services (the Kafka fan-out consumers), and on shutdown it first closes every STOMP
+session so that long-lived WebSockets do not hold the graceful timeout.
+"""
+
+import os
+
+from app.settings import Settings
+
+_settings = Settings.from_env()
+
+wsgi_app = "app.wsgi:build()"
+bind = [f"{_settings.bind_host}:{_settings.chat_http_port}"]
+workers = _settings.chat_workers
+worker_class = "app.stomp.ws.StompWebSocketWorker"
+worker_connections = _settings.worker_connections
+graceful_timeout = 10
+timeout = 30
+keepalive = 5
+loglevel = _settings.log_level.lower()
+errorlog = "-"
+proc_name = "smooth-chat"
+
+
+def _chat_server(worker):
+    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None) or {}
+    return extensions.get("smooth")
+
+
+def post_worker_init(worker):
+    import gevent
+
+    server = _chat_server(worker)
+    server.start()
+    gevent.spawn(_close_sessions_when_stopping, worker, server)
+
+
+def _close_sessions_when_stopping(worker, server):
+    import gevent
+
+    while worker.alive:
+        gevent.sleep(0.5)
+    server.close_sessions()
+
+
+def worker_exit(arbiter, worker):
+    server = _chat_server(worker)
+    if server is not None and worker.pid == os.getpid():  # the arbiter may call this too
+        server.stop()
