@@ -23,7 +23,7 @@ POINTS = [(100, 200), (200, 200), (1000, 20), (5000, 4)]
 SMOOTH_GROUPS = ["chat_workers"]
 COLUMNS = ["system", "subs", "rate", "sent", "delivered", "deliveries_per_s", "lost", "dups",
            "p50_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "cpu_s_per_1000", "backend_cpu_s",
-           "loadgen_cpu_s"]
+           "loadgen_cpu_s", "other_cpu_s"]
 
 
 def procs_for(subscribers: int, procs: int) -> int:
@@ -54,7 +54,7 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
             "cpu_us_per_delivery": result["cpu_us_per_delivery"],
             "cpu_s_per_1000": result["cpu_s_per_1000_deliveries"],
             "backend_cpu_s": round(backend, 2) if result["system"] == "smooth" else "-",
-            "loadgen_cpu_s": result["loadgen_cpu_s"]}
+            "loadgen_cpu_s": result["loadgen_cpu_s"], "other_cpu_s": cpu.get("other_processes", 0.0)}
 
 
 def run_smooth(points: list[tuple[int, float]], duration: float, size: int, data_dir: Path,

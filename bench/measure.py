@@ -36,7 +36,7 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
         wanted = sum(len(g) for g in groups)
         if ready < wanted:
             raise RuntimeError(f"only {ready}/{wanted} connections set up: {failures[:3]}")
-        meter = CpuMeter(server_pids())
+        meter = CpuMeter({**server_pids(), "loadgen": run.pids})
         meter.start()
         start_ns = run.go(duration)
         time.sleep(duration + 0.3)

@@ -70,7 +70,9 @@ class CpuMeter:
         self.spent: dict[str, float] = {}
 
     def _sample(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+        sample = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+        sample["machine_total"] = machine_busy_seconds()
+        return sample
 
     def start(self) -> None:
         self._start = self._sample()
@@ -78,7 +80,15 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         end = self._sample()
         self.spent = {name: round(end[name] - self._start.get(name, 0.0), 3) for name in end}
+        ours = sum(v for k, v in self.spent.items() if k != "machine_total")
+        self.spent["other_processes"] = round(max(0.0, self.spent["machine_total"] - ours), 3)
         return self.spent
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs spent not idle since boot (/proc/stat; idle and iowait excluded)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
 
 
 def machine_info() -> dict[str, object]:

@@ -19,7 +19,8 @@ from bench.targets import RabbitTarget, SmoothTarget
 __all__ = ["run"]
 
 COLUMNS = ["system", "connections", "rooms", "rate_per_conn", "sent", "delivered", "lost", "dups",
-           "deliveries_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "loadgen_cpu_s"]
+           "deliveries_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "loadgen_cpu_s",
+           "other_cpu_s"]
 
 
 def _peers(conn: dict[str, Any]) -> list[int]:
@@ -40,7 +41,8 @@ def once(target: Any, pid_groups: Any, conns: int, rate: float, duration: float,
 def row(result: dict[str, Any]) -> dict[str, Any]:
     lat = result["latency_ms"]
     return {**result, "dups": result["duplicates"], "p50_ms": lat["p50"], "p90_ms": lat["p90"],
-            "p99_ms": lat["p99"], "max_ms": lat["max"]}
+            "p99_ms": lat["p99"], "max_ms": lat["max"],
+            "other_cpu_s": result["server_cpu_s"].get("other_processes", 0.0)}
 
 
 def run(data_dir: Path, conns: int, rate: float, duration: float, size: int, procs: int,
