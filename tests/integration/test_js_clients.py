@@ -1,0 +1,91 @@
+"""The real browser-side clients: @stomp/stompjs over sockjs-client and over a plain WebSocket.
+
+Each case runs tests/js/stomp_roundtrip.js in Node against the in-process server: CONNECT
+with a minted token, SUBSCRIBE, SEND with a receipt, receive the MESSAGE, then DISCONNECT
+and wait for its RECEIPT. sockjs-client is also forced onto its HTTP fallbacks, as when a
+proxy blocks WebSocket.
+"""
+
+import contextlib
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from app.contracts import Services
+from app.settings import Settings
+from tests.support.chat import RecordingApplication, in_process_chat_server
+from tests.support.processes import REPO
+
+pytestmark = pytest.mark.integration
+
+JS_DIR = REPO / "tests" / "js"
+NODE_TIMEOUT_S = 60
+
+
+def run_node_client(**options):
+    """Run the JS round trip; its JSON result."""
+    node = shutil.which("node")
+    assert node, "Node is required for the JS client tests"
+    assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").exists(), "run `make test` (npm install) first"
+    completed = subprocess.run([node, "stomp_roundtrip.js", json.dumps(options)], cwd=JS_DIR,
+                               capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    assert completed.stdout.strip(), f"no output; stderr:\n{completed.stderr}"
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert completed.returncode == 0, (result, completed.stderr)
+    return result
+
+
+@pytest.fixture
+def application():
+    return RecordingApplication()
+
+
+@pytest.fixture
+def server(application):
+    settings = Settings.from_env({})  # the default 10000,10000 heart-beat offer
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(in_process_chat_server(settings, Services(application=application)))
+        application.delivery = server.chat.delivery
+        yield server
+
+
+def assert_round_trip(result, application, token_user=5):
+    assert result["connected"] is True
+    assert result["version"] == "1.2"
+    assert result["heartBeat"] == "10000,10000"
+    assert result["publishReceipt"] == "publish-1"
+    assert result["message"] == {"destination": "/topic/group/12", "body": '{"type":"message","message":"héllo"}'}
+    assert result["disconnectReceipt"], result  # DISCONNECT answered with its RECEIPT
+    assert result["errors"] == []
+    assert [c.user_id for c in application.connections] == [token_user]
+    application.wait_disconnected(result["session"], 10)
+
+
+def test_stompjs_over_plain_websocket(server, application, token_for):
+    result = run_node_client(url=server.ws_url, mode="websocket", token=token_for(5), userId=5)
+    assert_round_trip(result, application)
+
+
+@pytest.mark.parametrize("transports, expected", [
+    (None, "websocket"),
+    (["xhr-streaming"], "xhr-streaming"),
+    (["xhr-polling"], "xhr-polling"),
+])
+def test_stompjs_over_sockjs(server, application, token_for, transports, expected):
+    result = run_node_client(url=server.sockjs_url, mode="sockjs", transports=transports, token=token_for(5),
+                             userId=5)
+    assert result["transport"] == expected
+    assert_round_trip(result, application)
+
+
+def test_stompjs_sees_a_refused_token(server, application, token_for):
+    completed = subprocess.run(
+        ["node", "stomp_roundtrip.js", json.dumps({"url": server.ws_url, "mode": "websocket", "token": "forged",
+                                                   "userId": 5, "timeoutMs": 20000})],
+        cwd=JS_DIR, capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["connected"] is False
+    assert result["errors"] == ["invalid token"]
+    assert application.connections == []
