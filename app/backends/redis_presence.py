@@ -467,7 +467,7 @@ class RedisPresenceStore:
 
     def expired_nodes(self) -> list[str]:
         with self._backend():
-            nodes = sorted(self.client.smembers(self._key("nodes")))
+            nodes = sorted(_text(node) for node in self.client.smembers(self._key("nodes")))
             if not nodes:
                 return []
             pipe = self.client.pipeline(transaction=False)
@@ -497,7 +497,7 @@ class RedisPresenceStore:
     def online_users(self) -> list[int]:
         with self._backend():
             members = self.client.zrangebyscore(self._key("online"), self._now_ms(), "+inf")
-        return sorted(int(member) for member in members)
+        return sorted(int(_text(member)) for member in members)
 
     def forget_expired(self) -> int:
         with self._backend():
@@ -530,6 +530,10 @@ class RedisPresenceStore:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise BackendUnavailable("presence store unavailable") from error
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _list(value: Any) -> list[Any]:
