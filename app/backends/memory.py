@@ -112,6 +112,8 @@ class MemoryMembership:
         self.rooms: dict[int, list[int]] = {}
         self.communities: dict[int, list[int]] = {}
         self.channels: dict[int, int] = {}
+        # Channels only the community service knows (not in the reverse index yet).
+        self.unindexed: dict[int, list[int]] = {}
 
     def set_room(self, room_id: int, members: Sequence[int]) -> None:
         self.rooms[room_id] = list(members)
@@ -135,6 +137,9 @@ class MemoryMembership:
 
     def channel_community(self, channel_id: int) -> int | None:
         return self.channels.get(channel_id)
+
+    def channel_in_community(self, channel_id: int, community_id: int) -> bool:
+        return self.channels.get(channel_id) == community_id or channel_id in self.unindexed.get(community_id, ())
 
     def user_rooms(self, user_id: int) -> list[str]:
         rooms = [f"community/{c}" for c, members in sorted(self.communities.items()) if user_id in members]

@@ -39,6 +39,8 @@ class MembershipLookup(Protocol):
 
     def channel_community(self, channel_id: int) -> int | None: ...
 
+    def channel_in_community(self, channel_id: int, community_id: int) -> bool: ...
+
     def user_rooms(self, user_id: int) -> list[str]: ...
 
 
@@ -53,14 +55,21 @@ class Access:
         if room.kind == "direct":
             self._require_room_member(room.channel_id, user_id)
             return room
-        community_id = self.require_channel(user_id, room.channel_id)
+        community_id = self.require_channel(user_id, room.channel_id, claimed=room.community_id)
         if room.community_id is not None and room.community_id != community_id:
             raise BadRequest("communityId: does not own this channel")
         return replace(room, community_id=community_id)
 
-    def require_channel(self, user_id: int, channel_id: int) -> int:
-        """The community owning text channel ``channel_id``, if ``user_id`` belongs to it."""
+    def require_channel(self, user_id: int, channel_id: int, *, claimed: int | None = None) -> int:
+        """The community owning text channel ``channel_id``, if ``user_id`` belongs to it.
+
+        ``claimed`` (the payload's ``communityId``) is believed only when that community's
+        channel list, fetched from the community service on a cache miss, has the channel.
+        """
         community_id = self._membership.channel_community(channel_id)
+        if community_id is None and claimed is not None \
+                and self._membership.channel_in_community(channel_id, claimed):
+            community_id = claimed
         if community_id is None:
             raise NotFound("unknown channel")
         self.require_community(user_id, community_id)

@@ -148,6 +148,13 @@ class TestSendMessage:
             h.send(alice, destination, **payload)
         assert h.store.messages == {} and h.bus.records == []
 
+    def test_uncached_channel_is_resolved_through_the_claimed_communitys_channel_list(self, h, alice):
+        h.membership.unindexed[COMMUNITY] = [77]
+        h.send(alice, "send-channel-message", channelId=77, communityId=COMMUNITY, content="hey")
+        assert the_message(h).community_id == COMMUNITY
+        with pytest.raises(NotFound):  # a community that does not list the channel is not believed
+            h.send(alice, "send-channel-message", channelId=78, communityId=COMMUNITY, content="hey")
+
     def test_failed_publish_removes_the_stored_message_and_raises(self, h, alice):
         h.bus.fail = True
         with pytest.raises(BackendUnavailable):
