@@ -29,6 +29,7 @@ import re
 from typing import Any, Callable, Protocol
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from app.auth import TokenVerifier, token_from_headers
 from app.backends.base import TOPICS, EventBus
@@ -70,6 +71,7 @@ def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: Offl
     endpoint("signaling-list-direct", lambda body: _publish_exit_room(bus, body))
     endpoint("presence-offline", lambda body: offline.user_went_offline(*_offline_args(body)))
     blueprint.register_error_handler(ChatServerError, _error_response)
+    blueprint.register_error_handler(Exception, _unexpected_error)
     return blueprint
 
 
@@ -97,14 +99,26 @@ def _is_loopback(address: str | None) -> bool:
 
 
 def _error_response(exc: ChatServerError) -> Response:
-    body = {"isSuccess": False, "code": exc.http_status, "message": exc.message}
-    return Response(json.dumps(body, ensure_ascii=False), status=exc.http_status, mimetype="application/json")
+    return _json_error(exc.http_status, exc.message)
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    if isinstance(exc, HTTPException):
+        return _json_error(exc.code or 500, (exc.name or "error").lower())
+    log.exception("service endpoint %s failed", request.path)
+    return _json_error(500, "internal error")
+
+
+def _json_error(status: int, message: str) -> Response:
+    body = {"isSuccess": False, "code": status, "message": message}
+    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
 # ---------------------------------------------------------------- body validation
 
 def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    # force: a caller that forgets the JSON content type still means JSON.
+    body = request.get_json(silent=True, force=True)
     if not isinstance(body, dict):
         raise BadRequest("body: must be a JSON object")
     return body

@@ -415,3 +415,70 @@ class TestNotifications:
         h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
         h.notifier.join(timeout=5)
         assert h.http.posts == []
+
+
+class TestServiceApi:
+    """The presence → chat endpoints with a recording bus (flask test client, no network)."""
+
+    @staticmethod
+    def client(h, service_token=""):
+        from flask import Flask
+
+        from app.chat.service_api import create_service_blueprint
+        web = Flask("test")
+        settings = Settings.from_env({}, service_token=service_token)
+        web.register_blueprint(create_service_blueprint(settings, bus=h.bus, offline=h.flow))
+        return web.test_client()
+
+    def test_exit_community_and_room(self, h):
+        client = self.client(h)
+        response = client.post("/chat-server/signaling-list-community", data=json.dumps(
+            {"type": "out", "communityId": "3", "channelId": "c-12", "ids": ["9", 5]}))  # no content type
+        assert (response.status_code, response.data) == (200, b"")
+        response = client.post("/chat-server/signaling-list-direct",
+                               json={"type": "out", "channelId": "17", "ids": ["5"]})
+        assert response.status_code == 200
+        assert h.published("state") == [
+            {"type": "exit-community", "typeForExit": "out", "communityId": "3", "channelId": "c-12",
+             "ids": ["9", "5"]},
+            {"type": "exit-room", "typeForExit": "out", "channelId": "17", "ids": ["5"]}]
+        assert [r.key for r in h.bus.records] == ["3", "17"]
+
+    @pytest.mark.parametrize("path, body, message", [
+        ("signaling-list-community", {"communityId": "3", "channelId": "12"}, "channelId: must be c-<voiceChannelId>"),
+        ("signaling-list-community", {"communityId": "x", "channelId": "c-1"}, "communityId: must be a positive integer"),
+        ("signaling-list-direct", {"channelId": "17", "ids": "5"}, "ids: must be a list of user ids"),
+        ("presence-offline", {"userId": 5, "location": "home'; drop"}, "location: must be a presence location"),
+        ("presence-offline", [1], "body: must be a JSON object"),
+    ])
+    def test_bad_bodies_are_400_naming_the_field(self, h, path, body, message):
+        response = self.client(h).post(f"/chat-server/{path}", json=body)
+        assert response.status_code == 400 and response.get_json()["message"] == message
+        assert h.bus.records == []
+
+    def test_presence_offline_marks_and_announces(self, h):
+        response = self.client(h).post("/chat-server/presence-offline", json={"userId": ALICE, "location": "r-17"})
+        assert response.status_code == 200
+        assert h.markers.read["r-17"][ALICE] == T0
+        assert [r["type"] for r in h.published("state")] == ["disconnect"]
+
+    def test_service_token_is_required_when_configured(self, h):
+        client = self.client(h, service_token="s3cret")
+        body = {"type": "out", "channelId": "17", "ids": []}
+        assert client.post("/chat-server/signaling-list-direct", json=body).status_code == 401
+        assert client.post("/chat-server/signaling-list-direct", json=body,
+                           headers={"X-Service-Token": "wrong"}).status_code == 401
+        assert client.post("/chat-server/signaling-list-direct", json=body,
+                           headers={"X-Service-Token": "s3cret"}).status_code == 200
+
+    def test_without_token_only_loopback_or_a_user_token(self, h):
+        from app.auth import mint_token
+        client = self.client(h)
+        body = {"channelId": "17"}
+        remote = {"REMOTE_ADDR": "192.0.2.7"}
+        assert client.post("/chat-server/signaling-list-direct", json=body, environ_base=remote).status_code == 401
+        token = mint_token(Settings().jwt_secret, ALICE)
+        assert client.post("/chat-server/signaling-list-direct", json=body, environ_base=remote,
+                           headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.post("/chat-server/signaling-list-direct", json=body,
+                           environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
