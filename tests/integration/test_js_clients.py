@@ -7,33 +7,19 @@ proxy blocks WebSocket.
 """
 
 import contextlib
-import json
-import shutil
-import subprocess
 
 import pytest
 
 from app.contracts import Services
 from app.settings import Settings
-from tests.support.chat import RecordingApplication, in_process_chat_server
-from tests.support.processes import REPO
+from tests.support.chat import RecordingApplication, in_process_chat_server, run_js_client
 
 pytestmark = pytest.mark.integration
 
-JS_DIR = REPO / "tests" / "js"
-NODE_TIMEOUT_S = 60
-
-
 def run_node_client(**options):
-    """Run the JS round trip; its JSON result."""
-    node = shutil.which("node")
-    assert node, "Node is required for the JS client tests"
-    assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").exists(), "run `make test` (npm install) first"
-    completed = subprocess.run([node, "stomp_roundtrip.js", json.dumps(options)], cwd=JS_DIR,
-                               capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
-    assert completed.stdout.strip(), f"no output; stderr:\n{completed.stderr}"
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert completed.returncode == 0, (result, completed.stderr)
+    """Run the JS round trip, which must succeed; its JSON result."""
+    result = run_js_client(**options)
+    assert result["exit_status"] == 0, result
     return result
 
 
@@ -64,7 +50,7 @@ def assert_round_trip(result, application, token_user=5):
 
 
 def test_stompjs_over_plain_websocket(server, application, token_for):
-    result = run_node_client(url=server.ws_url, mode="websocket", token=token_for(5), userId=5)
+    result = run_node_client(url=server.ws_url, mode="websocket", token=token_for(5), userId=5, publish=True)
     assert_round_trip(result, application)
 
 
@@ -75,17 +61,14 @@ def test_stompjs_over_plain_websocket(server, application, token_for):
 ])
 def test_stompjs_over_sockjs(server, application, token_for, transports, expected):
     result = run_node_client(url=server.sockjs_url, mode="sockjs", transports=transports, token=token_for(5),
-                             userId=5)
+                             userId=5, publish=True)
     assert result["transport"] == expected
     assert_round_trip(result, application)
 
 
-def test_stompjs_sees_a_refused_token(server, application, token_for):
-    completed = subprocess.run(
-        ["node", "stomp_roundtrip.js", json.dumps({"url": server.ws_url, "mode": "websocket", "token": "forged",
-                                                   "userId": 5, "timeoutMs": 20000})],
-        cwd=JS_DIR, capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+def test_stompjs_sees_a_refused_token(server, application):
+    result = run_js_client(url=server.ws_url, mode="websocket", token="forged", userId=5)
+    assert result["exit_status"] == 1
     assert result["connected"] is False
     assert result["errors"] == ["invalid token"]
     assert application.connections == []

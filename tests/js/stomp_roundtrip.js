@@ -2,10 +2,11 @@
 //
 // Usage: node stomp_roundtrip.js '<json options>'
 //   options: { url, mode: "websocket" | "sockjs", transports?: [...], token, userId,
-//              destination?, timeoutMs? }
-// Connects (access-token + user-id headers, heart-beats 10000,10000), subscribes to
-// `destination`, publishes one event through SEND /kafka/publish with a receipt, waits for
-// the MESSAGE, then deactivates (DISCONNECT with a receipt). Prints one JSON object:
+//              publish?: true, destination?, timeoutMs? }
+// Connects (access-token + user-id headers, heart-beats 10000,10000). With `publish`
+// (the transport tests' application double only) it subscribes to `destination`, publishes
+// one event through SEND /kafka/publish with a receipt and waits for the MESSAGE. Then it
+// deactivates (DISCONNECT with a receipt). Prints one JSON object:
 //   { connected, version, heartBeat, session, transport, publishReceipt, message,
 //     disconnectReceipt, errors } and exits 0, or exits 1 with { error } on timeout.
 'use strict';
@@ -37,6 +38,10 @@ const config = {
     result.heartBeat = frame.headers['heart-beat'];
     result.session = frame.headers.session;
     result.transport = sock && sock.transport ? sock.transport : 'websocket';
+    if (!options.publish) {
+      client.deactivate();
+      return;
+    }
     const destination = options.destination || '/topic/group/12';
     client.subscribe(destination, (message) => {
       result.message = { destination: message.headers.destination, body: message.body };

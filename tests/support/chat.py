@@ -39,6 +39,9 @@ running the real gunicorn (``gunicorn.conf.py``) as a child process until ``/hea
 answers; stops it afterwards.
 
 Both servers expose ``http_url``, ``ws_url`` (raw STOMP WebSocket) and ``sockjs_url``.
+
+``run_js_client(**options) -> dict``: runs tests/js/stomp_roundtrip.js (@stomp/stompjs,
+over ``ws`` or sockjs-client) in Node with the given options and returns its JSON result.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
+import subprocess
 import time
 import urllib.request
 from collections import deque
@@ -64,7 +69,7 @@ from app.settings import Settings
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import HEARTBEAT_EVENT, FrameParser
 from app.stomp.ws import STOMP_SUBPROTOCOLS, StompWebSocketHandler
-from tests.support.processes import ServiceProcess, chat_server_process
+from tests.support.processes import REPO, ServiceProcess, chat_server_process
 
 __all__ = [
     "ChatClient",
@@ -76,7 +81,11 @@ __all__ = [
     "RunningChatServer",
     "running_chat_server",
     "endpoint_urls",
+    "run_js_client",
 ]
+
+JS_DIR = REPO / "tests" / "js"
+NODE_TIMEOUT_S = 60
 
 
 class StompError(AssertionError):
@@ -389,3 +398,16 @@ def _wait_http_ok(url: str, process: ServiceProcess, timeout: float) -> None:
                     return
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready after {timeout}s; log:\n{process.log_tail()}")
+
+
+def run_js_client(**options: Any) -> dict[str, Any]:
+    """Run tests/js/stomp_roundtrip.js with ``options``; its JSON result (any exit status)."""
+    node = shutil.which("node")
+    assert node, "Node is required for the JS client tests"
+    assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").exists(), "run `make test` (npm install) first"
+    completed = subprocess.run([node, "stomp_roundtrip.js", json.dumps(options)], cwd=JS_DIR,
+                               capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+    assert completed.stdout.strip(), f"no output; stderr:\n{completed.stderr}"
+    result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["exit_status"] = completed.returncode
+    return result
