@@ -113,7 +113,7 @@ def modify_record(message: ChatMessage) -> bytes:
                    "time": java_local_datetime(message.created_at), "editedAt": edited})
 
 
-def delete_record(kind: RoomKind, channel_id: int, message_id: str) -> bytes:
+def delete_record(channel_id: int, message_id: str) -> bytes:
     return encode({"type": "delete", "id": message_id, "channelId": channel_id})
 
 

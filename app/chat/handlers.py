@@ -188,7 +188,7 @@ class Messaging:
         if removed is None:
             raise NotFound("id: no such message")
         self._publish(events.etc_topic(room.kind), room.channel_id,
-                      events.delete_record(room.kind, room.channel_id, removed.id),
+                      events.delete_record(room.channel_id, removed.id),
                       undo=lambda: self._store.restore(removed))
         return removed
 

@@ -24,6 +24,7 @@ from app.errors import BadRequest
 __all__ = [
     "NAME_MAX_CHARS",
     "URL_MAX_CHARS",
+    "RoomRef",
     "SendMessage",
     "SendReply",
     "Typing",

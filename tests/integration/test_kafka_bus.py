@@ -83,7 +83,7 @@ def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus,
     delivery = RecordingDelivery()
     (consumer,) = consumers(consumer_for(topic_settings, TOPICS["direct_etc"], delivery, "node-c-3")).consumers
     bus.publish(TOPICS["direct_etc"], "17", b"not json at all")
-    bus.publish(TOPICS["direct_etc"], "17", events.delete_record("direct", 17, "abc"))
+    bus.publish(TOPICS["direct_etc"], "17", events.delete_record(17, "abc"))
     wait_until(lambda: delivery.delivered, DELIVERY_TIMEOUT_S, "good record not delivered")
     assert delivery.delivered == [("/topic/direct/17", b'{"type":"delete","id":"abc"}')]
     assert consumer.skipped == 1

@@ -60,7 +60,7 @@ def test_backoff_grows_and_is_capped():
 def test_records_become_deliveries_and_bad_ones_are_skipped():
     delivery = RecordingDelivery()
     source = FakeSource([[Record(TOPICS["direct_etc"], b"garbage"),
-                          Record(TOPICS["direct_etc"], events.delete_record("direct", 17, "m1"))]])
+                          Record(TOPICS["direct_etc"], events.delete_record(17, "m1"))]])
     consumer = FanoutConsumer("direct-etc-server-group", lambda: source, delivery)
     run_until(consumer, lambda: delivery.delivered)
     assert delivery.delivered == [("/topic/direct/17", b'{"type":"delete","id":"m1"}')]

@@ -60,7 +60,7 @@ def test_modify_push_keeps_original_time():
 
 
 def test_delete_and_typing_pushes():
-    assert only_push(TOPICS["direct_etc"], events.delete_record("direct", 17, "abc")) \
+    assert only_push(TOPICS["direct_etc"], events.delete_record(17, "abc")) \
         == ("/topic/direct/17", {"type": "delete", "id": "abc"})
     assert only_push(TOPICS["channel_etc"], events.typing_record(12, "kim")) \
         == ("/topic/group/12", {"type": "typing", "name": "kim"})
