@@ -208,6 +208,10 @@ class Settings:
             for spec in dataclasses.fields(self)
         }
 
+    def child_environ(self) -> dict[str, str]:
+        """This process's environment with these settings applied (for launching children)."""
+        return {**os.environ, **self.as_environ()}
+
 
 def _parse(spec: dataclasses.Field[Any], raw: str) -> Any:
     kind = _field_type(spec)
