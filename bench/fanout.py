@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.measure import cpu_figures, measure, split
+from bench.measure import cpu_figures, measure, next_base, split, wait_quiet
 from bench.report import table, verdict
 from bench.servers import RabbitPeer, SmoothStack
 from bench.targets import RabbitTarget, SmoothTarget
@@ -32,10 +32,13 @@ def procs_for(subscribers: int, procs: int) -> int:
 
 def fanout_once(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float,
                 size: int, procs: int = 0) -> dict[str, Any]:
-    subs, sender = target.fanout_specs(subscribers, rate, size)
+    base = next_base()
+    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids])
+    subs, sender = target.fanout_specs(subscribers, rate, size, base)
     groups = split(subs, procs_for(subscribers, procs)) + [[sender]]
     summary = measure(groups, pid_groups, duration, deliveries_per_send=subscribers,
-                      senders_of=lambda conn: [0] if conn["id"] != 0 else [])
+                      senders_of=lambda conn: [base] if conn["id"] != base else [])
+    summary["waited_for_quiet_s"] = quiet_s
     summary.update(system=target.name, subscribers=subscribers, rate=rate, duration_s=duration,
                    content_size=size)
     server_groups = SMOOTH_GROUPS if target.name == "smooth" else ["rabbitmq"]
@@ -44,6 +47,9 @@ def fanout_once(target: Any, pid_groups: Any, subscribers: int, rate: float, dur
 
 
 def row(result: dict[str, Any]) -> dict[str, Any]:
+    if "error" in result:
+        return {"system": result["system"], "subs": result["subscribers"], "rate": result["rate"],
+                "sent": "ERROR: " + result["error"][:150]}
     cpu = result["server_cpu_s"]
     backend = sum(v for k, v in cpu.items() if k in ("kafka", "mongo", "redis", "presence"))
     lat = result["latency_ms"]
@@ -64,7 +70,7 @@ def run_smooth(points: list[tuple[int, float]], duration: float, size: int, data
         assert stack.settings is not None
         target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
         for subscribers, rate in points:
-            result = fanout_once(target, stack.pid_groups, subscribers, rate, duration, size, procs)
+            result = _guarded(target, stack.pid_groups, subscribers, rate, duration, size, procs)
             result.update(workers=workers, nodes=nodes)
             out.append(result)
             print(table(f"fan-out smooth workers={workers} nodes={nodes}", [row(result)], COLUMNS), flush=True)
@@ -76,10 +82,19 @@ def run_rabbit(points: list[tuple[int, float]], duration: float, size: int, proc
     with RabbitPeer().running() as peer:
         target = RabbitTarget(peer.port)
         for subscribers, rate in points:
-            result = fanout_once(target, peer.pid_groups, subscribers, rate, duration, size, procs)
+            result = _guarded(target, peer.pid_groups, subscribers, rate, duration, size, procs)
             out.append(result)
             print(table("fan-out rabbitmq", [row(result)], COLUMNS), flush=True)
     return out
+
+
+def _guarded(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float, size: int,
+             procs: int) -> dict[str, Any]:
+    """One point; a failure (e.g. connections refused) is recorded, and the next point still runs."""
+    try:
+        return fanout_once(target, pid_groups, subscribers, rate, duration, size, procs)
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        return {"system": target.name, "subscribers": subscribers, "rate": rate, "error": str(exc)}
 
 
 def ratios(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,7 +103,7 @@ def ratios(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[d
     rows = []
     for s in smooth:
         r = peers.get((s["subscribers"], s["rate"]))
-        if r is None:
+        if r is None or "error" in s or "error" in r:
             continue
         rows.append({"subs": s["subscribers"], "rate": s["rate"],
                      "deliveries_per_s": _ratio(s["deliveries_per_s"], r["deliveries_per_s"]),
@@ -104,6 +119,8 @@ def _ratio(a: float, b: float) -> float | str:
 
 
 def targets(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    smooth = [s for s in smooth if "error" not in s]
+    rabbit = [r for r in rabbit if "error" not in r]
     out = []
     s200 = _find(smooth, 200, 200)
     r200 = _find(rabbit, 200, 200)
@@ -117,8 +134,9 @@ def targets(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[
     s1000 = _find(smooth, 1000, 20)
     out.append(verdict("fanout_p99", s1000["latency_ms"]["p99"] if s1000 else None,
                        f"lost {s1000['lost']}" if s1000 else "point 1000x20 not run"))
-    worst = max((s["cpu_us_per_delivery"] for s in smooth), default=None)
-    out.append(verdict("cpu_per_delivery", worst, "worst fan-out point"))
+    busiest = max(smooth, key=lambda s: s["deliveries_per_s"], default=None)
+    out.append(verdict("cpu_per_delivery", busiest["cpu_us_per_delivery"] if busiest else None,
+                       f"at the busiest point {busiest['subscribers']}x{busiest['rate']:g}" if busiest else ""))
     return out
 
 

@@ -8,15 +8,34 @@ Scenarios decide who connects where; this module is the same for Smooth and Rabb
 
 from __future__ import annotations
 
+import itertools
 import time
 from array import array
 from typing import Any, Callable
 
 from bench.loadgen import ConnSpec, LoadRun, WorkerResult
-from bench.procstat import CpuMeter
+from bench.procstat import CpuMeter, cpu_seconds
 from bench.report import percentiles
 
-__all__ = ["measure", "split"]
+__all__ = ["measure", "split", "next_base", "wait_quiet"]
+
+_runs = itertools.count(1)
+
+
+def next_base() -> int:
+    """A connection-id base unique to this run (ids of earlier runs' stamps never match)."""
+    return next(_runs) * 1_000_000
+
+
+def wait_quiet(pids: list[int], busy_pct: float = 10.0, max_s: float = 120.0) -> float:
+    """Wait until ``pids`` together use under ``busy_pct`` of a CPU over 1 s; returns seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_s:
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(1.0)
+        if 100 * (sum(cpu_seconds(p) for p in pids) - before) < busy_pct:
+            break
+    return round(time.monotonic() - t0, 1)
 
 
 def split(specs: list[ConnSpec], procs: int) -> list[list[ConnSpec]]:
@@ -26,7 +45,7 @@ def split(specs: list[ConnSpec], procs: int) -> list[list[ConnSpec]]:
 
 def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, list[int]]],
             duration: float, deliveries_per_send: int, senders_of: Callable[[dict[str, Any]], list[int]],
-            max_drain_s: float = 15.0) -> dict[str, Any]:
+            max_drain_s: float = 60.0) -> dict[str, Any]:
     """Run ``groups`` (one process each) for ``duration`` seconds of sending, then drain."""
     run = LoadRun(groups)
     try:
@@ -40,7 +59,7 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
         meter.start()
         start_ns = run.go(duration)
         time.sleep(duration + 0.3)
-        run.drain(lambda sent: sent * deliveries_per_send, max_s=max_drain_s)
+        run.drain(lambda sent: sent * deliveries_per_send, max_s=max_drain_s, idle_s=3.0)
         cpu = meter.stop()
         results = run.stop()
     finally:
@@ -54,7 +73,8 @@ def summarize(results: list[WorkerResult], start_ns: int,
               senders_of: Callable[[dict[str, Any]], list[int]]) -> dict[str, Any]:
     conns = [c for r in results for c in r.conns]
     sent = {c["id"]: c["sent"] for c in conns}
-    delivered = sum(sum(c["got"].values()) for c in conns)
+    delivered = sum(min(c["got"].get(s, 0), sent.get(s, 0)) for c in conns for s in senders_of(c))
+    stale = sum(sum(c["got"].values()) for c in conns) - delivered
     expected = sum(sent.get(s, 0) for c in conns for s in senders_of(c))
     latencies = array("q")
     for r in results:
@@ -67,6 +87,7 @@ def summarize(results: list[WorkerResult], start_ns: int,
         "delivered": delivered,
         "lost": expected - delivered,
         "duplicates": sum(c["dups"] for c in conns),
+        "stale_or_foreign": stale,
         "subscribers_missing_any": sum(1 for c in conns if any(
             c["got"].get(s, 0) < sent.get(s, 0) for s in senders_of(c))),
         "error_frames": sum(c["errors"] for c in conns),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.measure import cpu_figures, measure, split
+from bench.measure import cpu_figures, measure, next_base, split, wait_quiet
 from bench.report import table
 from bench.servers import RabbitPeer, SmoothStack
 from bench.targets import RabbitTarget, SmoothTarget
@@ -30,10 +30,12 @@ def _peers(conn: dict[str, Any]) -> list[int]:
 
 def once(target: Any, pid_groups: Any, conns: int, rate: float, duration: float, size: int,
          procs: int) -> dict[str, Any]:
-    specs = target.rooms_specs(conns, rate, size)
+    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids])
+    specs = target.rooms_specs(conns, rate, size, next_base())
     groups = split(specs, procs or max(1, min(4, conns // 1500 + 1)))
     result = measure(groups, pid_groups, duration, deliveries_per_send=2, senders_of=_peers)
-    result.update(system=target.name, rooms=conns // 2, rate_per_conn=rate, duration_s=duration)
+    result.update(system=target.name, rooms=conns // 2, rate_per_conn=rate, duration_s=duration,
+                  waited_for_quiet_s=quiet_s)
     result.update(cpu_figures(result, ["chat_workers"] if target.name == "smooth" else ["rabbitmq"]))
     return result
 

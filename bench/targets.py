@@ -40,18 +40,19 @@ class SmoothTarget:
         return ConnSpec(conn_id=conn_id, host="127.0.0.1", port=self.ports[node % len(self.ports)],
                         path=WS_PATH, connect_headers=headers, **kw)  # type: ignore[arg-type]
 
-    def fanout_specs(self, subscribers: int, rate: float, size: int) -> tuple[list[ConnSpec], ConnSpec]:
+    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0) -> tuple[list[ConnSpec], ConnSpec]:
+        """``base`` offsets connection ids, so stamps of an earlier run are never counted."""
         from tests.support.rooms import set_community
 
         users = range(SENDER_USER, SENDER_USER + subscribers + 1)
         set_community(self.redis_url, COMMUNITY_ID, list(users), [CHANNEL_ID])
-        subs = [self._spec(i + 1, SENDER_USER + 1 + i, i, subscribe=[f"/topic/group/{CHANNEL_ID}"])
+        subs = [self._spec(base + i + 1, SENDER_USER + 1 + i, i, subscribe=[f"/topic/group/{CHANNEL_ID}"])
                 for i in range(subscribers)]
-        sender = self._spec(0, SENDER_USER, 0, send_dest="/kafka/send-channel-message",
+        sender = self._spec(base, SENDER_USER, 0, send_dest="/kafka/send-channel-message",
                             body_template=SMOOTH_CHANNEL_BODY, rate=rate, content_size=size)
         return subs, sender
 
-    def rooms_specs(self, connections: int, rate: float, size: int) -> list[ConnSpec]:
+    def rooms_specs(self, connections: int, rate: float, size: int, base: int = 0) -> list[ConnSpec]:
         """Two users per DM room; each connection subscribes to its room and sends into it."""
         from app.backends.redis_cache import RedisMembershipCache
         from app.settings import Settings
@@ -62,7 +63,7 @@ class SmoothTarget:
             room, user = 1000 + i // 2, 100 + i
             if i % 2 == 0:
                 cache.set_room_members(room, [user, user + 1])
-            specs.append(self._spec(i, user, i, subscribe=[f"/topic/direct/{room}"], room=str(room),
+            specs.append(self._spec(base + i, user, i, subscribe=[f"/topic/direct/{room}"], room=str(room),
                                     send_dest="/kafka/send-direct-message",
                                     body_template=SMOOTH_DIRECT_BODY % room, rate=rate, content_size=size))
         cache.close()
@@ -83,13 +84,13 @@ class RabbitTarget:
         return ConnSpec(conn_id=conn_id, host="127.0.0.1", port=self.port, path="/ws",
                         connect_headers=headers, **kw)  # type: ignore[arg-type]
 
-    def fanout_specs(self, subscribers: int, rate: float, size: int) -> tuple[list[ConnSpec], ConnSpec]:
-        subs = [self._spec(i + 1, subscribe=["/topic/bench"]) for i in range(subscribers)]
-        sender = self._spec(0, send_dest="/topic/bench", body_template=PUSH_LIKE_BODY, rate=rate,
+    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0) -> tuple[list[ConnSpec], ConnSpec]:
+        subs = [self._spec(base + i + 1, subscribe=["/topic/bench"]) for i in range(subscribers)]
+        sender = self._spec(base, send_dest="/topic/bench", body_template=PUSH_LIKE_BODY, rate=rate,
                             content_size=size)
         return subs, sender
 
-    def rooms_specs(self, connections: int, rate: float, size: int) -> list[ConnSpec]:
-        return [self._spec(i, subscribe=[f"/topic/room.{i // 2}"], room=str(i // 2),
+    def rooms_specs(self, connections: int, rate: float, size: int, base: int = 0) -> list[ConnSpec]:
+        return [self._spec(base + i, subscribe=[f"/topic/room.{i // 2}"], room=str(i // 2),
                            send_dest=f"/topic/room.{i // 2}", body_template=PUSH_LIKE_BODY, rate=rate,
                            content_size=size) for i in range(connections)]
