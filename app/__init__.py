@@ -26,7 +26,7 @@ from app.health import health_blueprint
 from app.registry import SubscriptionRegistry
 from app.session import SessionHub
 from app.settings import Settings
-from app.stomp.sockjs import PREFIX, sockjs_blueprint
+from app.stomp.sockjs import PREFIX, accepts_websocket, sockjs_blueprint
 
 __all__ = ["create_app", "ChatServer", "EXTENSION"]
 
@@ -81,6 +81,8 @@ def create_app(settings: Settings, services: Services) -> Flask:
     for blueprint in services.blueprints:
         app.register_blueprint(blueprint)
     _register_error_handlers(app)
+    # Read by the WebSocket handler before it upgrades: only our endpoints are upgraded.
+    app.accepts_websocket = accepts_websocket  # type: ignore[attr-defined]
     # For gevent-websocket's stock handler (our StompWebSocketHandler negotiates properly).
     app.app_protocol = lambda path: "v12.stomp" if path == PREFIX + "/websocket" else None  # type: ignore[attr-defined]
     return app

@@ -202,6 +202,10 @@ class MessageSink(Protocol):
 
     def send_message(self, data: bytes) -> None: ...
 
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Several messages in one write (one system call for a whole batch)."""
+        ...
+
     def send_pong(self, payload: bytes) -> None: ...
 
     def send_close(self, code: int) -> None: ...
@@ -237,8 +241,8 @@ def write_websocket(outbox: Outbox, sink: MessageSink, framing: Framing, idle_s:
             frames, pongs = _split([item, *outbox.get_ready(BATCH_FRAMES)])
             for pong in pongs:
                 sink.send_pong(pong.payload)
-            for message in framing.encode(frames) if frames else ():
-                sink.send_message(message)
+            if frames:
+                sink.send_messages(framing.encode(frames))
             outbox.note_written()
         if framing.closing is not None:
             sink.send_message(framing.closing)

@@ -47,7 +47,7 @@ from app.session import (
 )
 from app.stomp.ws import reject_websocket, serve_websocket
 
-__all__ = ["sockjs_blueprint", "HttpSession", "HttpSessions", "SockJSFraming", "unwrap_sockjs",
+__all__ = ["sockjs_blueprint", "accepts_websocket", "HttpSession", "HttpSessions", "SockJSFraming", "unwrap_sockjs",
            "sockjs_message_limit", "PREFIX", "SOCKJS_CLIENT_URL"]
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,14 @@ _IFRAME_PAGE = """<!DOCTYPE html>
 </body>
 </html>""".format(url=SOCKJS_CLIENT_URL).encode("utf-8")
 _IFRAME_ETAG = '"' + hashlib.md5(_IFRAME_PAGE).hexdigest() + '"'
+
+
+_WEBSOCKET_PATH = re.compile(rf"{PREFIX}/(websocket|[A-Za-z0-9_-]{{1,64}}/[A-Za-z0-9_-]{{1,64}}/websocket)")
+
+
+def accepts_websocket(path: str) -> bool:
+    """Whether a WebSocket upgrade of ``path`` reaches one of our endpoints (valid ids)."""
+    return _WEBSOCKET_PATH.fullmatch(path) is not None
 
 
 def sockjs_message_limit(max_frame_bytes: int) -> int:

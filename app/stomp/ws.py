@@ -146,6 +146,11 @@ class StompWebSocket(WebSocket):
         """Send ``data`` (UTF-8 already) as one text message."""
         self.raw_write(Header.encode_header(True, self.OPCODE_TEXT, b"", len(data), 0) + data)
 
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Send several text messages with one write."""
+        encode = Header.encode_header
+        self.raw_write(b"".join(encode(True, self.OPCODE_TEXT, b"", len(data), 0) + data for data in messages))
+
     def send_pong(self, payload: bytes) -> None:
         self.raw_write(Header.encode_header(True, self.OPCODE_PONG, b"", len(payload), 0) + payload)
 
@@ -167,7 +172,18 @@ class StompWebSocket(WebSocket):
 
 
 class StompWebSocketHandler(WebSocketHandler):
-    """gevent-websocket's handler, echoing a STOMP sub-protocol and using StompWebSocket."""
+    """gevent-websocket's handler, echoing a STOMP sub-protocol and using StompWebSocket.
+
+    If the WSGI application has ``accepts_websocket(path)``, only those paths are upgraded;
+    any other upgrade request is answered by the application as plain HTTP (a 404), instead
+    of a 101 followed by an immediate close.
+    """
+
+    def upgrade_websocket(self):  # type: ignore[no-untyped-def]
+        accepts = getattr(self.application, "accepts_websocket", None)
+        if accepts is not None and not accepts(self.environ.get("PATH_INFO", "")):
+            return None
+        return super().upgrade_websocket()
 
     def start_response(self, status, headers, exc_info=None):  # type: ignore[no-untyped-def]
         if str(status).startswith("101"):

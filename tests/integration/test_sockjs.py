@@ -212,6 +212,13 @@ class TestWebSocketTransport:
         finally:
             ws.close()
 
+    @pytest.mark.parametrize("path", ["/my-chat/000/a.b/websocket", "/my-chat/000/" + "x" * 65 + "/websocket",
+                                      "/my-chat/websocket/extra", "/elsewhere"])
+    def test_upgrade_of_a_bad_path_is_404_not_101(self, server, path):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(server.http_url.replace("http://", "ws://") + path, timeout=WAIT)
+        assert refused.value.status_code == 404
+
     def test_session_id_in_use_is_refused(self, server, token_for):
         first = self.open(server, "taken")
         try:
