@@ -214,10 +214,13 @@ class TestSubscriptions:
         with pytest.raises(TimeoutError):
             client.receive_message(200 * MS)
 
-    def test_duplicate_subscription_id_is_fatal(self, server, client, token_for):
+    def test_duplicate_subscription_id_is_fatal(self, server, application, client, token_for):
+        session_id = application.connections[0].session_id
         client.subscribe("/topic/group/1", "same")
         client.send_frame(Frame("SUBSCRIBE", (("destination", "/topic/group/2"), ("id", "same"))))
         assert_error_then_closed(client, "duplicate subscription id")
+        application.wait_disconnected(session_id, WAIT)  # a protocol error ends it like any other end
+        assert len(server.chat.hub.registry) == 0
         assert_server_serves(server, token_for)
 
     def test_ten_thousand_subscribes_hit_the_limit(self, start_server, application, token_for):
