@@ -221,7 +221,8 @@ class HttpSessions:
         finally:
             if self._sessions.get(session_id) is http:
                 del self._sessions[session_id]
-            http.session.finish()
+            with http.send_lock:  # disconnected() only after a SEND in progress has returned
+                http.session.finish()
 
     def __len__(self) -> int:
         return len(self._sessions)
