@@ -29,11 +29,13 @@ from app.chat.access import Access
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
-from app.errors import BackendError, Forbidden, NotFound
+from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
 __all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging"]
 
 log = logging.getLogger(__name__)
+
+_EDITABLE_TYPES = (None, "reply")
 
 
 class MessageStore(MessageWriter, Protocol):
@@ -174,6 +176,8 @@ class Messaging:
     def modify(self, connection: ClientConnection, command: Modify) -> ChatMessage:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
+        if original.type not in _EDITABLE_TYPES:
+            raise BadRequest("id: only text messages can be edited")  # a file message's content is its URL
         edited = self._store.edit(room.kind, original.id, connection.user_id, command.content, self._now())
         if edited is None:
             raise NotFound("id: no such message")  # deleted between the read and the edit

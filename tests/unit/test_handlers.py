@@ -215,6 +215,14 @@ class TestModifyDelete:
         (record,) = h.published("direct_etc")
         assert (record["type"], record["content"], record["time"]) == ("modify", "v2", "2022-02-21T04:05:07.123")
 
+    def test_file_messages_cannot_be_edited(self, h, alice):
+        from dataclasses import replace
+        image = h.store.insert(replace(the_message_template(), user_id=ALICE, type="image",
+                                       content="/chat-server/file/abc"))
+        with pytest.raises(BadRequest):
+            h.send(alice, "send-direct-modify", channelId=ROOM, id=image.id, content="text")
+        assert h.store.get("direct", image.id) == image
+
     def test_only_the_author_may_modify(self, h, bob, posted):
         with pytest.raises(Forbidden):
             h.send(bob, "send-direct-modify", channelId=ROOM, id=posted.id, content="hacked", userId=ALICE)
