@@ -37,8 +37,10 @@ def cmd_fanout(args: argparse.Namespace) -> dict[str, Any]:
     points = [(args.subs, args.rate)] if args.subs else (
         [(20, 50)] if args.quick else fanout.POINTS)
     smooth = [] if args.peer_only else fanout.run_smooth(points, args.duration, args.size, data_dir("fanout"),
-                                                         procs=args.procs)
-    rabbit = [] if args.no_peer else fanout.run_rabbit(points, args.duration, args.size, procs=args.procs)
+                                                         procs=args.procs, profile=args.profile,
+                                                         senders=args.senders)
+    rabbit = [] if args.no_peer else fanout.run_rabbit(points, args.duration, args.size, procs=args.procs,
+                                                       senders=args.senders)
     rows = [fanout.row(r) for r in smooth + rabbit]
     print(table("fan-out, Smooth vs RabbitMQ Web-STOMP", rows, fanout.COLUMNS))
     ratios = fanout.ratios(smooth, rabbit)
@@ -115,6 +117,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--conns", type=int, default=0, help="rooms/idle/presence: connections")
     parser.add_argument("--size", type=int, default=64, help="message content characters")
     parser.add_argument("--procs", type=int, default=0, help="load-generator processes (0 = by size)")
+    parser.add_argument("--senders", type=int, default=1,
+                        help="fan-out: sender connections sharing --rate (default 1, the issue's scenario)")
+    parser.add_argument("--profile", action="store_true",
+                        help="fan-out: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
     parser.add_argument("--no-peer", action="store_true", help="skip RabbitMQ")
     parser.add_argument("--peer-only", action="store_true", help="only RabbitMQ (fan-out)")
     parser.add_argument("--messages", type=int, default=0, help="seed: stored messages (default 1,000,000)")

@@ -21,7 +21,7 @@ __all__ = ["fanout_once", "run", "POINTS"]
 # (subscribers, msg/s): the issue's N values, plus the two target points.
 POINTS = [(100, 200), (200, 200), (1000, 20), (5000, 4)]
 SMOOTH_GROUPS = ["chat_workers"]
-COLUMNS = ["system", "subs", "rate", "sent", "delivered", "deliveries_per_s", "lost", "dups",
+COLUMNS = ["system", "subs", "rate", "senders", "sent", "delivered", "deliveries_per_s", "lost", "dups",
            "p50_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "cpu_s_per_1000", "backend_cpu_s",
            "loadgen_cpu_s", "other_cpu_s"]
 
@@ -31,15 +31,17 @@ def procs_for(subscribers: int, procs: int) -> int:
 
 
 def fanout_once(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float,
-                size: int, procs: int = 0) -> dict[str, Any]:
+                size: int, procs: int = 0, profile: bool = False, senders: int = 1) -> dict[str, Any]:
     base = next_base()
     quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids])
-    subs, sender = target.fanout_specs(subscribers, rate, size, base)
-    groups = split(subs, procs_for(subscribers, procs)) + [[sender]]
+    subs, send = target.fanout_specs(subscribers, rate, size, base, senders)
+    groups = split(subs, procs_for(subscribers, procs)) + [send]
+    sender_ids = list(range(base, base + senders))
     summary = measure(groups, pid_groups, duration, deliveries_per_send=subscribers,
-                      senders_of=lambda conn: [base] if conn["id"] != base else [])
+                      senders_of=lambda conn: sender_ids if conn["id"] >= base + senders else [],
+                      profile=f"profile-fanout-{subscribers}x{rate:g}" if profile else "")
     summary["waited_for_quiet_s"] = quiet_s
-    summary.update(system=target.name, subscribers=subscribers, rate=rate, duration_s=duration,
+    summary.update(system=target.name, subscribers=subscribers, rate=rate, senders=senders, duration_s=duration,
                    content_size=size)
     server_groups = SMOOTH_GROUPS if target.name == "smooth" else ["rabbitmq"]
     summary.update(cpu_figures(summary, server_groups))
@@ -54,7 +56,7 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
     backend = sum(v for k, v in cpu.items() if k in ("kafka", "mongo", "redis", "presence"))
     lat = result["latency_ms"]
     return {"system": result["system"], "subs": result["subscribers"], "rate": result["rate"],
-            "sent": result["sent"], "delivered": result["delivered"],
+            "senders": result["senders"], "sent": result["sent"], "delivered": result["delivered"],
             "deliveries_per_s": result["deliveries_per_s"], "lost": result["lost"],
             "dups": result["duplicates"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "max_ms": lat["max"],
             "cpu_us_per_delivery": result["cpu_us_per_delivery"],
@@ -64,48 +66,50 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_smooth(points: list[tuple[int, float]], duration: float, size: int, data_dir: Path,
-               workers: int = 1, nodes: int = 1, procs: int = 0) -> list[dict[str, Any]]:
+               workers: int = 1, nodes: int = 1, procs: int = 0, profile: bool = False,
+               senders: int = 1) -> list[dict[str, Any]]:
     out = []
     with SmoothStack(data_dir, workers=workers, nodes=nodes, mongo_in_memory=True).running() as stack:
         assert stack.settings is not None
         target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
         for subscribers, rate in points:
-            result = _guarded(target, stack.pid_groups, subscribers, rate, duration, size, procs)
+            result = _guarded(target, stack.pid_groups, subscribers, rate, duration, size, procs, profile, senders)
             result.update(workers=workers, nodes=nodes)
             out.append(result)
             print(table(f"fan-out smooth workers={workers} nodes={nodes}", [row(result)], COLUMNS), flush=True)
     return out
 
 
-def run_rabbit(points: list[tuple[int, float]], duration: float, size: int, procs: int = 0) -> list[dict[str, Any]]:
+def run_rabbit(points: list[tuple[int, float]], duration: float, size: int, procs: int = 0,
+               senders: int = 1) -> list[dict[str, Any]]:
     out = []
     with RabbitPeer().running() as peer:
         target = RabbitTarget(peer.port)
         for subscribers, rate in points:
-            result = _guarded(target, peer.pid_groups, subscribers, rate, duration, size, procs)
+            result = _guarded(target, peer.pid_groups, subscribers, rate, duration, size, procs, senders=senders)
             out.append(result)
             print(table("fan-out rabbitmq", [row(result)], COLUMNS), flush=True)
     return out
 
 
 def _guarded(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float, size: int,
-             procs: int) -> dict[str, Any]:
+             procs: int, profile: bool = False, senders: int = 1) -> dict[str, Any]:
     """One point; a failure (e.g. connections refused) is recorded, and the next point still runs."""
     try:
-        return fanout_once(target, pid_groups, subscribers, rate, duration, size, procs)
+        return fanout_once(target, pid_groups, subscribers, rate, duration, size, procs, profile, senders)
     except (RuntimeError, OSError, TimeoutError) as exc:
         return {"system": target.name, "subscribers": subscribers, "rate": rate, "error": str(exc)}
 
 
 def ratios(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Smooth/RabbitMQ for each point both ran."""
-    peers = {(r["subscribers"], r["rate"]): r for r in rabbit}
+    peers = {(r["subscribers"], r["rate"], r.get("senders", 1)): r for r in rabbit}
     rows = []
     for s in smooth:
-        r = peers.get((s["subscribers"], s["rate"]))
+        r = peers.get((s["subscribers"], s["rate"], s.get("senders", 1)))
         if r is None or "error" in s or "error" in r:
             continue
-        rows.append({"subs": s["subscribers"], "rate": s["rate"],
+        rows.append({"subs": s["subscribers"], "rate": s["rate"], "senders": s.get("senders", 1),
                      "deliveries_per_s": _ratio(s["deliveries_per_s"], r["deliveries_per_s"]),
                      "p50": _ratio(s["latency_ms"]["p50"], r["latency_ms"]["p50"]),
                      "p99": _ratio(s["latency_ms"]["p99"], r["latency_ms"]["p99"]),
@@ -127,7 +131,8 @@ def targets(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[
     if s200 and r200:
         zero = s200["lost"] == 0 and s200["duplicates"] == 0
         value = round(s200["deliveries_per_s"] / r200["deliveries_per_s"], 2) if zero else 0.0
-        note = "both offered the same load; ratio 1.0 = both kept up" if zero else f"Smooth lost {s200['lost']}"
+        note = (f"{s200.get('senders', 1)} sender(s); p99 {s200['latency_ms']['p99']:g} ms vs "
+                f"{r200['latency_ms']['p99']:g} ms" if zero else f"Smooth lost {s200['lost']}")
         out.append(verdict("fanout_ratio", value, note))
     else:
         out.append(verdict("fanout_ratio", None, "point 200x200 not run"))

@@ -9,13 +9,16 @@ Scenarios decide who connects where; this module is the same for Smooth and Rabb
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import time
+from pathlib import Path
 from array import array
 from typing import Any, Callable
 
 from bench.loadgen import ConnSpec, LoadRun, WorkerResult
 from bench.procstat import CpuMeter, cpu_seconds
-from bench.report import percentiles
+from bench.report import RESULTS_DIR, percentiles
 
 __all__ = ["measure", "split", "next_base", "wait_quiet"]
 
@@ -45,8 +48,11 @@ def split(specs: list[ConnSpec], procs: int) -> list[list[ConnSpec]]:
 
 def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, list[int]]],
             duration: float, deliveries_per_send: int, senders_of: Callable[[dict[str, Any]], list[int]],
-            max_drain_s: float = 60.0) -> dict[str, Any]:
-    """Run ``groups`` (one process each) for ``duration`` seconds of sending, then drain."""
+            max_drain_s: float = 60.0, profile: str = "") -> dict[str, Any]:
+    """Run ``groups`` (one process each) for ``duration`` seconds of sending, then drain.
+
+    With ``profile`` (a file name stem), py-spy records the chat workers over the sending window.
+    """
     run = LoadRun(groups)
     try:
         t0 = time.monotonic()
@@ -56,17 +62,32 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
         if ready < wanted:
             raise RuntimeError(f"only {ready}/{wanted} connections set up: {failures[:3]}")
         meter = CpuMeter({**server_pids(), "loadgen": run.pids})
+        spies = _start_profiles(profile, server_pids().get("chat_workers", []), duration)
         meter.start()
         start_ns = run.go(duration)
         time.sleep(duration + 0.3)
         run.drain(lambda sent: sent * deliveries_per_send, max_s=max_drain_s, idle_s=3.0)
         cpu = meter.stop()
         results = run.stop()
+        for spy in spies:
+            spy.wait(30)
     finally:
         run.close()
     summary = summarize(results, start_ns, senders_of)
     summary.update(connections=ready, setup_s=round(setup_s, 2), server_cpu_s=cpu)
     return summary
+
+
+def _start_profiles(stem: str, pids: list[int], duration: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy record (raw collapsed stacks, 100 Hz) of each pid into bench/results/<stem>-<pid>.txt."""
+    if not stem:
+        return []
+    spy = Path(sys.executable).parent / "py-spy"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(spy), "record", "--format", "raw", "--rate", "100", "--nonblocking",
+                              "--duration", str(max(1, int(duration))), "--pid", str(pid),
+                              "--output", str(RESULTS_DIR / f"{stem}-{pid}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in pids]
 
 
 def summarize(results: list[WorkerResult], start_ns: int,

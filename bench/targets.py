@@ -40,17 +40,22 @@ class SmoothTarget:
         return ConnSpec(conn_id=conn_id, host="127.0.0.1", port=self.ports[node % len(self.ports)],
                         path=WS_PATH, connect_headers=headers, **kw)  # type: ignore[arg-type]
 
-    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0) -> tuple[list[ConnSpec], ConnSpec]:
-        """``base`` offsets connection ids, so stamps of an earlier run are never counted."""
+    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0,
+                     senders: int = 1) -> tuple[list[ConnSpec], list[ConnSpec]]:
+        """Ids base..base+senders-1 send (rate split evenly), the next ``subscribers`` ids subscribe.
+
+        ``base`` offsets connection ids, so stamps of an earlier run are never counted.
+        """
         from tests.support.rooms import set_community
 
-        users = range(SENDER_USER, SENDER_USER + subscribers + 1)
+        users = range(SENDER_USER, SENDER_USER + senders + subscribers)
         set_community(self.redis_url, COMMUNITY_ID, list(users), [CHANNEL_ID])
-        subs = [self._spec(base + i + 1, SENDER_USER + 1 + i, i, subscribe=[f"/topic/group/{CHANNEL_ID}"])
-                for i in range(subscribers)]
-        sender = self._spec(base, SENDER_USER, 0, send_dest="/kafka/send-channel-message",
-                            body_template=SMOOTH_CHANNEL_BODY, rate=rate, content_size=size)
-        return subs, sender
+        subs = [self._spec(base + senders + i, SENDER_USER + senders + i, i,
+                           subscribe=[f"/topic/group/{CHANNEL_ID}"]) for i in range(subscribers)]
+        send = [self._spec(base + n, SENDER_USER + n, n, send_dest="/kafka/send-channel-message",
+                           body_template=SMOOTH_CHANNEL_BODY, rate=rate / senders, content_size=size)
+                for n in range(senders)]
+        return subs, send
 
     def rooms_specs(self, connections: int, rate: float, size: int, base: int = 0) -> list[ConnSpec]:
         """Two users per DM room; each connection subscribes to its room and sends into it."""
@@ -84,11 +89,12 @@ class RabbitTarget:
         return ConnSpec(conn_id=conn_id, host="127.0.0.1", port=self.port, path="/ws",
                         connect_headers=headers, **kw)  # type: ignore[arg-type]
 
-    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0) -> tuple[list[ConnSpec], ConnSpec]:
-        subs = [self._spec(base + i + 1, subscribe=["/topic/bench"]) for i in range(subscribers)]
-        sender = self._spec(base, send_dest="/topic/bench", body_template=PUSH_LIKE_BODY, rate=rate,
-                            content_size=size)
-        return subs, sender
+    def fanout_specs(self, subscribers: int, rate: float, size: int, base: int = 0,
+                     senders: int = 1) -> tuple[list[ConnSpec], list[ConnSpec]]:
+        subs = [self._spec(base + senders + i, subscribe=["/topic/bench"]) for i in range(subscribers)]
+        send = [self._spec(base + n, send_dest="/topic/bench", body_template=PUSH_LIKE_BODY, rate=rate / senders,
+                           content_size=size) for n in range(senders)]
+        return subs, send
 
     def rooms_specs(self, connections: int, rate: float, size: int, base: int = 0) -> list[ConnSpec]:
         return [self._spec(base + i, subscribe=[f"/topic/room.{i // 2}"], room=str(i // 2),
