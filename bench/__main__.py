@@ -56,7 +56,7 @@ def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
     runs = []
     for workers, nodes in ((1, 1), (2, 1), (1, 2)):
         runs.extend(fanout.run_smooth([point], args.duration, args.size, data_dir(f"scale-{workers}w{nodes}n"),
-                                      workers=workers, nodes=nodes, procs=args.procs))
+                                      workers=workers, nodes=nodes, procs=args.procs, senders=args.senders))
     rows = [{**fanout.row(r), "workers": r["workers"], "nodes": r["nodes"],
              "subs_missing_any": r["subscribers_missing_any"]} for r in runs]
     print(table("fan-out scaling (Smooth)", rows, ["workers", "nodes"] + fanout.COLUMNS + ["subs_missing_any"]))
