@@ -31,9 +31,11 @@ def procs_for(subscribers: int, procs: int) -> int:
 
 
 def fanout_once(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float,
-                size: int, procs: int = 0, profile: bool = False, senders: int = 1) -> dict[str, Any]:
+                size: int, procs: int = 0, profile: bool = False, senders: int = 1,
+                idle_pct: float = 0.0) -> dict[str, Any]:
+    """One point. ``idle_pct``: the servers' CPU % with no clients (waited for before starting)."""
     base = next_base()
-    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids])
+    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids], busy_pct=idle_pct + 15)
     subs, send = target.fanout_specs(subscribers, rate, size, base, senders)
     groups = split(subs, procs_for(subscribers, procs)) + [send]
     sender_ids = list(range(base, base + senders))
@@ -73,8 +75,10 @@ def run_smooth(points: list[tuple[int, float]], duration: float, size: int, data
         assert stack.settings is not None
         target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
         for subscribers, rate in points:
-            result = _guarded(target, stack.pid_groups, subscribers, rate, duration, size, procs, profile, senders)
-            result.update(workers=workers, nodes=nodes)
+            result = _guarded(target, stack.pid_groups, subscribers, rate, duration, size, procs, profile, senders,
+                              stack.idle_cpu_pct)
+            result.update(workers=workers, nodes=nodes, servers_idle_cpu_pct=stack.idle_cpu_pct,
+                          workers_idle_cpu_pct=stack.idle_worker_cpu_pct)
             out.append(result)
             print(table(f"fan-out smooth workers={workers} nodes={nodes}", [row(result)], COLUMNS), flush=True)
     return out
@@ -93,10 +97,11 @@ def run_rabbit(points: list[tuple[int, float]], duration: float, size: int, proc
 
 
 def _guarded(target: Any, pid_groups: Any, subscribers: int, rate: float, duration: float, size: int,
-             procs: int, profile: bool = False, senders: int = 1) -> dict[str, Any]:
+             procs: int, profile: bool = False, senders: int = 1, idle_pct: float = 0.0) -> dict[str, Any]:
     """One point; a failure (e.g. connections refused) is recorded, and the next point still runs."""
     try:
-        return fanout_once(target, pid_groups, subscribers, rate, duration, size, procs, profile, senders)
+        return fanout_once(target, pid_groups, subscribers, rate, duration, size, procs, profile, senders,
+                           idle_pct)
     except (RuntimeError, OSError, TimeoutError) as exc:
         return {"system": target.name, "subscribers": subscribers, "rate": rate, "error": str(exc)}
 

@@ -29,8 +29,8 @@ def _peers(conn: dict[str, Any]) -> list[int]:
 
 
 def once(target: Any, pid_groups: Any, conns: int, rate: float, duration: float, size: int,
-         procs: int) -> dict[str, Any]:
-    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids])
+         procs: int, idle_pct: float = 0.0) -> dict[str, Any]:
+    quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids], busy_pct=idle_pct + 15)
     specs = target.rooms_specs(conns, rate, size, next_base())
     groups = split(specs, procs or max(1, min(4, conns // 1500 + 1)))
     result = measure(groups, pid_groups, duration, deliveries_per_send=2, senders_of=_peers)
@@ -54,7 +54,8 @@ def run(data_dir: Path, conns: int, rate: float, duration: float, size: int, pro
     with SmoothStack(data_dir, mongo_in_memory=True).running() as stack:
         assert stack.settings is not None
         target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
-        results = [once(target, stack.pid_groups, conns, rate, duration, size, procs)]
+        results = [once(target, stack.pid_groups, conns, rate, duration, size, procs, stack.idle_cpu_pct)]
+        results[0]["workers_idle_cpu_pct"] = stack.idle_worker_cpu_pct
     print(table("many rooms", [row(results[0])], COLUMNS), flush=True)
     if peer:
         with RabbitPeer().running() as rabbit:

@@ -68,6 +68,8 @@ class SmoothStack:
         self.nodes: list[ServiceProcess] = []
         self.settings: Settings | None = None
         self.node_settings: list[Settings] = []
+        self.idle_cpu_pct = 0.0
+        self.idle_worker_cpu_pct = 0.0
 
     def start(self) -> "SmoothStack":
         self.embedded.start()
@@ -93,6 +95,15 @@ class SmoothStack:
             self.nodes.append(chat_server_process(settings, logs, name=f"chat{n}").start())
         for settings in self.node_settings:
             wait_ready(f"http://127.0.0.1:{settings.chat_http_port}/readyz")
+        self.idle_cpu_pct = self._idle_cpu_pct()
+        self.idle_worker_cpu_pct = self._idle_cpu_pct(pids=self.worker_pids())
+
+    def _idle_cpu_pct(self, seconds: float = 3.0, pids: list[int] | None = None) -> float:
+        """CPU % of one core all server processes use with no client at all (their background work)."""
+        pids = pids if pids is not None else [p for group in self.pid_groups().values() for p in group]
+        before = sum(procstat.cpu_seconds(p) for p in pids)
+        time.sleep(seconds)
+        return round(100 * (sum(procstat.cpu_seconds(p) for p in pids) - before) / seconds, 1)
 
     def stop(self) -> None:
         for node in self.nodes:
