@@ -144,6 +144,7 @@ class RecordSource:
                 session_timeout_ms=SESSION_TIMEOUT_MS,
                 heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                metrics_enabled=False,  # per-fetch sensor bookkeeping we never read
                 allow_auto_create_topics=True,
                 bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
