@@ -68,7 +68,7 @@ def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
 
     conns = args.conns or (20 if args.quick else 5000)
     return rooms.run(data_dir("rooms"), conns, args.rate or 0.2, args.duration, args.size, args.procs,
-                     peer=not args.no_peer)
+                     peer=not args.no_peer, profile=args.profile)
 
 
 def cmd_idle(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,7 +120,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--senders", type=int, default=1,
                         help="fan-out: sender connections sharing --rate (default 1, the issue's scenario)")
     parser.add_argument("--profile", action="store_true",
-                        help="fan-out: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
+                        help="fan-out, rooms: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
     parser.add_argument("--no-peer", action="store_true", help="skip RabbitMQ")
     parser.add_argument("--peer-only", action="store_true", help="only RabbitMQ (fan-out)")
     parser.add_argument("--messages", type=int, default=0, help="seed: stored messages (default 1,000,000)")

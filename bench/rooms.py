@@ -29,11 +29,12 @@ def _peers(conn: dict[str, Any]) -> list[int]:
 
 
 def once(target: Any, pid_groups: Any, conns: int, rate: float, duration: float, size: int,
-         procs: int, idle_pct: float = 0.0) -> dict[str, Any]:
+         procs: int, idle_pct: float = 0.0, profile: bool = False) -> dict[str, Any]:
     quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids], busy_pct=idle_pct + 15)
     specs = target.rooms_specs(conns, rate, size, next_base())
     groups = split(specs, procs or max(1, min(4, conns // 1500 + 1)))
-    result = measure(groups, pid_groups, duration, deliveries_per_send=2, senders_of=_peers)
+    result = measure(groups, pid_groups, duration, deliveries_per_send=2, senders_of=_peers,
+                     profile=f"profile-rooms-{conns}" if profile else "")
     result.update(system=target.name, rooms=conns // 2, rate_per_conn=rate, duration_s=duration,
                   waited_for_quiet_s=quiet_s)
     result.update(cpu_figures(result, ["chat_workers"] if target.name == "smooth" else ["rabbitmq"]))
@@ -48,13 +49,13 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(data_dir: Path, conns: int, rate: float, duration: float, size: int, procs: int,
-        peer: bool = True) -> dict[str, Any]:
+        peer: bool = True, profile: bool = False) -> dict[str, Any]:
     conns -= conns % 2
     duration = max(duration, 2.0 / rate) if rate else duration
     with SmoothStack(data_dir, mongo_in_memory=True).running() as stack:
         assert stack.settings is not None
         target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
-        results = [once(target, stack.pid_groups, conns, rate, duration, size, procs, stack.idle_cpu_pct)]
+        results = [once(target, stack.pid_groups, conns, rate, duration, size, procs, stack.idle_cpu_pct, profile)]
         results[0]["workers_idle_cpu_pct"] = stack.idle_worker_cpu_pct
     print(table("many rooms", [row(results[0])], COLUMNS), flush=True)
     if peer:
