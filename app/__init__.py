@@ -1,117 +1,21 @@
-"""The chat server's web application: ``create_app(settings, services) -> Flask``.
+"""Smooth: a real-time chat backend (STOMP chat server and TCP presence server).
 
-Serves ``/my-chat`` (STOMP over a raw WebSocket and over SockJS), ``/healthz``, ``/readyz``
-and the application's own blueprints, with JSON error bodies in the original wrapper
-shape (``{"isSuccess": false, "code": <status>, "message": "..."}``).
-
-``app.extensions["smooth"]`` holds the :class:`ChatServer` of the process: gunicorn's
-``post_worker_init`` calls its ``start()`` (the Kafka consumers start after fork) and
-``worker_exit`` its ``stop()``. Nothing runs at import time and nothing is monkey-patched
-here.
+This package module stays import-light on purpose: ``python -m app.tcp_presence`` and the
+gunicorn workers must monkey-patch with gevent before ssl, sockets or Flask are imported,
+and importing a submodule imports this file first. The web app factory lives in
+``app.web``; ``create_app`` is re-exported lazily for convenience.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
-
-from app.auth import TokenVerifier
-from app.contracts import Services
-from app.errors import ChatServerError
-from app.fanout import FanoutDelivery
-from app.health import health_blueprint
-from app.registry import SubscriptionRegistry
-from app.session import SessionHub
-from app.settings import Settings
-from app.stomp.sockjs import PREFIX, accepts_websocket, sockjs_blueprint
-
-__all__ = ["create_app", "ChatServer", "EXTENSION"]
-
-log = logging.getLogger(__name__)
-
-EXTENSION = "smooth"
-# Multipart framing around an upload of upload_max_bytes (boundaries, the other fields).
-_FORM_OVERHEAD_BYTES = 1 << 20
-_HTTP_MESSAGES = {
-    400: "bad request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not found",
-    405: "method not allowed",
-    413: "payload too large",
-    500: "internal error",
-}
+__all__ = ["create_app"]
 
 
-@dataclass(eq=False)
-class ChatServer:
-    """One process's STOMP runtime and the application services it delivers for."""
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from app.web import create_app
 
-    settings: Settings
-    services: Services
-    hub: SessionHub
-    delivery: FanoutDelivery
-
-    def start(self) -> None:
-        """Start the per-process services (after gunicorn forked this worker)."""
-        self.services.start(self.delivery)
-
-    def close_sessions(self) -> None:
-        """Tell every client the server is going away and close them (graceful shutdown)."""
-        self.hub.close_all()
-
-    def stop(self) -> None:
-        self.close_sessions()
-        self.services.stop()
-
-
-def create_app(settings: Settings, services: Services) -> Flask:
-    """The chat server's Flask app for ``settings``, delivering for ``services``."""
-    app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.upload_max_bytes + _FORM_OVERHEAD_BYTES
-    registry: SubscriptionRegistry = SubscriptionRegistry()
-    hub = SessionHub(settings, services.application, TokenVerifier(settings.jwt_secret), registry,
-                     settings.effective_node_id)
-    app.extensions[EXTENSION] = ChatServer(settings, services, hub, FanoutDelivery(registry))
-    app.register_blueprint(sockjs_blueprint(hub))
-    app.register_blueprint(health_blueprint(services.readiness, timeout_s=settings.service_timeout_s))
-    for blueprint in services.blueprints:
-        app.register_blueprint(blueprint)
-    _register_error_handlers(app)
-    # Read by the WebSocket handler before it upgrades: only our endpoints are upgraded.
-    app.accepts_websocket = accepts_websocket  # type: ignore[attr-defined]
-    # For gevent-websocket's stock handler (our StompWebSocketHandler negotiates properly).
-    app.app_protocol = lambda path: "v12.stomp" if path == PREFIX + "/websocket" else None  # type: ignore[attr-defined]
-    return app
-
-
-def _register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(ChatServerError, _chat_error)
-    app.register_error_handler(Exception, _unexpected_error)
-
-
-def _error_body(status: int, message: str) -> Response:
-    response = jsonify(isSuccess=False, code=status, message=message)
-    response.status_code = status
-    return response
-
-
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    response = _error_body(status, _HTTP_MESSAGES.get(status, (exc.name or "error").lower()))
-    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        response.headers["Allow"] = ", ".join(exc.valid_methods)
-    return response
-
-
-def _chat_error(exc: ChatServerError) -> Response:
-    return _error_body(exc.http_status, exc.message)
-
-
-def _unexpected_error(exc: Exception) -> Response:
-    log.exception("unhandled error")
-    return _error_body(500, _HTTP_MESSAGES[500])
+        return create_app
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

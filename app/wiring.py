@@ -11,9 +11,7 @@ consumers and background greenlets start in ``Services.start`` (after the fork).
 
 from __future__ import annotations
 
-import importlib
-import logging
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
@@ -26,19 +24,17 @@ from app.chat.handlers import Authors, Messaging
 from app.chat.http_api import create_blueprint
 from app.chat.membership import Membership
 from app.chat.notifications import Notifier
-from app.chat.presence_flow import PresenceApi, PresenceFlow, worker_node_id
+from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
 from app.chat.service_api import create_service_blueprint
 from app.contracts import LocalDelivery, Services
-from app.errors import BackendUnavailable
+from app.presence_client import PresenceClient
 from app.service_http import ServiceHttp
 from app.settings import Settings
 from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_services", "create_topics"]
-
-log = logging.getLogger(__name__)
 
 
 def build_services(settings: Settings) -> Services:
@@ -51,7 +47,7 @@ def build_services(settings: Settings) -> Services:
     bus = kafka_bus.KafkaEventBus(settings)
     flow_ref: list[PresenceFlow] = []
     # The client runs on_recovered in its own greenlet when presence answers again.
-    presence = _presence_client(settings, on_recovered=lambda: flow_ref[0].resync())
+    presence = PresenceClient(settings, on_recovered=lambda: flow_ref[0].resync())
     profiles = Profiles(settings, cache, http)
     writer = MongoMessageWriter(mongo)
     verifier = TokenVerifier(settings.jwt_secret)
@@ -92,28 +88,3 @@ def _consumers(settings: Settings, delivery: LocalDelivery) -> ConsumerSet:
 
     return ConsumerSet([FanoutConsumer(group, opener(group, topic), delivery)
                         for group, topic in CONSUMER_GROUPS.items()])
-
-
-def _presence_client(settings: Settings, *, on_recovered: Callable[[], Any]) -> PresenceApi:
-    try:
-        module = importlib.import_module("app.presence_client")
-    except ModuleNotFoundError:
-        log.warning("app.presence_client is missing; running without presence")
-        return _NoPresence()
-    client: PresenceApi = module.PresenceClient(settings, on_recovered=on_recovered)
-    return client
-
-
-class _NoPresence:
-    """Presence that is always down: the chat server's degraded mode."""
-
-    def _down(self, *args: Any) -> Any:
-        raise BackendUnavailable("presence unavailable")
-
-    login = logout = move = notify_targets = before_enter = enter = renew_lease = _down
-
-    def sync(self, node_id: str, sessions: Mapping[str, int]) -> None:
-        self._down()
-
-    def close(self) -> None:
-        pass

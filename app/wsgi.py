@@ -11,7 +11,7 @@ import logging
 
 from flask import Flask
 
-from app import create_app
+from app.web import create_app
 from app.settings import Settings
 
 __all__ = ["build"]

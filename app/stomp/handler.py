@@ -18,6 +18,7 @@ Two kinds of failure, deliberately different:
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -161,7 +162,9 @@ class StompHandler:
             raise AuthError("user-id does not match token")
         self.version = version
         self.heartbeat = negotiate_heartbeat(client_heartbeat, self._server_heartbeat)
-        self.connection = ClientConnection(self._session_id, principal, self._node_id, self._transport)
+        # The application (and presence) key on a server-generated id: a SockJS session id is
+        # chosen by the client, so two clients on different nodes may pick the same one.
+        self.connection = ClientConnection(secrets.token_urlsafe(12), principal, self._node_id, self._transport)
         self.state = CONNECTED
         reply = f.connected(version, self.heartbeat, self._session_id)
         return Outcome((reply, *_receipt_for(frame)), connected=True)

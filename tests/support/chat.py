@@ -62,7 +62,7 @@ import gevent
 import websocket
 from gevent import pywsgi
 
-from app import EXTENSION, ChatServer, create_app
+from app.web import EXTENSION, ChatServer, create_app
 from app.contracts import ClientConnection, Services
 from app.errors import BadRequest, Forbidden, NotFound
 from app.settings import Settings

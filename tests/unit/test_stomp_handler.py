@@ -2,6 +2,8 @@
 
 import time
 
+import re
+
 import pytest
 
 from app.auth import TokenVerifier, mint_token
@@ -98,9 +100,19 @@ class TestConnect:
         assert outcome.connected and not outcome.close
         assert handler.state == CONNECTED
         assert handler.connection.user_id == 5
-        assert handler.connection.session_id == "sess-1"
+        # The application's id is server-generated: the transport's may be client-chosen (SockJS).
+        assert handler.connection.session_id != "sess-1"
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16}", handler.connection.session_id)
         assert handler.connection.node_id == "node-a"
         assert handler.connection.transport == "websocket"
+
+    def test_each_connection_gets_its_own_application_id(self, app, registry):
+        ids = set()
+        for _ in range(3):
+            h = new_handler(app, registry)  # same transport session id every time
+            h.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+            ids.add(h.connection.session_id)
+        assert len(ids) == 3
 
     def test_stomp_command_works_like_connect(self, handler):
         assert only(handler.receive_frame(frame("STOMP", accept_version="1.2", access_token=token()))).command == "CONNECTED"
