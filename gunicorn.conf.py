@@ -7,9 +7,15 @@ services (the Kafka fan-out consumers), and on shutdown it first closes every ST
 session so that long-lived WebSockets do not hold the graceful timeout.
 """
 
-import os
+# Patch before anything imports ssl or socket: the master imports the worker class (and
+# with it jwt, which imports ssl); patching only in the worker after fork is too late.
+from gevent import monkey
 
-from app.settings import Settings
+monkey.patch_all()
+
+import os  # noqa: E402
+
+from app.settings import Settings  # noqa: E402
 
 _settings = Settings.from_env()
 

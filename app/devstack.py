@@ -29,6 +29,7 @@ from pathlib import Path
 from types import FrameType
 
 from app.embedded import EmbeddedStack, child_process_guard, wait_for_port
+from app.logs import configure_logging
 from app.settings import Settings
 
 __all__ = ["main", "Child", "stack_data_dir"]
@@ -81,7 +82,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def main() -> int:
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     stack = EmbeddedStack(stack_data_dir(settings), redis_url=settings.redis_url,

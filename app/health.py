@@ -13,6 +13,8 @@ from typing import Callable, Mapping
 import gevent
 from flask import Blueprint, Response, jsonify
 
+from app.errors import ChatServerError
+
 __all__ = ["health_blueprint"]
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ def _run_check(name: str, check: Callable[[], None], timeout_s: float) -> str:
     except gevent.Timeout:
         log.warning("readiness check %s timed out after %ss", name, timeout_s)
         return TIMEOUT
+    except ChatServerError as exc:  # an expected state (down, still joining): one line
+        log.warning("readiness check %s: %s", name, exc.message)
+        return DOWN
     except Exception:
         log.warning("readiness check %s failed", name, exc_info=True)
         return DOWN

@@ -7,16 +7,13 @@ client connection is shared between workers.
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask
 
-from app.web import create_app
+from app.logs import configure_logging
 from app.settings import Settings
+from app.web import create_app
 
 __all__ = ["build"]
-
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def build() -> Flask:
@@ -24,5 +21,5 @@ def build() -> Flask:
     from app.wiring import build_services  # the composition root imports every backend
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    configure_logging(settings.log_level)
     return create_app(settings, build_services(settings))

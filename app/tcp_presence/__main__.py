@@ -7,7 +7,6 @@ gevent before any network client is created, then hands over to
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from gevent import monkey
@@ -18,12 +17,12 @@ __all__ = ["main"]
 def main() -> int:
     monkey.patch_all()
     # Imported after patching, so redis and urllib get cooperative sockets.
+    from app.logs import configure_logging
     from app.settings import Settings
     from app.tcp_presence.server import run
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     return run(settings)
 
 
