@@ -34,11 +34,18 @@ __all__ = ["RedisMembershipCache"]
 _Pipeline = Any  # redis.client.Pipeline, untyped in redis-py
 
 
+_POOL_SIZE = 100
+_POOL_WAIT_S = 5.0
+
 class RedisMembershipCache:
     """``MembershipCache`` on Redis, plus ``get_json``/``set_json`` for other small caches."""
 
     def __init__(self, redis_url: str, ttl_s: int) -> None:
-        self._redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        # A blocking pool: thousands of greenlets may ask at once (a burst of SUBSCRIBEs);
+        # redis-py's default pool raises past its size instead of waiting for a connection.
+        pool = redis.BlockingConnectionPool.from_url(redis_url, decode_responses=True,
+                                                     max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S)
+        self._redis = redis.Redis(connection_pool=pool)
         self._ttl_s = int(ttl_s)
 
     def close(self) -> None:
