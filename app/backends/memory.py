@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind
 from app.errors import BackendUnavailable
+from app.presence_client import LogoutResult, Move  # the fake returns the real client's types
 
 __all__ = [
     "MemoryMessageStore",
@@ -158,19 +159,6 @@ class MemoryReadMarkers:
 
     def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
         return [RoomActivity(room_id, 0, None) for room_id in room_ids]
-
-
-@dataclass(frozen=True)
-class LogoutResult:
-    user_id: int | None
-    location: str | None
-    last_session: bool
-
-
-@dataclass(frozen=True)
-class Move:
-    last: str | None
-    now: str
 
 
 @dataclass
