@@ -7,7 +7,8 @@ Owns:
   ``SET NX`` so two presence processes never reap the same node at once, logs its
   sessions out in batches, and reports every user whose *last* session went away. A
   node's users are therefore offline at most ``node_lease_s`` + one interval after it
-  stopped renewing.
+  stopped renewing (plus one lease of grace after presence itself starts, so that nodes
+  whose leases lapsed while presence was down can renew before they are judged dead).
 - :class:`HttpChatNotifier`: the outbound POSTs (``presence-offline``,
   ``signaling-list-community``, ``signaling-list-direct``), each in its own greenlet
   with a timeout and a few retries with backoff, so neither a request nor the reaper
@@ -139,6 +140,10 @@ class LeaseReaper:
             self._greenlet.kill(block=True, timeout=1)
 
     def _run(self) -> None:
+        # Grace period: after presence was down, chat nodes' leases have lapsed in Redis even
+        # though the nodes are alive. Give them one lease to renew before judging anyone dead.
+        if self._stopping.wait(self.lease_s):
+            return
         while not self._stopping.wait(self.interval_s):
             try:
                 self.reap_once()
