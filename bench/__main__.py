@@ -3,7 +3,8 @@
 Owns: the command line (one sub-command per scenario: fanout, scale, rooms, idle, seed,
 history, presence, all), raising the open-files limit, the data directories under
 ``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
-targets table with machine info. ``--quick`` makes every scenario tiny (the smoke test).
+targets table with machine info. ``--quick`` makes every scenario tiny and shortens the
+sampling and settling waits (the smoke tests: seconds per scenario).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def cmd_fanout(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
     from bench import fanout
 
-    point = (args.subs or (20 if args.quick else 1000), args.rate or (20 if args.quick else 100))
+    point = (args.subs or (10 if args.quick else 1000), args.rate or (20 if args.quick else 100))
     runs = []
-    for workers, nodes in ((1, 1), (2, 1), (1, 2)):
+    for workers, nodes in parse_configs(args.configs or ("2x2" if args.quick else "1x1,2x1,1x2")):
         runs.extend(fanout.run_smooth([point], args.duration, args.size, data_dir(f"scale-{workers}w{nodes}n"),
                                       workers=workers, nodes=nodes, procs=args.procs, senders=args.senders))
     rows = [{**fanout.row(r), "workers": r["workers"], "nodes": r["nodes"],
@@ -63,10 +64,19 @@ def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs}
 
 
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    """``"1x1,2x1,1x2"`` -> [(workers, nodes), ...]."""
+    out = []
+    for item in text.split(","):
+        workers, _, nodes = item.strip().partition("x")
+        out.append((int(workers), int(nodes or 1)))
+    return out
+
+
 def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
     from bench import rooms
 
-    conns = args.conns or (20 if args.quick else 5000)
+    conns = args.conns or (10 if args.quick else 5000)
     return rooms.run(data_dir("rooms"), conns, args.rate or 0.2, args.duration, args.size, args.procs,
                      peer=not args.no_peer, profile=args.profile)
 
@@ -74,14 +84,14 @@ def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_idle(args: argparse.Namespace) -> dict[str, Any]:
     from bench import idle
 
-    levels = [args.conns] if args.conns else ([50] if args.quick else [1000, 5000, 10000])
+    levels = [args.conns] if args.conns else ([20] if args.quick else [1000, 5000, 10000])
     return idle.run(data_dir("idle"), levels, args.procs)
 
 
 def cmd_seed(args: argparse.Namespace) -> dict[str, Any]:
     from bench import history
 
-    return history.seed(data_dir("history"), args.messages or (2000 if args.quick else 1_000_000),
+    return history.seed(data_dir("history"), args.messages or (1000 if args.quick else 1_000_000),
                         time_budget_s=args.seed_budget)
 
 
@@ -89,8 +99,8 @@ def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
     from bench import history
 
     if args.quick and history.seeded(data_dir("history"))["messages"] == 0:
-        history.seed(data_dir("history"), 2000)
-    result = history.run(data_dir("history"), 20 if args.quick else args.requests)
+        history.seed(data_dir("history"), 1000)
+    result = history.run(data_dir("history"), 6 if args.quick else args.requests)
     result["targets"] = history.targets(result)
     return result
 
@@ -121,6 +131,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="fan-out: sender connections sharing --rate (default 1, the issue's scenario)")
     parser.add_argument("--profile", action="store_true",
                         help="fan-out, rooms: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
+    parser.add_argument("--configs", default="",
+                        help="scale: WORKERSxNODES,... (default 1x1,2x1,1x2; --quick: 2x2)")
     parser.add_argument("--no-peer", action="store_true", help="skip RabbitMQ")
     parser.add_argument("--peer-only", action="store_true", help="only RabbitMQ (fan-out)")
     parser.add_argument("--messages", type=int, default=0, help="seed: stored messages (default 1,000,000)")
@@ -129,7 +141,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
+    if args.quick:
+        quick_timings()
     return args
+
+
+def quick_timings() -> None:
+    """Shorter sampling and settling for smoke runs (the figures are not the point there)."""
+    from bench import idle, measure, servers
+
+    servers.IDLE_SAMPLE_S = 0.5
+    measure.QUIET_SAMPLE_S = 0.5
+    measure.DRAIN_IDLE_S = 1.5
+    idle.SETTLE_S = 0.5
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,9 @@ from bench.report import RESULTS_DIR, percentiles
 __all__ = ["measure", "split", "next_base", "wait_quiet"]
 
 _runs = itertools.count(1)
+# Timing knobs; ``--quick`` (the smoke tests) shortens them.
+DRAIN_IDLE_S = 3.0  # drain ends when nothing arrived for this long
+QUIET_SAMPLE_S = 1.0  # wait_quiet samples server CPU over windows this long
 
 
 def next_base() -> int:
@@ -31,12 +34,12 @@ def next_base() -> int:
 
 
 def wait_quiet(pids: list[int], busy_pct: float = 10.0, max_s: float = 120.0) -> float:
-    """Wait until ``pids`` together use under ``busy_pct`` of a CPU over 1 s; returns seconds waited."""
+    """Wait until ``pids`` together use under ``busy_pct`` of a CPU over ``QUIET_SAMPLE_S``; returns seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < max_s:
         before = sum(cpu_seconds(p) for p in pids)
-        time.sleep(1.0)
-        if 100 * (sum(cpu_seconds(p) for p in pids) - before) < busy_pct:
+        time.sleep(QUIET_SAMPLE_S)
+        if 100 * (sum(cpu_seconds(p) for p in pids) - before) / QUIET_SAMPLE_S < busy_pct:
             break
     return round(time.monotonic() - t0, 1)
 
@@ -66,7 +69,7 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
         meter.start()
         start_ns = run.go(duration)
         time.sleep(duration + 0.3)
-        run.drain(lambda sent: sent * deliveries_per_send, max_s=max_drain_s, idle_s=3.0)
+        run.drain(lambda sent: sent * deliveries_per_send, max_s=max_drain_s, idle_s=DRAIN_IDLE_S)
         cpu = meter.stop()
         results = run.stop()
         for spy in spies:

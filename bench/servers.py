@@ -29,6 +29,7 @@ from tests.support.processes import ServiceProcess, chat_server_process, presenc
 __all__ = ["SmoothStack", "RabbitPeer", "WEB_STOMP_DEFAULT_PORT", "listening"]
 
 RABBIT_BIN = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+IDLE_SAMPLE_S = 3.0  # how long the servers' background CPU is sampled after start (``--quick``: less)
 WEB_STOMP_DEFAULT_PORT = 15674  # RabbitMQ's own default, used only to detect a running broker
 
 
@@ -63,6 +64,7 @@ class SmoothStack:
         self.workers = workers
         self.node_count = nodes
         self.chat = chat
+        self.mongo_in_memory = mongo_in_memory
         self.embedded = EmbeddedStack(data_dir, mongo_in_memory=mongo_in_memory)
         self.presence: ServiceProcess | None = None
         self.nodes: list[ServiceProcess] = []
@@ -98,18 +100,28 @@ class SmoothStack:
         self.idle_cpu_pct = self._idle_cpu_pct()
         self.idle_worker_cpu_pct = self._idle_cpu_pct(pids=self.worker_pids())
 
-    def _idle_cpu_pct(self, seconds: float = 3.0, pids: list[int] | None = None) -> float:
+    def _idle_cpu_pct(self, seconds: float = 0.0, pids: list[int] | None = None) -> float:
         """CPU % of one core all server processes use with no client at all (their background work)."""
+        seconds = seconds or IDLE_SAMPLE_S
         pids = pids if pids is not None else [p for group in self.pid_groups().values() for p in group]
         before = sum(procstat.cpu_seconds(p) for p in pids)
         time.sleep(seconds)
         return round(100 * (sum(procstat.cpu_seconds(p) for p in pids) - before) / seconds, 1)
 
     def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-        if self.presence is not None:
-            self.presence.stop()
+        """Chat nodes and presence side by side (SIGTERM all, then wait), then the backends.
+
+        An in-memory MongoDB-wire server is killed outright (it spends ~2 s on a graceful
+        stop and has nothing to keep); the others get SIGTERM together.
+        """
+        services = [*self.nodes, *([self.presence] if self.presence is not None else [])]
+        _terminate([s.process for s in services])
+        for service in services:
+            service.stop()
+        for server in self.embedded.servers:
+            if server.name == "mongo" and self.mongo_in_memory:
+                _terminate([server.process], signal.SIGKILL)
+        _terminate([s.process for s in self.embedded.servers])
         self.embedded.stop()
 
     @contextlib.contextmanager
@@ -191,6 +203,14 @@ class RabbitPeer:
 
     def pid_groups(self) -> dict[str, list[int]]:
         return {"rabbitmq": _pids_named("beam.smp")}
+
+
+def _terminate(procs: list[subprocess.Popen[bytes] | None], signum: int = signal.SIGTERM) -> None:
+    """Signal each live process's group (our servers run in their own groups)."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signum)
 
 
 def _drop_to(user: pwd.struct_passwd) -> None:
