@@ -7,14 +7,10 @@ of those processes is gone.
 """
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import psutil
 import pytest
@@ -23,7 +19,7 @@ from app.embedded import free_port
 from app.settings import Settings
 from tests.conftest import MS
 from tests.support.chat import ChatClient
-from tests.support.processes import REPO
+from tests.support.processes import REPO, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -52,23 +48,13 @@ def devstack(tmp_path):
         log.close()
 
 
-def wait_ready(settings, process, tmp_path):
-    url = f"http://127.0.0.1:{settings.chat_http_port}/readyz"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    last = None
-    while time.monotonic() < deadline:
+def wait_devstack_ready(settings, process, tmp_path):
+    def check_alive():
         if process.poll() is not None:
             raise AssertionError(f"devstack exited with {process.returncode}:\n"
                                  f"{(tmp_path / 'devstack.log').read_text(errors='replace')[-4000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            last = exc.read()
-        except OSError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"not ready: {last!r}")
+
+    return wait_ready(f"http://127.0.0.1:{settings.chat_http_port}", READY_TIMEOUT_S, check_alive=check_alive)
 
 
 def descendants(process):
@@ -90,7 +76,7 @@ def assert_all_gone(processes):
 
 def test_devstack_serves_then_sigterm_leaves_no_process(tmp_path, token_for):
     with devstack(tmp_path) as (process, settings):
-        ready = wait_ready(settings, process, tmp_path)
+        ready = wait_devstack_ready(settings, process, tmp_path)
         assert ready["status"] == "ready"
         banner = process.stdout.read1(65536).decode()
         assert f"ws://127.0.0.1:{settings.chat_http_port}/my-chat/websocket" in banner
@@ -109,7 +95,7 @@ def test_devstack_serves_then_sigterm_leaves_no_process(tmp_path, token_for):
 
 def test_devstack_stops_everything_when_a_child_dies(tmp_path):
     with devstack(tmp_path) as (process, settings):
-        wait_ready(settings, process, tmp_path)
+        wait_devstack_ready(settings, process, tmp_path)
         children = descendants(process)
         (presence,) = [p for p in children if "app.tcp_presence" in " ".join(p.cmdline())]
         presence.kill()

@@ -8,10 +8,8 @@ subscriber on the other server cannot miss the first message.
 
 import contextlib
 import itertools
+import json
 import random
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 from bson import ObjectId
@@ -19,11 +17,12 @@ from pymongo import MongoClient
 
 from app.embedded import free_port
 from app.settings import Settings
+from app.stomp.frames import Frame
 from app.wiring import create_topics
 from tests.conftest import MS
 from tests.support.chat import ChatClient, StompError, message_json, running_chat_server
 from tests.support.presence import presence_settings
-from tests.support.processes import presence_server_process
+from tests.support.processes import presence_server_process, wait_ready
 from tests.support.rooms import set_community, set_room_members
 
 READY_TIMEOUT_S = 90_000 * MS
@@ -33,22 +32,6 @@ _IDS = itertools.count(random.randrange(10**6, 10**8) * 1000)
 
 def fresh_id():
     return next(_IDS)
-
-
-def wait_ready(http_url, timeout_s):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(http_url + "/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except urllib.error.HTTPError as error:
-            last = error.read()
-        except OSError as error:
-            last = error
-        time.sleep(0.1)
-    raise AssertionError(f"{http_url} not ready: {last!r}")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +114,24 @@ def test_direct_message_between_two_servers(servers, world, connect, db):
     assert body == {"type": "message", "id": str(stored[0]["_id"]), "userId": str(world.alice), "name": "Alice",
                     "profileImage": None, "message": "hello", "time": body["time"]}
     assert next_of_type(alice, destination, "message")["id"] == body["id"]
+
+
+def test_pipelined_sends_of_one_connection_are_receipted_stored_and_delivered_in_order(servers, world, connect, db):
+    """One connection writes 200 SENDs without waiting for any RECEIPT (the server pipelines the acks)."""
+    a, b = servers
+    alice, bob = connect(a, world.alice), connect(b, world.bob)
+    destination = f"/topic/direct/{world.room}"
+    bob.subscribe(destination)
+    contents = [f"m{n}" for n in range(200)]
+    for n, content in enumerate(contents):
+        alice.send_frame(Frame("SEND", (("destination", "/kafka/send-direct-message"), ("receipt", f"p{n}")),
+                               json.dumps({"channelId": world.room, "content": content}).encode()))
+    replies = [alice.receive_frame(FRAME_TIMEOUT_S) for _ in contents]
+    assert [(fr.command, fr.header("receipt-id")) for fr in replies] == [("RECEIPT", f"p{n}") for n in range(200)]
+    # Every RECEIPT came after its store: all 200 are there, in SEND order (ObjectIds ascend).
+    stored = db.directMessage.find({"channelId": world.room}).sort("_id", 1)
+    assert [doc["content"] for doc in stored] == contents
+    assert [next_of_type(bob, destination, "message")["message"] for _ in contents] == contents
 
 
 def test_channel_message_between_two_servers(servers, world, connect):

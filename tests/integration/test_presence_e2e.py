@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,7 +34,7 @@ from app.wiring import create_topics
 from tests.conftest import MS, make_settings
 from tests.support.chat import ChatClient, RunningChatServer, StompError, message_json, running_chat_server
 from tests.support.presence import LineClient, fresh_user_ids, http_json
-from tests.support.processes import ServiceProcess, presence_server_process
+from tests.support.processes import ServiceProcess, presence_server_process, wait_ready
 from tests.support.rooms import set_community, set_room_members
 
 pytestmark = pytest.mark.integration
@@ -91,7 +89,7 @@ def presence(base_settings: Settings, b_settings: Settings, log_dir: Path) -> It
 def chat_b(presence: ServiceProcess, b_settings: Settings, log_dir: Path) -> Iterator[RunningChatServer]:
     """Chat server B (the one presence calls back), ready (Kafka consumers joined)."""
     with running_chat_server(b_settings, log_dir, name="chat-e2e-b") as server:
-        wait_ready(server.http_url)
+        wait_ready(server.http_url, READY_TIMEOUT_S)
         yield server
 
 
@@ -136,23 +134,6 @@ def world(base_settings: Settings) -> World:
 
 def _fields(settings: Settings) -> dict[str, Any]:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
-
-
-def wait_ready(http_url: str, timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Poll ``/readyz`` until 200 (Mongo, Redis and the Kafka consumers' group join)."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(http_url + "/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except urllib.error.HTTPError as error:
-            last = error.read()
-        except OSError as error:
-            last = error
-        time.sleep(0.1)
-    raise AssertionError(f"{http_url} not ready: {last!r}")
 
 
 def friends_state(presence: ServiceProcess, *user_ids: int) -> dict[str, str]:
@@ -215,7 +196,7 @@ def test_sigkilled_node_users_go_offline_and_peers_get_disconnect(
     community_topic, direct_topic = f"/topic/community/{world.community}", f"/topic/direct/{world.room}"
     two_nodes = fresh_user_ids(1)[0]
     with running_chat_server(chat_settings(base_settings, "e2e-a"), log_dir, name="chat-e2e-a") as chat_a:
-        wait_ready(chat_a.http_url)
+        wait_ready(chat_a.http_url, READY_TIMEOUT_S)
         nine = connect(chat_b, world.nine)
         nine.subscribe(community_topic)
         nine.subscribe(direct_topic)

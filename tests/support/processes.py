@@ -7,16 +7,21 @@ tests use to simulate a node dying.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any, Callable
 
 from app.embedded import child_process_guard, wait_for_port
 from app.settings import Settings
 
-__all__ = ["ServiceProcess", "chat_server_process", "presence_server_process", "REPO"]
+__all__ = ["ServiceProcess", "chat_server_process", "presence_server_process", "wait_ready", "REPO"]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,3 +94,25 @@ def presence_server_process(settings: Settings, log_dir: Path, name: str = "pres
     argv = [sys.executable, "-m", "app.tcp_presence"]
     ports = [settings.presence_tcp_port, settings.presence_http_port]
     return ServiceProcess(name, argv, settings, ports, log_dir)
+
+
+def wait_ready(http_url: str, timeout_s: float, *, check_alive: Callable[[], None] | None = None) -> Any:
+    """Poll ``{http_url}/readyz`` until 200 and return its JSON body.
+
+    Readiness covers Mongo, Redis and the Kafka consumers' group join, so a test may send
+    right after this returns. ``check_alive`` raises if the server under test died.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        if check_alive is not None:
+            check_alive()
+        try:
+            with urllib.request.urlopen(http_url + "/readyz", timeout=5) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            last = error.read()
+        except OSError as error:
+            last = error
+        time.sleep(0.1)
+    raise AssertionError(f"{http_url} not ready: {last!r}")
