@@ -13,8 +13,13 @@ meet only through the types here:
   worker lifecycle.
 
 Handlers signal refusal by raising ``app.errors.ChatServerError`` subclasses; the transport
-turns them into ERROR frames (with ``receipt-id`` when a receipt was asked for). A handler
-that returns normally has done everything that must happen before a RECEIPT is sent.
+turns them into ERROR frames (with ``receipt-id`` when a receipt was asked for). A SEND
+handler that returns None has done everything that must happen before a RECEIPT is sent.
+One that returns a ``Pending`` has done the part that must happen in SEND order (for
+example the store, and handing the record to the Kafka producer) and left the rest (the
+broker's ack) in flight: the transport reads the connection's next frames meanwhile and
+sends the RECEIPT only once ``Pending.wait()`` returned, or the ERROR if it raised; replies
+still go out in frame order (app/stomp/inflight.py).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from app.auth import Principal
 
-__all__ = ["ClientConnection", "SendHandler", "ChatApplication", "LocalDelivery", "Services", "APP_PREFIX"]
+__all__ = ["ClientConnection", "Pending", "SendHandler", "ChatApplication", "LocalDelivery", "Services", "APP_PREFIX"]
 
 APP_PREFIX = "/kafka/"
 
@@ -48,8 +53,23 @@ class ClientConnection:
         return self.principal.user_id
 
 
-SendHandler = Callable[[ClientConnection, bytes], None]
-"""Handles the body of a SEND to one exact ``/kafka/...`` destination; raises to refuse."""
+class Pending(Protocol):
+    """The rest of a SEND that its handler started and did not wait for."""
+
+    def wait(self) -> None:
+        """Return once it succeeded; raise ``ChatServerError`` if it failed (after undoing).
+
+        Called once, from the connection's acknowledger greenlet rather than the handler's,
+        in SEND order. Must return or raise within a bounded time (the Kafka ack timeout).
+        """
+        ...
+
+
+SendHandler = Callable[[ClientConnection, bytes], Pending | None]
+"""Handles the body of a SEND to one exact ``/kafka/...`` destination; raises to refuse.
+
+Returns None when done, or a ``Pending`` whose success the RECEIPT waits for.
+"""
 
 
 class ChatApplication(Protocol):

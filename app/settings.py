@@ -95,6 +95,12 @@ class Settings:
     stomp_max_subscriptions: int = _setting(
         "STOMP_MAX_SUBSCRIPTIONS", 500, "Most subscriptions one connection may hold", minimum=1
     )
+    stomp_max_inflight_sends: int = _setting(
+        "STOMP_MAX_INFLIGHT_SENDS", 64,
+        "SENDs of one connection awaiting their Kafka ack (replies held behind them count too) "
+        "before reading it pauses",
+        minimum=1,
+    )
     outbox_max_frames: int = _setting(
         "OUTBOX_MAX_FRAMES", 2000, "Frames queued for one slow client before it is disconnected", minimum=1
     )

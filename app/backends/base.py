@@ -25,6 +25,7 @@ __all__ = [
     "FileStore",
     "MembershipCache",
     "EventBus",
+    "PublishAck",
     "TOPICS",
 ]
 
@@ -165,9 +166,31 @@ class MembershipCache(Protocol):
         ...
 
 
+class PublishAck(Protocol):
+    """The broker's acknowledgement of one record handed to the producer."""
+
+    def wait(self) -> None:
+        """Return once the broker acknowledged; raise BackendUnavailable if it failed or timed out.
+
+        The timeout runs from when the record was handed over, not from this call.
+        """
+        ...
+
+
 class EventBus(Protocol):
-    """Kafka producer side: keyed, acknowledged publishing."""
+    """Kafka producer side: keyed, acknowledged publishing.
+
+    Records of one key are appended in the order they were handed over, retries included.
+    """
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
         """Return only once the broker acknowledged the record; raise BackendUnavailable otherwise."""
+        ...
+
+    def publish_nowait(self, topic: str, key: str, value: bytes) -> PublishAck:
+        """Hand the record to the producer and return without waiting for the broker.
+
+        Raises:
+            BackendUnavailable: the producer could not even take the record.
+        """
         ...

@@ -2,7 +2,8 @@
 
 This is the only module that imports ``kafka`` (kafka-python). Everything above it sees
 ``EventBus.publish`` (returns once the broker acknowledged, raises ``BackendUnavailable``
-otherwise), ``RecordSource`` (a per-process consumer the fan-out loop polls) and
+otherwise), ``EventBus.publish_nowait`` (the same, with the wait left to the caller's
+``PublishAck``), ``RecordSource`` (a per-process consumer the fan-out loop polls) and
 ``create_topics``. Clients are created lazily, so building them in the gunicorn master and
 using them in a forked worker never shares a socket.
 
@@ -15,18 +16,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from app.backends.base import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "RecordSource", "Record", "create_topics", "check_broker"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "Record", "create_topics", "check_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,24 @@ def _bootstrap(settings: Settings) -> list[str]:
     if not servers:
         raise BackendUnavailable("KAFKA_BOOTSTRAP_SERVERS is empty")
     return servers
+
+
+class BrokerAck:
+    """``PublishAck`` of one sent record: waits on its future until the send's deadline."""
+
+    __slots__ = ("_future", "_topic", "_deadline")
+
+    def __init__(self, future: FutureRecordMetadata, topic: str, deadline: float) -> None:
+        self._future = future
+        self._topic = topic
+        self._deadline = deadline
+
+    def wait(self) -> None:
+        try:
+            self._future.get(timeout=max(0.0, self._deadline - time.monotonic()))
+        except KafkaError as exc:
+            log.warning("kafka publish to %s failed: %s", self._topic, exc)
+            raise BackendUnavailable() from exc
 
 
 class KafkaEventBus:
@@ -70,6 +91,10 @@ class KafkaEventBus:
                 client_id=f"smooth-{self._settings.effective_node_id}",
                 acks=1,  # the leader's ack; the broker (not the producer) is the fan-out bus
                 enable_idempotence=False,
+                # SENDs are produced without waiting for the previous ack (publish_nowait):
+                # one request in flight per broker is what keeps a retried batch from
+                # landing after a newer one, so each room's order stays the SEND order.
+                max_in_flight_requests_per_connection=1,
                 linger_ms=self._settings.kafka_linger_ms,
                 max_block_ms=timeout_ms,
                 request_timeout_ms=max(timeout_ms, 1000),
@@ -85,13 +110,17 @@ class KafkaEventBus:
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
         """Send one record keyed by room id and wait for the broker's acknowledgement."""
+        self.publish_nowait(topic, key, value).wait()
+
+    def publish_nowait(self, topic: str, key: str, value: bytes) -> BrokerAck:
+        """Send one record keyed by room id; its ack allows ``kafka_send_timeout_s`` from now."""
         producer = self._get_producer()
         try:
             future = producer.send(topic, key=key.encode(), value=value)
-            future.get(timeout=self._settings.kafka_send_timeout_s)
         except KafkaError as exc:
             log.warning("kafka publish to %s failed: %s", topic, exc)
             raise BackendUnavailable() from exc
+        return BrokerAck(future, topic, time.monotonic() + self._settings.kafka_send_timeout_s)
 
     def check(self) -> None:
         """Readiness: the producer exists and knows at least one broker."""

@@ -21,6 +21,7 @@ from app.presence_client import LogoutResult, Move  # the fake returns the real 
 __all__ = [
     "MemoryMessageStore",
     "RecordingEventBus",
+    "MemoryAck",
     "MemoryMembership",
     "MemoryReadMarkers",
     "MemoryPresence",
@@ -90,17 +91,36 @@ class Published:
     value: bytes
 
 
+@dataclass(frozen=True)
+class MemoryAck:
+    """``PublishAck`` of the fake: already decided when the record was handed over."""
+
+    error: Exception | None = None
+
+    def wait(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 class RecordingEventBus:
-    """``EventBus`` that keeps every acknowledged record; ``fail`` makes publish raise."""
+    """``EventBus`` that keeps every acknowledged record; ``fail`` makes the ack fail.
+
+    The record is taken (or refused) when it is handed over; a refusal shows in ``wait()``,
+    as a lost broker ack does.
+    """
 
     def __init__(self) -> None:
         self.records: list[Published] = []
         self.fail = False
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
+        self.publish_nowait(topic, key, value).wait()
+
+    def publish_nowait(self, topic: str, key: str, value: bytes) -> MemoryAck:
         if self.fail:
-            raise BackendUnavailable()
+            return MemoryAck(BackendUnavailable())
         self.records.append(Published(topic, key, value))
+        return MemoryAck()
 
     def on(self, topic: str) -> list[Published]:
         return [r for r in self.records if r.topic == topic]

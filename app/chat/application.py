@@ -4,18 +4,18 @@
 ``type``, chooses the handler; protocol.md W-8), the SUBSCRIBE authorizer and the
 connect/disconnect hooks. Each table entry is: parse the body into a typed command
 (payloads.py), then hand it to the message handlers (handlers.py) or the presence flow
-(presence_flow.py).
+(presence_flow.py), and return what they return (a ``Pending`` or None).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from app.chat import payloads
 from app.chat.access import Access
 from app.chat.handlers import Messaging
 from app.chat.presence_flow import PresenceFlow
-from app.contracts import APP_PREFIX, ClientConnection, SendHandler
+from app.contracts import APP_PREFIX, ClientConnection, Pending, SendHandler
 
 __all__ = ["ChatService", "DESTINATIONS"]
 
@@ -55,7 +55,7 @@ class ChatService:
 
     def _build_table(self) -> dict[str, SendHandler]:
         m, p, limit = self._messaging, self._presence, self._max_chars
-        table: dict[str, Callable[[ClientConnection, bytes], object]] = {}
+        table: dict[str, SendHandler] = {}
         for kind in ("direct", "channel"):
             table[f"send-{kind}-message"] = _bind(m.send_message, lambda b, k=kind: payloads.parse_send_message(b, k, limit))
             table[f"send-{kind}-reply"] = _bind(m.send_reply, lambda b, k=kind: payloads.parse_send_reply(b, k, limit))
@@ -67,12 +67,12 @@ class ChatService:
         table["signaling"] = _bind(p.enter_voice, payloads.parse_voice_signaling)
         handlers = {APP_PREFIX + name: handler for name, handler in table.items()}
         assert set(handlers) == set(DESTINATIONS)
-        return handlers  # type: ignore[return-value]
+        return handlers
 
 
-def _bind(handle: Callable[[ClientConnection, object], object],
-          parse: Callable[[bytes], object]) -> Callable[[ClientConnection, bytes], None]:
+def _bind(handle: Callable[[ClientConnection, Any], Pending | None],
+          parse: Callable[[bytes], object]) -> SendHandler:
     """A ``SendHandler``: parse first (nothing happens on a bad body), then handle."""
-    def handler(connection: ClientConnection, body: bytes) -> None:
-        handle(connection, parse(body))
+    def handler(connection: ClientConnection, body: bytes) -> Pending | None:
+        return handle(connection, parse(body))
     return handler

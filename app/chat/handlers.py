@@ -1,8 +1,13 @@
 """The message SEND handlers: send, reply, modify, delete and typing (issue 3 items 2, 4, 6).
 
 Every handler runs: validate (payloads.py) → authorize (access.py) → store in MongoDB →
-publish to Kafka (waiting for the broker's ack) → schedule push notifications. When it
-returns, both the store and the publish succeeded and the transport may send the RECEIPT.
+hand the record to the Kafka producer → wait for the broker's ack → schedule push
+notifications. Sending a message or a reply, and typing, stop before the wait and return a
+``Pending`` (app/contracts.py) that does the rest: the transport reads the connection's next
+SEND meanwhile, and calls ``wait()`` in SEND order. Modify and delete wait before returning:
+their undo writes back the whole earlier version of the message, which would wipe out a
+later change to it still in flight. Once a handler, or its ``Pending``, returned, both the
+store and the publish succeeded and the transport may send the RECEIPT.
 
 When the publish fails after the store succeeded, the change is undone (the new message
 removed, the edited/deleted message restored) and the error propagates: the client gets
@@ -23,7 +28,7 @@ import time
 from datetime import datetime
 from typing import Callable, NamedTuple, Protocol
 
-from app.backends.base import ChatMessage, EventBus, MessageWriter, RoomKind
+from app.backends.base import ChatMessage, EventBus, MessageWriter, PublishAck, RoomKind
 from app.chat import events
 from app.chat.access import Access
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
@@ -31,7 +36,7 @@ from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
 from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
-__all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging"]
+__all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Published"]
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +148,18 @@ class Messaging:
         self._now = now
         self._typing = TypingLimiter(typing_interval_s, monotonic)
 
-    def send_message(self, connection: ClientConnection, command: SendMessage) -> ChatMessage:
+    def send_message(self, connection: ClientConnection, command: SendMessage) -> Published:
         room = self._access.require_room(connection.user_id, command.room)
         author = self._authors.resolve(connection.user_id, command.name, command.profile_image)
         message = ChatMessage(kind=room.kind, channel_id=room.channel_id, community_id=room.community_id,
                               user_id=connection.user_id, content=command.content,
                               created_at=self._now(), name=author.name, profile_image=author.image)
         stored = self._store.insert(message)
-        self._publish(events.message_topic(stored.kind), stored.channel_id, events.message_record(stored),
-                      undo=lambda: self._store.remove(stored.kind, stored.id))
-        self._observer.message_stored(stored)
-        return stored
+        return self._publish(events.message_topic(stored.kind), stored.channel_id, events.message_record(stored),
+                             undo=lambda: self._store.remove(stored.kind, stored.id),
+                             then=lambda: self._observer.message_stored(stored))
 
-    def send_reply(self, connection: ClientConnection, command: SendReply) -> ChatMessage:
+    def send_reply(self, connection: ClientConnection, command: SendReply) -> Published:
         room = self._access.require_room(connection.user_id, command.room)
         parent = self._store.get(room.kind, command.parent_id)
         if parent is None or parent.channel_id != room.channel_id:
@@ -168,12 +172,11 @@ class Messaging:
                               parent_name=self._authors.name_of(parent.user_id, parent.name),
                               parent_content=parent.content)
         stored = self._store.insert(message)
-        self._publish(events.etc_topic(stored.kind), stored.channel_id, events.reply_record(stored),
-                      undo=lambda: self._store.remove(stored.kind, stored.id))
-        self._observer.message_stored(stored)
-        return stored
+        return self._publish(events.etc_topic(stored.kind), stored.channel_id, events.reply_record(stored),
+                             undo=lambda: self._store.remove(stored.kind, stored.id),
+                             then=lambda: self._observer.message_stored(stored))
 
-    def modify(self, connection: ClientConnection, command: Modify) -> ChatMessage:
+    def modify(self, connection: ClientConnection, command: Modify) -> None:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
         if original.type not in _EDITABLE_TYPES:
@@ -182,10 +185,9 @@ class Messaging:
         if edited is None:
             raise NotFound("id: no such message")  # deleted between the read and the edit
         self._publish(events.etc_topic(room.kind), room.channel_id, events.modify_record(edited),
-                      undo=lambda: self._store.restore(original))
-        return edited
+                      undo=lambda: self._store.restore(original)).wait()
 
-    def delete(self, connection: ClientConnection, command: Delete) -> ChatMessage:
+    def delete(self, connection: ClientConnection, command: Delete) -> None:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
         removed = self._store.delete(room.kind, original.id, connection.user_id)
@@ -193,18 +195,16 @@ class Messaging:
             raise NotFound("id: no such message")
         self._publish(events.etc_topic(room.kind), room.channel_id,
                       events.delete_record(room.channel_id, removed.id),
-                      undo=lambda: self._store.restore(removed))
-        return removed
+                      undo=lambda: self._store.restore(removed)).wait()
 
-    def typing(self, connection: ClientConnection, command: Typing) -> bool:
-        """Publish a typing event; False when rate-limited (dropped, still acknowledged)."""
+    def typing(self, connection: ClientConnection, command: Typing) -> PublishAck | None:
+        """Publish a typing event; None when rate-limited (dropped, still acknowledged)."""
         room = self._access.require_room(connection.user_id, command.room)
         if not self._typing.allow(connection.user_id, room.kind, room.channel_id):
-            return False
+            return None
         name = self._authors.name_of(connection.user_id, command.name)
-        self._bus.publish(events.etc_topic(room.kind), events.record_key(room.channel_id),
-                          events.typing_record(room.channel_id, name))
-        return True
+        return self._bus.publish_nowait(events.etc_topic(room.kind), events.record_key(room.channel_id),
+                                        events.typing_record(room.channel_id, name))
 
     def _own_message(self, user_id: int, kind: RoomKind, channel_id: int, message_id: str) -> ChatMessage:
         message = self._store.get(kind, message_id)
@@ -214,17 +214,38 @@ class Messaging:
             raise Forbidden("only the author may change a message")
         return message
 
-    def _publish(self, topic: str, room_id: int, value: bytes, *, undo: Callable[[], None]) -> None:
+    def _publish(self, topic: str, room_id: int, value: bytes, *, undo: Callable[[], None],
+                 then: Callable[[], None] = lambda: None) -> Published:
+        """Hand a stored change to Kafka; the result waits for the ack (undoing on failure)."""
         try:
-            self._bus.publish(topic, events.record_key(room_id), value)
+            ack = self._bus.publish_nowait(topic, events.record_key(room_id), value)
         except Exception:
-            self._undo(undo)
+            _undo(undo)
             raise
+        return Published(ack, undo=undo, then=then)
 
-    @staticmethod
-    def _undo(undo: Callable[[], None]) -> None:
+
+class Published:
+    """The ``Pending`` of a stored change: the broker's ack, then ``then``; on failure, ``undo``."""
+
+    def __init__(self, ack: PublishAck, *, undo: Callable[[], None], then: Callable[[], None]) -> None:
+        self._ack = ack
+        self._undo = undo
+        self._then = then
+
+    def wait(self) -> None:
+        """Return once the broker acknowledged; otherwise undo the change and raise."""
         try:
-            undo()
-        except Exception:  # noqa: BLE001 - the publish error is the one to report
-            log.exception("could not undo a stored change after a failed publish")
+            self._ack.wait()
+        except Exception:
+            _undo(self._undo)
+            raise
+        self._then()
+
+
+def _undo(undo: Callable[[], None]) -> None:
+    try:
+        undo()
+    except Exception:  # noqa: BLE001 - the publish error is the one to report
+        log.exception("could not undo a stored change after a failed publish")
 

@@ -67,7 +67,14 @@ class Harness:
                                 node_id="node", transport="websocket")
 
     def send(self, connection, destination, **payload):
-        self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
+        """SEND as the transport does it: the handler, then its Pending (if any) to the end."""
+        pending = self.start(connection, destination, **payload)
+        if pending is not None:
+            pending.wait()
+
+    def start(self, connection, destination, **payload):
+        """Only the handler: returns its Pending (or None)."""
+        return self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
 
     def published(self, topic_name):
         return [json.loads(r.value) for r in self.bus.on(TOPICS[topic_name])]
@@ -166,6 +173,52 @@ class TestSendMessage:
         with pytest.raises(BackendUnavailable):
             h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
         assert h.bus.records == []
+
+
+class TestPipelinedSends:
+    """Send and reply return a Pending: stored now, acknowledged (or undone) by its wait()."""
+
+    @pytest.mark.parametrize("destination, extra", [("send-direct-message", {}), ("send-direct-reply", None)])
+    def test_stored_and_handed_to_kafka_before_the_wait(self, h, alice, destination, extra):
+        if extra is None:
+            parent = h.store.insert(the_message_template())
+            extra = {"parentId": parent.id}
+        before = len(h.store.messages)
+        pending = h.start(alice, destination, channelId=ROOM, content="hi", **extra)
+        assert pending is not None
+        assert len(h.store.messages) == before + 1 and len(h.bus.records) == 1
+        pending.wait()
+        assert len(h.store.messages) == before + 1
+
+    def test_a_failed_ack_undoes_the_store_in_the_wait(self, h, alice):
+        h.bus.fail = True
+        pending = h.start(alice, "send-direct-message", channelId=ROOM, content="hi")
+        assert len(h.store.messages) == 1  # stored; the ack is what failed
+        with pytest.raises(BackendUnavailable):
+            pending.wait()
+        assert h.store.messages == {}
+
+    def test_notification_waits_for_the_ack(self, h, alice, monkeypatch):
+        notified = []
+        monkeypatch.setattr(h.notifier, "message_stored", notified.append)
+        pending = h.start(alice, "send-direct-message", channelId=ROOM, content="hi")
+        assert notified == []
+        pending.wait()
+        assert [m.content for m in notified] == ["hi"]
+
+    def test_modify_and_delete_finish_before_returning(self, h, alice):
+        # Their undo writes back a whole earlier version: another change of the same message
+        # must not be in flight behind them, so they do not pipeline.
+        h.send(alice, "send-direct-message", channelId=ROOM, content="v1")
+        posted = the_message(h)
+        assert h.start(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2") is None
+        assert h.store.get("direct", posted.id).content == "v2" and len(h.published("direct_etc")) == 1
+        assert h.start(alice, "send-direct-delete", channelId=ROOM, id=posted.id) is None
+        assert h.store.messages == {}
+
+    def test_typing_returns_the_ack_or_none_when_rate_limited(self, h, alice):
+        assert h.start(alice, "send-direct-typing", channelId=ROOM, content="Alice") is not None
+        assert h.start(alice, "send-direct-typing", channelId=ROOM, content="Alice") is None
 
 
 def the_message_template():
