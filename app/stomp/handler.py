@@ -209,7 +209,8 @@ class StompHandler:
         self.heartbeat = negotiate_heartbeat(client_heartbeat, self._server_heartbeat)
         # The application (and presence) key on a server-generated id: a SockJS session id is
         # chosen by the client, so two clients on different nodes may pick the same one.
-        self.connection = ClientConnection(secrets.token_urlsafe(12), principal, self._node_id, self._transport)
+        self.connection = ClientConnection(secrets.token_urlsafe(12), principal, self._node_id, self._transport,
+                                           stomp_session=self._session_id)
         self.state = CONNECTED
         reply = f.connected(version, self.heartbeat, self._session_id)
         return Outcome((reply, *_receipt_for(frame)), connected=True)

@@ -106,7 +106,7 @@ class TestConnect:
             assert chat.wait_closed(WAIT)
         gone = application.wait_disconnected(session_id, WAIT)
         assert gone.user_id == 5
-        assert [c.session_id for c in application.connections] == [session_id]
+        assert [c.stomp_session for c in application.connections] == [session_id]
         gevent.sleep(0.1)
         assert [c.session_id for c in application.disconnections] == [session_id]  # exactly once
 

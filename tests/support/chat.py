@@ -324,11 +324,11 @@ class RecordingApplication:
         self.disconnections.append(connection)
 
     def wait_disconnected(self, session_id: str, timeout: float) -> ClientConnection:
-        """The disconnected() call of ``session_id``; AssertionError if none in time."""
+        """The disconnected() call of ``session_id`` (the application's or the STOMP one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for connection in self.disconnections:
-                if connection.session_id == session_id:
+                if session_id in (connection.session_id, connection.stomp_session):
                     return connection
             gevent.sleep(0.02)
         raise AssertionError(f"no disconnected() for {session_id} in {timeout}s")

@@ -103,6 +103,7 @@ class TestConnect:
         # The application's id is server-generated: the transport's may be client-chosen (SockJS).
         assert handler.connection.session_id != "sess-1"
         assert re.fullmatch(r"[A-Za-z0-9_-]{16}", handler.connection.session_id)
+        assert handler.connection.stomp_session == "sess-1"
         assert handler.connection.node_id == "node-a"
         assert handler.connection.transport == "websocket"
 
