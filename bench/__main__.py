@@ -1,10 +1,11 @@
 """The bench CLI: ``python -m bench [scenario] [flags]``; no scenario runs them all (``make bench``).
 
-Owns: the command line (one sub-command per scenario: fanout, scale, rooms, idle, seed,
-history, presence, all), raising the open-files limit, the data directories under
+Owns: the command line (one sub-command per scenario: fanout, sweep, scale, rooms, idle,
+seed, history, presence, all), raising the open-files limit, the data directories under
 ``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
 targets table with machine info. ``--quick`` makes every scenario tiny and shortens the
-sampling and settling waits (the smoke tests: seconds per scenario).
+sampling and settling waits (the smoke tests: seconds per scenario); several scenarios named
+in one ``--quick`` invocation share one running system per configuration.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.settings import Settings
-from bench import procstat
+from bench import procstat, servers
 from bench.report import print_targets, save, table
 
-SCENARIOS = ["fanout", "scale", "rooms", "idle", "seed", "history", "presence"]
+SCENARIOS = ["fanout", "sweep", "scale", "rooms", "idle", "seed", "history", "presence"]
 
 
 def data_dir(name: str) -> Path:
@@ -50,6 +51,16 @@ def cmd_fanout(args: argparse.Namespace) -> dict[str, Any]:
     return {"smooth": smooth, "rabbitmq": rabbit, "ratios": ratios, "targets": fanout.targets(smooth, rabbit)}
 
 
+def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import sweep
+
+    senders = [int(x) for x in (args.sweep_senders or ("1" if args.quick else "1,8")).split(",")]
+    return sweep.run(data_dir("sweep"), args.subs or (10 if args.quick else 200), senders,
+                     args.duration, args.size, args.procs or (1 if args.quick else 2), args.rate or (20 if args.quick else 25),
+                     args.bound_ms, args.sweep_budget, max_points=2 if args.quick else 0,
+                     peer=not args.no_peer, peer_only=args.peer_only, profile=args.profile)
+
+
 def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
     from bench import fanout
 
@@ -77,7 +88,7 @@ def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
     from bench import rooms
 
     conns = args.conns or (10 if args.quick else 5000)
-    return rooms.run(data_dir("rooms"), conns, args.rate or 0.2, args.duration, args.size, args.procs,
+    return rooms.run(data_dir("rooms"), conns, args.rate or (2.0 if args.quick else 0.2), args.duration, args.size, args.procs,
                      peer=not args.no_peer, profile=args.profile)
 
 
@@ -98,9 +109,10 @@ def cmd_seed(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_history(args: argparse.Namespace) -> dict[str, Any]:
     from bench import history
 
-    if args.quick and history.seeded(data_dir("history"))["messages"] == 0:
-        history.seed(data_dir("history"), 1000)
-    result = history.run(data_dir("history"), 6 if args.quick else args.requests)
+    if args.quick:  # 1,000 messages inserted into an in-memory store (seeding is `seed`'s smoke)
+        result = history.run(data_dir("history"), 6, in_memory=1000)
+    else:
+        result = history.run(data_dir("history"), args.requests)
     result["targets"] = history.targets(result)
     return result
 
@@ -112,18 +124,20 @@ def cmd_presence(args: argparse.Namespace) -> dict[str, Any]:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
-    "fanout": cmd_fanout, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
+    "fanout": cmd_fanout, "sweep": cmd_sweep, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
     "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence,
 }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenario", nargs="?", default="all", choices=SCENARIOS + ["all"])
+    parser.add_argument("scenario", nargs="*", default=["all"], choices=SCENARIOS + ["all"],
+                        help="one or more scenarios (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and a few seconds (smoke run)")
     parser.add_argument("--duration", type=float, default=None, help="seconds of sending per point")
     parser.add_argument("--subs", type=int, default=0, help="fan-out: subscribers (one point instead of the list)")
-    parser.add_argument("--rate", type=float, default=0, help="fan-out: sender msg/s; rooms: msg/s per connection")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="fan-out: sender msg/s; sweep: first rate tried; rooms: msg/s per connection")
     parser.add_argument("--conns", type=int, default=0, help="rooms/idle/presence: connections")
     parser.add_argument("--size", type=int, default=64, help="message content characters")
     parser.add_argument("--procs", type=int, default=0, help="load-generator processes (0 = by size)")
@@ -131,6 +145,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="fan-out: sender connections sharing --rate (default 1, the issue's scenario)")
     parser.add_argument("--profile", action="store_true",
                         help="fan-out, rooms: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
+    parser.add_argument("--bound-ms", type=float, default=1000.0, help="sweep: p99 bound of a passing point")
+    parser.add_argument("--sweep-senders", default="", help="sweep: sender counts, one series each (default 1,8)")
+    parser.add_argument("--sweep-budget", type=float, default=180.0,
+                        help="sweep: seconds per series (system x sender count) before it stops searching")
     parser.add_argument("--configs", default="",
                         help="scale: WORKERSxNODES,... (default 1x1,2x1,1x2; --quick: 2x2)")
     parser.add_argument("--no-peer", action="store_true", help="skip RabbitMQ")
@@ -159,22 +177,26 @@ def quick_timings() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     raise_nofile()
-    names = [s for s in SCENARIOS if s != "seed"] if args.scenario == "all" else [args.scenario]
-    if args.scenario == "all":
+    names = [s for s in SCENARIOS if s != "seed"] if "all" in args.scenario else list(args.scenario)
+    if "all" in args.scenario:
         names.insert(names.index("history"), "seed")
+    servers.REUSE = args.quick and len(names) > 1
     verdicts: list[dict[str, Any]] = []
     failed = []
-    for name in names:
-        try:
-            result = COMMANDS[name](args)
-        except Exception as exc:  # one broken scenario must not hide the others' figures
-            failed.append(name)
-            print(f"!! {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        result["machine"] = procstat.machine_info()
-        result["args"] = vars(args)
-        print(f"raw results: {save(name, result)}", flush=True)
-        verdicts.extend(result.get("targets", []))
+    try:
+        for name in names:
+            try:
+                result = COMMANDS[name](args)
+            except Exception as exc:  # one broken scenario must not hide the others' figures
+                failed.append(name)
+                print(f"!! {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+            result["machine"] = procstat.machine_info()
+            result["args"] = vars(args)
+            print(f"raw results: {save(name, result)}", flush=True)
+            verdicts.extend(result.get("targets", []))
+    finally:
+        servers.stop_shared()
     print(json.dumps({"machine": procstat.machine_info(), "failed": failed}))
     if verdicts:
         print(print_targets(verdicts))

@@ -123,14 +123,39 @@ def _series(port: int, token: str, requests: int, make: Any,
     return percentiles(lat), statuses, sample
 
 
-def run(data_dir: Path, requests: int = 200) -> dict[str, Any]:
+def seed_running(mongo_url: str, messages: int) -> int:
+    """Top a running (in-memory) MongoDB-wire server up to ``messages``; returns how many it holds."""
+    import pymongo
+
+    from app.backends.mongo_schema import COLLECTIONS
+
+    client = pymongo.MongoClient(mongo_url)
+    try:
+        db = client["smooth"]
+        have = sum(db[c].estimated_document_count() for c in COLLECTIONS.values())
+        if have < messages:
+            docs = _docs(have, messages - have)
+            for kind in ("channelMessage", "directMessage"):
+                part = [d for d in docs if ("communityId" in d) == (kind == "channelMessage")]
+                if part:
+                    db[kind].insert_many(part, ordered=False)
+        return max(have, messages)
+    finally:
+        client.close()
+
+
+def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, Any]:
+    """Time the queries on the data seeded under ``data_dir``; with ``in_memory`` (``--quick``),
+    on an in-memory store that this many messages are inserted into first instead."""
     from bench.servers import SmoothStack
     from tests.support.rooms import set_community, set_room_members
 
     stored = seeded(data_dir)["messages"]
-    with SmoothStack(data_dir).running() as stack:
+    with SmoothStack(data_dir, mongo_in_memory=bool(in_memory)).running() as stack:
         settings = stack.settings
         assert settings is not None
+        if in_memory:
+            stored = seed_running(settings.mongo_url, in_memory)
         set_community(settings.redis_url, COMMUNITY, [USER, PEER], CHANNELS)
         for room in ROOMS:
             set_room_members(settings.redis_url, room, [USER, PEER])

@@ -59,8 +59,10 @@ class Target:
 
 
 TARGETS = {
-    "fanout_ratio": Target("fan-out deliveries/s, zero loss, 200 subs x 200 msg/s: Smooth/RabbitMQ",
+    "fanout_ratio": Target("max zero-loss fan-out deliveries/s (p99 <= 1 s), 200 subs, 1 sender: Smooth/RabbitMQ",
                            ">= 2.0", lambda v: v >= 2.0),
+    "fanout_ratio_k": Target("the same with K sender connections (not the issue's scenario; for reference)",
+                             ">= 2.0", lambda v: v >= 2.0),
     "fanout_p99": Target("fan-out p99 latency, 1,000 subs x 20 msg/s (ms)", "<= 50", lambda v: v <= 50),
     "cpu_per_delivery": Target("server CPU per delivery, chat workers (us)", "<= 25", lambda v: v <= 25),
     "idle_conns": Target("idle connections held by one worker", ">= 10,000", lambda v: v >= 10_000),

@@ -30,6 +30,23 @@ __all__ = ["SmoothStack", "RabbitPeer", "WEB_STOMP_DEFAULT_PORT", "listening"]
 
 RABBIT_BIN = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 IDLE_SAMPLE_S = 3.0  # how long the servers' background CPU is sampled after start (``--quick``: less)
+# ``--quick`` with several scenarios in one invocation: scenarios share a running system of the
+# same configuration instead of each starting its own (``stop_shared`` at the end). Never for
+# measurements: there every scenario starts on fresh systems.
+REUSE = False
+_shared: dict[tuple[object, ...], "SmoothStack | RabbitPeer"] = {}
+
+
+def stop_shared() -> None:
+    """Stop every shared system, side by side."""
+    import threading
+
+    threads = [threading.Thread(target=system.stop) for system in _shared.values()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    _shared.clear()
 WEB_STOMP_DEFAULT_PORT = 15674  # RabbitMQ's own default, used only to detect a running broker
 
 
@@ -126,6 +143,14 @@ class SmoothStack:
 
     @contextlib.contextmanager
     def running(self) -> Iterator["SmoothStack"]:
+        if REUSE:
+            key = ("smooth", self.workers, self.node_count, self.mongo_in_memory, self.chat)
+            if not self.chat:  # presence alone: any running stack has it
+                key = next((k for k in _shared if k[0] == "smooth"), key)
+            if key not in _shared:
+                _shared[key] = self.start()
+            yield _shared[key]  # type: ignore[misc]
+            return
         try:
             yield self.start()
         finally:
@@ -196,6 +221,11 @@ class RabbitPeer:
 
     @contextlib.contextmanager
     def running(self) -> Iterator["RabbitPeer"]:
+        if REUSE:
+            if ("rabbitmq",) not in _shared:
+                _shared["rabbitmq",] = self.start()
+            yield _shared["rabbitmq",]  # type: ignore[misc]
+            return
         try:
             yield self.start()
         finally:

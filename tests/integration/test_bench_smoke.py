@@ -1,12 +1,14 @@
 """Smoke runs of every bench command (tiny sizes, a few seconds each): they run and print figures.
 
 Benchmarks are not tests: nothing here judges a figure beyond "something was delivered and
-nothing was lost". Each test runs ``python -m bench <scenario> --quick`` in a child process
-with its own SMOOTH_DATA_DIR and checks the exit status, the printed table and the saved raw
-JSON. ``--quick`` means 10-20 connections, 2 s windows, 1,000 seeded messages and short
-settling waits, so the whole file takes about a minute (most of it is starting servers).
-Only the fan-out test also runs the RabbitMQ Web-STOMP peer (when ``rabbitmq-server`` is
-installed, a Debian package; see bench/README.md); the others run with ``--no-peer``.
+nothing was lost". ``--quick`` means 10-20 connections, 2 s windows, 1,000 messages for the
+history queries and short settling waits. To keep the file near a minute, the scenarios run
+in one ``python -m bench fanout sweep rooms idle presence history scale --quick`` child
+process (own SMOOTH_DATA_DIR), where they share one running system per configuration (a
+``--quick`` only shortcut; real runs start fresh systems per scenario). Each test then checks
+its scenario's printed table and saved raw JSON. The RabbitMQ Web-STOMP peer runs in fan-out,
+sweep and rooms when ``rabbitmq-server`` is installed (a Debian package; see bench/README.md),
+and is skipped with ``--no-peer`` otherwise. ``seed`` (persistent store) runs on its own.
 """
 
 from __future__ import annotations
@@ -28,17 +30,33 @@ pytestmark = pytest.mark.integration
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
 CHAT_BUILT = (REPO / "gunicorn.conf.py").exists()
 needs_chat = pytest.mark.skipif(not CHAT_BUILT, reason="chat server not built yet (no gunicorn.conf.py)")
-TIMEOUT_S = 60  # one scenario; a quick run takes 3-20 s
+SCENARIOS = ["fanout", "sweep", "rooms", "idle", "presence", "history", "scale"]
+TIMEOUT_S = 150  # all of SCENARIOS in one process: about 50 s on an idle 2-core machine
 
 
-def bench(scenario: str, tmp_path: Path, *extra: str) -> tuple[str, dict[str, Any]]:
+def bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
+    """Run ``python -m bench <args> --quick``; the raw JSON of each scenario that saved one, by name."""
     env = {**os.environ, "SMOOTH_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "bench", scenario, "--quick", *extra], cwd=REPO, env=env,
+    done = subprocess.run([sys.executable, "-m", "bench", *args, "--quick"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    saved = re.findall(r"raw results: (\S+)", done.stdout)
-    assert saved, done.stdout
-    return done.stdout, json.loads(Path(saved[-1]).read_text())
+    saved = {Path(p).name.rsplit("-", 2)[0]: json.loads(Path(p).read_text())
+             for p in re.findall(r"raw results: (\S+)", done.stdout)}
+    return done, saved
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, dict[str, Any]], str]:
+    if not CHAT_BUILT:
+        pytest.skip("chat server not built yet (no gunicorn.conf.py)")
+    done, saved = bench(tmp_path_factory.mktemp("bench"), *SCENARIOS, *([] if RABBIT else ["--no-peer"]))
+    return done.stdout, saved, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def scenario(quick_run: tuple[str, dict[str, dict[str, Any]], str], name: str) -> tuple[str, dict[str, Any]]:
+    out, saved, tail = quick_run
+    assert name in saved, tail
+    assert "error" not in saved[name], (saved[name]["error"], tail)
+    return out, saved[name]
 
 
 def assert_delivered(run: dict[str, Any]) -> None:
@@ -47,24 +65,8 @@ def assert_delivered(run: dict[str, Any]) -> None:
         k: run.get(k) for k in ("system", "sent", "delivered", "lost", "duplicates")}
 
 
-def test_presence_prints_figures(tmp_path: Path) -> None:
-    out, raw = bench("presence", tmp_path)
-    assert "requests_per_s" in out
-    assert raw["requests"] > 0 and raw["errors"] == 0
-
-
-def test_seed_and_history_print_figures(tmp_path: Path) -> None:
-    out, raw = bench("seed", tmp_path)
-    assert raw["messages"] == 1000 and "docs_per_s_last_run" in out
-    if CHAT_BUILT:
-        out, raw = bench("history", tmp_path)
-        assert raw["page0"]["count"] > 0 and raw["page0_status"].get("200") == raw["page0"]["count"]
-        assert raw["count100"]["count"] > 0 and "message-count" in out
-
-
-@needs_chat
-def test_fanout_prints_figures(tmp_path: Path) -> None:
-    out, raw = bench("fanout", tmp_path, *([] if RABBIT else ["--no-peer"]))
+def test_fanout_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "fanout")
     assert "deliveries_per_s" in out
     assert_delivered(raw["smooth"][0])
     if RABBIT:
@@ -72,23 +74,54 @@ def test_fanout_prints_figures(tmp_path: Path) -> None:
         assert "Smooth / RabbitMQ" in out and raw["ratios"]
 
 
-@needs_chat
-def test_scale_prints_figures(tmp_path: Path) -> None:
-    out, raw = bench("scale", tmp_path)  # --quick: one stack, 2 nodes x 2 workers
+def test_sweep_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "sweep")
+    assert "max zero-loss rate" in out
+    systems = ["smooth", "rabbitmq"] if RABBIT else ["smooth"]
+    for system in systems:
+        series = raw[system][0]
+        assert series["points"] and series["max_rate"] > 0, series
+        for point in series["points"]:
+            assert_delivered(point)
+    if RABBIT:
+        assert raw["summary"][0]["ratio_dps"] > 0
+        assert any(t["target"].startswith("max zero-loss") for t in raw["targets"])
+
+
+def test_rooms_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "rooms")
+    assert "many rooms" in out
+    for run in raw["runs"]:
+        assert_delivered(run)
+
+
+def test_idle_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "idle")
+    assert raw["levels"][0]["held"] == 20 and "rss_per_conn_kb" in out
+
+
+def test_presence_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "presence")
+    assert "requests_per_s" in out
+    assert raw["requests"] > 0 and raw["errors"] == 0
+
+
+def test_history_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "history")
+    assert raw["stored_messages"] >= 1000 and "message-count" in out
+    assert raw["page0"]["count"] > 0 and raw["page0_status"].get("200") == raw["page0"]["count"]
+    assert raw["count100"]["count"] > 0 and raw["count100_status"].get("200") == raw["count100"]["count"]
+
+
+def test_scale_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "scale")  # --quick: one system of 2 nodes x 2 workers
     assert "fan-out scaling" in out
     assert [(r["workers"], r["nodes"]) for r in raw["runs"]] == [(2, 2)]
     assert_delivered(raw["runs"][0])
     assert raw["runs"][0]["subscribers_missing_any"] == 0
 
 
-@needs_chat
-def test_rooms_prints_figures(tmp_path: Path) -> None:
-    out, raw = bench("rooms", tmp_path, "--rate", "2", "--no-peer")
-    assert "many rooms" in out
-    assert_delivered(raw["runs"][0])
-
-
-@needs_chat
-def test_idle_prints_figures(tmp_path: Path) -> None:
-    out, raw = bench("idle", tmp_path)
-    assert raw["levels"][0]["held"] == 20 and "rss_per_conn_kb" in out
+def test_seed_prints_figures(tmp_path: Path) -> None:
+    done, saved = bench(tmp_path, "seed")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert saved["seed"]["messages"] == 1000 and "docs_per_s_last_run" in done.stdout

@@ -1,0 +1,208 @@
+"""Max zero-loss fan-out rate: at N subscribers, raise the offered rate until a point fails.
+
+Owns: the rate search for one system and one sender count (``search``), the pass/fail rule
+of a point (``judge``), the Smooth and RabbitMQ series over the same search (``run``), the
+Smooth/RabbitMQ ratio of the highest passing rates, and the headline fan-out target.
+
+A point is one ``fanout.fanout_once`` run (N subscribers, offered rate R split over K sender
+connections, ``duration`` seconds of sending). It passes when nothing was lost, nothing was
+duplicated, the senders really offered R (a sender whose socket is pushed back falls behind
+its schedule), and the p99 SEND -> MESSAGE latency is within ``bound_ms``. The search starts
+at ``start_rate``, doubles R until a point fails (halves it if the first point fails), then
+bisects between the highest pass and the lowest fail until they are within 10 %. The result
+is the highest passing R and the deliveries/s measured there. A failing point during which
+other processes took more than 0.3 of a core is run once more (a disturbed point).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from bench import fanout
+from bench.report import table, verdict
+from bench.servers import RabbitPeer, SmoothStack
+from bench.targets import RabbitTarget, SmoothTarget
+
+__all__ = ["run", "search", "judge"]
+
+BOUND_MS = 1000.0
+GROWTH = 2.0
+RESOLUTION = 1.10  # stop when lowest fail / highest pass <= this
+SENT_FRACTION = 0.97  # senders must have sent at least this share of R x duration
+DISTURBED_CORES = 0.3  # other processes' CPU (cores) during a window that makes a failing point suspect
+POINT_COLUMNS = ["system", "subs", "senders", "rate", "offered_dps", "deliveries_per_s", "sent", "lost", "dups",
+                 "p50_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "loadgen_cores", "other_cores", "verdict"]
+SUMMARY_COLUMNS = ["subs", "senders", "smooth_max_rate", "smooth_max_dps", "smooth_p99_ms", "smooth_first_fail",
+                   "rabbit_max_rate", "rabbit_max_dps", "rabbit_p99_ms", "rabbit_first_fail", "ratio_dps"]
+
+
+def judge(point: dict[str, Any], rate: float, duration: float, bound_ms: float) -> str:
+    """Why ``point`` fails, or "" when it passes."""
+    if "error" in point:
+        return f"error: {point['error'][:80]}"
+    if point["lost"]:
+        return f"lost {point['lost']:,}"
+    if point["duplicates"]:
+        return f"{point['duplicates']:,} duplicates"
+    if point["sent"] < SENT_FRACTION * rate * duration:
+        return f"senders behind: sent {point['sent']:,} of {rate * duration:,.0f}"
+    if point["latency_ms"]["p99"] > bound_ms:
+        return f"p99 {point['latency_ms']['p99']:,.0f} ms > {bound_ms:g}"
+    return ""
+
+
+def _other_cores(point: dict[str, Any]) -> float:
+    if "error" in point:
+        return 0.0
+    return point["server_cpu_s"].get("other_processes", 0.0) / max(1e-9, point["window_s"])
+
+
+def search(run_point: Callable[[float], dict[str, Any]], duration: float, start_rate: float = 25.0,
+           bound_ms: float = BOUND_MS, max_rate: float = 5000.0, budget_s: float = 180.0,
+           max_points: int = 0) -> dict[str, Any]:
+    """Find the highest rate whose point passes; every point tried is kept in ``points``."""
+    points: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    low_fail: tuple[float, str] | None = None
+    rate = float(round(start_rate))
+    deadline = time.monotonic() + budget_s
+    stopped = "resolution"
+    while True:
+        if time.monotonic() > deadline:
+            stopped = "budget"
+            break
+        if max_points and len(points) >= max_points:
+            stopped = "max_points"
+            break
+        point = run_point(rate)
+        reason = judge(point, rate, duration, bound_ms)
+        if reason and _other_cores(point) > DISTURBED_CORES:
+            point["verdict"] = f"disturbed ({_other_cores(point):.2f} cores of others), run again: {reason}"
+            points.append(point)
+            point = run_point(rate)
+            reason = judge(point, rate, duration, bound_ms)
+        point["verdict"] = reason or "pass"
+        point["offered_rate"] = rate
+        points.append(point)
+        if reason:
+            low_fail = (rate, reason) if low_fail is None or rate < low_fail[0] else low_fail
+        elif best is None or rate > best["offered_rate"]:
+            best = point
+        if low_fail is None:
+            if rate * GROWTH > max_rate:
+                stopped = "max_rate"
+                break
+            rate = rate * GROWTH
+        elif best is None:
+            if rate <= 1:
+                break
+            rate = max(1.0, float(round(rate / GROWTH)))
+        else:
+            if low_fail[0] / best["offered_rate"] <= RESOLUTION:
+                break
+            nxt = float(round((best["offered_rate"] + low_fail[0]) / 2))
+            if nxt in (best["offered_rate"], low_fail[0]):
+                break
+            rate = nxt
+    return {"points": points, "max_rate": best["offered_rate"] if best else 0.0,
+            "max_deliveries_per_s": best["deliveries_per_s"] if best else 0.0,
+            "p99_at_max_ms": best["latency_ms"]["p99"] if best else None,
+            "cpu_us_per_delivery_at_max": best["cpu_us_per_delivery"] if best else None,
+            "first_fail_rate": low_fail[0] if low_fail else None,
+            "first_fail_reason": low_fail[1] if low_fail else "", "stopped_by": stopped}
+
+
+def point_row(point: dict[str, Any]) -> dict[str, Any]:
+    if "error" in point:
+        return {"system": point["system"], "subs": point["subscribers"], "rate": point["rate"],
+                "verdict": point.get("verdict", point["error"][:100])}
+    lat = point["latency_ms"]
+    window = max(1e-9, point["window_s"])
+    return {"system": point["system"], "subs": point["subscribers"], "senders": point["senders"],
+            "rate": point["rate"], "offered_dps": round(point["rate"] * point["subscribers"]),
+            "deliveries_per_s": point["deliveries_per_s"], "sent": point["sent"], "lost": point["lost"],
+            "dups": point["duplicates"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "max_ms": lat["max"],
+            "cpu_us_per_delivery": point["cpu_us_per_delivery"],
+            "loadgen_cores": round(point["loadgen_cpu_s"] / window, 2),
+            "other_cores": round(_other_cores(point), 2), "verdict": point.get("verdict", "")}
+
+
+def _series(system: str, target: Any, pid_groups: Any, subscribers: int, senders: int, args: dict[str, Any],
+            idle_pct: float = 0.0, profile: bool = False) -> dict[str, Any]:
+    duration = args["duration"]
+
+    def run_point(rate: float) -> dict[str, Any]:
+        try:
+            point = fanout.fanout_once(target, pid_groups, subscribers, rate, duration, args["size"],
+                                       args["procs"], profile, senders, idle_pct,
+                                       max_drain_s=max(5.0, args["bound_ms"] / 1000 + 5))
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            point = {"system": system, "subscribers": subscribers, "rate": rate, "error": str(exc)}
+        print(table(f"sweep {system} {subscribers} subs, {senders} sender(s)", [point_row(point)], POINT_COLUMNS),
+              flush=True)
+        return point
+
+    found = search(run_point, duration, args["start_rate"], args["bound_ms"], args["max_rate"], args["budget_s"],
+                   args["max_points"])
+    found.update(system=system, subscribers=subscribers, senders=senders, bound_ms=args["bound_ms"],
+                 duration_s=duration)
+    return found
+
+
+def run(data_dir: Path, subscribers: int, senders_list: list[int], duration: float, size: int, procs: int,
+        start_rate: float, bound_ms: float, budget_s: float, max_rate: float = 5000.0, max_points: int = 0,
+        peer: bool = True, peer_only: bool = False, profile: bool = False) -> dict[str, Any]:
+    args = {"duration": duration, "size": size, "procs": procs, "start_rate": start_rate, "bound_ms": bound_ms,
+            "budget_s": budget_s, "max_rate": max_rate, "max_points": max_points}
+    smooth: list[dict[str, Any]] = []
+    rabbit: list[dict[str, Any]] = []
+    if not peer_only:
+        with SmoothStack(data_dir, mongo_in_memory=True).running() as stack:
+            assert stack.settings is not None
+            target = SmoothTarget(stack.chat_ports, stack.settings.redis_url, stack.settings.jwt_secret)
+            for senders in senders_list:
+                smooth.append(_series("smooth", target, stack.pid_groups, subscribers, senders, args,
+                                      stack.idle_cpu_pct, profile))
+    if peer:
+        with RabbitPeer().running() as broker:
+            target = RabbitTarget(broker.port)
+            for senders in senders_list:
+                rabbit.append(_series("rabbitmq", target, broker.pid_groups, subscribers, senders, args))
+    points = [p for s in smooth + rabbit for p in s["points"]]
+    print(table("sweep: every point", [point_row(p) for p in points], POINT_COLUMNS), flush=True)
+    summary = summarize(smooth, rabbit)
+    print(table(f"sweep: max zero-loss rate with p99 <= {bound_ms:g} ms", summary, SUMMARY_COLUMNS), flush=True)
+    return {"smooth": smooth, "rabbitmq": rabbit, "summary": summary, "targets": targets(summary)}
+
+
+def summarize(smooth: list[dict[str, Any]], rabbit: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for senders in sorted({s["senders"] for s in smooth + rabbit}):
+        s = next((x for x in smooth if x["senders"] == senders), None)
+        r = next((x for x in rabbit if x["senders"] == senders), None)
+        row: dict[str, Any] = {"subs": (s or r or {}).get("subscribers"), "senders": senders}
+        for key, found in (("smooth", s), ("rabbit", r)):
+            if found:
+                row.update({f"{key}_max_rate": found["max_rate"], f"{key}_max_dps": found["max_deliveries_per_s"],
+                            f"{key}_p99_ms": found["p99_at_max_ms"],
+                            f"{key}_first_fail": (f"{found['first_fail_rate']:g}: {found['first_fail_reason']}"
+                                                  if found["first_fail_rate"] else f"none ({found['stopped_by']})")})
+        if s and r and r["max_deliveries_per_s"]:
+            row["ratio_dps"] = round(s["max_deliveries_per_s"] / r["max_deliveries_per_s"], 2)
+        rows.append(row)
+    return rows
+
+
+def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for row in summary:
+        key = "fanout_ratio" if row["senders"] == 1 else "fanout_ratio_k"
+        if "ratio_dps" not in row:
+            out.append(verdict(key, None, f"{row['senders']} sender(s): not both systems measured"))
+            continue
+        note = (f"{row['senders']} sender(s): Smooth {row['smooth_max_dps']:,.0f}/s at {row['smooth_max_rate']:g} msg/s"
+                f" vs RabbitMQ {row['rabbit_max_dps']:,.0f}/s at {row['rabbit_max_rate']:g} msg/s")
+        out.append(verdict(key, row["ratio_dps"], note))
+    return out
