@@ -108,7 +108,7 @@ class TestConnect:
         assert gone.user_id == 5
         assert [c.stomp_session for c in application.connections] == [session_id]
         gevent.sleep(0.1)
-        assert [c.session_id for c in application.disconnections] == [session_id]  # exactly once
+        assert [c.stomp_session for c in application.disconnections] == [session_id]  # exactly once
 
     def test_each_raw_connection_gets_its_own_session_id(self, server, token_for):
         with ChatClient(server.ws_url) as one, ChatClient(server.ws_url) as two:
