@@ -3,9 +3,10 @@
 Owns :class:`FanoutDelivery`, the ``LocalDelivery`` the application's Kafka consumers call.
 Per event: one registry lookup, one message id, and one :class:`MessageTemplate` per STOMP
 version in use (the body is encoded once per event, not per subscriber). Per subscriber:
-one ``bytes.join`` and one non-blocking ``put_nowait``; nothing here waits on a socket and
-nothing is logged per delivery. A subscriber whose outbox is full is closed as a slow
-consumer after the loop, so it never slows the others.
+one dict lookup of the subscription id's escaped bytes (kept on the session, computed on
+its first delivery), one ``bytes.join`` and one non-blocking ``Outbox.offer``; nothing here
+waits on a socket and nothing is logged per delivery. A subscriber whose outbox is full is
+closed as a slow consumer after the loop, so it never slows the others.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from app.registry import SubscriptionRegistry
 from app.session import Session
 from app.stomp.frames import MessageTemplate
 
-__all__ = ["FanoutDelivery"]
+__all__ = ["FanoutDelivery", "SUBSCRIPTION_BYTES_MAX"]
+
+# Escaped subscription ids kept per session. Entries outlive UNSUBSCRIBE (they are never
+# wrong: the bytes depend only on the id and the session's fixed version), so the cache
+# is emptied when it reaches this size.
+SUBSCRIPTION_BYTES_MAX = 64
 
 
 class FanoutDelivery:
@@ -46,7 +52,13 @@ class FanoutDelivery:
             if template is None:
                 template = templates[session.version] = MessageTemplate(
                     destination, message_id, body, version=session.version)
-            if session.outbox.offer(template.for_subscription(subscription_id)):
+            cached = session.subscription_bytes
+            subscription = cached.get(subscription_id)
+            if subscription is None:
+                if len(cached) >= SUBSCRIPTION_BYTES_MAX:
+                    cached.clear()
+                subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
+            if session.outbox.offer(template.for_subscription_bytes(subscription)):
                 queued += 1
             else:
                 overflowed.append(session)

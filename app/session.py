@@ -4,21 +4,24 @@ Owns:
 
 - :class:`Outbox`: the bounded queue of encoded frames waiting for one client.
 - :class:`Session`: drives the parser and the :class:`~app.stomp.handler.StompHandler` of
-  one connection, runs its CONNECT and heart-beat timers, and owns the close path,
-  including the once-only ``ChatApplication.disconnected`` call.
+  one connection, keeps its CONNECT and heart-beat deadlines (one event-loop timer at a
+  time, no greenlet; none at all once connected with heart-beats off), and owns the close
+  path, including the once-only ``ChatApplication.disconnected`` call.
 - :class:`SessionHub`: what every session of this process shares (settings, application,
   registry, the live sessions by id).
 - The writers: :func:`write_websocket` (the writer greenlet of a WebSocket) and
   :func:`poll_response` / :func:`stream_outbox` (a SockJS HTTP receiver while attached).
   These are the only code that writes to a client.
 
-Greenlets of one connection and what each may do:
+Greenlets of one connection (two) and what each may do, and who else touches it:
 
 - reader (the request greenlet, or the SockJS ``xhr_send`` holding the session's lock):
   the only caller of :meth:`Session.receive_data`, so inbound frames are handled strictly
   in order; handlers may block on I/O there, which delays only this connection.
 - writer: the only reader of the outbox and the only code writing the socket.
-- timer: CONNECT timeout, heart-beats out, silence detection in.
+- the session's loop timer (a callback in the hub, not a greenlet): CONNECT timeout,
+  heart-beats out (only :meth:`Outbox.offer`), silence detection in; a close it decides on
+  runs in a short-lived greenlet of its own.
 - fan-out (any greenlet): only :meth:`Outbox.offer`, which never blocks; when it reports
   overflow the caller calls :meth:`Session.close_slow_consumer`, which never blocks either.
 """
@@ -29,11 +32,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import gevent
+from gevent import get_hub
 from gevent.event import Event
-from gevent.queue import Empty, Full, Queue
+from gevent.exceptions import ConcurrentObjectUseError
+from greenlet import getcurrent, greenlet
 
 from app.auth import TokenVerifier
 from app.contracts import ChatApplication, ClientConnection
@@ -96,18 +101,32 @@ class Pong:
     payload: bytes
 
 
-_WAKE = object()  # queued to wake a writer blocked on an empty outbox
-
-
 class Outbox:
     """The bounded queue between everyone who produces frames for a client and its writer.
 
-    ``offer`` never blocks. After ``close`` nothing more is accepted; the writer drains what
-    is queued, then ``finished`` is true and it tells the client and closes.
+    A plain list and a direct wake-up of its one waiting reader: ``offer`` appends, and if
+    the reader is waiting and no wake-up is pending yet, schedules one (a loop callback that
+    switches to the reader), so a burst of frames costs one wake-up. The reader takes
+    everything queued at once (``take``) and waits (``wait``) only after finding the list
+    empty; nothing yields between that check and the wait, so no wake-up is lost. A wake-up
+    that arrives after the reader moved on finds no waiter and does nothing; one that meets
+    a later wait is only spurious (the reader looks again). This is what a
+    ``gevent.queue.Queue`` does per item, minus its per-item bookkeeping (measured with
+    ``bench/outbox_micro.py``).
+
+    One reader at a time (the writer greenlet, or the attached SockJS receiver); any number
+    of producers (greenlets or loop callbacks), none of which ever blocks. After ``close``
+    nothing more is accepted; the writer drains what is queued, then ``finished`` is true
+    and it tells the client and closes.
     """
 
+    __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "ended", "last_write")
+
     def __init__(self, max_frames: int) -> None:
-        self._queue: Queue = Queue(maxsize=max_frames)
+        self._items: list[bytes | Pong] = []
+        self._max = max_frames
+        self._waiter: greenlet | None = None  # the reader, while it is blocked in wait()
+        self._wake_pending = False
         self.closed = False
         self.close_code = NORMAL
         self.ended = False  # set by the writer once the client was told the end
@@ -117,10 +136,12 @@ class Outbox:
         """Queue ``item``; False only when the queue is full (the client is too slow)."""
         if self.closed:
             return True  # dropped on purpose: nobody is owed anything after close
-        try:
-            self._queue.put_nowait(item)
-        except Full:
+        items = self._items
+        if len(items) >= self._max:
             return False
+        items.append(item)
+        if self._waiter is not None and not self._wake_pending:
+            self._schedule_wake()
         return True
 
     def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL) -> None:
@@ -130,48 +151,79 @@ class Outbox:
         self.closed = True
         self.close_code = code
         if discard_backlog:
-            self._discard()
+            self._items = []
+        if final is not None:
+            if len(self._items) >= self._max:  # too far behind to get both: keep the last word
+                self._items = []
+            self._items.append(final)
+        if self._waiter is not None and not self._wake_pending:
+            self._schedule_wake()
+
+    def take(self, limit: int) -> list[bytes | Pong]:
+        """Up to ``limit`` queued items, oldest first, without waiting (empty: nothing queued)."""
+        items = self._items
+        if len(items) <= limit:
+            self._items = []
+            return items
+        batch = items[:limit]
+        del items[:limit]
+        return batch
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until something is queued or the outbox is closed; False after ``timeout`` seconds.
+
+        ``timeout`` None waits as long as it takes. May return True with nothing queued (a
+        late wake-up): callers look again. Only the outbox's one reader calls it.
+
+        Raises:
+            ConcurrentObjectUseError: another greenlet is already waiting on this outbox.
+        """
+        if self._items or self.closed:
+            return True
+        if self._waiter is not None:
+            raise ConcurrentObjectUseError("this outbox already has a waiting reader")
+        hub = get_hub()
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.timer(max(0.0, timeout))
+            timer.start(self._timed_out, update=True)
+        self._waiter = getcurrent()
         try:
-            self._queue.put_nowait(final if final is not None else _WAKE)
-        except Full:
-            if final is not None:  # the client is too far behind to get both: keep the last word
-                self._discard()
-                self._queue.put_nowait(final)
+            return bool(hub.switch())
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.close()
 
-    def _discard(self) -> None:
-        while True:
-            try:
-                self._queue.get_nowait()
-            except Empty:
-                return
+    def _schedule_wake(self) -> None:
+        self._wake_pending = True
+        get_hub().loop.run_callback(self._wake)
 
-    def get(self, timeout: float | None) -> object | None:
-        """The next item, waiting at most ``timeout`` seconds (None: forever); None on timeout."""
-        try:
-            return self._queue.get(timeout=timeout)
-        except Empty:
-            return None
+    def _wake(self) -> None:
+        """Loop callback (in the hub): resume the reader if it is still waiting."""
+        self._wake_pending = False
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.switch(True)
 
-    def get_ready(self, limit: int) -> list[object]:
-        """Up to ``limit`` more items that are already queued, without waiting."""
-        items = []
-        while len(items) < limit:
-            try:
-                items.append(self._queue.get_nowait())
-            except Empty:
-                break
-        return items
+    def _timed_out(self) -> None:
+        """Timer callback (in the hub): the reader's wait is over, empty-handed."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.switch(False)
 
     @property
     def finished(self) -> bool:
         """Closed and fully drained: only the closing words are left to send."""
-        return self.closed and self._queue.empty()
+        return self.closed and not self._items
 
     def note_written(self) -> None:
         self.last_write = time.monotonic()
 
     def __len__(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
 
 class Framing(Protocol):
@@ -211,39 +263,38 @@ class MessageSink(Protocol):
     def send_close(self, code: int) -> None: ...
 
 
-def _split(items: list[object]) -> tuple[list[bytes], list[Pong]]:
-    frames: list[bytes] = []
-    pongs: list[Pong] = []
-    for item in items:
-        if isinstance(item, bytes):
-            frames.append(item)
-        elif isinstance(item, Pong):
-            pongs.append(item)
-    return frames, pongs
+def _frames(items: list[bytes | Pong]) -> list[bytes]:
+    return [item for item in items if item.__class__ is bytes]
+
+
+def _pongs(items: list[bytes | Pong]) -> list[Pong]:
+    return [item for item in items if item.__class__ is Pong]
 
 
 def write_websocket(outbox: Outbox, sink: MessageSink, framing: Framing, idle_s: float | None = None) -> None:
     """The writer greenlet of one WebSocket: the only code that sends on it.
 
-    Sends ``framing.opening``, then whatever the outbox yields (``framing.idle`` after
-    ``idle_s`` of nothing), and once the outbox is closed and drained, ``framing.closing``
-    and a close frame. Returns when done or when the socket fails.
+    Sends ``framing.opening``, then whatever the outbox holds, every batch in one write
+    (``framing.idle`` after ``idle_s`` of nothing), and once the outbox is closed and
+    drained, ``framing.closing`` and a close frame. Returns when done or when the socket fails.
     """
     try:
         if framing.opening is not None:
             sink.send_message(framing.opening)
-        while not outbox.finished:
-            item = outbox.get(idle_s)
-            if item is None:
-                if framing.idle is not None:
-                    sink.send_message(framing.idle)
-                continue
-            frames, pongs = _split([item, *outbox.get_ready(BATCH_FRAMES)])
-            for pong in pongs:
-                sink.send_pong(pong.payload)
-            if frames:
-                sink.send_messages(framing.encode(frames))
-            outbox.note_written()
+        while True:
+            items = outbox.take(BATCH_FRAMES)
+            if items:
+                frames = _frames(items)
+                if len(frames) != len(items):
+                    for pong in _pongs(items):
+                        sink.send_pong(pong.payload)
+                if frames:
+                    sink.send_messages(framing.encode(frames))
+                outbox.note_written()
+            elif outbox.closed:
+                break
+            elif not outbox.wait(idle_s) and framing.idle is not None:
+                sink.send_message(framing.idle)
         if framing.closing is not None:
             sink.send_message(framing.closing)
         outbox.ended = True
@@ -254,11 +305,9 @@ def write_websocket(outbox: Outbox, sink: MessageSink, framing: Framing, idle_s:
 
 def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> bytes:
     """One SockJS polling answer: queued frames, else ``idle`` after ``timeout_s``, or the end."""
-    if outbox.finished:
-        outbox.ended = True
-        return framing.closing or b""
-    item = outbox.get(timeout_s)
-    frames, _ = _split([item, *outbox.get_ready(BATCH_FRAMES)] if item is not None else [])
+    frames = _frames(outbox.take(BATCH_FRAMES))
+    if not frames and not outbox.closed and outbox.wait(timeout_s):
+        frames = _frames(outbox.take(BATCH_FRAMES))
     if frames:
         outbox.note_written()
         return b"".join(framing.encode(frames))
@@ -276,21 +325,19 @@ def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit
     """
     sent = 0
     while sent < byte_limit:
-        if outbox.finished:
+        frames = _frames(outbox.take(BATCH_FRAMES))
+        if frames:
+            chunk = b"".join(framing.encode(frames))
+            yield chunk
+            outbox.note_written()
+            sent += len(chunk)
+        elif outbox.finished:
             outbox.ended = True
             if framing.closing is not None:
                 yield framing.closing
             return
-        item = outbox.get(idle_s)
-        frames, _ = _split([item, *outbox.get_ready(BATCH_FRAMES)] if item is not None else [])
-        if not frames:
-            if not outbox.finished and framing.idle is not None:
-                yield framing.idle
-            continue
-        chunk = b"".join(framing.encode(frames))
-        yield chunk
-        outbox.note_written()
-        sent += len(chunk)
+        elif not outbox.wait(idle_s) and framing.idle is not None:
+            yield framing.idle
 
 
 @dataclass(eq=False)
@@ -343,6 +390,8 @@ class Session:
         self.transport = transport
         self.state = OPEN
         self.version = "1.2"  # the negotiated STOMP version; fan-out picks its template by it
+        # Fan-out's cache: subscription id -> its escaped bytes in this session's version.
+        self.subscription_bytes: dict[str, bytes] = {}
         self.outbox = Outbox(settings.outbox_max_frames)
         self.last_received = self._opened_at = time.monotonic()
         self.ended = Event()
@@ -354,8 +403,7 @@ class Session:
                                      node_id=hub.node_id, transport=transport,
                                      heartbeat_ms=settings.heartbeat_ms,
                                      max_subscriptions=settings.stomp_max_subscriptions)
-        self._wake = Event()
-        self._timer: gevent.Greenlet | None = None
+        self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
         self._abort_hooks: list[Callable[[], None]] = []
         self._finished = False
@@ -372,9 +420,14 @@ class Session:
         """The authenticated connection, once CONNECT succeeded."""
         return self._handler.connection
 
+    @property
+    def timer_armed(self) -> bool:
+        """Whether a deadline of this session is pending (none once connected without heart-beats)."""
+        return self._timer is not None
+
     def start(self) -> None:
-        """Start the timers (CONNECT timeout first)."""
-        self._timer = gevent.spawn(self._run_timers)
+        """Arm the CONNECT timeout (a loop timer: no greenlet)."""
+        self._arm(self._opened_at + self._hub.settings.connect_timeout_s)
 
     def on_abort(self, hook: Callable[[], None]) -> None:
         """``hook`` runs if a graceful close does not finish in time (kill the writer, shut the socket)."""
@@ -426,7 +479,7 @@ class Session:
     def _on_connected(self) -> None:
         self.version = self._handler.version
         self._parser.version = self.version
-        self._wake.set()  # the timers switch from the CONNECT deadline to heart-beats
+        self._arm(self._check_timers(time.monotonic()))  # heart-beats off: no timer at all
         try:
             self._hub.application.connected(self._handler.connection)
         except Exception:
@@ -447,8 +500,8 @@ class Session:
         self._hub.registry.remove_subscriber(self)
         data = final.serialize(self.version) if final is not None else None
         self.outbox.close(data, discard_backlog=discard_backlog, code=code)
+        self._arm(None)
         self._abort_timer = gevent.spawn_later(self._hub.close_grace_s, self.abort)
-        self._wake.set()
 
     def close_slow_consumer(self) -> None:
         """The outbox overflowed: drop the backlog, send ERROR "slow consumer", close."""
@@ -479,9 +532,9 @@ class Session:
         if self.state == OPEN:
             self.close(discard_backlog=True)
         self.state = CLOSED
-        for greenlet in (self._timer, self._abort_timer):
-            if greenlet is not None and greenlet is not gevent.getcurrent():
-                greenlet.kill(block=False)
+        self._arm(None)
+        if self._abort_timer is not None and self._abort_timer is not gevent.getcurrent():
+            self._abort_timer.kill(block=False)
         self._hub.release(self)
         connection = self._handler.connection
         if connection is not None:
@@ -492,14 +545,38 @@ class Session:
         self.ended.set()
 
     # Timers ------------------------------------------------------------------------------
+    #
+    # No greenlet per connection: each session holds at most one one-shot timer of the
+    # event loop (a few hundred bytes), armed for its next deadline and re-armed when it
+    # fires. Its callback runs in the hub, so it only looks at clocks and queues a
+    # heart-beat (``offer`` never blocks); closing is handed to a fresh greenlet.
 
-    def _run_timers(self) -> None:
-        while self.state == OPEN:
-            self._wake.clear()
-            wake_at = self._check_timers(time.monotonic())
-            if self.state != OPEN:
-                return
-            self._wake.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
+    def _arm(self, deadline: float | None) -> None:
+        """Make ``deadline`` (monotonic seconds) the one pending timer; None: no timer."""
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.close()
+        if deadline is not None and self.state == OPEN:
+            self._timer = timer = gevent.get_hub().loop.timer(max(0.0, deadline - time.monotonic()))
+            timer.start(self._on_timer, update=True)
+
+    def _on_timer(self) -> None:
+        """The loop timer fired (in the hub): act on the deadlines, re-arm for the next one."""
+        self._timer = None
+        if self.state != OPEN:
+            return
+        try:
+            self._arm(self._check_timers(time.monotonic()))
+        except Exception:  # never into the hub's error handler
+            log.exception("timer failed for session %s", self.session_id)
+
+    def _expire(self, message: str) -> None:
+        """A deadline passed: ERROR ``message`` and close, from a greenlet of its own."""
+        gevent.spawn(self._close_expired, message)
+
+    def _close_expired(self, message: str) -> None:
+        self.close(f.error(message), code=POLICY_VIOLATION)
 
     def _check_timers(self, now: float) -> float | None:
         """Act on whatever deadline passed; return when to look again (None: on wake only)."""
@@ -507,14 +584,14 @@ class Session:
         if self._handler.state == AWAITING_CONNECT:
             deadline = self._opened_at + settings.connect_timeout_s
             if now >= deadline:
-                self.close(f.error("connect timeout"), code=POLICY_VIOLATION)
+                self._expire("connect timeout")
                 return None
             return deadline
         send_ms, expect_ms = self._handler.heartbeat
         wake_at: list[float] = []
         if expect_ms:
             if is_overdue(self.last_received, now, expect_ms, settings.heartbeat_tolerance):
-                self.close(f.error("heart-beat timeout"), code=POLICY_VIOLATION)
+                self._expire("heart-beat timeout")
                 return None
             wake_at.append(self.last_received + expect_ms * settings.heartbeat_tolerance / 1000 + _TIMER_SLACK_S)
         if send_ms:
@@ -526,6 +603,6 @@ class Session:
         if now < due:
             return due
         if not self.outbox.offer(f.HEARTBEAT):
-            self.close_slow_consumer()
+            gevent.spawn(self.close_slow_consumer)
         self.outbox.last_write = now  # queued counts as written: do not queue another meanwhile
         return now + interval_s

@@ -189,7 +189,9 @@ class MessageTemplate:
 
     One event reaches many subscribers and only the ``subscription`` header differs
     between their copies, so everything else is encoded once here; per subscriber the
-    work is escaping the id and one ``bytes.join``. Nothing is cached per subscriber.
+    work is escaping the id and one ``bytes.join``. Nothing is cached per subscriber here;
+    fan-out may keep :meth:`subscription_bytes` of each subscription (it depends only on
+    the id and the version) and call :meth:`for_subscription_bytes`, which is only the join.
 
     Headers come in this order: destination, content-type, subscription, message-id,
     content-length (always present, even for an empty body). The output equals
@@ -218,3 +220,17 @@ class MessageTemplate:
     def for_subscription(self, subscription_id: str) -> bytes:
         """The complete frame for the subscriber whose SUBSCRIBE carried ``subscription_id``."""
         return b"".join((self._prefix, self._escape(subscription_id).encode("utf-8"), self._suffix))
+
+    def subscription_bytes(self, subscription_id: str) -> bytes:
+        """``subscription_id`` as this template's version writes it: escaped, UTF-8.
+
+        The same for every template of one version, so it can be kept per subscription.
+
+        Raises:
+            ValueError: STOMP 1.0 and the id holds CR or LF.
+        """
+        return self._escape(subscription_id).encode("utf-8")
+
+    def for_subscription_bytes(self, subscription: bytes) -> bytes:
+        """``for_subscription``, given the id already as :meth:`subscription_bytes` of this version."""
+        return b"".join((self._prefix, subscription, self._suffix))

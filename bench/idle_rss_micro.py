@@ -1,0 +1,156 @@
+"""Quick RSS-per-idle-connection measurement of the STOMP transport (not a test, no backends).
+
+A child process runs ``create_app`` on a gevent ``WSGIServer`` with the test suite's
+``RecordingApplication`` (no Kafka, Mongo or Redis: this measures the transport's own
+per-connection memory, not the real application's). This process opens ``--conns`` raw
+WebSockets to ``/my-chat/websocket``, each doing CONNECT (``heart-beat:0,0``, or
+``--heart-beat``) and one SUBSCRIBE with a receipt, then holds them idle. The server's
+VmRSS is read from /proc after a warm-up round and again once the connections settled.
+
+``--rev`` runs the server with ``app/session.py`` and ``app/fanout.py`` as they are at a git
+revision (the rest from the working tree), to compare before and after::
+
+    .venv/bin/python -m bench.idle_rss_micro --rev HEAD~1
+    .venv/bin/python -m bench.idle_rss_micro
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BATCH = 200
+
+
+def serve(rev: str | None, heartbeat_ms: int) -> None:
+    """The child: the transport on a free port; prints the port, runs until stdin closes."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+    from gevent.os import tp_read
+
+    if rev is not None:
+        import types
+
+        for name in ("session", "fanout"):
+            source = subprocess.run(["git", "show", f"{rev}:app/{name}.py"], cwd=REPO, check=True,
+                                    capture_output=True, text=True).stdout
+            module = types.ModuleType(f"app.{name}")
+            module.__file__ = str(REPO / "app" / f"{name}.py")
+            sys.modules[module.__name__] = module
+            exec(compile(source, f"{rev}:app/{name}.py", "exec"), module.__dict__)
+    from app.contracts import Services
+    from app.settings import Settings
+    from tests.support.chat import RecordingApplication, in_process_chat_server
+
+    settings = Settings.from_env({}, heartbeat_ms=heartbeat_ms)
+    with in_process_chat_server(settings, Services(application=RecordingApplication())) as server:
+        print(server.server.server_port, flush=True)
+        while tp_read(0, 1):
+            pass
+        gevent.sleep(0)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def open_connections(port: int, count: int, token: str, heart_beat: str, first: int) -> list[socket.socket]:
+    from bench.wire import WsDecoder, handshake, stomp_command, stomp_frame, ws_frame
+
+    def wait_for(sock: socket.socket, decoder: WsDecoder, pending: list, command: str) -> None:
+        while True:
+            while pending:
+                _, payload = pending.pop(0)
+                if stomp_command(payload) == command:
+                    return
+                if stomp_command(payload) == "ERROR":
+                    raise RuntimeError(payload[:200])
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed while waiting for {command}")
+            pending.extend(decoder.feed(data))
+
+    socks = []
+    for start in range(0, count, BATCH):
+        batch = []
+        for n in range(start, min(count, start + BATCH)):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            decoder = WsDecoder()
+            pending = decoder.feed(handshake(sock, "127.0.0.1", port, "/my-chat/websocket"))
+            sock.sendall(ws_frame(stomp_frame("CONNECT", {"accept-version": "1.2", "host": "smooth",
+                                                          "heart-beat": heart_beat, "access-token": token})))
+            batch.append((sock, decoder, pending, first + n))
+        for sock, decoder, pending, _ in batch:
+            wait_for(sock, decoder, pending, "CONNECTED")
+        for sock, _, _, n in batch:
+            sock.sendall(ws_frame(stomp_frame("SUBSCRIBE", {"id": "sub-0", "destination": f"/topic/group/{n + 1000}",
+                                                            "receipt": "r-0"})))
+        for sock, decoder, pending, _ in batch:
+            wait_for(sock, decoder, pending, "RECEIPT")
+        socks.extend(sock for sock, _, _, _ in batch)
+    return socks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rev", default=None)
+    parser.add_argument("--conns", type=int, default=2000)
+    parser.add_argument("--heart-beat", default="0,0", help="the clients' CONNECT heart-beat header")
+    parser.add_argument("--server-heartbeat-ms", type=int, default=10000, help="settings.heartbeat_ms")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.rev, args.server_heartbeat_ms)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    from app.auth import mint_token
+    from app.settings import Settings
+
+    token = mint_token(Settings().jwt_secret, 5)
+    command = [sys.executable, "-m", "bench.idle_rss_micro", "--serve",
+               "--server-heartbeat-ms", str(args.server_heartbeat_ms)] + (["--rev", args.rev] if args.rev else [])
+    server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        warm = open_connections(port, BATCH, token, args.heart_beat, 10**6)  # first-use allocations
+        for sock in warm:
+            sock.close()
+        time.sleep(2.0)
+        base = rss_kb(server.pid)
+        t0 = time.monotonic()
+        socks = open_connections(port, args.conns, token, args.heart_beat, 0)
+        setup_s = time.monotonic() - t0
+        time.sleep(2.0)
+        rss = rss_kb(server.pid)
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        threads = next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))
+        print(f"server {args.rev or 'working tree'}: {len(socks)} idle connections (heart-beat {args.heart_beat}, "
+              f"server offer {args.server_heartbeat_ms} ms), setup {setup_s:.1f} s; base RSS {base / 1024:.1f} MB, "
+              f"now {rss / 1024:.1f} MB: {(rss - base) / len(socks):.1f} KB per connection (threads {threads})")
+        for sock in socks:
+            sock.close()
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
