@@ -9,8 +9,11 @@ session so that long-lived WebSockets do not hold the graceful timeout.
 
 # Patch before anything imports ssl or socket: the master imports the worker class (and
 # with it jwt, which imports ssl); patching only in the worker after fork is too late.
+import gevent
 from gevent import monkey
 
+# gevent records each greenlet's spawning stack for debugging: ~3 KB per connection here.
+gevent.config.track_greenlet_tree = False
 monkey.patch_all()
 
 import os  # noqa: E402

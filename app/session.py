@@ -402,7 +402,8 @@ class Session:
                                      registry=hub.registry, subscriber=self, session_id=session_id,
                                      node_id=hub.node_id, transport=transport,
                                      heartbeat_ms=settings.heartbeat_ms,
-                                     max_subscriptions=settings.stomp_max_subscriptions)
+                                     max_subscriptions=settings.stomp_max_subscriptions,
+                                     max_inflight_sends=settings.stomp_max_inflight_sends)
         self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
         self._abort_hooks: list[Callable[[], None]] = []

@@ -53,6 +53,8 @@ MESSAGE_TOO_BIG = 1009
 INVALID_PAYLOAD = 1007
 
 
+READ_BUFFER_BYTES = 1024
+
 class MessageTooBig(Exception):
     """A WebSocket message over the limit; raised before its payload is read."""
 
@@ -178,6 +180,13 @@ class StompWebSocketHandler(WebSocketHandler):
     any other upgrade request is answered by the application as plain HTTP (a 404), instead
     of a 101 followed by an immediate close.
     """
+
+    def __init__(self, sock, address, server, rfile=None):  # type: ignore[no-untyped-def]
+        # pywsgi's default 8 KiB read buffer lives as long as the connection; STOMP frames
+        # are small and a larger read bypasses the buffer, so 1 KiB saves ~3 KB per socket.
+        if rfile is None:
+            rfile = sock.makefile("rb", READ_BUFFER_BYTES)
+        super().__init__(sock, address, server, rfile)
 
     def upgrade_websocket(self):  # type: ignore[no-untyped-def]
         accepts = getattr(self.application, "accepts_websocket", None)

@@ -144,7 +144,6 @@ def test_a_connection_that_vanishes_with_sends_in_flight_ends_once(server, appli
         assert other.send("/kafka/echo", b"still here").command == "RECEIPT"
 
 
-@pytest.mark.xfail(strict=True, reason="app/session.py does not pass stomp_max_inflight_sends to StompHandler yet")
 def test_the_inflight_limit_setting_reaches_the_connection(application, token_for):
     settings = Settings.from_env({}, heartbeat_ms=0, stomp_max_inflight_sends=1)
     with in_process_chat_server(settings, Services(application=application)) as server:
