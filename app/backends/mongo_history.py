@@ -5,12 +5,33 @@
 - ``HistoryReader``: ``page`` (newest first, by page number or by a stable ``before`` cursor)
   and ``get_many`` (one ``$in`` query for all the parents of a page);
 - ``ReadMarkers``: ``mark_read`` (one atomic upsert of ``read.<userId>`` per location, W-13/W-14)
-  and ``room_activity`` (indexed counts, never loading a room's messages, W-18);
+  and ``room_activity`` (exact unread counts and latest times from index ranges, W-18);
 - ``FileStore``: uploads in the GridFS bucket ``uploads``, stored under a server-generated key
   (``filename`` = key; the client's name is metadata only, W-17).
 
 Order within one ``localDateTime`` millisecond is by ``_id``, so pages and cursors are stable;
 the ``channel_time_id`` index of ``mongo_schema.ensure_indexes`` serves both sorts.
+
+Query shapes (every one starts from an equality on ``channelId`` plus, where there is one, a
+single range on ``localDateTime``, so it rides ``channel_time``/``channel_time_id``):
+
+- ``room_activity``, per room: the latest time is one ``find`` sorted newest first with
+  ``limit(1)`` and only ``localDateTime`` projected. A room whose read mark is at or after that
+  time has count 0 with no count query (the common case). Otherwise the count is one aggregate
+  ``$match {channelId, localDateTime > mark}`` then ``$match {userId != user}`` then ``$count``:
+  the author test is a separate stage because a filter with two operator fields is not served
+  by the index range on SecantusDB (it scanned the whole room; MongoDB merges the two stages).
+  A never-read room counts every other author's message, which reads the whole room anyway,
+  so one aggregate (``$group``: count of others, ``$max`` time) gives both answers.
+  Counts are exact, never capped.
+- ``page``: ``find`` + sort + skip + limit, without the stale ``parentName``/``parentContent``
+  copies. A ``before`` cursor is an aggregate whose first ``$match`` is the index range
+  ``localDateTime <= anchor`` and whose second drops the anchor's later same-millisecond
+  messages: the one-filter ``$or`` form is a collection scan on SecantusDB.
+
+SecantusDB (the dev/test server) has no limit push-down: a ``find`` or aggregate fetches and
+decodes every document of its index range (about 30 us each), so there a page or a latest time
+costs in proportion to the room's size; on MongoDB both are index seeks.
 """
 
 from __future__ import annotations
@@ -20,6 +41,7 @@ import uuid
 from datetime import datetime
 from typing import Any, BinaryIO, Iterable, Sequence
 
+from bson import ObjectId
 from bson.int64 import Int64
 from gridfs import GridFSBucket
 from gridfs.errors import NoFile
@@ -35,6 +57,8 @@ __all__ = ["MongoReadSide", "FILE_BUCKET", "is_text_location"]
 
 FILE_BUCKET = "uploads"
 NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
+# What a history page needs: everything but the stale denormalised copies of the parent.
+PAGE_PROJECTION = {"parentName": 0, "parentContent": 0}
 # Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
 # garbage such as `null` are ignored (W-13).
 _TEXT_LOCATION = re.compile(r"[cr]-[1-9][0-9]{0,18}")
@@ -58,13 +82,27 @@ class MongoReadSide:
              before_id: str | None = None) -> list[ChatMessage]:
         """Newest first; with ``before_id``, only messages strictly older than that one.
 
-        Raises ``BadRequest`` when ``before_id`` is not a message of this room.
+        Raises ``BadRequest`` when ``before_id`` is not a message of this room. The stale
+        ``parentName``/``parentContent`` copies are not read (renderers take a parent's current
+        content from ``get_many``), so those two fields are None here.
         """
-        query: dict[str, Any] = {"channelId": Int64(channel_id)}
-        if before_id is not None:
-            query.update(self._older_than(kind, channel_id, before_id))
-        cursor = self._db[COLLECTIONS[kind]].find(query).sort(NEWEST_FIRST).skip(page * size).limit(size)
-        return [from_document(kind, doc) for doc in _guarded(lambda: list(cursor))]
+        messages = self._db[COLLECTIONS[kind]]
+        room = {"channelId": Int64(channel_id)}
+        if before_id is None:
+            cursor = messages.find(room, PAGE_PROJECTION).sort(NEWEST_FIRST).skip(page * size).limit(size)
+            docs = _guarded(lambda: list(cursor))
+        else:
+            at, oid = self._anchor(kind, channel_id, before_id)
+            pipeline: list[dict[str, Any]] = [
+                {"$match": {**room, "localDateTime": {"$lte": at}}},
+                {"$match": {"$or": [{"localDateTime": {"$lt": at}}, {"_id": {"$lt": oid}}]}},
+                {"$sort": dict(NEWEST_FIRST)},
+                {"$skip": page * size},
+                {"$limit": size},
+                {"$project": PAGE_PROJECTION},
+            ]
+            docs = _guarded(lambda: list(messages.aggregate(pipeline)))
+        return [from_document(kind, doc) for doc in docs]
 
     def get_many(self, kind: RoomKind, message_ids: Iterable[str]) -> dict[str, ChatMessage]:
         ids = list({oid for oid in map(object_id, message_ids) if oid is not None})
@@ -73,7 +111,8 @@ class MongoReadSide:
         docs = _guarded(lambda: list(self._db[COLLECTIONS[kind]].find({"_id": {"$in": ids}})))
         return {str(doc["_id"]): from_document(kind, doc) for doc in docs}
 
-    def _older_than(self, kind: RoomKind, channel_id: int, before_id: str) -> dict[str, Any]:
+    def _anchor(self, kind: RoomKind, channel_id: int, before_id: str) -> tuple[datetime, ObjectId]:
+        """Time and id of the cursor message, which must belong to this room."""
         oid = object_id(before_id)
         anchor = None
         if oid is not None:
@@ -81,8 +120,7 @@ class MongoReadSide:
                 {"_id": oid, "channelId": Int64(channel_id)}, {"localDateTime": 1}))
         if anchor is None:
             raise BadRequest("before: unknown message")
-        at = anchor["localDateTime"]
-        return {"$or": [{"localDateTime": {"$lt": at}}, {"localDateTime": at, "_id": {"$lt": oid}}]}
+        return anchor["localDateTime"], oid
 
     # -- ReadMarkers ---------------------------------------------------------------------
 
@@ -102,10 +140,41 @@ class MongoReadSide:
         """Per DM room, in input order: others' messages after the user's mark, latest time."""
         rooms = list(dict.fromkeys(int(r) for r in room_ids))
         marks = self._read_marks(user_id, rooms)
-        latest = self._latest_times("direct", rooms)
-        return [RoomActivity(room_id=room, latest=latest.get(room),
-                             count=self._unread(user_id, room, marks.get(room)) if room in latest else 0)
-                for room in rooms]
+        return [self._activity(user_id, room, marks.get(room)) for room in rooms]
+
+    def _activity(self, user_id: int, room: int, mark: datetime | None) -> RoomActivity:
+        messages = self._db[COLLECTIONS["direct"]]
+        in_room = {"channelId": Int64(room)}
+        if mark is None:
+            return self._never_read(messages, user_id, room)
+        latest = self._latest_time(messages, in_room)
+        if latest is None or latest <= mark:
+            return RoomActivity(room_id=room, count=0, latest=latest)  # nothing newer than the mark
+        pipeline = [{"$match": {**in_room, "localDateTime": {"$gt": mark}}},  # the index range
+                    {"$match": {"userId": {"$ne": Int64(user_id)}}},
+                    {"$count": "n"}]
+        rows = _guarded(lambda: list(messages.aggregate(pipeline)))
+        return RoomActivity(room_id=room, count=int(rows[0]["n"]) if rows else 0, latest=latest)
+
+    @staticmethod
+    def _latest_time(messages: Any, in_room: dict[str, Any]) -> datetime | None:
+        """Newest ``localDateTime`` of the room: one seek of ``channel_time``, covered by it."""
+        cursor = messages.find(in_room, {"localDateTime": 1, "_id": 0}).sort("localDateTime", DESCENDING).limit(1)
+        docs = _guarded(lambda: list(cursor))
+        return docs[0]["localDateTime"] if docs else None
+
+    @staticmethod
+    def _never_read(messages: Any, user_id: int, room: int) -> RoomActivity:
+        """Every message of the others counts, so the whole room is read anyway: one pass gives
+        the count and the latest time."""
+        mine = {"$eq": ["$userId", Int64(user_id)]}
+        pipeline = [{"$match": {"channelId": Int64(room)}},
+                    {"$group": {"_id": None, "latest": {"$max": "$localDateTime"},
+                                "count": {"$sum": {"$cond": [mine, 0, 1]}}}}]
+        rows = _guarded(lambda: list(messages.aggregate(pipeline)))
+        if not rows:
+            return RoomActivity(room_id=room, count=0, latest=None)
+        return RoomActivity(room_id=room, count=int(rows[0]["count"]), latest=rows[0]["latest"])
 
     def _read_marks(self, user_id: int, rooms: list[int]) -> dict[int, datetime]:
         if not rooms:
@@ -119,23 +188,6 @@ class MongoReadSide:
             if isinstance(at, datetime):
                 marks[int(doc["channelId"][2:])] = at
         return marks
-
-    def _latest_times(self, kind: RoomKind, rooms: list[int]) -> dict[int, datetime]:
-        if not rooms:
-            return {}
-        pipeline = [
-            {"$match": {"channelId": {"$in": [Int64(room) for room in rooms]}}},
-            {"$sort": {"channelId": 1, "localDateTime": -1}},
-            {"$group": {"_id": "$channelId", "latest": {"$first": "$localDateTime"}}},
-        ]
-        rows = _guarded(lambda: list(self._db[COLLECTIONS[kind]].aggregate(pipeline)))
-        return {int(row["_id"]): row["latest"] for row in rows}
-
-    def _unread(self, user_id: int, room_id: int, mark: datetime | None) -> int:
-        query: dict[str, Any] = {"channelId": Int64(room_id), "userId": {"$ne": Int64(user_id)}}
-        if mark is not None:
-            query["localDateTime"] = {"$gt": mark}
-        return int(_guarded(lambda: self._db[COLLECTIONS["direct"]].count_documents(query)))
 
     # -- FileStore -----------------------------------------------------------------------
 

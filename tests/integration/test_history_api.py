@@ -4,11 +4,13 @@ profiles, strict parameters, authentication and membership (W-3, W-19)."""
 
 from __future__ import annotations
 
+import random
 import time
 from datetime import timedelta
 from typing import Any, Iterator
 
 import pytest
+from bson import ObjectId
 from pymongo import monitoring
 
 from app.auth import mint_token
@@ -136,6 +138,37 @@ def test_a_cursor_walks_through_messages_sharing_one_millisecond(api, room):
         seen = [i["message"] for i in items] + seen
         before = items[0]["id"]
     assert sorted(seen) == [f"same{i}" for i in range(7)]
+
+
+def test_cursor_pages_are_slices_of_the_full_newest_first_order(api, room):
+    """Every message as the cursor, pages 0-2: the same messages as slicing the whole room's
+    (time, id) order, across shared milliseconds and with a neighbouring room interleaved."""
+    room_id, alice, bob = room
+    seconds = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 4, 5]
+    random.Random(7).shuffle(seconds)  # ids (insertion order) disagree with times
+    stored = [insert_message(api.db, "direct", room_id, alice if i % 2 else bob, f"s{i}",
+                             BASE_TIME + timedelta(seconds=sec)) for i, sec in enumerate(seconds)]
+    insert_message(api.db, "direct", fresh_id(), alice, "elsewhere", BASE_TIME + timedelta(seconds=1))
+    newest_first = [m.id for m in sorted(stored, key=lambda m: (m.created_at, ObjectId(m.id)), reverse=True)]
+    for index, cursor in enumerate(newest_first):
+        for page in range(3):
+            got = api.read_side.page("direct", room_id, size=3, page=page, before_id=cursor)
+            start = index + 1 + page * 3
+            assert [m.id for m in got] == newest_first[start:start + 3], (index, page)
+
+
+def test_pages_leave_out_the_stale_parent_copies_that_get_many_keeps(api, room):
+    room_id, alice, bob = room
+    parent = insert_message(api.db, "direct", room_id, alice, "question", BASE_TIME)
+    reply = insert_message(api.db, "direct", room_id, bob, "answer", BASE_TIME + timedelta(seconds=1), type="reply",
+                           parent_id=parent.id, parent_name="stale name", parent_content="stale content")
+    for page in (api.read_side.page("direct", room_id, size=5),
+                 api.read_side.page("direct", room_id, size=5, before_id=insert_message(
+                     api.db, "direct", room_id, alice, "later", BASE_TIME + timedelta(seconds=2)).id)):
+        got = {m.id: m for m in page}
+        assert (got[reply.id].parent_id, got[reply.id].type, got[reply.id].content) == (parent.id, "reply", "answer")
+        assert (got[reply.id].parent_name, got[reply.id].parent_content) == (None, None)
+    assert api.read_side.get_many("direct", [reply.id])[reply.id].parent_content == "stale content"
 
 
 @pytest.mark.parametrize("before", ["000000000000000000000000", "zz", "1", "0123456789abcdef0123456789abcdef"])

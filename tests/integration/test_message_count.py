@@ -1,9 +1,12 @@
 """Read markers and POST /chat-server/message-count against real MongoDB (W-13, W-14, W-18):
 one atomic upsert per location, unread = others' messages after the mark, rooms ordered by
-their latest message, 24-hour compact times, and who may ask for whom."""
+their latest message, 24-hour compact times, and who may ask for whom. The query paths of
+``room_activity`` (the zero-unread shortcut, ranged counts, never-read rooms) are checked
+against a brute-force count of the same documents."""
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
@@ -25,9 +28,19 @@ T = BASE_TIME.replace(hour=15)  # afternoon: a 12-hour clock would write 03
 class CommandLog(monitoring.CommandListener):
     def __init__(self) -> None:
         self.commands: list[tuple[str, Any]] = []
+        self.documents: list[dict[str, Any]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.commands.append((event.command_name, event.command.get(event.command_name)))
+        self.documents.append(dict(event.command))
+
+    def clear(self) -> None:
+        self.commands.clear()
+        self.documents.clear()
+
+    def on_messages(self, name: str) -> list[dict[str, Any]]:
+        """The ``name`` commands (find, aggregate) sent to the DM message collection."""
+        return [doc for doc in self.documents if doc.get(name) == "directMessage"]
 
     def succeeded(self, event: Any) -> None:
         pass
@@ -61,6 +74,13 @@ def rooms_for(api: ChatApi, user: int, count: int, other: int) -> list[int]:
 
 def count(api: ChatApi, user: int, body: Any, **headers: str) -> Any:
     return api.client.post("/chat-server/message-count", json=body, headers=api.auth(user, **headers))
+
+
+def assert_only_latest_finds(commands: CommandLog) -> None:
+    """Finds on the messages only ever fetch the latest time, one document, index fields only."""
+    for find in commands.on_messages("find"):
+        assert find["limit"] == 1 and find["sort"] == {"localDateTime": -1}
+        assert find["projection"] == {"localDateTime": 1, "_id": 0}
 
 
 # -- read markers ------------------------------------------------------------------------
@@ -106,7 +126,7 @@ def test_counts_and_order_follow_the_intended_semantics(api, commands):
     insert_message(api.db, "direct", never_read, user, "mine", at(40.123))
     insert_message(api.db, "direct", all_read, other, "old", at(1))
     api.read_side.mark_read(f"r-{all_read}", user, at(2))
-    commands.commands.clear()
+    commands.clear()
     response = count(api, user, {"userId": user, "roomIds": [read_some, never_read, empty_a, all_read, empty_b]})
     assert response.status_code == 200
     assert response.get_json() == [
@@ -116,8 +136,8 @@ def test_counts_and_order_follow_the_intended_semantics(api, commands):
         {"roomId": empty_a, "count": 0, "localDateTime": None},
         {"roomId": empty_b, "count": 0, "localDateTime": None},
     ]
-    # Indexed counts and one aggregate: never a find that loads a room's messages.
-    assert not [c for c in commands.commands if c == ("find", "directMessage")]
+    # Finds only ever fetch one time (the latest); every room's messages are counted by the server.
+    assert_only_latest_finds(commands)
 
 
 def test_rooms_with_the_same_latest_time_are_all_kept(api):
@@ -128,6 +148,104 @@ def test_rooms_with_the_same_latest_time_are_all_kept(api):
     result = count(api, user, {"roomIds": rooms}).get_json()
     assert [entry["roomId"] for entry in result] == rooms
     assert all(entry["count"] == 1 for entry in result)
+
+
+def test_a_room_read_up_to_its_latest_message_costs_no_count_query(api, commands):
+    user, other = fresh_id(), fresh_id()
+    read_after, read_at_latest = rooms_for(api, user, 2, other)
+    for room in (read_after, read_at_latest):
+        insert_message(api.db, "direct", room, other, "a", at(1))
+        insert_message(api.db, "direct", room, user, "b", at(2))
+    api.read_side.mark_read(f"r-{read_after}", user, at(60))
+    api.read_side.mark_read(f"r-{read_at_latest}", user, at(2))  # a tie: not newer than the mark
+    commands.clear()
+    activity = api.read_side.room_activity(user, [read_after, read_at_latest])
+    assert [(a.room_id, a.count, a.latest) for a in activity] == [(read_after, 0, at(2)), (read_at_latest, 0, at(2))]
+    assert commands.on_messages("aggregate") == []  # the latest time alone decided
+    assert len(commands.on_messages("find")) == 2
+    assert_only_latest_finds(commands)
+
+
+def test_only_messages_strictly_newer_than_the_mark_count(api):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    insert_message(api.db, "direct", room, other, "before", at(1))
+    insert_message(api.db, "direct", room, other, "at the mark", at(2))
+    insert_message(api.db, "direct", room, other, "a millisecond later", at(2.001))
+    insert_message(api.db, "direct", room, other, "same millisecond", at(2.001))
+    api.read_side.mark_read(f"r-{room}", user, at(2))
+    [activity] = api.read_side.room_activity(user, [room])
+    assert (activity.count, activity.latest) == (2, at(2.001))
+
+
+def test_own_messages_after_the_mark_move_the_latest_time_but_not_the_count(api, commands):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    insert_message(api.db, "direct", room, other, "read", at(1))
+    api.read_side.mark_read(f"r-{room}", user, at(5))
+    for i in range(3):
+        insert_message(api.db, "direct", room, user, f"mine{i}", at(10 + i))
+    commands.clear()
+    [activity] = api.read_side.room_activity(user, [room])
+    assert (activity.count, activity.latest) == (0, at(12))
+    [counted] = commands.on_messages("aggregate")  # the mark is older than the latest: counted
+    assert counted["pipeline"][0] == {"$match": {"channelId": room, "localDateTime": {"$gt": at(5)}}}
+
+
+def test_a_never_read_room_counts_every_other_authors_message_in_one_pass(api, commands):
+    user, other, third = fresh_id(), fresh_id(), fresh_id()
+    only_mine, mixed = rooms_for(api, user, 2, other)
+    insert_message(api.db, "direct", only_mine, user, "hello?", at(3))
+    insert_message(api.db, "direct", mixed, other, "x", at(1))
+    insert_message(api.db, "direct", mixed, third, "y", at(2))
+    insert_message(api.db, "direct", mixed, user, "mine, newest", at(9))
+    api.read_side.mark_read(f"r-{mixed}", other, at(100))  # someone else's mark changes nothing for user
+    commands.clear()
+    activity = api.read_side.room_activity(user, [only_mine, mixed])
+    assert [(a.room_id, a.count, a.latest) for a in activity] == [(only_mine, 0, at(3)), (mixed, 2, at(9))]
+    assert commands.on_messages("find") == []
+    assert len(commands.on_messages("aggregate")) == 2
+
+
+def test_rooms_without_messages_have_no_count_and_no_latest_time(api):
+    user, other = fresh_id(), fresh_id()
+    marked, unmarked = rooms_for(api, user, 2, other)
+    api.read_side.mark_read(f"r-{marked}", user, at(1))
+    insert_message(api.db, "direct", fresh_id(), other, "another room", at(5))
+    activity = api.read_side.room_activity(user, [marked, unmarked])
+    assert [(a.room_id, a.count, a.latest) for a in activity] == [(marked, 0, None), (unmarked, 0, None)]
+
+
+def test_counts_match_a_brute_force_count_of_the_same_messages(api):
+    """Random rooms, authors, times (with many shared milliseconds) and marks, including marks
+    equal to a message time, before the first and after the last message."""
+    rng = random.Random(20261124)
+    user, others = fresh_id(), [fresh_id(), fresh_id()]
+    rooms = [fresh_id() for _ in range(12)]
+    stored: dict[int, list[tuple[int, datetime]]] = {room: [] for room in rooms}
+    for room in rooms[:-1]:  # the last room stays empty
+        for _ in range(rng.randint(1, 25)):
+            author, when = rng.choice([user, *others]), at(rng.randint(0, 40) / 4)
+            insert_message(api.db, "direct", room, author, "m", when)
+            stored[room].append((author, when))
+    marks: dict[int, datetime] = {}
+    for i, room in enumerate(rooms):
+        choice = ["none", "time", "between", "early", "late"][i % 5]
+        times = [when for _, when in stored[room]] or [at(0)]
+        mark = {"none": None, "time": rng.choice(times), "between": at(rng.randint(0, 40) / 4 + 0.1),
+                "early": at(-1), "late": at(60)}[choice]
+        if mark is not None:
+            api.read_side.mark_read(f"r-{room}", user, mark)
+            marks[room] = mark
+    api.read_side.mark_read(f"r-{rooms[0]}", others[0], at(100))
+
+    def expected(room: int) -> tuple[int, int, datetime | None]:
+        mark = marks.get(room)
+        count = sum(1 for author, when in stored[room] if author != user and (mark is None or when > mark))
+        return room, count, max((when for _, when in stored[room]), default=None)
+
+    activity = api.read_side.room_activity(user, list(reversed(rooms)) + rooms[:2])
+    assert [(a.room_id, a.count, a.latest) for a in activity] == [expected(room) for room in reversed(rooms)]
 
 
 def test_the_response_is_a_bare_array_and_user_id_defaults_to_the_token(api):
@@ -149,7 +267,7 @@ def test_a_room_the_user_is_not_in_refuses_the_whole_request(api, commands):
     [room] = rooms_for(api, user, 1, other)
     foreign = fresh_id()
     set_room_members(api.settings.redis_url, foreign, [other])
-    commands.commands.clear()
+    commands.clear()
     response = count(api, user, {"roomIds": [room, foreign]})
     assert response.status_code == 403
     assert commands.commands == []  # nothing was counted
