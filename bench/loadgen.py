@@ -26,6 +26,7 @@ from bench.wire import STAMP_RE, WsDecoder, close_frame, handshake, stamp, stomp
 
 __all__ = ["ConnSpec", "LoadRun", "WorkerResult"]
 
+RUN_ID_SPAN = 1_000_000  # connection ids of one run are base..base+span-1, bases only grow
 SETUP_BATCH = 200
 SETUP_TIMEOUT_S = 60.0
 CARRY = 96
@@ -50,7 +51,8 @@ class ConnSpec:
 
 
 class _Conn:
-    __slots__ = ("spec", "sock", "carry", "seen", "got", "dups", "errors", "closed", "sent", "recv_frames")
+    __slots__ = ("spec", "sock", "carry", "seen", "got", "dups", "errors", "closed", "sent", "recv_frames", "stale",
+                 "run_base")
 
     def __init__(self, spec: ConnSpec, sock: socket.socket) -> None:
         self.spec = spec
@@ -62,6 +64,8 @@ class _Conn:
         self.errors = 0
         self.closed = False
         self.sent = 0
+        self.stale = 0  # stamps of an earlier run's senders (a backlog): neither counted nor timed
+        self.run_base = spec.conn_id - spec.conn_id % RUN_ID_SPAN
         self.recv_frames: WsDecoder | None = WsDecoder()
 
 
@@ -153,9 +157,13 @@ class _Receiver:
         buf = conn.carry + data if conn.carry else data
         end = 0
         lat_append = self.latencies.append
+        run_base = conn.run_base
         for match in STAMP_RE.finditer(buf):
             end = match.end()
             sender, seq, sent_ns = match.groups()
+            if int(sender) < run_base:
+                conn.stale += 1
+                continue
             lat_append(now - int(sent_ns))
             self._count(conn, int(sender), int(seq))
         if b"ERROR\n" in data:
@@ -282,7 +290,7 @@ def worker_main(specs: list[ConnSpec], pipe: Any) -> None:
 def _result(conns: list[_Conn], receiver: _Receiver, cpu: float) -> dict[str, Any]:
     return {
         "conns": [{"id": c.spec.conn_id, "room": c.spec.room, "sent": c.sent, "got": c.got,
-                   "dups": c.dups, "errors": c.errors, "closed": c.closed} for c in conns],
+                   "dups": c.dups, "errors": c.errors, "closed": c.closed, "stale": c.stale} for c in conns],
         "latencies": receiver.latencies.tobytes(),
         "first_ns": receiver.first_ns,
         "last_ns": receiver.last_ns,

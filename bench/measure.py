@@ -16,7 +16,7 @@ from pathlib import Path
 from array import array
 from typing import Any, Callable
 
-from bench.loadgen import ConnSpec, LoadRun, WorkerResult
+from bench.loadgen import RUN_ID_SPAN, ConnSpec, LoadRun, WorkerResult
 from bench.procstat import CpuMeter, cpu_seconds
 from bench.report import RESULTS_DIR, percentiles
 
@@ -30,7 +30,7 @@ QUIET_SAMPLE_S = 1.0  # wait_quiet samples server CPU over windows this long
 
 def next_base() -> int:
     """A connection-id base unique to this run (ids of earlier runs' stamps never match)."""
-    return next(_runs) * 1_000_000
+    return next(_runs) * RUN_ID_SPAN
 
 
 def wait_quiet(pids: list[int], busy_pct: float = 10.0, max_s: float = 120.0) -> float:
@@ -98,7 +98,7 @@ def summarize(results: list[WorkerResult], start_ns: int,
     conns = [c for r in results for c in r.conns]
     sent = {c["id"]: c["sent"] for c in conns}
     delivered = sum(min(c["got"].get(s, 0), sent.get(s, 0)) for c in conns for s in senders_of(c))
-    stale = sum(sum(c["got"].values()) for c in conns) - delivered
+    stale = sum(sum(c["got"].values()) for c in conns) - delivered + sum(c.get("stale", 0) for c in conns)
     expected = sum(sent.get(s, 0) for c in conns for s in senders_of(c))
     latencies = array("q")
     for r in results:

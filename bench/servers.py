@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -184,6 +185,7 @@ class RabbitPeer:
         self.port = WEB_STOMP_DEFAULT_PORT
         self.process: subprocess.Popen[bytes] | None = None
         self.started_epmd = False
+        self.state_dir: Path | None = None
 
     def start(self, timeout: float = 90.0) -> "RabbitPeer":
         if listening(self.port):
@@ -195,7 +197,12 @@ class RabbitPeer:
         erl_args = (f"-rabbitmq_web_stomp tcp_config [{{ip,\"127.0.0.1\"}},{{port,{self.port}}}] "
                     f"-rabbitmq_stomp tcp_listeners [{{\"127.0.0.1\",{free_port()}}}] -rabbit loopback_users []")
         user = pwd.getpwnam("rabbitmq")
+        # Own node name and state directory: another bench (or test run) may run its broker now.
+        self.state_dir = Path(tempfile.mkdtemp(prefix="bench-rabbitmq-"))
+        os.chown(self.state_dir, user.pw_uid, user.pw_gid)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": user.pw_dir, "LANG": "C.UTF-8",
+               "RABBITMQ_NODENAME": f"bench{os.getpid()}-{self.port}@localhost",
+               "RABBITMQ_MNESIA_BASE": str(self.state_dir / "mnesia"), "RABBITMQ_LOG_BASE": str(self.state_dir / "log"),
                "RABBITMQ_NODE_PORT": str(free_port()), "RABBITMQ_DIST_PORT": str(free_port()),
                "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args}
         self.process = subprocess.Popen([RABBIT_BIN], env=env, cwd=user.pw_dir, stdout=subprocess.DEVNULL,
@@ -215,8 +222,11 @@ class RabbitPeer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
-        if self.started_epmd and shutil.which("epmd"):
+        if self.started_epmd and shutil.which("epmd"):  # epmd refuses while another node is registered
             subprocess.run(["epmd", "-kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if self.state_dir is not None:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self.state_dir = None
         self.process = None
 
     @contextlib.contextmanager
@@ -232,6 +242,9 @@ class RabbitPeer:
             self.stop()
 
     def pid_groups(self) -> dict[str, list[int]]:
+        """The broker we started (rabbitmq-server and its children), or every beam.smp for one found running."""
+        if self.process is not None:
+            return {"rabbitmq": [self.process.pid] + procstat.descendants(self.process.pid)}
         return {"rabbitmq": _pids_named("beam.smp")}
 
 
