@@ -37,7 +37,6 @@ from gevent.lock import Semaphore
 from app.errors import FrameTooLarge
 from app.session import (
     CLOSED,
-    Framing,
     RawFraming,
     Session,
     SessionHub,
