@@ -38,7 +38,14 @@ test: venv $(JSSTAMP)
 token: venv
 	@$(PY) -m app.auth mint --user $(USER_ID)
 
-bench: venv $(JSSTAMP)
+# The peer the fan-out benchmark is compared with: RabbitMQ's Web-STOMP plugin, from Debian.
+RABBIT := /usr/lib/rabbitmq/bin/rabbitmq-server
+
+$(RABBIT):
+	apt-get update -qq && apt-get install -y -qq rabbitmq-server
+	rabbitmq-plugins enable --offline rabbitmq_web_stomp
+
+bench: venv $(JSSTAMP) $(RABBIT)
 	$(PY) -m bench
 
 clean:
