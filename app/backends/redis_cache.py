@@ -36,6 +36,7 @@ _Pipeline = Any  # redis.client.Pipeline, untyped in redis-py
 
 _POOL_SIZE = 100
 _POOL_WAIT_S = 5.0
+_SOCKET_TIMEOUT_S = 2.0
 
 class RedisMembershipCache:
     """``MembershipCache`` on Redis, plus ``get_json``/``set_json`` for other small caches."""
@@ -43,8 +44,11 @@ class RedisMembershipCache:
     def __init__(self, redis_url: str, ttl_s: int) -> None:
         # A blocking pool: thousands of greenlets may ask at once (a burst of SUBSCRIBEs);
         # redis-py's default pool raises past its size instead of waiting for a connection.
+        # Socket timeouts: a Redis that accepts but never answers must fail a request, not hang it.
         pool = redis.BlockingConnectionPool.from_url(redis_url, decode_responses=True,
-                                                     max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S)
+                                                     max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S,
+                                                     socket_timeout=_SOCKET_TIMEOUT_S,
+                                                     socket_connect_timeout=_SOCKET_TIMEOUT_S)
         self._redis = redis.Redis(connection_pool=pool)
         self._ttl_s = int(ttl_s)
 
