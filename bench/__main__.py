@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
     senders = [int(x) for x in (args.sweep_senders or ("1" if args.quick else "1,8")).split(",")]
     return sweep.run(data_dir("sweep"), args.subs or (10 if args.quick else 200), senders,
-                     args.duration, args.size, args.procs or (1 if args.quick else 2), args.rate or (20 if args.quick else 25),
+                     args.duration, args.size, args.procs, args.rate or (20 if args.quick else 25),
                      args.bound_ms, args.sweep_budget, max_points=2 if args.quick else 0,
                      peer=not args.no_peer, peer_only=args.peer_only, profile=args.profile)
 
@@ -174,6 +175,14 @@ def quick_timings() -> None:
     idle.SETTLE_S = 0.5
 
 
+def server_env() -> dict[str, str]:
+    """Server settings given through the environment (the bench's systems inherit them)."""
+    import dataclasses
+
+    names = {f.metadata["env"] for f in dataclasses.fields(Settings)}
+    return {k: v for k, v in os.environ.items() if k in names}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     raise_nofile()
@@ -193,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = {"error": f"{type(exc).__name__}: {exc}"}
             result["machine"] = procstat.machine_info()
             result["args"] = vars(args)
+            result["server_env"] = server_env()
             print(f"raw results: {save(name, result)}", flush=True)
             verdicts.extend(result.get("targets", []))
     finally:

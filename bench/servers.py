@@ -93,7 +93,7 @@ class SmoothStack:
 
     def start(self) -> "SmoothStack":
         self.embedded.start()
-        base = Settings(redis_url=self.embedded.redis_url, kafka_bootstrap_servers=self.embedded.kafka_bootstrap,
+        base = Settings.from_env(redis_url=self.embedded.redis_url, kafka_bootstrap_servers=self.embedded.kafka_bootstrap,
                         mongo_url=self.embedded.mongo_url, presence_tcp_port=free_port(),
                         presence_http_port=free_port(), chat_http_port=free_port(),
                         chat_workers=self.workers, data_dir=str(self.data_dir), log_level="WARNING")
