@@ -141,7 +141,7 @@ class Settings:
     # Kafka
     kafka_partitions: int = _setting("KAFKA_PARTITIONS", 3, "Partitions per topic when Smooth creates them", minimum=1)
     kafka_fetch_max_wait_ms: int = _setting(
-        "KAFKA_FETCH_MAX_WAIT_MS", 5, "Fan-out consumers' fetch wait (latency vs. polling)", minimum=0
+        "KAFKA_FETCH_MAX_WAIT_MS", 20, "Fan-out consumers' fetch wait (latency vs. idle polling CPU)", minimum=0
     )
     kafka_linger_ms: int = _setting("KAFKA_LINGER_MS", 1, "Producer linger", minimum=0)
     kafka_send_timeout_s: float = _setting(
