@@ -16,7 +16,7 @@ from bench.report import table, verdict
 from bench.servers import RabbitPeer, SmoothStack
 from bench.targets import RabbitTarget, SmoothTarget
 
-__all__ = ["fanout_once", "run", "POINTS"]
+__all__ = ["fanout_once", "run_smooth", "run_rabbit", "POINTS"]
 
 # (subscribers, msg/s): the N values, plus the two target points.
 POINTS = [(100, 200), (200, 200), (1000, 20), (5000, 4)]
