@@ -20,7 +20,7 @@ from app.settings import Settings
 from app.stomp.frames import Frame
 from app.wiring import create_topics
 from tests.conftest import MS
-from tests.support.chat import ChatClient, StompError, message_json, running_chat_server
+from tests.support.chat import StompError, client_opener, message_json, running_chat_server
 from tests.support.presence import presence_settings
 from tests.support.processes import presence_server_process, wait_ready
 from tests.support.rooms import set_community, set_room_members
@@ -75,17 +75,8 @@ def world(base_settings):
 
 @pytest.fixture
 def connect(token_for):
-    clients = []
-
-    def open_client(server, user_id):
-        client = ChatClient(server.ws_url, timeout=FRAME_TIMEOUT_S)
-        clients.append(client)
-        client.connect(token_for(user_id))
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+    with client_opener(token_for, FRAME_TIMEOUT_S) as open_client:
+        yield open_client
 
 
 def next_of_type(client, destination, kind, user_id=None):

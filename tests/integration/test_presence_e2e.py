@@ -32,7 +32,7 @@ from app.embedded import EmbeddedStack, free_port
 from app.settings import Settings
 from app.wiring import create_topics
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, RunningChatServer, StompError, message_json, running_chat_server
+from tests.support.chat import ChatClient, RunningChatServer, StompError, client_opener, message_json, running_chat_server
 from tests.support.presence import LineClient, fresh_user_ids, http_json
 from tests.support.processes import ServiceProcess, presence_server_process, wait_ready
 from tests.support.rooms import set_community, set_room_members
@@ -96,17 +96,8 @@ def chat_b(presence: ServiceProcess, b_settings: Settings, log_dir: Path) -> Ite
 @pytest.fixture
 def connect(token_for: Callable[..., str]) -> Iterator[Callable[[RunningChatServer, int], ChatClient]]:
     """``connect(server, user_id)``: a CONNECTed client, closed after the test."""
-    clients: list[ChatClient] = []
-
-    def open_client(server: RunningChatServer, user_id: int) -> ChatClient:
-        client = ChatClient(server.ws_url, timeout=FRAME_TIMEOUT_S)
-        clients.append(client)
-        client.connect(token_for(user_id))
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+    with client_opener(token_for, FRAME_TIMEOUT_S) as open_client:
+        yield open_client
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import urllib.request
 
 import gevent
 import pytest
-from gevent.event import AsyncResult
 
 from app.contracts import Services
 from app.errors import BackendUnavailable
@@ -21,27 +20,11 @@ from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
 from tests.conftest import MS
 from tests.support.chat import ChatClient, RecordingApplication, in_process_chat_server
+from tests.support.pending import Deferred
 
 pytestmark = pytest.mark.integration
 
 WAIT = 5000 * MS  # upper bound for anything that must happen "soon"
-
-
-class Deferred:
-    """A ``Pending`` the test finishes."""
-
-    def __init__(self, body):
-        self.body = body
-        self._result = AsyncResult()
-
-    def succeed(self):
-        self._result.set(None)
-
-    def fail(self, exc):
-        self._result.set_exception(exc)
-
-    def wait(self):
-        self._result.get(timeout=WAIT)
 
 
 class DeferringApplication(RecordingApplication):
@@ -56,7 +39,7 @@ class DeferringApplication(RecordingApplication):
         return {**super().send_handlers, "/kafka/defer": self._defer}
 
     def _defer(self, connection, body):
-        pending = Deferred(body.decode())
+        pending = Deferred(body.decode(), timeout=WAIT)
         self.started.append(pending)
         return pending
 
@@ -117,7 +100,7 @@ def test_receipts_come_back_in_send_order_and_a_failed_send_gets_only_an_error(s
             client.send_frame(stomp("SEND", f"m{n}".encode(), destination="/kafka/defer", receipt=f"s{n}"))
         client.send_frame(stomp("SUBSCRIBE", destination="/topic/direct/7", id="0", receipt="sub"))
         sends = application.wait_started(4)
-        assert [p.body for p in sends] == ["m0", "m1", "m2", "m3"]  # handled in SEND order
+        assert [p.name for p in sends] == ["m0", "m1", "m2", "m3"]  # handled in SEND order
         finish_out_of_order(sends)
         client.send_frame(stomp("DISCONNECT", receipt="bye"))
         assert replies(frames_until_receipt(client, "bye")) == EXPECTED

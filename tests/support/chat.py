@@ -72,6 +72,7 @@ from app.stomp.ws import STOMP_SUBPROTOCOLS, StompWebSocketHandler
 from tests.support.processes import REPO, ServiceProcess, chat_server_process
 
 __all__ = [
+    "client_opener",
     "ChatClient",
     "StompError",
     "message_json",
@@ -411,3 +412,21 @@ def run_js_client(**options: Any) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     result["exit_status"] = completed.returncode
     return result
+
+
+@contextlib.contextmanager
+def client_opener(token_for: Callable[..., str], timeout: float) -> Iterator[Callable[[Any, int], ChatClient]]:
+    """``open(server, user_id)``: a CONNECTed ``ChatClient``; every one is closed on exit."""
+    clients: list[ChatClient] = []
+
+    def open_client(server: Any, user_id: int) -> ChatClient:
+        client = ChatClient(server.ws_url, timeout=timeout)
+        clients.append(client)
+        client.connect(token_for(user_id))
+        return client
+
+    try:
+        yield open_client
+    finally:
+        for client in clients:
+            client.close()

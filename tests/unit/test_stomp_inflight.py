@@ -7,7 +7,6 @@ a greenlet that must be blocked is checked after yielding to every other one.
 
 import gevent
 import pytest
-from gevent.event import AsyncResult
 
 from app.auth import TokenVerifier, mint_token
 from app.errors import BadRequest, BackendUnavailable
@@ -17,25 +16,9 @@ from app.stomp.frames import Frame
 from app.stomp.handler import CLOSED, DEFAULT_MAX_INFLIGHT_SENDS, StompHandler
 from app.stomp.inflight import FrameTarget, InflightSends, deliver_to
 from tests.conftest import MS
+from tests.support.pending import Deferred
 
 WAIT = 5000 * MS  # upper bound for a greenlet that must finish; never reached when the code is right
-
-
-class Deferred:
-    """A ``Pending`` the test finishes: ``succeed()`` or ``fail(exc)``."""
-
-    def __init__(self, name=""):
-        self.name = name
-        self._result = AsyncResult()
-
-    def succeed(self):
-        self._result.set(None)
-
-    def fail(self, exc):
-        self._result.set_exception(exc)
-
-    def wait(self):
-        self._result.get(timeout=WAIT)
 
 
 def settle():
@@ -65,7 +48,7 @@ def inflight(delivered):
 
 class TestInflightSends:
     def test_replies_leave_in_entry_order_whatever_order_the_acks_come_in(self, inflight, delivered):
-        sends = [Deferred(), Deferred(), Deferred()]
+        sends = [Deferred(timeout=WAIT), Deferred(timeout=WAIT), Deferred(timeout=WAIT)]
         for n, pending in enumerate(sends):
             inflight.add_pending(pending, f"r{n}")
         sends[2].succeed()
@@ -78,7 +61,7 @@ class TestInflightSends:
         assert len(inflight) == 0
 
     def test_a_failure_is_an_error_with_its_receipt_id_in_its_place(self, inflight, delivered):
-        sends = [Deferred(), Deferred(), Deferred()]
+        sends = [Deferred(timeout=WAIT), Deferred(timeout=WAIT), Deferred(timeout=WAIT)]
         for n, pending in enumerate(sends):
             inflight.add_pending(pending, f"r{n}")
         sends[2].succeed()
@@ -88,7 +71,7 @@ class TestInflightSends:
         assert replies(delivered) == [receipt("r0"), ("ERROR", "r1", "service unavailable"), receipt("r2")]
 
     def test_an_unexpected_failure_puts_no_detail_on_the_wire(self, inflight, delivered):
-        pending = Deferred()
+        pending = Deferred(timeout=WAIT)
         inflight.add_pending(pending, "r0")
         pending.fail(RuntimeError("secret internal detail"))
         inflight.drain()
@@ -97,7 +80,7 @@ class TestInflightSends:
         assert b"secret" not in error.serialize()
 
     def test_without_a_receipt_success_sends_nothing_and_failure_an_error(self, inflight, delivered):
-        ok, failed = Deferred(), Deferred()
+        ok, failed = Deferred(timeout=WAIT), Deferred(timeout=WAIT)
         inflight.add_pending(ok, None)
         inflight.add_pending(failed, None)
         ok.succeed()
@@ -106,7 +89,7 @@ class TestInflightSends:
         assert replies(delivered) == [("ERROR", None, "content is required")]
 
     def test_ready_frames_wait_behind_the_sends_before_them(self, inflight, delivered):
-        pending = Deferred()
+        pending = Deferred(timeout=WAIT)
         inflight.add_pending(pending, "send")
         inflight.add_ready((Frame("RECEIPT", (("receipt-id", "subscribe"),)),))
         settle()
@@ -116,7 +99,7 @@ class TestInflightSends:
         assert replies(delivered) == [receipt("send"), receipt("subscribe")]
 
     def test_at_the_limit_the_reader_waits_for_the_oldest(self, inflight, delivered):
-        sends = [Deferred(f"s{n}") for n in range(4)]
+        sends = [Deferred(f"s{n}", timeout=WAIT) for n in range(4)]
         for n in range(3):
             inflight.add_pending(sends[n], f"r{n}")
         reader = gevent.spawn(inflight.add_pending, sends[3], "r3")
@@ -134,7 +117,7 @@ class TestInflightSends:
         assert replies(delivered) == [receipt(f"r{n}") for n in range(4)]
 
     def test_drain_returns_once_every_reply_was_delivered(self, inflight, delivered):
-        pending = Deferred()
+        pending = Deferred(timeout=WAIT)
         inflight.add_pending(pending, "r0")
         inflight.add_ready((Frame("RECEIPT", (("receipt-id", "later"),)),))
         drainer = gevent.spawn(inflight.drain)
@@ -152,7 +135,7 @@ class TestInflightSends:
             return gevent.spawn(function)
 
         inflight = InflightSends(limit=8, deliver=delivered.extend, spawn=spawn)
-        first, second = Deferred(), Deferred()
+        first, second = Deferred(timeout=WAIT), Deferred(timeout=WAIT)
         inflight.add_pending(first, "a")
         inflight.add_pending(second, "b")
         assert len(spawned) == 1
@@ -216,7 +199,7 @@ class DeferringApplication:
                               "/kafka/refuse": self._refuse}
 
     def _defer(self, conn, body):
-        pending = Deferred(body.decode())
+        pending = Deferred(body.decode(), timeout=WAIT)
         self.started.append(pending)
         return pending
 
