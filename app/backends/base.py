@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import BinaryIO, Iterable, Literal, Protocol, Sequence
 
+from app.errors import BackendError
+
 __all__ = [
     "RoomKind",
     "ChatMessage",
@@ -99,6 +101,14 @@ class MessageWriter(Protocol):
 
     def insert(self, message: ChatMessage) -> ChatMessage:
         """Store a new message under a server-generated id; returns it with ``id`` set."""
+        ...
+
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        """Store several new messages at once (group commit), each under a server-generated id.
+
+        Returns one entry per input, in order: the stored message with ``id`` set, or the
+        ``BackendError`` that kept that one message out. One failure does not stop the others.
+        """
         ...
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None: ...

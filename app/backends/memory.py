@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Mapping, Sequence
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind
-from app.errors import BackendUnavailable
+from app.errors import BackendError, BackendUnavailable
 from app.presence_client import LogoutResult, Move  # the fake returns the real client's types
 
 __all__ = [
@@ -42,6 +42,7 @@ class MemoryMessageStore:
         self.messages: dict[tuple[RoomKind, str], ChatMessage] = {}
         self._ids = itertools.count(1)
         self.fail = False
+        self.batches: list[int] = []  # the size of each insert_many call, in order
 
     def _check(self) -> None:
         if self.fail:
@@ -52,6 +53,16 @@ class MemoryMessageStore:
         stored = message.with_id(f"{next(self._ids):024x}")
         self.messages[(stored.kind, stored.id)] = stored
         return stored
+
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        self.batches.append(len(messages))
+        results: list[ChatMessage | BackendError] = []
+        for message in messages:
+            try:
+                results.append(self.insert(message))
+            except BackendError as exc:
+                results.append(exc)
+        return results
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         self._check()

@@ -17,15 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from pymongo import MongoClient, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
-from app.errors import BackendUnavailable
+from app.errors import BackendError, BackendUnavailable
 from app.settings import Settings
 
 __all__ = ["MongoConnection", "MongoMessageWriter"]
@@ -93,6 +93,33 @@ class MongoMessageWriter:
         document = to_document(message)  # never carries an _id: the server generates it
         result = _guarded(lambda: self._collection(message.kind).insert_one(document))
         return message.with_id(str(result.inserted_id))
+
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        """One unordered ``insert_many`` per collection; a document's own error spares the rest."""
+        self._ensure_indexes()
+        results: list[ChatMessage | BackendError] = list(messages)
+        for kind in ("direct", "channel"):
+            positions = [i for i, message in enumerate(messages) if message.kind == kind]
+            if positions:
+                self._insert_batch(kind, [messages[i] for i in positions], positions, results)
+        return results
+
+    def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
+                      results: list[ChatMessage | BackendError]) -> None:
+        documents = [to_document(message) for message in batch]
+        failed: dict[int, BackendError] = {}
+        try:
+            self._collection(kind).insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            for error in exc.details.get("writeErrors", ()):
+                failed[error["index"]] = BackendError("message not stored")
+            log.warning("mongodb insert_many: %d of %d documents failed", len(failed), len(batch))
+        except PyMongoError as exc:
+            # Which documents the server took is unknown: all of them are reported failed.
+            log.warning("mongodb call failed: %s", type(exc).__name__)
+            failed = {index: BackendUnavailable("database unavailable") for index in range(len(batch))}
+        for index, (position, message, document) in enumerate(zip(positions, batch, documents)):
+            results[position] = failed.get(index) or message.with_id(str(document["_id"]))
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         oid = object_id(message_id)

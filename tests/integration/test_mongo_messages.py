@@ -93,3 +93,25 @@ def test_indexes_are_created_once(mongo):
     mongo.ensure_indexes()
     names = {index["name"] for index in mongo.db.messageTime.list_indexes()}
     assert "location_unique" in names
+
+
+def test_insert_many_stores_both_kinds_in_order_under_fresh_ids(writer, mongo):
+    batch = [message(content="c1"), message(kind="direct", channel_id=7, community_id=None, content="d1"),
+             message(content="c2", id="65a1b2c3d4e5f60718293a4b")]
+    stored = writer.insert_many(batch)
+    assert [m.content for m in stored] == ["c1", "d1", "c2"]
+    assert len({m.id for m in stored}) == 3 and "65a1b2c3d4e5f60718293a4b" not in {m.id for m in stored}
+    assert [writer.get(m.kind, m.id) for m in stored] == stored
+    assert mongo.db.directMessage.count_documents({"_id": ObjectId(stored[1].id)}) == 1
+
+
+def test_insert_many_reports_a_dead_server_for_every_message(settings):
+    from dataclasses import replace as replace_settings
+
+    from app.errors import BackendUnavailable
+    dead = MongoConnection(replace_settings(settings, mongo_url="mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"))
+    try:
+        results = MongoMessageWriter(dead).insert_many([message(), message(content="second")])
+    finally:
+        dead.close()
+    assert [type(r) for r in results] == [BackendUnavailable, BackendUnavailable]
