@@ -31,7 +31,7 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
 from app.errors import FrameTooLarge, InvalidFrame
-from app.session import Framing, Outbox, Pong, Session, SessionHub, write_websocket
+from app.session import DirectSend, Framing, Outbox, Pong, RawFraming, Session, SessionHub, write_websocket
 
 __all__ = [
     "StompWebSocket",
@@ -42,6 +42,7 @@ __all__ = [
     "serve_websocket",
     "reject_websocket",
     "STOMP_SUBPROTOCOLS",
+    "text_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,21 @@ INVALID_PAYLOAD = 1007
 
 
 READ_BUFFER_BYTES = 1024
+
+def text_frame(data: bytes) -> bytes:
+    """``data`` as one unmasked, final WebSocket text frame (RFC 6455 5.2), header built in one call."""
+    length = len(data)
+    if length < 126:
+        return _HEADER_7BIT(0x81, length) + data
+    if length < 65536:
+        return _HEADER_16BIT(0x81, 126, length) + data
+    return _HEADER_64BIT(0x81, 127, length) + data
+
+
+_HEADER_7BIT = struct.Struct("!BB").pack
+_HEADER_16BIT = struct.Struct("!BBH").pack
+_HEADER_64BIT = struct.Struct("!BBQ").pack
+
 
 class MessageTooBig(Exception):
     """A WebSocket message over the limit; raised before its payload is read."""
@@ -142,19 +158,36 @@ class StompWebSocket(WebSocket):
             self.on_ping(payload)
         return header.opcode == self.OPCODE_CLOSE
 
-    # Writing (the writer greenlet only; see app/session.py) -----------------------------
+    # Writing (the writer greenlet, or the outbox's direct path while the writer is parked;
+    # see app/session.py) ------------------------------------------------------------------
 
     def send_message(self, data: bytes) -> None:
         """Send ``data`` (UTF-8 already) as one text message."""
-        self.raw_write(Header.encode_header(True, self.OPCODE_TEXT, b"", len(data), 0) + data)
+        self.raw_write(text_frame(data))
 
     def send_messages(self, messages: list[bytes]) -> None:
         """Send several text messages with one write."""
-        encode = Header.encode_header
-        self.raw_write(b"".join(encode(True, self.OPCODE_TEXT, b"", len(data), 0) + data for data in messages))
+        self.raw_write(b"".join(map(text_frame, messages)))
 
     def send_pong(self, payload: bytes) -> None:
         self.raw_write(Header.encode_header(True, self.OPCODE_PONG, b"", len(payload), 0) + payload)
+
+    def send_raw(self, data: bytes) -> None:
+        self.raw_write(data)
+
+    def try_send(self, wire: bytes) -> bytes | None:
+        """Write ``wire`` only as far as the kernel takes it without waiting; returns the rest.
+
+        None when everything went out. A broken connection returns all of it: the writer
+        then meets the error itself and ends the connection the usual way.
+        """
+        try:
+            sent = self.handler.socket.send(wire, 0, 0.0)  # gevent: timeout 0 raises instead of waiting
+        except BlockingIOError:
+            return wire
+        except OSError:
+            return wire
+        return None if sent == len(wire) else wire[sent:]
 
     def send_close(self, code: int) -> None:
         """Send a close frame; the handler closes the TCP connection when the request ends."""
@@ -228,6 +261,7 @@ def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, 
     ws = StompWebSocket.adopt(websocket)
     ws.max_message_bytes = max_message_bytes
     ws.on_ping = lambda payload: _queue_pong(session, payload)
+    session.outbox.direct = _direct_sender(ws, framing)
     writer = gevent.spawn(write_websocket, session.outbox, ws, framing, idle_s)
     session.on_abort(lambda: _abort(writer, ws))
     session.start()
@@ -246,6 +280,13 @@ def reject_websocket(websocket: WebSocket, framing: Framing) -> None:
     outbox = Outbox(1)
     outbox.close()
     write_websocket(outbox, StompWebSocket.adopt(websocket), framing)
+
+
+def _direct_sender(ws: StompWebSocket, framing: Framing) -> DirectSend:
+    """The outbox's direct path for this connection: frame it for the transport, try to send it."""
+    if isinstance(framing, RawFraming):
+        return lambda frame: ws.try_send(text_frame(frame))
+    return lambda frame: ws.try_send(b"".join(map(text_frame, framing.encode([frame]))))
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:

@@ -39,6 +39,9 @@ class RecordingSink:
     def send_pong(self, payload):
         self.calls.append(("pong", payload))
 
+    def send_raw(self, data):
+        self.calls.append(("raw", data))
+
     def send_close(self, code):
         self.calls.append(("close", code))
 
@@ -218,6 +221,81 @@ class TestWriteWebsocket:
         results = [outbox.offer(b"%d" % n) for n in range(5)]  # returns at once, every time
         assert results == [True, True, True, False, False]
         writer.kill()
+
+
+class DirectSocket:
+    """A direct path that takes ``room`` bytes in all, then nothing: a socket whose buffer filled."""
+
+    def __init__(self, room):
+        self.room = room
+        self.written = []
+
+    def __call__(self, frame):
+        wire = b"<" + frame + b">"
+        taken = wire[:self.room]
+        self.room -= len(taken)
+        if taken:
+            self.written.append(taken)
+        return None if len(taken) == len(wire) else wire[len(taken):]
+
+
+class TestDirectPath:
+    def parked(self, outbox, sink):
+        writer = gevent.spawn(write_websocket, outbox, sink, RawFraming())
+        wait_until(lambda: writer_waiting(outbox))
+        return writer
+
+    def test_a_parked_writer_is_bypassed_and_stays_parked(self):
+        outbox, sink = Outbox(10), RecordingSink()
+        outbox.direct = direct = DirectSocket(room=1000)
+        writer = self.parked(outbox, sink)
+        assert outbox.offer(b"a") and outbox.offer(b"b")
+        assert direct.written == [b"<a>", b"<b>"]
+        assert len(outbox) == 0 and writer_waiting(outbox) and not outbox._wake_pending
+        outbox.close()
+        writer.join(timeout=WAIT)
+        assert sink.calls == [("close", NORMAL)]
+
+    def test_the_unsent_rest_goes_out_first_then_queued_frames_in_order(self):
+        outbox, sink = Outbox(10), RecordingSink()
+        outbox.direct = direct = DirectSocket(room=4)
+        writer = self.parked(outbox, sink)
+        assert outbox.offer(b"abcdef")  # "<abc" written now, "def>" left for the writer
+        assert outbox.offer(b"next")  # queued behind the rest: never written around it
+        outbox.close()
+        writer.join(timeout=WAIT)
+        assert direct.written == [b"<abc"]
+        assert sink.calls == [("raw", b"def>"), ("messages", [b"next"]), ("close", NORMAL)]
+
+    def test_nothing_goes_direct_while_frames_are_queued_or_the_writer_is_busy(self):
+        outbox = Outbox(10)
+        outbox.direct = direct = DirectSocket(room=1000)
+        assert outbox.offer(b"a")  # no writer parked: queued
+        assert direct.written == [] and len(outbox) == 1
+
+    def test_pongs_never_go_direct(self):
+        outbox, sink = Outbox(10), RecordingSink()
+        outbox.direct = direct = DirectSocket(room=1000)
+        writer = self.parked(outbox, sink)
+        outbox.offer(Pong(b"p"))
+        outbox.close()
+        writer.join(timeout=WAIT)
+        assert direct.written == [] and ("pong", b"p") in sink.calls
+
+    def test_a_direct_write_counts_as_traffic_for_heart_beats_and_idle_ticks(self):
+        outbox, sink = Outbox(10), RecordingSink()
+        outbox.direct = DirectSocket(room=1000)
+        writer = self.parked(outbox, sink)
+        outbox.last_write = before = 0.0
+        outbox.offer(b"x")
+        assert outbox.last_write > before  # what the heart-beat timer and the idle tick go by
+        writer.kill()
+
+    def test_a_full_queue_is_refused_before_any_direct_write(self):
+        outbox = Outbox(1)
+        outbox.direct = direct = DirectSocket(room=1000)
+        outbox.offer(b"queued")
+        assert outbox.offer(b"more") is False and direct.written == []
 
 
 class TestSockJSReceivers:
