@@ -2,9 +2,11 @@
 
 Every handler runs: validate (payloads.py) → authorize (access.py) → store in MongoDB →
 hand the record to the Kafka producer → wait for the broker's ack → schedule push
-notifications. Sending a message or a reply, and typing, stop before the wait and return a
-``Pending`` (app/contracts.py) that does the rest: the transport reads the connection's next
-SEND meanwhile, and calls ``wait()`` in SEND order. Modify and delete wait before returning:
+notifications. Sending a message or a reply returns a ``Pending`` (app/contracts.py) right
+after authorizing: the store and the hand-over to Kafka happen in the process's group commit
+(group_commit.py: many SENDs per ``insert_many``, published in submission order), and the
+transport reads the connection's next SEND meanwhile and calls ``wait()`` in SEND order.
+Typing returns the broker's pending ack. Modify and delete wait before returning:
 their undo writes back the whole earlier version of the message, which would wipe out a
 later change to it still in flight. Once a handler, or its ``Pending``, returned, both the
 store and the publish succeeded and the transport may send the RECEIPT.
@@ -31,12 +33,14 @@ from typing import Callable, NamedTuple, Protocol
 from app.backends.base import ChatMessage, EventBus, MessageWriter, PublishAck, RoomKind
 from app.chat import events
 from app.chat.access import Access
+from app.chat.group_commit import GroupCommit, Submitted
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
 from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
-__all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Published"]
+__all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Published",
+           "Committed"]
 
 log = logging.getLogger(__name__)
 
@@ -147,19 +151,18 @@ class Messaging:
         self._observer = observer
         self._now = now
         self._typing = TypingLimiter(typing_interval_s, monotonic)
+        self._commit = GroupCommit(store)
 
-    def send_message(self, connection: ClientConnection, command: SendMessage) -> Published:
+    def send_message(self, connection: ClientConnection, command: SendMessage) -> Committed:
         room = self._access.require_room(connection.user_id, command.room)
         author = self._authors.resolve(connection.user_id, command.name, command.profile_image)
         message = ChatMessage(kind=room.kind, channel_id=room.channel_id, community_id=room.community_id,
                               user_id=connection.user_id, content=command.content,
                               created_at=self._now(), name=author.name, profile_image=author.image)
-        stored = self._store.insert(message)
-        return self._publish(events.message_topic(stored.kind), stored.channel_id, events.message_record(stored),
-                             undo=lambda: self._store.remove(stored.kind, stored.id),
-                             then=lambda: self._observer.message_stored(stored))
+        return Committed(self._commit.submit(message, lambda stored: self._publish_new(
+            events.message_topic(stored.kind), stored, events.message_record(stored))))
 
-    def send_reply(self, connection: ClientConnection, command: SendReply) -> Published:
+    def send_reply(self, connection: ClientConnection, command: SendReply) -> Committed:
         room = self._access.require_room(connection.user_id, command.room)
         parent = self._store.get(room.kind, command.parent_id)
         if parent is None or parent.channel_id != room.channel_id:
@@ -171,10 +174,8 @@ class Messaging:
                               type="reply", parent_id=parent.id,
                               parent_name=self._authors.name_of(parent.user_id, parent.name),
                               parent_content=parent.content)
-        stored = self._store.insert(message)
-        return self._publish(events.etc_topic(stored.kind), stored.channel_id, events.reply_record(stored),
-                             undo=lambda: self._store.remove(stored.kind, stored.id),
-                             then=lambda: self._observer.message_stored(stored))
+        return Committed(self._commit.submit(message, lambda stored: self._publish_new(
+            events.etc_topic(stored.kind), stored, events.reply_record(stored))))
 
     def modify(self, connection: ClientConnection, command: Modify) -> None:
         room = self._access.require_room(connection.user_id, command.room)
@@ -214,6 +215,12 @@ class Messaging:
             raise Forbidden("only the author may change a message")
         return message
 
+    def _publish_new(self, topic: str, stored: ChatMessage, value: bytes) -> Published:
+        """Publish a just-stored message (in the committer); undone by removing it."""
+        return self._publish(topic, stored.channel_id, value,
+                             undo=lambda: self._store.remove(stored.kind, stored.id),
+                             then=lambda: self._observer.message_stored(stored))
+
     def _publish(self, topic: str, room_id: int, value: bytes, *, undo: Callable[[], None],
                  then: Callable[[], None] = lambda: None) -> Published:
         """Hand a stored change to Kafka; the result waits for the ack (undoing on failure)."""
@@ -223,6 +230,17 @@ class Messaging:
             _undo(undo)
             raise
         return Published(ack, undo=undo, then=then)
+
+
+class Committed:
+    """The ``Pending`` of a submitted message: stored and handed to Kafka in the group commit, then acked."""
+
+    def __init__(self, submitted: Submitted[Published]) -> None:
+        self._submitted = submitted
+
+    def wait(self) -> None:
+        """Return once stored and acknowledged; raise why not (a failed publish was undone)."""
+        self._submitted.wait().wait()
 
 
 class Published:

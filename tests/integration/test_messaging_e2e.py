@@ -74,7 +74,10 @@ class Node:
         return connection
 
     def send(self, connection, destination, **payload):
-        self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
+        """As the transport does it: the handler, then its Pending (if any) to the end."""
+        pending = self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
+        if pending is not None:
+            pending.wait()
 
     def pushes(self, destination):
         return [json.loads(body) for dest, body in self.delivery.delivered if dest == destination]

@@ -35,11 +35,11 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, *, profiles=None, notification_url=""):
+    def __init__(self, *, profiles=None, notification_url="", store=None):
         self.settings = Settings.from_env({}, typing_interval_s=3.0, message_max_chars=100,
                                           notification_service_url=notification_url)
         self.clock = Clock()
-        self.store = MemoryMessageStore()
+        self.store = store or MemoryMessageStore()
         self.bus = RecordingEventBus()
         self.membership = MemoryMembership()
         self.membership.set_room(ROOM, [ALICE, BOB])
@@ -176,27 +176,47 @@ class TestSendMessage:
 
 
 class TestPipelinedSends:
-    """Send and reply return a Pending: stored now, acknowledged (or undone) by its wait()."""
+    """Send and reply return a Pending at once; the group commit stores and publishes them in order."""
 
     @pytest.mark.parametrize("destination, extra", [("send-direct-message", {}), ("send-direct-reply", None)])
-    def test_stored_and_handed_to_kafka_before_the_wait(self, h, alice, destination, extra):
+    def test_returns_before_the_store_and_is_stored_and_published_by_the_wait(self, h, alice, destination, extra):
         if extra is None:
             parent = h.store.insert(the_message_template())
             extra = {"parentId": parent.id}
         before = len(h.store.messages)
         pending = h.start(alice, destination, channelId=ROOM, content="hi", **extra)
         assert pending is not None
-        assert len(h.store.messages) == before + 1 and len(h.bus.records) == 1
+        assert len(h.store.messages) == before and h.bus.records == []  # the reader did not wait for either
         pending.wait()
-        assert len(h.store.messages) == before + 1
+        assert len(h.store.messages) == before + 1 and len(h.bus.records) == 1
+
+    def test_sends_queued_together_are_stored_in_one_round_and_published_in_order(self, h, alice, bob):
+        first = h.start(alice, "send-direct-message", channelId=ROOM, content="a1")
+        pendings = [first] + [h.start(who, "send-direct-message", channelId=ROOM, content=text)
+                              for who, text in ((bob, "b1"), (alice, "a2"), (bob, "b2"))]
+        for pending in pendings:
+            pending.wait()
+        assert h.store.batches == [4]
+        assert [r["content"] for r in h.published("direct")] == ["a1", "b1", "a2", "b2"]
+
+    def test_one_message_that_fails_to_store_spares_the_rest_of_its_round(self):
+        h = Harness(store=RefusingStore("poison"))
+        alice = h.connection(ALICE)
+        pendings = [h.start(alice, "send-direct-message", channelId=ROOM, content=text)
+                    for text in ("ok1", "poison", "ok2")]
+        pendings[0].wait()
+        with pytest.raises(BackendUnavailable):
+            pendings[1].wait()
+        pendings[2].wait()
+        assert sorted(m.content for m in h.store.messages.values()) == ["ok1", "ok2"]
+        assert [r["content"] for r in h.published("direct")] == ["ok1", "ok2"]
 
     def test_a_failed_ack_undoes_the_store_in_the_wait(self, h, alice):
         h.bus.fail = True
         pending = h.start(alice, "send-direct-message", channelId=ROOM, content="hi")
-        assert len(h.store.messages) == 1  # stored; the ack is what failed
         with pytest.raises(BackendUnavailable):
             pending.wait()
-        assert h.store.messages == {}
+        assert h.store.messages == {} and h.store.batches == [1]  # it was stored, then removed
 
     def test_notification_waits_for_the_ack(self, h, alice, monkeypatch):
         notified = []
@@ -219,6 +239,19 @@ class TestPipelinedSends:
     def test_typing_returns_the_ack_or_none_when_rate_limited(self, h, alice):
         assert h.start(alice, "send-direct-typing", channelId=ROOM, content="Alice") is not None
         assert h.start(alice, "send-direct-typing", channelId=ROOM, content="Alice") is None
+
+
+class RefusingStore(MemoryMessageStore):
+    """Refuses to store any message whose content is ``poison``; stores the others."""
+
+    def __init__(self, poison):
+        super().__init__()
+        self.poison = poison
+
+    def insert(self, message):
+        if message.content == self.poison:
+            raise BackendUnavailable()
+        return super().insert(message)
 
 
 def the_message_template():

@@ -1,0 +1,94 @@
+"""GroupCommit (app/chat/group_commit.py): rounds form while the store is busy, order is kept,
+and every sender hears its own outcome. In-memory store; no timing is asserted."""
+
+from datetime import datetime
+
+import gevent
+import pytest
+from gevent.event import Event
+
+from app.backends.base import ChatMessage
+from app.backends.memory import MemoryMessageStore
+from app.chat.group_commit import GroupCommit
+from app.errors import BackendError
+
+T0 = datetime(2022, 2, 21, 4, 5, 7)
+
+
+def message(content):
+    return ChatMessage(kind="direct", channel_id=7, user_id=5, content=content, created_at=T0)
+
+
+class GatedStore(MemoryMessageStore):
+    """Each insert_many waits for the test to open the gate: a database round trip in progress."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = Event()
+
+    def insert_many(self, messages):
+        self.gate.wait()
+        return super().insert_many(messages)
+
+
+def test_messages_submitted_while_a_round_is_in_the_database_form_the_next_round():
+    store, published = GatedStore(), []
+    commit = GroupCommit(store)
+    first = commit.submit(message("m0"), lambda m: published.append(m.content))
+    gevent.sleep(0)  # the committer takes m0 and waits in the database
+    rest = [commit.submit(message(f"m{n}"), lambda m: published.append(m.content)) for n in range(1, 6)]
+    assert len(commit) == 5
+    store.gate.set()
+    for submitted in [first, *rest]:
+        submitted.wait()
+    assert store.batches == [1, 5]
+    assert published == [f"m{n}" for n in range(6)]
+
+
+def test_a_round_never_exceeds_max_batch():
+    store = MemoryMessageStore()
+    commit = GroupCommit(store, max_batch=4)
+    submitted = [commit.submit(message(str(n)), lambda m: m.id) for n in range(10)]
+    ids = [s.wait() for s in submitted]
+    assert store.batches == [4, 4, 2] and len(set(ids)) == 10
+
+
+def test_wait_returns_what_publish_returned_and_raises_what_it_raised():
+    commit = GroupCommit(MemoryMessageStore())
+    ok = commit.submit(message("ok"), lambda m: ("published", m.content))
+
+    def refuse(stored):
+        raise LookupError("broker said no")
+
+    bad = commit.submit(message("bad"), refuse)
+    assert ok.wait() == ("published", "ok")
+    with pytest.raises(LookupError):
+        bad.wait()
+
+
+def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_still_runs():
+    class BrokenOnce(MemoryMessageStore):
+        broken = True
+
+        def insert_many(self, messages):
+            if self.broken:
+                self.broken = False
+                raise RuntimeError("bug")
+            return super().insert_many(messages)
+
+    commit = GroupCommit(BrokenOnce())
+    lost = [commit.submit(message(str(n)), lambda m: m.content) for n in range(3)]
+    for submitted in lost:
+        with pytest.raises(BackendError):
+            submitted.wait()
+    assert commit.submit(message("later"), lambda m: m.content).wait() == "later"
+
+
+def test_a_dead_store_reports_its_error_to_each_sender_and_publishes_nothing():
+    store, published = MemoryMessageStore(), []
+    store.fail = True
+    commit = GroupCommit(store)
+    submitted = commit.submit(message("x"), published.append)
+    with pytest.raises(BackendError):
+        submitted.wait()
+    assert published == []
