@@ -4,21 +4,34 @@ Owns :class:`FanoutDelivery`, the ``LocalDelivery`` the application's Kafka cons
 Per event: one registry lookup, one message id, and one :class:`MessageTemplate` per STOMP
 version in use (the body is encoded once per event, not per subscriber). Per subscriber:
 one dict lookup of the subscription id's escaped bytes (kept on the session, computed on
-its first delivery), one ``bytes.join`` and one non-blocking ``Outbox.offer``; nothing here
-waits on a socket and nothing is logged per delivery. A subscriber whose outbox is full is
-closed as a slow consumer after the loop, so it never slows the others.
+its first delivery) and one ``bytes.join``; nothing here waits on a socket and nothing is
+logged per delivery.
+
+Frames are not handed to the sessions one by one: ``deliver`` gathers them per session, and
+one loop callback, run as soon as the delivering greenlet yields (a consumer yields only
+when its poll batch is done), hands each session all of its frames with one
+``Outbox.offer_many``. When Kafka returns several records in one fetch, a subscriber then
+gets them in one write (one system call) instead of one each: the send system call is most
+of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the order of the
+``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, from a
+greenlet of its own, so it never slows the others.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
+
+import gevent
 
 from app.registry import SubscriptionRegistry
 from app.session import Session
 from app.stomp.frames import MessageTemplate
 
 __all__ = ["FanoutDelivery", "SUBSCRIPTION_BYTES_MAX"]
+
+log = logging.getLogger(__name__)
 
 # Escaped subscription ids kept per session. Entries outlive UNSUBSCRIBE (they are never
 # wrong: the bytes depend only on the id and the session's fixed version), so the cache
@@ -34,19 +47,22 @@ class FanoutDelivery:
         # Unique across processes and restarts without coordination.
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._counter = itertools.count(1)
+        self._gathered: dict[Session, list[bytes]] = {}  # frames owed, per session, until the flush
 
     def deliver(self, destination: str, body: bytes) -> int:
-        """Queue ``body`` as a MESSAGE to every local subscription of ``destination``.
+        """Owe ``body`` as a MESSAGE to every local subscription of ``destination``.
 
-        Returns how many subscriptions it was queued for (slow consumers not counted).
+        The frames reach the sessions' outboxes when the calling greenlet next yields.
+        Returns how many subscriptions they were addressed to.
         """
         subscribers = self._registry.subscribers(destination)
         if not subscribers:
             return 0
         message_id = self._id_prefix + str(next(self._counter))
         templates: dict[str, MessageTemplate] = {}
-        overflowed: list[Session] = []
-        queued = 0
+        gathered = self._gathered
+        if not gathered:
+            gevent.get_hub().loop.run_callback(self.flush)
         for session, subscription_id in subscribers:
             template = templates.get(session.version)
             if template is None:
@@ -58,10 +74,31 @@ class FanoutDelivery:
                 if len(cached) >= SUBSCRIPTION_BYTES_MAX:
                     cached.clear()
                 subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
-            if session.outbox.offer(template.for_subscription_bytes(subscription)):
-                queued += 1
+            frame = template.for_subscription_bytes(subscription)
+            owed = gathered.get(session)
+            if owed is None:
+                gathered[session] = [frame]
             else:
-                overflowed.append(session)
-        for session in overflowed:
+                owed.append(frame)
+        return len(subscribers)
+
+    def flush(self) -> None:
+        """Hand every session the frames gathered for it (a loop callback; also safe to call directly)."""
+        gathered, self._gathered = self._gathered, {}
+        overflowed = []
+        for session, frames in gathered.items():
+            try:
+                if not session.outbox.offer_many(frames):
+                    overflowed.append(session)
+            except Exception:  # noqa: BLE001 - in the hub: one session's failure must not cost the others
+                log.exception("fan-out to session %s failed", session.session_id)
+        if overflowed:
+            gevent.spawn(_close_slow_consumers, overflowed)
+
+
+def _close_slow_consumers(sessions: list[Session]) -> None:
+    for session in sessions:
+        try:
             session.close_slow_consumer()
-        return queued
+        except Exception:  # noqa: BLE001 - one failed close must not spare the others
+            log.exception("could not close slow consumer %s", session.session_id)

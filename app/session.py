@@ -118,9 +118,9 @@ class Wire:
     data: bytes
 
 
-DirectSend = Callable[[bytes], "bytes | None"]
-"""Writes one frame now without waiting; returns None when all of it went out, else the
-unsent rest as wire bytes (all of them when the kernel took nothing)."""
+DirectSend = Callable[[list[bytes]], "bytes | None"]
+"""Writes frames now (in one system call) without waiting; returns None when all of it went
+out, else the unsent rest as wire bytes (all of them when the kernel took nothing)."""
 
 
 class Outbox:
@@ -168,12 +168,34 @@ class Outbox:
         if len(items) >= self._max:
             return False
         if not items and self._waiter is not None and self.direct is not None and item.__class__ is bytes:
-            unsent = self.direct(item)
+            unsent = self.direct([item])  # type: ignore[list-item]
             if unsent is None:
                 self.last_write = time.monotonic()
                 return True
             item = Wire(unsent)
         items.append(item)
+        if self._waiter is not None and not self._wake_pending:
+            self._schedule_wake()
+        return True
+
+    def offer_many(self, frames: list[bytes]) -> bool:
+        """``offer`` for several frames at once: written together or queued together, in order.
+
+        False (nothing queued) when they do not all fit: the client is too slow.
+        """
+        if self.closed:
+            return True
+        items = self._items
+        if len(items) + len(frames) > self._max:
+            return False
+        if not items and self._waiter is not None and self.direct is not None:
+            unsent = self.direct(frames)
+            if unsent is None:
+                self.last_write = time.monotonic()
+                return True
+            items.append(Wire(unsent))
+        else:
+            items.extend(frames)
         if self._waiter is not None and not self._wake_pending:
             self._schedule_wake()
         return True

@@ -285,8 +285,8 @@ def reject_websocket(websocket: WebSocket, framing: Framing) -> None:
 def _direct_sender(ws: StompWebSocket, framing: Framing) -> DirectSend:
     """The outbox's direct path for this connection: frame it for the transport, try to send it."""
     if isinstance(framing, RawFraming):
-        return lambda frame: ws.try_send(text_frame(frame))
-    return lambda frame: ws.try_send(b"".join(map(text_frame, framing.encode([frame]))))
+        return lambda frames: ws.try_send(b"".join(map(text_frame, frames)))
+    return lambda frames: ws.try_send(b"".join(map(text_frame, framing.encode(frames))))
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:

@@ -230,8 +230,8 @@ class DirectSocket:
         self.room = room
         self.written = []
 
-    def __call__(self, frame):
-        wire = b"<" + frame + b">"
+    def __call__(self, frames):
+        wire = b"".join(b"<" + frame + b">" for frame in frames)
         taken = wire[:self.room]
         self.room -= len(taken)
         if taken:

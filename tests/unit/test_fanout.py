@@ -1,0 +1,85 @@
+"""FanoutDelivery (app/fanout.py): frames gathered per session, handed over in one batch when
+the delivering greenlet yields, in delivery order; a full outbox closes only its session."""
+
+import gevent
+
+from app.fanout import FanoutDelivery
+from app.registry import SubscriptionRegistry
+from app.session import Outbox
+
+
+class FakeSession:
+    """What fan-out touches of a Session: version, the subscription-bytes cache, outbox, close."""
+
+    def __init__(self, name, max_frames=100):
+        self.session_id = name
+        self.version = "1.2"
+        self.subscription_bytes = {}
+        self.outbox = RecordingOutbox(max_frames)
+        self.closed_slow = False
+
+    def close_slow_consumer(self):
+        self.closed_slow = True
+
+
+class RecordingOutbox(Outbox):
+    def __init__(self, max_frames):
+        super().__init__(max_frames)
+        self.batches = []
+
+    def offer_many(self, frames):
+        self.batches.append(len(frames))
+        return super().offer_many(frames)
+
+
+def messages(outbox):
+    """(destination, subscription, body) of each queued MESSAGE frame (no escapes occur here)."""
+    parsed = []
+    for item in outbox.take(1000):
+        head, body = item.split(b"\n\n", 1)
+        command, *lines = head.decode().split("\n")
+        assert command == "MESSAGE" and body.endswith(b"\x00")
+        headers = dict(line.split(":", 1) for line in lines)
+        parsed.append((headers["destination"], headers["subscription"], body[:-1]))
+    return parsed
+
+
+def setup():
+    registry = SubscriptionRegistry()
+    return registry, FanoutDelivery(registry)
+
+
+def test_frames_are_gathered_until_the_greenlet_yields_then_handed_over_once_per_session():
+    alice, bob = FakeSession("a"), FakeSession("b")
+    registry, delivery = setup()
+    registry.add(alice, "s1", "/topic/direct/1")
+    registry.add(bob, "s2", "/topic/direct/1")
+    registry.add(alice, "s3", "/topic/community/9")
+    assert delivery.deliver("/topic/direct/1", b'{"n":1}') == 2
+    assert delivery.deliver("/topic/community/9", b'{"n":2}') == 1
+    assert delivery.deliver("/topic/direct/1", b'{"n":3}') == 2
+    assert len(alice.outbox) == 0  # nothing handed over while the consumer still runs
+    gevent.sleep(0)
+    assert alice.outbox.batches == [3] and bob.outbox.batches == [2]
+    assert messages(alice.outbox) == [("/topic/direct/1", "s1", b'{"n":1}'), ("/topic/community/9", "s3", b'{"n":2}'),
+                                      ("/topic/direct/1", "s1", b'{"n":3}')]
+    assert [body for _, _, body in messages(bob.outbox)] == [b'{"n":1}', b'{"n":3}']
+
+
+def test_a_destination_nobody_holds_costs_nothing():
+    registry, delivery = setup()
+    assert delivery.deliver("/topic/direct/404", b"{}") == 0
+    delivery.flush()
+
+
+def test_a_full_outbox_closes_that_session_only():
+    slow, fine = FakeSession("slow", max_frames=2), FakeSession("fine")
+    registry, delivery = setup()
+    registry.add(slow, "s", "/topic/direct/1")
+    registry.add(fine, "s", "/topic/direct/1")
+    for n in range(3):
+        delivery.deliver("/topic/direct/1", b"%d" % n)
+    gevent.sleep(0)
+    gevent.sleep(0)  # the close runs in a greenlet of its own
+    assert slow.closed_slow and len(slow.outbox) == 0  # all or nothing: none queued
+    assert not fine.closed_slow and len(messages(fine.outbox)) == 3
