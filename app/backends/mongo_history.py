@@ -5,37 +5,47 @@
 - ``HistoryReader``: ``page`` (newest first, by page number or by a stable ``before`` cursor)
   and ``get_many`` (one ``$in`` query for all the parents of a page);
 - ``ReadMarkers``: ``mark_read`` (one atomic upsert of ``read.<userId>`` per location, W-13/W-14)
-  and ``room_activity`` (exact unread counts and latest times from index ranges, W-18);
+  and ``room_activity`` (exact unread counts and latest times from room summaries, W-18);
 - ``FileStore``: uploads in the GridFS bucket ``uploads``, stored under a server-generated key
   (``filename`` = key; the client's name is metadata only, W-17).
 
 Order within one ``localDateTime`` millisecond is by ``_id``, so pages and cursors are stable;
 the ``channel_time_id`` index of ``mongo_schema.ensure_indexes`` serves both sorts.
 
-Query shapes (every one starts from an equality on ``channelId`` plus, where there is one, a
-single range on ``localDateTime``, so it rides ``channel_time``/``channel_time_id``):
+``room_activity`` (message-count) answers from the room summaries of ``mongo_summaries``
+(``roomSummary``: per room ``n``, ``byUser.<id>``, ``latest``, ``first``, kept on write), read
+for all rooms in one ``$in`` query, with the read marks in one more. Per room:
 
-- ``room_activity``, per room: the latest time is one ``find`` sorted newest first with
-  ``limit(1)`` and only ``localDateTime`` projected. A room whose read mark is at or after that
-  time has count 0 with no count query (the common case). Otherwise the count is one aggregate
-  ``$match {channelId, localDateTime > mark}`` then ``$match {userId != user}`` then ``$count``:
-  the author test is a separate stage because a filter with two operator fields is not served
-  by the index range on SecantusDB (it scanned the whole room; MongoDB merges the two stages).
-  A never-read room counts every other author's message, which reads the whole room anyway,
-  so one aggregate (``$group``: count of others, ``$max`` time) gives both answers.
-  Counts are exact, never capped.
-- ``page``: ``find`` + sort + skip + limit, without the stale ``parentName``/``parentContent``
-  copies. A ``before`` cursor is an aggregate whose first ``$match`` is the index range
-  ``localDateTime <= anchor`` and whose second drops the anchor's later same-millisecond
-  messages: the one-filter ``$or`` form is a collection scan on SecantusDB.
+- no mark, or a mark older than ``first``: unread = ``n - byUser.<user>``, no count query;
+- a mark at or after ``latest``: 0;
+- otherwise one aggregate over the index range ``localDateTime > mark`` (then
+  ``userId != user``, then ``$count``): it costs the messages after the mark, not the room.
+  The author test is a separate stage because a filter with two operator fields is not
+  served by the index range on SecantusDB (it scanned the whole room; MongoDB merges them).
+
+Summaries are used only while believed (``mongo_summaries``: the marker document). Without
+the marker every room is counted from its messages as before summaries existed: the
+never-read aggregate (``$group``: others' messages and the latest time in one pass) or the
+latest time (one ``find`` newest first, ``limit(1)``) plus the ranged count. With it, rooms
+without a summary are checked in one ``distinct``: rooms with no message (the usual case)
+are empty, rooms with messages are counted that way and logged (a rebuild is due).
+Counts are exact, never capped.
+
+``page``: the newest ``size`` messages (after ``page * size`` of them, or strictly older
+than a ``before`` cursor message) come from ``mongo_recent.newest_documents``: bounded time
+windows sized from the room summary, with results identical to ``find`` + sort + limit
+(see there). A later page first reads only the time and id of the ``page * size`` messages
+it skips, then reads the page as "older than the last of those", so MongoDB returns one page
+of documents (the skipped part is covered by ``channel_time_id``), not all of them.
 
 SecantusDB (the dev/test server) has no limit push-down: a ``find`` or aggregate fetches and
-decodes every document of its index range (about 30 us each), so there a page or a latest time
-costs in proportion to the room's size; on MongoDB both are index seeks.
+decodes every document of its index range (about 30 us each), which is why every query here
+is a bounded index range; on MongoDB they are index seeks.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import datetime
@@ -50,15 +60,21 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind, StoredFile
+from app.backends.mongo_recent import newest_documents
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, from_document, object_id
+from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
 from app.errors import BackendUnavailable, BadRequest
 
 __all__ = ["MongoReadSide", "FILE_BUCKET", "is_text_location"]
 
+log = logging.getLogger(__name__)
+
 FILE_BUCKET = "uploads"
-NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
 # What a history page needs: everything but the stale denormalised copies of the parent.
 PAGE_PROJECTION = {"parentName": 0, "parentContent": 0}
+# What locating a page's start needs from the messages it skips (covered by channel_time_id).
+POSITION_PROJECTION = {"localDateTime": 1}
+EMPTY_ROOM = RoomSummary(messages=0)
 # Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
 # garbage such as `null` are ignored (W-13).
 _TEXT_LOCATION = re.compile(r"[cr]-[1-9][0-9]{0,18}")
@@ -73,6 +89,7 @@ class MongoReadSide:
 
     def __init__(self, db: Database[Any], *, bucket_name: str = FILE_BUCKET) -> None:
         self._db = db
+        self._summaries = RoomSummaries(db)
         self._bucket = GridFSBucket(db, bucket_name=bucket_name)
         self._files = db[f"{bucket_name}.files"]
 
@@ -87,21 +104,17 @@ class MongoReadSide:
         content from ``get_many``), so those two fields are None here.
         """
         messages = self._db[COLLECTIONS[kind]]
-        room = {"channelId": Int64(channel_id)}
-        if before_id is None:
-            cursor = messages.find(room, PAGE_PROJECTION).sort(NEWEST_FIRST).skip(page * size).limit(size)
-            docs = _guarded(lambda: list(cursor))
-        else:
-            at, oid = self._anchor(kind, channel_id, before_id)
-            pipeline: list[dict[str, Any]] = [
-                {"$match": {**room, "localDateTime": {"$lte": at}}},
-                {"$match": {"$or": [{"localDateTime": {"$lt": at}}, {"_id": {"$lt": oid}}]}},
-                {"$sort": dict(NEWEST_FIRST)},
-                {"$skip": page * size},
-                {"$limit": size},
-                {"$project": PAGE_PROJECTION},
-            ]
-            docs = _guarded(lambda: list(messages.aggregate(pipeline)))
+        before = self._anchor(kind, channel_id, before_id) if before_id is not None else None
+        summary = _guarded(lambda: self._summaries.get(kind, channel_id))
+        density = summary.density() if summary is not None else None
+        if page > 0:
+            skipped = _guarded(lambda: newest_documents(messages, channel_id, page * size, density=density,
+                                                        before=before, projection=POSITION_PROJECTION))
+            if len(skipped) < page * size:
+                return []
+            before = (skipped[-1]["localDateTime"], skipped[-1]["_id"])
+        docs = _guarded(lambda: newest_documents(messages, channel_id, size, density=density, before=before,
+                                                 projection=PAGE_PROJECTION))
         return [from_document(kind, doc) for doc in docs]
 
     def get_many(self, kind: RoomKind, message_ids: Iterable[str]) -> dict[str, ChatMessage]:
@@ -139,22 +152,72 @@ class MongoReadSide:
     def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
         """Per DM room, in input order: others' messages after the user's mark, latest time."""
         rooms = list(dict.fromkeys(int(r) for r in room_ids))
+        if not rooms:
+            return []
         marks = self._read_marks(user_id, rooms)
-        return [self._activity(user_id, room, marks.get(room)) for room in rooms]
+        summaries = self._believed_summaries(rooms)
+        activity = []
+        for room in rooms:
+            summary = summaries.get(room)
+            answer = self._from_summary(user_id, room, marks.get(room), summary) if summary is not None else None
+            activity.append(answer or self._counted(user_id, room, marks.get(room)))
+        return activity
 
-    def _activity(self, user_id: int, room: int, mark: datetime | None) -> RoomActivity:
+    def _believed_summaries(self, rooms: list[int]) -> dict[int, RoomSummary]:
+        """Summaries to answer from (none while not believed); rooms without one that hold no
+        message get an empty one, rooms without one that do hold messages are left to counting."""
+        loaded = _guarded(lambda: self._summaries.load("direct", rooms))
+        if loaded is None:
+            return {}
+        missing = [room for room in rooms if room not in loaded]
+        if missing:
+            holding = self._rooms_with_messages(missing)
+            if holding:
+                log.warning("DM rooms %s hold messages but no summary: counted from the messages; run `%s`",
+                            sorted(holding), REBUILD_COMMAND)
+            loaded.update({room: EMPTY_ROOM for room in missing if room not in holding})
+        return loaded
+
+    def _rooms_with_messages(self, rooms: list[int]) -> set[int]:
+        """Which of ``rooms`` hold any message: one ``distinct`` (an index-only scan on MongoDB)."""
         messages = self._db[COLLECTIONS["direct"]]
-        in_room = {"channelId": Int64(room)}
+        found = _guarded(lambda: messages.distinct("channelId", {"channelId": {"$in": [Int64(r) for r in rooms]}}))
+        return {int(room) for room in found}
+
+    def _from_summary(self, user_id: int, room: int, mark: datetime | None,
+                      summary: RoomSummary) -> RoomActivity | None:
+        """The answer the summary gives (a count query only for a mark inside the room's
+        time range); None when the summary cannot be right (counted from the messages then)."""
+        if summary.messages == 0:
+            return RoomActivity(room_id=room, count=0, latest=None)
+        unread_if_never_read = summary.messages - summary.written_by(user_id)
+        if summary.messages < 0 or summary.latest is None or unread_if_never_read < 0:
+            log.warning("DM room %d has an impossible summary: counted from the messages; run `%s`",
+                        room, REBUILD_COMMAND)
+            return None
+        if mark is None or (summary.first is not None and mark < summary.first):
+            return RoomActivity(room_id=room, count=unread_if_never_read, latest=summary.latest)
+        if mark >= summary.latest:
+            return RoomActivity(room_id=room, count=0, latest=summary.latest)
+        return RoomActivity(room_id=room, count=self._count_after(user_id, room, mark), latest=summary.latest)
+
+    def _counted(self, user_id: int, room: int, mark: datetime | None) -> RoomActivity:
+        """The answer from the messages alone (no summary believed for this room)."""
+        messages = self._db[COLLECTIONS["direct"]]
         if mark is None:
             return self._never_read(messages, user_id, room)
-        latest = self._latest_time(messages, in_room)
+        latest = self._latest_time(messages, {"channelId": Int64(room)})
         if latest is None or latest <= mark:
             return RoomActivity(room_id=room, count=0, latest=latest)  # nothing newer than the mark
-        pipeline = [{"$match": {**in_room, "localDateTime": {"$gt": mark}}},  # the index range
+        return RoomActivity(room_id=room, count=self._count_after(user_id, room, mark), latest=latest)
+
+    def _count_after(self, user_id: int, room: int, mark: datetime) -> int:
+        """Others' messages strictly after the mark: the index range ``localDateTime > mark``."""
+        pipeline = [{"$match": {"channelId": Int64(room), "localDateTime": {"$gt": mark}}},
                     {"$match": {"userId": {"$ne": Int64(user_id)}}},
                     {"$count": "n"}]
-        rows = _guarded(lambda: list(messages.aggregate(pipeline)))
-        return RoomActivity(room_id=room, count=int(rows[0]["n"]) if rows else 0, latest=latest)
+        rows = _guarded(lambda: list(self._db[COLLECTIONS["direct"]].aggregate(pipeline)))
+        return int(rows[0]["n"]) if rows else 0
 
     @staticmethod
     def _latest_time(messages: Any, in_room: dict[str, Any]) -> datetime | None:

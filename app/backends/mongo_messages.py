@@ -10,6 +10,13 @@ fails after the store succeeded (``remove`` and ``restore``). Ids are always gen
 the server (``insert`` never takes an id from its input: W-9), edits and deletes filter
 on the author in the same atomic operation, so a race cannot let someone else's request
 through.
+
+Every write that changes what a room holds also updates the room's summary
+(``mongo_summaries.RoomSummaries``), after the message write: ``insert`` and ``restore`` of a
+missing message count it in, ``insert_many`` with one bulk update for the whole batch (one
+update per room), ``delete`` and ``remove`` count the removed message out. ``edit`` changes
+nothing counted. The two writes are not one transaction: what a crash between them leaves
+behind, and the rebuild that repairs it, are described in ``mongo_summaries``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
+from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.errors import BackendError, BackendUnavailable
 from app.settings import Settings
 
@@ -37,6 +45,8 @@ T = TypeVar("T")
 SERVER_SELECTION_TIMEOUT_MS = 3000
 CONNECT_TIMEOUT_MS = 3000
 SOCKET_TIMEOUT_MS = 10000
+# What a summary needs to count a removed message out.
+_COUNTED_FIELDS = {"channelId": 1, "userId": 1, "localDateTime": 1}
 
 
 def _guarded(call: Callable[[], T]) -> T:
@@ -70,6 +80,10 @@ class MongoConnection:
                 _guarded(lambda: ensure_indexes(self.db))
                 self._indexes_ready = True
 
+    def rebuild_summaries(self) -> dict[str, Any]:
+        """Recompute every room summary (``mongo_summaries.rebuild``): the operator's repair."""
+        return _guarded(lambda: rebuild(self.db))
+
     def ping(self) -> None:
         """Readiness: raises ``BackendUnavailable`` unless the server answers."""
         _guarded(lambda: self._client.admin.command("ping"))
@@ -84,6 +98,7 @@ class MongoMessageWriter:
     def __init__(self, connection: MongoConnection) -> None:
         self._connection = connection
         self._db = connection.db
+        self._summaries = RoomSummaries(connection.db)
 
     def _collection(self, kind: RoomKind) -> Any:
         return self._db[COLLECTIONS[kind]]
@@ -92,6 +107,7 @@ class MongoMessageWriter:
         self._ensure_indexes()
         document = to_document(message)  # never carries an _id: the server generates it
         result = _guarded(lambda: self._collection(message.kind).insert_one(document))
+        self._summaries.added([message])
         return message.with_id(str(result.inserted_id))
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
@@ -102,6 +118,7 @@ class MongoMessageWriter:
             positions = [i for i, message in enumerate(messages) if message.kind == kind]
             if positions:
                 self._insert_batch(kind, [messages[i] for i in positions], positions, results)
+        self._summaries.added([stored for stored in results if isinstance(stored, ChatMessage)])
         return results
 
     def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
@@ -144,19 +161,29 @@ class MongoMessageWriter:
         if oid is None:
             return None
         doc = _guarded(lambda: self._collection(kind).find_one_and_delete({"_id": oid, "userId": author_id}))
-        return from_document(kind, doc) if doc is not None else None
+        if doc is None:
+            return None
+        self._summaries.removed(kind, doc)
+        return from_document(kind, doc)
 
     def remove(self, kind: RoomKind, message_id: str) -> None:
+        """Undo an insert (its publish failed); a message already gone changes nothing."""
         oid = object_id(message_id)
-        if oid is not None:
-            _guarded(lambda: self._collection(kind).delete_one({"_id": oid}))
+        if oid is None:
+            return
+        doc = _guarded(lambda: self._collection(kind).find_one_and_delete({"_id": oid}, projection=_COUNTED_FIELDS))
+        if doc is not None:
+            self._summaries.removed(kind, doc)
 
     def restore(self, message: ChatMessage) -> None:
+        """Undo an edit (the message is replaced) or a delete (it is stored again, same id)."""
         oid = object_id(message.id)
         if oid is None:
             raise ValueError("restore needs the message's stored id")
         document = {"_id": oid, **to_document(message)}
-        _guarded(lambda: self._collection(message.kind).replace_one({"_id": oid}, document, upsert=True))
+        result = _guarded(lambda: self._collection(message.kind).replace_one({"_id": oid}, document, upsert=True))
+        if result.upserted_id is not None:  # it was gone: counted in again; a replaced one still counts
+            self._summaries.added([message])
 
     def _ensure_indexes(self) -> None:
         try:

@@ -5,11 +5,19 @@ Java server stays readable: ``directMessage`` and ``channelMessage`` (``_id`` Ob
 ``channelId``/``userId``/``communityId`` int64, ``localDateTime`` Date, ``content``, ``type``,
 ``name``, ``profileImage``, ``thumbnail``, ``parentId``, ``parentName``, ``parentContent``)
 and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). ``editedAt`` is new.
+
+``roomSummary`` is new (maintained by ``mongo_summaries``): one document per room, ``_id``
+``"<kind>:<channelId>"`` (``summary_id``), plus one marker document (``SUMMARY_MARKER_ID``)
+that says every message in the database is counted in the summaries. ``ensure_indexes``
+writes that marker into a database that holds no message yet; otherwise only
+``mongo_summaries.rebuild`` does.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from datetime import datetime
 
 from bson import ObjectId
 from bson.int64 import Int64
@@ -18,10 +26,14 @@ from pymongo.database import Database
 
 from app.backends.base import ChatMessage, RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "to_document", "from_document", "ensure_indexes", "object_id"]
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "summary_id", "to_document",
+           "from_document", "ensure_indexes", "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
 READ_MARKERS = "messageTime"
+SUMMARIES = "roomSummary"
+# The marker's _id cannot collide with a room's: those are "direct:<id>" / "channel:<id>".
+SUMMARY_MARKER_ID = "summaries-complete"
 
 _OPTIONAL_FIELDS = {
     "name": "name",
@@ -38,6 +50,11 @@ _OPTIONAL_FIELDS = {
 def object_id(message_id: str) -> ObjectId | None:
     """The ObjectId for a client-sent id, or None when it is not one (never raises)."""
     return ObjectId(message_id) if isinstance(message_id, str) and ObjectId.is_valid(message_id) else None
+
+
+def summary_id(kind: RoomKind, channel_id: int) -> str:
+    """The ``_id`` of a room's ``roomSummary`` document."""
+    return f"{kind}:{int(channel_id)}"
 
 
 def to_document(message: ChatMessage) -> dict[str, Any]:
@@ -81,3 +98,20 @@ def ensure_indexes(db: Database[Any]) -> None:
         db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING), ("_id", DESCENDING)],
                               name="channel_time_id")
     db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
+    _claim_empty_database(db)
+
+
+def _claim_empty_database(db: Database[Any]) -> None:
+    """A database without messages is fully summarised (there is nothing to count): say so.
+
+    Anything else keeps waiting for ``mongo_summaries.rebuild`` (messages written before
+    summaries existed would otherwise be missing from them). The counts run only while the
+    marker is absent: once per process start on such a database.
+    """
+    summaries = db[SUMMARIES]
+    if summaries.find_one({"_id": SUMMARY_MARKER_ID}, {"_id": 1}) is not None:
+        return
+    if any(db[name].estimated_document_count() for name in COLLECTIONS.values()):
+        return
+    summaries.update_one({"_id": SUMMARY_MARKER_ID},
+                         {"$setOnInsert": {"since": datetime.utcnow(), "by": "empty database"}}, upsert=True)

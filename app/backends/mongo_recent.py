@@ -1,0 +1,145 @@
+"""The newest messages of one room, read in bounded ``localDateTime`` windows.
+
+``newest_documents`` answers "the first ``count`` documents of room R in (``localDateTime``
+desc, ``_id`` desc) order, optionally only those before a cursor message" with the same
+result as ``find({channelId: R}).sort(newest first).limit(count)``, but as a few queries
+over bounded time slices instead of one over the whole room.
+
+Why: SecantusDB (the dev/test server) has no limit push-down. A ``find`` or aggregate
+fetches and decodes every document of its index range before it sorts and limits, so the
+unbounded query costs the whole room (5,000 documents: ~200 ms) for a page of 50. A slice
+``{channelId: R, localDateTime: {$gte: lo, $lt: hi}}`` decodes only what lies in it. On
+MongoDB every slice is an index seek of ``channel_time_id`` with the limit pushed down.
+
+Why the result is identical (whatever the estimate): slices are disjoint time intervals
+read newest first, the newer one including its lower bound (``$gte``) and the older one
+excluding it (``$lt``), so every document at one millisecond lands in one slice, and all
+documents of a slice sort before all documents of any older slice. Each slice is sorted
+(time desc, ``_id`` desc) and limited to what is still missing, so the concatenation is
+the prefix of the room's full order. When the bounded slices have not found ``count``
+documents, the last query is unbounded below (``localDateTime < hi``), exactly today's
+query for the rest: a wrong estimate costs time, never a different answer.
+
+The estimate: ``Density`` (messages stored, oldest and newest time, from the room's
+summary) gives the room's average rate; the first window is sized to hold the missing
+documents at that rate with ``SLACK`` to spare. If it falls short, the next window is
+sized from the density actually seen so far (or ``GROWTH`` times wider when nothing was
+seen), for at most ``MAX_WINDOWS`` bounded slices before the unbounded one. Bursty rooms
+cost more queries or wider slices, not other results (tests compare against the unbounded
+query on skewed data). Without a usable density (no summary, fewer than two messages, all
+at one millisecond) the unbounded query runs at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+
+from bson import ObjectId
+from bson.int64 import Int64
+from pymongo import DESCENDING
+
+__all__ = ["Density", "newest_documents", "NEWEST_FIRST", "SLACK", "GROWTH", "MAX_WINDOWS"]
+
+NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
+# A window holds this many times the documents still missing at the estimated rate: a
+# second round trip costs more than decoding a quarter more documents.
+SLACK = 1.25
+# How much wider the next window is when the previous ones held nothing at all.
+GROWTH = 4.0
+# Bounded slices tried before the rest is read in one unbounded query.
+MAX_WINDOWS = 4
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Density:
+    """How a room's messages spread over time: only sizes windows, never decides results."""
+
+    messages: int
+    first: datetime
+    latest: datetime
+
+    def usable(self) -> bool:
+        return self.messages >= 2 and self.latest > self.first
+
+    def span_for(self, count: int) -> timedelta:
+        """The time that holds ``count`` messages at the room's average rate, with slack."""
+        per_message = (self.latest - self.first) / (self.messages - 1)
+        return max(per_message * count * SLACK, _MILLISECOND)
+
+
+def newest_documents(messages: Any, channel_id: int, count: int, *, density: Density | None,
+                     before: tuple[datetime, ObjectId] | None = None,
+                     projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The room's first ``count`` documents newest first; with ``before`` = (time, id) of a
+    message, only those strictly older than it in that order."""
+    room = {"channelId": Int64(channel_id)}
+    reader = _SliceReader(messages, room, projection)
+    docs: list[dict[str, Any]] = []
+    upper: datetime | None = None  # exclusive upper bound of the next slice; None = no bound
+    if before is not None:
+        at, oid = before
+        docs = reader.same_millisecond_older(at, oid, count)
+        upper = at
+    if len(docs) < count and density is not None and density.usable():
+        upper = _fill_from_windows(reader, docs, count, density, upper)
+    if len(docs) < count:
+        docs += reader.slice(None, upper, count - len(docs))
+    return docs[:count]
+
+
+def _fill_from_windows(reader: "_SliceReader", docs: list[dict[str, Any]], count: int,
+                       density: Density, upper: datetime | None) -> datetime | None:
+    """Append bounded slices to ``docs`` until it holds ``count`` documents, the windows reach
+    the room's oldest message, or ``MAX_WINDOWS`` are spent; returns where the next slice ends."""
+    top = upper if upper is not None else density.latest
+    width = density.span_for(count - len(docs))
+    seen = 0
+    for _ in range(MAX_WINDOWS):
+        lower = _whole_millisecond((upper if upper is not None else top) - width)
+        found = reader.slice(lower, upper, count - len(docs))
+        docs += found
+        seen += len(found)
+        upper = lower
+        if len(docs) >= count or lower <= density.first:
+            break
+        width = _next_width(count - len(docs), seen, top - lower, width)
+    return upper
+
+
+def _whole_millisecond(at: datetime) -> datetime:
+    """BSON dates hold milliseconds; a bound with a finer part would be truncated anyway."""
+    return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
+
+
+def _next_width(missing: int, seen: int, covered: timedelta, width: timedelta) -> timedelta:
+    """Size the next window from the density the slices so far actually held."""
+    if seen == 0:
+        return width * GROWTH
+    return max(covered / seen * missing * SLACK, _MILLISECOND)
+
+
+class _SliceReader:
+    """The two query shapes: a time slice of the room, and one millisecond's older ids."""
+
+    def __init__(self, messages: Any, room: dict[str, Any], projection: Mapping[str, Any] | None) -> None:
+        self._messages = messages
+        self._room = room
+        self._projection = projection
+
+    def slice(self, lower: datetime | None, upper: datetime | None, limit: int) -> list[dict[str, Any]]:
+        """``lower <= localDateTime < upper`` (a None bound is open), newest first, at most ``limit``."""
+        bounds: dict[str, datetime] = {}
+        if lower is not None:
+            bounds["$gte"] = lower
+        if upper is not None:
+            bounds["$lt"] = upper
+        query = {**self._room, "localDateTime": bounds} if bounds else dict(self._room)
+        return list(self._messages.find(query, self._projection).sort(NEWEST_FIRST).limit(limit))
+
+    def same_millisecond_older(self, at: datetime, oid: ObjectId, limit: int) -> list[dict[str, Any]]:
+        """Messages at exactly ``at`` whose id sorts before ``oid``: the cursor's own millisecond."""
+        query = {**self._room, "localDateTime": at, "_id": {"$lt": oid}}
+        return list(self._messages.find(query, self._projection).sort("_id", DESCENDING).limit(limit))

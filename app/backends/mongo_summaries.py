@@ -1,0 +1,263 @@
+"""Per-room message summaries (``roomSummary``): kept on every write, read instead of counting.
+
+One document per room, ``_id`` = ``mongo_schema.summary_id(kind, channelId)``::
+
+    {kind, channelId, n, byUser: {"<userId>": count}, latest, first}
+
+- ``n``: messages of the room currently stored; ``byUser.<id>``: how many of them that user
+  wrote. Exact. message-count for a room the user never read is ``n - byUser.<user>``.
+- ``latest``: never older than the room's newest ``localDateTime`` (equal to it, except that
+  two deletes racing each other can leave the time of a deleted message). A read mark at or
+  after ``latest`` therefore really has nothing newer: that shortcut stays exact.
+- ``first``: never newer than the room's oldest ``localDateTime`` (deletes do not raise
+  it). Used to size history windows (``mongo_recent.Density``) and for "every message is
+  newer than the mark", both of which only need that bound.
+
+``RoomSummaries`` keeps them: ``added`` (insert, ``insert_many`` with one bulk update per
+batch, restore) and ``removed`` (delete, remove), each one atomic update per room. Edits
+change nothing counted.
+
+**Two writes, no transaction.** The message is written first, its summary update second.
+If the process dies between the two (or the update fails: it is logged, never raised,
+because the message is stored and its sender must get the truth), that room's summary
+misses that message: ``n`` one short, and ``latest`` possibly older than it, so an unread
+message can be reported as read until the summary is rebuilt. A delete that dies halfway
+leaves ``n`` one too high. ``rebuild`` (the operator's command:
+``python -m app.backends.rebuild_summaries``) recomputes every summary from the messages.
+Run it after a crash of a chat server, and once for data written before summaries existed.
+
+**When summaries are believed.** The marker document ``SUMMARY_MARKER_ID`` says every
+stored message is counted. ``mongo_schema.ensure_indexes`` writes it into a database that
+holds no message yet; otherwise only ``rebuild`` writes it (and deletes it while it runs).
+Without it, ``load`` returns None and readers count from the messages as before: a
+database upgraded from before summaries stays exact (and slow) until its first rebuild.
+With it, a room without a summary has never been written through ``RoomSummaries``: the
+reader checks for messages there and counts any it finds (and logs that a rebuild is
+due) rather than answering from nothing. Such a room is not rebuilt on the fly: without a
+transaction, a writer's update racing that rebuild would count a message twice or not at
+all, and that error would then look like a valid summary.
+
+``rebuild`` while chat servers write: a message written during the rebuild can be counted
+twice or missed in its room (the recount and the writer's ``$inc`` race). Run it with the
+writers stopped, or run it again when they are quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from bson.int64 import Int64
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+
+from app.backends.base import ChatMessage, RoomKind
+from app.backends.mongo_recent import Density, newest_documents
+from app.backends.mongo_schema import COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, summary_id
+
+__all__ = ["RoomSummary", "RoomSummaries", "rebuild", "REBUILD_COMMAND"]
+
+log = logging.getLogger(__name__)
+
+REBUILD_COMMAND = "python -m app.backends.rebuild_summaries"
+REBUILD_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class RoomSummary:
+    """One room's ``roomSummary`` document, as read."""
+
+    messages: int
+    by_user: Mapping[int, int] = field(default_factory=dict)
+    latest: datetime | None = None
+    first: datetime | None = None
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> "RoomSummary":
+        by_user = {int(user): int(n) for user, n in (doc.get("byUser") or {}).items()}
+        return cls(messages=int(doc.get("n") or 0), by_user=by_user, latest=doc.get("latest"),
+                   first=doc.get("first"))
+
+    def written_by(self, user_id: int) -> int:
+        return self.by_user.get(int(user_id), 0)
+
+    def density(self) -> Density | None:
+        if self.latest is None or self.first is None:
+            return None
+        return Density(messages=self.messages, first=self.first, latest=self.latest)
+
+
+class RoomSummaries:
+    """Keeps and reads ``roomSummary``; one instance per database."""
+
+    def __init__(self, db: Database[Any]) -> None:
+        self._db = db
+        self._summaries = db[SUMMARIES]
+
+    # -- write side ----------------------------------------------------------------------
+
+    def added(self, messages: Sequence[ChatMessage]) -> None:
+        """Count stored messages in: one update per room, all in one unordered bulk write."""
+        if not messages:
+            return
+        rooms = _by_room(messages)
+        updates = [UpdateOne({"_id": summary_id(kind, room)}, _added_update(kind, room, batch), upsert=True)
+                   for (kind, room), batch in rooms.items()]
+        self._quietly(lambda: self._summaries.bulk_write(updates, ordered=False),
+                      rooms=[summary_id(kind, room) for kind, room in rooms])
+
+    def removed(self, kind: RoomKind, document: Mapping[str, Any]) -> None:
+        """Count a deleted message out; if it was the newest, move ``latest`` to the new newest."""
+        room, at = int(document["channelId"]), document["localDateTime"]
+        key = summary_id(kind, room)
+        update = {"$inc": {"n": Int64(-1), f"byUser.{int(document['userId'])}": Int64(-1)}}
+        # No upsert: a room without a summary stays without one (a summary made of this
+        # decrement alone would claim n = -1 and be believed).
+        after = self._quietly(lambda: self._summaries.find_one_and_update(
+            {"_id": key}, update, projection={"latest": 1, "n": 1, "first": 1},
+            return_document=ReturnDocument.AFTER), rooms=[key])
+        if after is not None and after.get("latest") is not None and at >= after["latest"]:
+            self._quietly(lambda: self._lower_latest(kind, room, at, after), rooms=[key])
+
+    def _lower_latest(self, kind: RoomKind, room: int, removed_at: datetime, summary: Mapping[str, Any]) -> None:
+        """Set ``latest`` to the newest remaining time, never below the truth.
+
+        Only lowered while it still holds the removed time (a concurrent insert's ``$max``
+        wins). An insert whose ``$max`` ran before this ``$set`` overwrote it is stored by
+        then, so the second look below finds it and raises ``latest`` again.
+        """
+        key = summary_id(kind, room)
+        newest = self._newest_time(kind, room, summary)
+        change = {"$set": {"latest": newest}} if newest is not None else {"$unset": {"latest": ""}}
+        self._summaries.update_one({"_id": key, "latest": removed_at}, change)
+        again = self._newest_time(kind, room, summary)
+        if again is not None and (newest is None or again > newest):
+            self._summaries.update_one({"_id": key}, {"$max": {"latest": again}})
+
+    def _newest_time(self, kind: RoomKind, room: int, summary: Mapping[str, Any]) -> datetime | None:
+        density = RoomSummary.from_document(summary).density()
+        docs = newest_documents(self._db[COLLECTIONS[kind]], room, 1, density=density,
+                                projection={"localDateTime": 1, "_id": 0})
+        return docs[0]["localDateTime"] if docs else None
+
+    def _quietly(self, call: Any, *, rooms: Iterable[str]) -> Any:
+        """Summary updates follow a stored message: a failure is logged, never raised."""
+        try:
+            return call()
+        except PyMongoError as exc:
+            log.error("room summary not updated (%s) for %s: counts there are off until `%s` runs",
+                      type(exc).__name__, ", ".join(rooms), REBUILD_COMMAND)
+            return None
+
+    # -- read side -----------------------------------------------------------------------
+
+    def load(self, kind: RoomKind, rooms: Sequence[int]) -> dict[int, RoomSummary] | None:
+        """The summaries of ``rooms`` that exist, in one query; None while they are not believed
+        (no marker: messages may predate the summaries)."""
+        ids = [summary_id(kind, room) for room in rooms]
+        docs = list(self._summaries.find({"_id": {"$in": [SUMMARY_MARKER_ID, *ids]}}))
+        if not any(doc["_id"] == SUMMARY_MARKER_ID for doc in docs):
+            return None
+        return {int(doc["channelId"]): RoomSummary.from_document(doc) for doc in docs
+                if doc["_id"] != SUMMARY_MARKER_ID}
+
+    def get(self, kind: RoomKind, room: int) -> RoomSummary | None:
+        """One room's summary whether or not summaries are believed (for estimates only)."""
+        doc = self._summaries.find_one({"_id": summary_id(kind, room)})
+        return RoomSummary.from_document(doc) if doc is not None else None
+
+
+def _by_room(messages: Iterable[ChatMessage]) -> dict[tuple[RoomKind, int], list[ChatMessage]]:
+    rooms: dict[tuple[RoomKind, int], list[ChatMessage]] = defaultdict(list)
+    for message in messages:
+        rooms[(message.kind, int(message.channel_id))].append(message)
+    return rooms
+
+
+def _added_update(kind: RoomKind, room: int, batch: list[ChatMessage]) -> dict[str, Any]:
+    counts: dict[str, Int64] = {"n": Int64(len(batch))}
+    for message in batch:
+        key = f"byUser.{int(message.user_id)}"
+        counts[key] = Int64(counts.get(key, 0) + 1)
+    times = [message.created_at for message in batch]
+    return {"$inc": counts, "$max": {"latest": max(times)}, "$min": {"first": min(times)},
+            "$setOnInsert": {"kind": kind, "channelId": Int64(room)}}
+
+
+# -- rebuild -----------------------------------------------------------------------------
+
+
+def rebuild(db: Database[Any], *, batch: int = REBUILD_BATCH) -> dict[str, Any]:
+    """Recompute every room's summary from its messages (one aggregate per collection).
+
+    The marker is removed first (readers count from the messages meanwhile) and written
+    again at the end. Rooms whose summary was already right are not rewritten; summaries of
+    rooms without messages become empty ones. Returns per kind: rooms with messages,
+    messages, summaries rewritten (``changed``: drift found), and the time taken.
+    """
+    started = datetime.utcnow()
+    summaries = db[SUMMARIES]
+    summaries.delete_one({"_id": SUMMARY_MARKER_ID})
+    report: dict[str, Any] = {}
+    for kind, collection in COLLECTIONS.items():
+        report[kind] = _rebuild_kind(db, kind, db[collection], batch)
+    summaries.replace_one({"_id": SUMMARY_MARKER_ID}, {"since": started, "by": "rebuild"}, upsert=True)
+    report["seconds"] = round((datetime.utcnow() - started).total_seconds(), 2)
+    return report
+
+
+def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int) -> dict[str, int]:
+    counted = _recount(kind, messages)
+    existing = {doc["_id"]: doc for doc in db[SUMMARIES].find({"kind": kind})}
+    wanted = dict(counted)
+    for key, doc in existing.items():
+        wanted.setdefault(key, _summary_document(kind, int(doc["channelId"]), {}, None, None))
+    stale = [ReplaceOne({"_id": key}, doc, upsert=True) for key, doc in wanted.items()
+             if key not in existing or _comparable(existing[key]) != _comparable(doc)]
+    for start in range(0, len(stale), batch):
+        db[SUMMARIES].bulk_write(stale[start:start + batch], ordered=False)
+    return {"rooms": len(counted), "messages": sum(int(doc["n"]) for doc in counted.values()),
+            "changed": len(stale)}
+
+
+def _recount(kind: RoomKind, messages: Any) -> dict[str, dict[str, Any]]:
+    """Every room's summary document, from one ``$group`` by (room, author)."""
+    pipeline = [{"$group": {"_id": {"room": "$channelId", "user": "$userId"}, "n": {"$sum": 1},
+                            "latest": {"$max": "$localDateTime"}, "first": {"$min": "$localDateTime"}}}]
+    rooms: dict[int, dict[str, Any]] = {}
+    for row in messages.aggregate(pipeline, allowDiskUse=True):
+        room = rooms.setdefault(int(row["_id"]["room"]), {"byUser": {}, "latest": None, "first": None})
+        room["byUser"][str(int(row["_id"]["user"]))] = int(row["n"])
+        room["latest"] = _later(room["latest"], row["latest"])
+        room["first"] = _earlier(room["first"], row["first"])
+    return {summary_id(kind, room): _summary_document(kind, room, parts["byUser"], parts["latest"], parts["first"])
+            for room, parts in rooms.items()}
+
+
+def _summary_document(kind: RoomKind, room: int, by_user: Mapping[str, int], latest: datetime | None,
+                      first: datetime | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"kind": kind, "channelId": Int64(room), "n": Int64(sum(by_user.values())),
+                           "byUser": {user: Int64(n) for user, n in by_user.items()}}
+    if latest is not None:
+        doc["latest"] = latest
+    if first is not None:
+        doc["first"] = first
+    return doc
+
+
+def _comparable(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a summary says, ignoring users whose count went back to zero."""
+    by_user = {user: int(n) for user, n in (doc.get("byUser") or {}).items() if int(n) != 0}
+    return int(doc.get("n") or 0), by_user, doc.get("latest"), doc.get("first")
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None or (b is not None and b < a) else a

@@ -1,0 +1,50 @@
+"""Operator command: recompute every room summary from the stored messages.
+
+    python -m app.backends.rebuild_summaries        # MONGO_URL / MONGO_DB as the chat server
+
+Run it once on a database written before room summaries existed (until then message-count
+counts from the messages: exact, slow), and after a chat server died, which can leave a
+room's summary one message off (``mongo_summaries`` says why). Best run while no chat
+server writes: a message stored during the rebuild can be counted twice or missed in its
+room; running it again when quiet fixes that. Prints what it found per kind of room
+(``changed``: summaries that had drifted or were missing) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from app.backends.mongo_messages import MongoConnection
+from app.errors import BackendUnavailable
+from app.settings import Settings
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.backends.rebuild_summaries", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if not settings.mongo_url:
+        parser.error("MONGO_URL is empty: point it at the database to rebuild")
+    connection = MongoConnection(settings)
+    try:
+        connection.ensure_indexes()
+        report = connection.rebuild_summaries()
+    except BackendUnavailable:
+        sys.stderr.write("rebuild failed (MongoDB error above); message-count counts from the messages "
+                         "until a rebuild completes: run it again\n")
+        return 1
+    finally:
+        connection.close()
+    sys.stdout.write(json.dumps(report, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

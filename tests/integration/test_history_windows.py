@@ -1,0 +1,209 @@
+"""History pages read in bounded time windows (``mongo_recent``) against the real MongoDB-wire
+server: every page and every cursor page equals a slice of the room's full (time, id) newest
+first order, on uniform, bursty and skewed rooms, whether the room summary is kept by the
+writer, rebuilt, missing or wrong; and with a summary, page 0 reads one bounded slice."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any, Callable, Iterator
+
+import pytest
+from bson.int64 import Int64
+from pymongo import DESCENDING, monitoring
+
+from app.backends.base import ChatMessage
+from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_schema import SUMMARIES, summary_id
+from app.backends.mongo_summaries import rebuild
+from tests.conftest import make_settings
+from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
+
+pytestmark = pytest.mark.integration
+
+COMMUNITY = 3
+
+
+def _uniform(rng: random.Random) -> list[float]:
+    return [i * 2.0 for i in range(120)]
+
+
+def _burst_now(rng: random.Random) -> list[float]:
+    """A quiet year, then 70 messages within a few milliseconds: the average rate is far too low."""
+    return [i * 86_400.0 * 3 for i in range(60)] + [200 * 86_400.0 + rng.randint(0, 4) / 1000 for _ in range(70)]
+
+
+def _burst_long_ago(rng: random.Random) -> list[float]:
+    """90 messages in one second long ago, then sparse ones days apart: the rate is far too high."""
+    return [rng.randint(0, 1000) / 1000 for _ in range(90)] + [86_400.0 * (10 + 7 * i) for i in range(30)]
+
+
+def _shared_milliseconds(rng: random.Random) -> list[float]:
+    """Few distinct times, each shared by many messages whose ids disagree with their order."""
+    return [rng.choice([0.0, 0.001, 5.0, 5.001, 9.0, 60.0]) for _ in range(100)]
+
+
+def _clusters(rng: random.Random) -> list[float]:
+    """Clusters of random size separated by random gaps from a second to a month."""
+    times, now = [], 0.0
+    for _ in range(12):
+        now += rng.choice([1.0, 60.0, 3600.0, 86_400.0 * 30])
+        times += [now + rng.randint(0, 500) / 1000 for _ in range(rng.randint(1, 25))]
+    rng.shuffle(times)  # stored out of time order: ids disagree with times
+    return times
+
+
+SHAPES: dict[str, Callable[[random.Random], list[float]]] = {
+    "uniform": _uniform, "burst_now": _burst_now, "burst_long_ago": _burst_long_ago,
+    "shared_milliseconds": _shared_milliseconds, "clusters": _clusters,
+}
+
+
+class MessageFinds(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.finds: list[dict[str, Any]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find" and event.command.get("find") == "channelMessage":
+            self.finds.append(dict(event.command))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def finds() -> MessageFinds:
+    return MessageFinds()
+
+
+@pytest.fixture
+def api(embedded, finds) -> Iterator[ChatApi]:
+    chat = ChatApi(make_settings(embedded), mongo_listeners=[finds])
+    yield chat
+    chat.close()
+
+
+@pytest.fixture
+def writer(api) -> Iterator[MongoMessageWriter]:
+    connection = MongoConnection(api.settings)
+    yield MongoMessageWriter(connection)
+    connection.close()
+
+
+def _message(room: int, i: int, at: datetime) -> ChatMessage:
+    return ChatMessage(kind="channel", channel_id=room, community_id=COMMUNITY, user_id=1 + i % 3,
+                       content=f"m{i}", created_at=at)
+
+
+def _store(api: ChatApi, writer: MongoMessageWriter, shape: str, summary: str) -> int:
+    """A room holding the shape's messages (and a neighbour interleaved), summarised as asked."""
+    rng = random.Random(f"{shape}/{summary}")
+    room = fresh_id()
+    times = [BASE_TIME + timedelta(seconds=s) for s in SHAPES[shape](rng)]
+    messages = [_message(room, i, at) for i, at in enumerate(times)]
+    neighbour = [_message(room + 1, i, at) for i, at in enumerate(times[::3])]
+    if summary == "kept":
+        for start in range(0, len(messages), 17):  # several group-commit batches, two rooms in each
+            writer.insert_many(messages[start:start + 17] + neighbour[start // 3:(start + 17) // 3])
+        return room
+    for message in messages + neighbour:
+        insert_message(api.db, "channel", message.channel_id, message.user_id, message.content, message.created_at,
+                       community_id=COMMUNITY)
+    if summary in ("rebuilt", "wrong"):
+        rebuild(api.db)
+    if summary == "wrong":
+        api.db[SUMMARIES].update_one({"_id": summary_id("channel", room)}, {"$set": _wrong_summary(rng, times)})
+    return room
+
+
+def _wrong_summary(rng: random.Random, times: list[datetime]) -> dict[str, Any]:
+    """A summary that lies about everything the windows are sized from."""
+    return rng.choice([
+        {"n": Int64(2), "first": max(times) - timedelta(milliseconds=1), "latest": max(times)},
+        {"n": Int64(100_000), "first": min(times), "latest": max(times)},
+        {"n": Int64(len(times)), "first": min(times), "latest": min(times) + timedelta(milliseconds=2)},
+        {"n": Int64(len(times)), "first": max(times) + timedelta(days=1), "latest": max(times) + timedelta(days=2)},
+    ])
+
+
+def _newest_first(api: ChatApi, room: int) -> list[str]:
+    """The reference order: the room's whole (time, id) order, newest first, sorted here."""
+    docs = api.db.channelMessage.find({"channelId": Int64(room)}, {"localDateTime": 1})
+    return [str(d["_id"]) for d in sorted(docs, key=lambda d: (d["localDateTime"], d["_id"]), reverse=True)]
+
+
+def _unbounded(api: ChatApi, room: int, size: int, page: int) -> list[str]:
+    """The query pages used before windows: find + sort + skip + limit over the whole room."""
+    cursor = api.db.channelMessage.find({"channelId": Int64(room)}, {"_id": 1}).sort(
+        [("localDateTime", DESCENDING), ("_id", DESCENDING)]).skip(page * size).limit(size)
+    return [str(d["_id"]) for d in cursor]
+
+
+def _page(api: ChatApi, room: int, size: int, page: int, before: str | None = None) -> list[str]:
+    return [m.id for m in api.read_side.page("channel", room, size=size, page=page, before_id=before)]
+
+
+@pytest.mark.parametrize("summary", ["kept", "rebuilt", "missing", "wrong"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_page_is_the_slice_of_the_full_order(api, writer, shape, summary):
+    room = _store(api, writer, shape, summary)
+    order = _newest_first(api, room)
+    for size in (1, 7, 50):
+        pages = range(len(order) // size + 2) if size > 1 else [*range(6), *range(len(order) - 3, len(order) + 2)]
+        for page in pages:
+            expected = order[page * size:(page + 1) * size]
+            assert _page(api, room, size, page) == expected, (size, page)
+            assert _unbounded(api, room, size, page) == expected, (size, page)
+
+
+@pytest.mark.parametrize("summary", ["kept", "wrong"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_every_cursor_page_is_the_slice_after_the_cursor(api, writer, shape, summary):
+    room = _store(api, writer, shape, summary)
+    order = _newest_first(api, room)
+    for index in range(0, len(order), 5):
+        for size, page in ((3, 0), (3, 2), (40, 0), (40, 1)):
+            start = index + 1 + page * size
+            assert _page(api, room, size, page, before=order[index]) == order[start:start + size], (index, size, page)
+
+
+def test_page_zero_of_a_summarised_room_reads_one_bounded_slice(api, writer, finds):
+    room = _store(api, writer, "uniform", "kept")
+    finds.finds.clear()
+    assert len(_page(api, room, 10, 0)) == 10
+    [find] = finds.finds  # one slice held the page: no widening, no unbounded query
+    assert find["filter"]["channelId"] == room and set(find["filter"]["localDateTime"]) == {"$gte"}
+    assert find["limit"] == 10
+    # The slice covers about 10 messages' worth of time (with slack), not the room's 240 s.
+    latest = BASE_TIME + timedelta(seconds=238)
+    assert latest - find["filter"]["localDateTime"]["$gte"] <= timedelta(seconds=2 * 10 * 1.5)
+
+
+def test_a_deep_page_reads_only_positions_of_what_it_skips(api, writer, finds):
+    room = _store(api, writer, "uniform", "kept")
+    finds.finds.clear()
+    _page(api, room, 7, 5)
+    skipped = [f for f in finds.finds if f.get("projection") == {"localDateTime": 1}]
+    page = [f for f in finds.finds if f.get("projection") != {"localDateTime": 1}]
+    assert skipped and page
+    assert all(f["limit"] <= 7 for f in page)  # documents are read for the page only
+
+
+def test_a_room_without_messages_has_empty_pages(api, writer):
+    assert _page(api, fresh_id(), 5, 0) == []
+    assert _page(api, fresh_id(), 5, 3) == []
+
+
+def test_new_messages_lead_page_zero_whether_summarised_or_not(api, writer):
+    """The first slice is open above: a message the summary does not know (written around the
+    writer, or racing it) is still on page 0."""
+    room = _store(api, writer, "uniform", "kept")
+    newest = writer.insert(_message(room, 999, BASE_TIME + timedelta(days=3)))
+    assert _page(api, room, 3, 0)[0] == newest.id
+    raw = insert_message(api.db, "channel", room, 1, "raw, not summarised", BASE_TIME + timedelta(days=4),
+                         community_id=COMMUNITY)
+    assert _page(api, room, 3, 0)[:2] == [raw.id, newest.id]
