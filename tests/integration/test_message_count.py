@@ -1,20 +1,33 @@
 """Read markers and POST /chat-server/message-count against real MongoDB (W-13, W-14, W-18):
 one atomic upsert per location, unread = others' messages after the mark, rooms ordered by
-their latest message, 24-hour compact times, and who may ask for whom. The query paths of
-``room_activity`` (the zero-unread shortcut, ranged counts, never-read rooms) are checked
-against a brute-force count of the same documents."""
+their latest message, 24-hour compact times, and who may ask for whom.
+
+Both ways ``room_activity`` answers are checked against a brute-force count of the same
+documents: from the room summaries (kept by the real writer on insert, insert_many, delete,
+remove and restore, or rebuilt) and, for rooms without one (messages written around the
+writer, as ``insert_message`` does, or a database from before summaries), from the messages
+(the zero-unread shortcut, ranged counts, never-read rooms)."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 import gevent
 import pytest
-from pymongo import monitoring
+from bson import ObjectId
+from pymongo import MongoClient, monitoring
 
+from app.backends.base import ChatMessage
 from app.backends.mongo_history import MongoReadSide
+from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_schema import SUMMARY_MARKER_ID
+from app.backends.mongo_summaries import rebuild
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
 from tests.support.rooms import set_room_members
@@ -40,7 +53,13 @@ class CommandLog(monitoring.CommandListener):
 
     def on_messages(self, name: str) -> list[dict[str, Any]]:
         """The ``name`` commands (find, aggregate) sent to the DM message collection."""
-        return [doc for doc in self.documents if doc.get(name) == "directMessage"]
+        return self.on(name, "directMessage")
+
+    def on(self, name: str, collection: str) -> list[dict[str, Any]]:
+        return [doc for doc in self.documents if doc.get(name) == collection]
+
+    def reads_of_messages(self) -> list[dict[str, Any]]:
+        return [doc for name in ("find", "aggregate", "distinct", "count") for doc in self.on_messages(name)]
 
     def succeeded(self, event: Any) -> None:
         pass
@@ -61,8 +80,40 @@ def api(embedded, commands) -> Iterator[ChatApi]:
     chat.close()
 
 
+@pytest.fixture
+def writer(api) -> Iterator[MongoMessageWriter]:
+    """The real message writer on the API's database: it keeps the room summaries."""
+    connection = MongoConnection(api.settings)
+    yield MongoMessageWriter(connection)
+    connection.close()
+
+
 def at(seconds: float) -> datetime:
     return T + timedelta(seconds=seconds)
+
+
+def write(writer: MongoMessageWriter, room: int, author: int, when: datetime, content: str = "m") -> ChatMessage:
+    return writer.insert(dm(room, author, when, content))
+
+
+def dm(room: int, author: int, when: datetime, content: str = "m") -> ChatMessage:
+    return ChatMessage(kind="direct", channel_id=room, user_id=author, content=content, created_at=when)
+
+
+def brute_force(api: ChatApi, user: int, rooms: list[int]) -> list[tuple[int, int, datetime | None]]:
+    """(room, unread, latest) computed here from every stored message and the user's marks."""
+    answers = []
+    for room in rooms:
+        docs = list(api.db.directMessage.find({"channelId": room}))
+        marker = api.db.messageTime.find_one({"channelId": f"r-{room}"}) or {}
+        mark = (marker.get("read") or {}).get(str(user))
+        unread = sum(1 for d in docs if d["userId"] != user and (mark is None or d["localDateTime"] > mark))
+        answers.append((room, unread, max((d["localDateTime"] for d in docs), default=None)))
+    return answers
+
+
+def activity_of(api: ChatApi, user: int, rooms: list[int]) -> list[tuple[int, int, datetime | None]]:
+    return [(a.room_id, a.count, a.latest) for a in api.read_side.room_activity(user, rooms)]
 
 
 def rooms_for(api: ChatApi, user: int, count: int, other: int) -> list[int]:
@@ -216,36 +267,220 @@ def test_rooms_without_messages_have_no_count_and_no_latest_time(api):
     assert [(a.room_id, a.count, a.latest) for a in activity] == [(marked, 0, None), (unmarked, 0, None)]
 
 
-def test_counts_match_a_brute_force_count_of_the_same_messages(api):
+@pytest.mark.parametrize("summaries", ["none: counted", "kept by the writer", "rebuilt"])
+def test_counts_match_a_brute_force_count_of_the_same_messages(api, writer, commands, summaries):
     """Random rooms, authors, times (with many shared milliseconds) and marks, including marks
     equal to a message time, before the first and after the last message."""
     rng = random.Random(20261124)
     user, others = fresh_id(), [fresh_id(), fresh_id()]
     rooms = [fresh_id() for _ in range(12)]
-    stored: dict[int, list[tuple[int, datetime]]] = {room: [] for room in rooms}
     for room in rooms[:-1]:  # the last room stays empty
         for _ in range(rng.randint(1, 25)):
             author, when = rng.choice([user, *others]), at(rng.randint(0, 40) / 4)
-            insert_message(api.db, "direct", room, author, "m", when)
-            stored[room].append((author, when))
-    marks: dict[int, datetime] = {}
+            if summaries == "kept by the writer":
+                write(writer, room, author, when)
+            else:
+                insert_message(api.db, "direct", room, author, "m", when)
+    if summaries == "rebuilt":
+        rebuild(api.db)
     for i, room in enumerate(rooms):
         choice = ["none", "time", "between", "early", "late"][i % 5]
-        times = [when for _, when in stored[room]] or [at(0)]
+        times = [d["localDateTime"] for d in api.db.directMessage.find({"channelId": room})] or [at(0)]
         mark = {"none": None, "time": rng.choice(times), "between": at(rng.randint(0, 40) / 4 + 0.1),
                 "early": at(-1), "late": at(60)}[choice]
         if mark is not None:
             api.read_side.mark_read(f"r-{room}", user, mark)
-            marks[room] = mark
     api.read_side.mark_read(f"r-{rooms[0]}", others[0], at(100))
+    expected = brute_force(api, user, list(reversed(rooms)))
+    commands.clear()
+    assert activity_of(api, user, list(reversed(rooms)) + rooms[:2]) == expected
+    ranged = [doc for doc in commands.on_messages("aggregate") if "$gt" in str(doc["pipeline"][0])]
+    if summaries != "none: counted":
+        # Only rooms whose mark lies inside their time range read messages, each one range,
+        # plus one check that the room without a summary (the empty one) holds nothing.
+        [checked] = commands.on("distinct", "directMessage")
+        assert checked["query"] == {"channelId": {"$in": [rooms[-1]]}}
+        assert len(commands.reads_of_messages()) == len(ranged) + 1
+        assert len(commands.on("find", "roomSummary")) == 1 and len(commands.on("find", "messageTime")) == 1
 
-    def expected(room: int) -> tuple[int, int, datetime | None]:
-        mark = marks.get(room)
-        count = sum(1 for author, when in stored[room] if author != user and (mark is None or when > mark))
-        return room, count, max((when for _, when in stored[room]), default=None)
 
-    activity = api.read_side.room_activity(user, list(reversed(rooms)) + rooms[:2])
-    assert [(a.room_id, a.count, a.latest) for a in activity] == [expected(room) for room in reversed(rooms)]
+def test_summaries_answer_without_reading_the_messages(api, writer, commands):
+    user, other = fresh_id(), fresh_id()
+    never_read, read_all, read_before_first, own_only = rooms_for(api, user, 4, other)
+    for room in (never_read, read_all, read_before_first):
+        for i in range(3):
+            write(writer, room, other, at(10 + i))
+        write(writer, room, user, at(20))
+    write(writer, own_only, user, at(5))
+    api.read_side.mark_read(f"r-{read_all}", user, at(20))
+    api.read_side.mark_read(f"r-{read_before_first}", user, at(9))
+    commands.clear()
+    rooms = [never_read, read_all, read_before_first, own_only]
+    assert activity_of(api, user, rooms) == [(never_read, 3, at(20)), (read_all, 0, at(20)),
+                                            (read_before_first, 3, at(20)), (own_only, 0, at(5))]
+    assert commands.reads_of_messages() == []
+    [summaries] = commands.on("find", "roomSummary")
+    [marks] = commands.on("find", "messageTime")
+    assert len(summaries["filter"]["_id"]["$in"]) == 5  # the four rooms and the marker: one query
+    assert len(marks["filter"]["channelId"]["$in"]) == 4
+
+
+def test_a_mark_inside_the_rooms_time_range_counts_only_after_it(api, writer, commands):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    for i in range(6):
+        write(writer, room, other if i % 3 else user, at(i))
+    api.read_side.mark_read(f"r-{room}", user, at(2.5))
+    commands.clear()
+    assert activity_of(api, user, [room]) == [(room, 2, at(5))]
+    [counted] = commands.reads_of_messages()
+    assert counted["pipeline"][0] == {"$match": {"channelId": room, "localDateTime": {"$gt": at(2.5)}}}
+
+
+def test_rooms_without_a_summary_are_checked_in_one_query_and_counted_if_they_hold_messages(api, writer, commands):
+    user, other = fresh_id(), fresh_id()
+    summarised, written_around, empty_a, empty_b = rooms_for(api, user, 4, other)
+    write(writer, summarised, other, at(1))
+    insert_message(api.db, "direct", written_around, other, "no summary", at(2))
+    commands.clear()
+    rooms = [summarised, written_around, empty_a, empty_b]
+    assert activity_of(api, user, rooms) == [(summarised, 1, at(1)), (written_around, 1, at(2)),
+                                            (empty_a, 0, None), (empty_b, 0, None)]
+    [checked] = commands.on("distinct", "directMessage")
+    assert sorted(checked["query"]["channelId"]["$in"]) == sorted([written_around, empty_a, empty_b])
+    assert len(commands.reads_of_messages()) == 2  # the check, then the one room holding messages
+
+
+def test_a_database_from_before_summaries_is_counted_until_it_is_rebuilt(embedded, commands):
+    settings = make_settings(embedded)
+    user, other = fresh_id(), fresh_id()
+    room = fresh_id()
+    legacy = MongoClient(settings.mongo_url)
+    for i in range(3):  # written before this version: no summary
+        insert_message(legacy[settings.mongo_db], "direct", room, other, f"old{i}", at(i))
+    legacy.close()
+    chat = ChatApi(settings, mongo_listeners=[commands])
+    connection = MongoConnection(settings)
+    try:
+        assert chat.db.roomSummary.find_one({"_id": SUMMARY_MARKER_ID}) is None  # not claimed: it held messages
+        write(MongoMessageWriter(connection), room, other, at(10))  # a summary of one message: not the truth
+        assert activity_of(chat, user, [room]) == [(room, 4, at(10))]
+        report = rebuild(chat.db)
+        assert report["direct"] == {"rooms": 1, "messages": 4, "changed": 1}
+        commands.clear()
+        assert activity_of(chat, user, [room]) == [(room, 4, at(10))]
+        assert commands.reads_of_messages() == []  # believed now
+    finally:
+        connection.close()
+        chat.close()
+
+
+def test_every_write_path_keeps_counts_exact(api, writer):
+    """Random inserts, batches, deletes (also by the wrong author), undo by remove and
+    restore, and edits, with moving marks: after each step the answer is the brute-force
+    count, and a rebuild finds nothing to change in n, byUser and latest."""
+    rng = random.Random(77)
+    user, others = fresh_id(), [fresh_id(), fresh_id()]
+    rooms = rooms_for(api, user, 4, others[0])
+    stored: list[ChatMessage] = []
+    deleted: list[ChatMessage] = []
+    clock = iter(range(10_000))
+    for step in range(160):
+        action = rng.choice(["insert", "insert", "batch", "delete", "remove", "restore", "edit", "mark"])
+        if action == "insert" or not stored:
+            stored.append(write(writer, rng.choice(rooms), rng.choice([user, *others]), at(next(clock) / 2)))
+        elif action == "batch":
+            batch = [dm(rng.choice(rooms), rng.choice([user, *others]), at(rng.choice([next(clock), 3]) / 2))
+                     for _ in range(rng.randint(1, 6))]
+            stored += [m for m in writer.insert_many(batch) if isinstance(m, ChatMessage)]
+        elif action == "delete":
+            victim = rng.choice(stored)
+            wrong = rng.random() < 0.2
+            removed = writer.delete("direct", victim.id, others[0] if wrong and victim.user_id != others[0]
+                                    else victim.user_id)
+            if removed is not None:
+                stored.remove(victim)
+                deleted.append(removed)
+        elif action == "remove":
+            victim = stored.pop(rng.randrange(len(stored)))
+            writer.remove("direct", victim.id)
+            writer.remove("direct", victim.id)
+        elif action == "restore" and deleted:
+            back = deleted.pop()
+            writer.restore(back)
+            stored.append(back)
+        elif action == "edit":
+            victim = rng.choice(stored)
+            writer.edit("direct", victim.id, victim.user_id, "edited", at(9999))
+            writer.restore(victim)
+        else:
+            api.read_side.mark_read(f"r-{rng.choice(rooms)}", user, at(rng.randint(0, step + 1) / 2))
+        assert activity_of(api, user, rooms) == brute_force(api, user, rooms), (step, action)
+    recount = rebuild(api.db)
+    assert recount["direct"]["messages"] == len(stored)
+    for room in rooms:
+        doc = api.db.roomSummary.find_one({"_id": f"direct:{room}"})
+        docs = list(api.db.directMessage.find({"channelId": room}))
+        assert doc["n"] == len(docs) and doc.get("latest") == max((d["localDateTime"] for d in docs), default=None)
+
+
+def test_concurrent_writers_lose_no_count(api):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    writers = [MongoConnection(api.settings) for _ in range(6)]
+    try:
+        def burst(index: int, connection: MongoConnection) -> None:
+            writer = MongoMessageWriter(connection)
+            for i in range(8):
+                stored = writer.insert(dm(room, other if i % 2 else user, at(index * 10 + i)))
+                if i % 4 == 3:
+                    writer.delete("direct", stored.id, stored.user_id)  # often the room's newest
+            writer.insert_many([dm(room, other, at(index)), dm(room, user, at(index + 0.5))])
+        gevent.joinall([gevent.spawn(burst, i, c) for i, c in enumerate(writers)], raise_error=True)
+    finally:
+        for connection in writers:
+            connection.close()
+    assert activity_of(api, user, [room]) == brute_force(api, user, [room])
+    doc = api.db.roomSummary.find_one({"_id": f"direct:{room}"})
+    newest = max(d["localDateTime"] for d in api.db.directMessage.find({"channelId": room}))
+    assert doc["n"] == api.db.directMessage.count_documents({"channelId": room})
+    assert doc["latest"] >= newest  # never older than the truth, whatever the interleaving
+
+
+def test_a_message_the_summary_missed_stays_missed_until_the_rebuild(api, writer):
+    """What a crash between the message write and its summary update leaves: the room's
+    summary is one short (here: the newest message, so a mark before it reads as all read),
+    and the rebuild repairs it."""
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    write(writer, room, other, at(1))
+    api.read_side.mark_read(f"r-{room}", user, at(2))
+    insert_message(api.db, "direct", room, other, "stored, then the process died", at(3))
+    assert activity_of(api, user, [room]) == [(room, 0, at(1))]  # the documented hazard
+    assert rebuild(api.db)["direct"]["changed"] == 1
+    assert activity_of(api, user, [room]) == [(room, 1, at(3))] == brute_force(api, user, [room])
+
+
+def test_rebuild_empties_summaries_of_rooms_whose_messages_are_gone(api, writer):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    stored = write(writer, room, other, at(1))
+    api.db.directMessage.delete_one({"_id": ObjectId(stored.id)})  # deleted around the writer
+    assert rebuild(api.db)["direct"] == {"rooms": 0, "messages": 0, "changed": 1}
+    assert activity_of(api, user, [room]) == [(room, 0, None)]
+
+
+def test_the_rebuild_command_recounts_the_configured_database(api):
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    insert_message(api.db, "direct", room, other, "written around the writer", at(1))
+    env = {**os.environ, "MONGO_URL": api.settings.mongo_url, "MONGO_DB": api.settings.mongo_db}
+    done = subprocess.run([sys.executable, "-m", "app.backends.rebuild_summaries"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["direct"] == {"rooms": 1, "messages": 1, "changed": 1}
+    assert api.db.roomSummary.find_one({"_id": f"direct:{room}"})["n"] == 1
 
 
 def test_the_response_is_a_bare_array_and_user_id_defaults_to_the_token(api):

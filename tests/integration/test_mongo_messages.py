@@ -1,4 +1,5 @@
-"""The MongoDB message writer against the real MongoDB-wire server."""
+"""The MongoDB message writer against the real MongoDB-wire server, and the room summaries it
+keeps on every write path (insert, insert_many, delete, remove, restore, edit)."""
 
 from dataclasses import replace
 from datetime import datetime
@@ -6,9 +7,11 @@ from datetime import datetime
 import pytest
 from bson import ObjectId
 from bson.int64 import Int64
+from pymongo import MongoClient, monitoring
 
 from app.backends.base import ChatMessage
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_schema import ensure_indexes
 
 T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
 T1 = datetime(2022, 2, 21, 5, 0, 0)
@@ -115,3 +118,107 @@ def test_insert_many_reports_a_dead_server_for_every_message(settings):
     finally:
         dead.close()
     assert [type(r) for r in results] == [BackendUnavailable, BackendUnavailable]
+
+
+# -- room summaries ----------------------------------------------------------------------
+
+
+class Updates(monitoring.CommandListener):
+    """The ``update`` commands sent to ``roomSummary``."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update" and event.command.get("update") == "roomSummary":
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+
+def summary(mongo, kind="channel", room=12):
+    doc = mongo.db.roomSummary.find_one({"_id": f"{kind}:{room}"})
+    if doc is None:
+        return None
+    by_user = {int(user): n for user, n in doc.get("byUser", {}).items() if n}
+    return doc["n"], by_user, doc.get("latest"), doc.get("first")
+
+
+def test_insert_counts_the_message_into_its_rooms_summary(writer, mongo):
+    writer.insert(message(created_at=T1))
+    writer.insert(message(user_id=6, created_at=T0))
+    assert summary(mongo) == (2, {5: 1, 6: 1}, T1, T0)
+    assert summary(mongo, "direct") is None  # kinds are separate rooms
+
+
+class ListenedConnection:
+    """What MongoMessageWriter uses of a MongoConnection, over a client that logs commands."""
+
+    def __init__(self, settings, listener) -> None:
+        self.client = MongoClient(settings.mongo_url, event_listeners=[listener])
+        self.db = self.client[settings.mongo_db]
+
+    def ensure_indexes(self) -> None:
+        ensure_indexes(self.db)
+
+
+def test_insert_many_updates_each_room_once_in_one_command(settings):
+    updates = Updates()
+    connection = ListenedConnection(settings, updates)
+    try:
+        connection.ensure_indexes()
+        updates.commands.clear()
+        batch = [message(created_at=T0), message(user_id=6, created_at=T1), message(created_at=T1),
+                 message(kind="direct", channel_id=7, community_id=None), message(channel_id=13)]
+        MongoMessageWriter(connection).insert_many(batch)
+        [command] = updates.commands
+        assert len(command["updates"]) == 3  # channel 12, direct 7, channel 13
+        assert summary(connection, "channel", 12) == (3, {5: 2, 6: 1}, T1, T0)
+        assert summary(connection, "direct", 7) == (1, {5: 1}, T0, T0)
+        assert summary(connection, "channel", 13) == (1, {5: 1}, T0, T0)
+    finally:
+        connection.client.drop_database(settings.mongo_db)
+        connection.client.close()
+
+
+def test_deleting_the_newest_message_moves_latest_back(writer, mongo):
+    old = writer.insert(message(created_at=T0))
+    new = writer.insert(message(user_id=6, created_at=T1))
+    assert writer.delete("channel", new.id, 5) is None  # not the author: nothing changes
+    assert summary(mongo) == (2, {5: 1, 6: 1}, T1, T0)
+    writer.delete("channel", new.id, 6)
+    assert summary(mongo) == (1, {5: 1}, T0, T0)
+    writer.delete("channel", old.id, 5)
+    assert summary(mongo) == (0, {}, None, T0)  # first is only ever a lower bound
+
+
+def test_deleting_an_older_message_keeps_latest(writer, mongo):
+    old = writer.insert(message(created_at=T0))
+    writer.insert(message(created_at=T1))
+    writer.delete("channel", old.id, 5)
+    assert summary(mongo) == (1, {5: 1}, T1, T0)
+
+
+def test_undo_paths_keep_the_summary_exact(writer, mongo):
+    kept = writer.insert(message(created_at=T0))
+    stored = writer.insert(message(user_id=6, created_at=T1))
+    writer.remove("channel", stored.id)  # a failed publish of a new message
+    writer.remove("channel", stored.id)  # already gone: not counted out twice
+    assert summary(mongo) == (1, {5: 1}, T0, T0)
+    removed = writer.delete("channel", kept.id, 5)
+    writer.restore(removed)  # a failed publish of a delete
+    assert summary(mongo) == (1, {5: 1}, T0, T0)
+    writer.edit("channel", kept.id, 5, "changed", T1)
+    writer.restore(kept)  # a failed publish of an edit: replaced, still one message
+    assert summary(mongo) == (1, {5: 1}, T0, T0)
+
+
+def test_a_room_without_a_summary_does_not_get_one_from_a_delete(writer, mongo):
+    doc = {"channelId": Int64(12), "userId": Int64(5), "content": "from before summaries", "localDateTime": T0}
+    oid = mongo.db.channelMessage.insert_one(doc).inserted_id
+    assert writer.delete("channel", str(oid), 5) is not None
+    assert summary(mongo) is None  # not a summary claiming -1 messages
