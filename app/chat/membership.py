@@ -14,31 +14,79 @@ raises ``BackendUnavailable``: refusing is safer than guessing who is a member.
 ``user_rooms`` is the list used for connect/disconnect pushes; it asks the community
 service when there is one (as the original did on every CONNECT) and falls back to the
 cache's reverse index when there is none or it is down.
+
+In front of the shared cache, each process keeps the lists it read for
+``settings.membership_local_ttl_s`` (:class:`LocalLists`): every SEND checks membership, and
+one Redis round trip per SEND was the largest cost of a SEND (bench/FINDINGS.md, many rooms).
+A PUT handled by this process replaces its local copy at once; one handled by another
+process is seen here after at most that TTL.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 from app.backends.base import MembershipCache
 from app.errors import BackendError, BackendUnavailable
 from app.service_http import ServiceHttp, ServiceRefused
 from app.settings import Settings
 
-__all__ = ["Membership"]
+__all__ = ["Membership", "LocalLists"]
 
 log = logging.getLogger(__name__)
 
 _ROOM_ENTRY = re.compile(r"(community|direct)/[1-9][0-9]{0,18}")
 
+Key = tuple[str, int]
+
+
+class LocalLists:
+    """Lists read from the shared cache, kept by this process for ``ttl_s`` seconds.
+
+    Bounded: past ``max_entries`` the expired entries are dropped, and if that is not
+    enough, everything (a cold start costs one Redis read per list, nothing worse).
+    """
+
+    def __init__(self, ttl_s: float, *, max_entries: int = 100_000,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._monotonic = monotonic
+        self._entries: dict[Key, tuple[float, list[int]]] = {}
+
+    def get(self, key: Key) -> list[int] | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: Key, ids: list[int]) -> None:
+        if self._ttl_s <= 0:
+            return
+        if len(self._entries) >= self._max_entries:
+            self._prune()
+        self._entries[key] = (self._monotonic() + self._ttl_s, ids)
+
+    def forget(self, key: Key) -> None:
+        self._entries.pop(key, None)
+
+    def _prune(self) -> None:
+        now = self._monotonic()
+        self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
+        if len(self._entries) >= self._max_entries:
+            self._entries = {}
+
 
 class Membership:
     """Membership questions the chat server asks, answered from cache or community service."""
 
-    def __init__(self, settings: Settings, cache: MembershipCache, http: ServiceHttp | None) -> None:
+    def __init__(self, settings: Settings, cache: MembershipCache, http: ServiceHttp | None, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._cache = cache
+        self._local = LocalLists(settings.membership_local_ttl_s, monotonic=monotonic)
         self._http = http
         base = settings.community_service_url.rstrip("/")
         self._base = base if http is not None and base else ""
@@ -53,13 +101,8 @@ class Membership:
         return user_id in self.room_members(room_id)
 
     def room_members(self, room_id: int) -> list[int]:
-        cached = self._cache.room_members(room_id)
-        if cached is not None:
-            return cached
-        fetched = self._fetch_ids(f"/room/feign/{room_id}/member-id", "members")
-        if fetched is not None:
-            self._cache.set_room_members(room_id, fetched)
-        return fetched or []
+        return self._read(("room", room_id), self._cache.room_members, self._cache.set_room_members,
+                          f"/room/feign/{room_id}/member-id", "members")
 
     # -- communities ---------------------------------------------------------------------
 
@@ -67,22 +110,28 @@ class Membership:
         return user_id in self.community_members(community_id)
 
     def community_members(self, community_id: int) -> list[int]:
-        cached = self._cache.community_members(community_id)
-        if cached is not None:
-            return cached
-        fetched = self._fetch_ids(f"/community/feign/{community_id}/member-id", "members")
-        if fetched is not None:
-            self._cache.set_community_members(community_id, fetched)
-        return fetched or []
+        return self._read(("members", community_id), self._cache.community_members,
+                          self._cache.set_community_members, f"/community/feign/{community_id}/member-id", "members")
 
     def community_channels(self, community_id: int) -> list[int]:
-        cached = self._cache.community_channels(community_id)
-        if cached is not None:
-            return cached
-        fetched = self._fetch_ids(f"/community/feign/{community_id}/channel-id", "channels")
-        if fetched is not None:
-            self._cache.set_community_channels(community_id, fetched)
-        return fetched or []
+        return self._read(("channels", community_id), self._cache.community_channels,
+                          self._cache.set_community_channels, f"/community/feign/{community_id}/channel-id",
+                          "channels")
+
+    def _read(self, key: Key, cached: Callable[[int], list[int] | None], store: Callable[[int, Sequence[int]], None],
+              path: str, field: str) -> list[int]:
+        """This process's copy, else the shared cache's, else the community service's (then cached)."""
+        local = self._local.get(key)
+        if local is not None:
+            return local
+        ids = cached(key[1])
+        if ids is None:
+            ids = self._fetch_ids(path, field)
+            if ids is None:
+                return []  # no such thing: not cached, so it can appear later
+            store(key[1], ids)
+        self._local.put(key, ids)
+        return ids
 
     def channel_community(self, channel_id: int) -> int | None:
         """The community owning a text channel, from the reverse index of channel lists.
@@ -100,12 +149,15 @@ class Membership:
 
     def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None:
         self._cache.set_room_members(room_id, user_ids)
+        self._local.forget(("room", room_id))
 
     def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None:
         self._cache.set_community_members(community_id, user_ids)
+        self._local.forget(("members", community_id))
 
     def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
         self._cache.set_community_channels(community_id, channel_ids)
+        self._local.forget(("channels", community_id))
 
     # -- a user's rooms ------------------------------------------------------------------
 

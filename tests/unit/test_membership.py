@@ -165,3 +165,75 @@ def test_user_rooms_fall_back_to_the_cache_index(answer):
     cache = FakeCache()
     cache.set_room_members(17, [5])
     assert with_service(http, cache).user_rooms(5) == ["direct/17"]
+
+
+class CountingCache(FakeCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def room_members(self, room_id: int) -> list[int] | None:
+        self.reads += 1
+        return super().room_members(room_id)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def locally_cached(cache: FakeCache, ttl_s: float = 2.0) -> tuple[Membership, Clock]:
+    clock = Clock()
+    return Membership(Settings(membership_local_ttl_s=ttl_s), cache, None, monotonic=clock), clock
+
+
+def test_a_list_read_from_the_shared_cache_is_reused_for_the_local_ttl_only():
+    cache = CountingCache()
+    cache.set_room_members(17, [5, 9])
+    membership, clock = locally_cached(cache)
+    assert membership.is_room_member(17, 9) and membership.is_room_member(17, 5)
+    assert cache.reads == 1
+    cache.rooms[17] = [5]  # changed by another process
+    clock.now += 1.9
+    assert membership.is_room_member(17, 9)  # still this process's copy
+    clock.now += 0.2
+    assert not membership.is_room_member(17, 9) and cache.reads == 2
+
+
+def test_a_put_through_this_process_is_seen_at_once():
+    cache = CountingCache()
+    cache.set_room_members(17, [5, 9])
+    membership, _ = locally_cached(cache)
+    assert membership.is_room_member(17, 9)
+    membership.set_room_members(17, [5])
+    assert not membership.is_room_member(17, 9)
+
+
+def test_an_unknown_room_is_not_kept_locally_and_ttl_zero_keeps_nothing():
+    cache = CountingCache()
+    membership, _ = locally_cached(cache)
+    assert not membership.is_room_member(17, 5)
+    cache.rooms[17] = [5]
+    assert membership.is_room_member(17, 5)  # appeared: the empty answer was not kept
+    uncached, _ = locally_cached(cache, ttl_s=0)
+    before = cache.reads
+    uncached.is_room_member(17, 5)
+    uncached.is_room_member(17, 5)
+    assert cache.reads == before + 2
+
+
+def test_local_lists_stay_bounded():
+    from app.chat.membership import LocalLists
+    clock = Clock()
+    lists = LocalLists(10.0, max_entries=3, monotonic=clock)
+    for n in range(3):
+        lists.put(("room", n), [n])
+    clock.now += 11  # all expired: the next put drops them
+    lists.put(("room", 99), [99])
+    assert lists.get(("room", 0)) is None and lists.get(("room", 99)) == [99]
+    for n in range(5):
+        lists.put(("room", 200 + n), [n])
+    assert len(lists._entries) <= 3
