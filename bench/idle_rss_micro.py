@@ -12,6 +12,10 @@ revision (the rest from the working tree), to compare before and after::
 
     .venv/bin/python -m bench.idle_rss_micro --rev HEAD~1
     .venv/bin/python -m bench.idle_rss_micro
+
+``--tracemalloc`` also prints where the idle connections' Python memory was allocated (the
+top lines of a tracemalloc diff between the warm-up and the settled state; the RSS figure is
+then inflated by tracemalloc's own bookkeeping).
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ REPO = Path(__file__).resolve().parent.parent
 BATCH = 200
 
 
-def serve(rev: str | None, heartbeat_ms: int) -> None:
-    """The child: the transport on a free port; prints the port, runs until stdin closes."""
+def serve(rev: str | None, heartbeat_ms: int, trace: bool) -> None:
+    """The child: the transport on a free port; prints the port, runs until stdin closes.
+
+    With ``trace``: a byte ``s`` on stdin takes the base tracemalloc snapshot, ``d`` prints
+    the top allocation sites since then to stderr.
+    """
+    import tracemalloc
+
+    if trace:
+        tracemalloc.start(8)
     from gevent import monkey
 
     monkey.patch_all()
@@ -54,9 +66,23 @@ def serve(rev: str | None, heartbeat_ms: int) -> None:
     settings = Settings.from_env({}, heartbeat_ms=heartbeat_ms)
     with in_process_chat_server(settings, Services(application=RecordingApplication())) as server:
         print(server.server.server_port, flush=True)
-        while tp_read(0, 1):
-            pass
+        base = None
+        while command := tp_read(0, 1):
+            if command == b"s" and trace:
+                base = tracemalloc.take_snapshot()
+            elif command == b"d" and base is not None:
+                _print_top(tracemalloc.take_snapshot().compare_to(base, "lineno"))
         gevent.sleep(0)
+
+
+def _print_top(diff: list, lines: int = 30) -> None:
+    total = sum(stat.size_diff for stat in diff)
+    print(f"tracemalloc: {total / 1024:.0f} KiB more in all; top sites:", file=sys.stderr)
+    for stat in diff[:lines]:
+        frame = stat.traceback[0]
+        print(f"  {stat.size_diff / 1024:9.1f} KiB {stat.count_diff:8d} blocks  {frame.filename}:{frame.lineno}",
+              file=sys.stderr)
+    sys.stderr.flush()
 
 
 def rss_kb(pid: int) -> int:
@@ -103,16 +129,23 @@ def open_connections(port: int, count: int, token: str, heart_beat: str, first: 
     return socks
 
 
+def _tell(server: subprocess.Popen[str], command: str) -> None:
+    assert server.stdin is not None
+    server.stdin.write(command)
+    server.stdin.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rev", default=None)
     parser.add_argument("--conns", type=int, default=2000)
     parser.add_argument("--heart-beat", default="0,0", help="the clients' CONNECT heart-beat header")
     parser.add_argument("--server-heartbeat-ms", type=int, default=10000, help="settings.heartbeat_ms")
+    parser.add_argument("--tracemalloc", action="store_true", help="print the top allocation sites")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.rev, args.server_heartbeat_ms)
+        serve(args.rev, args.server_heartbeat_ms, args.tracemalloc)
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -121,7 +154,8 @@ def main() -> None:
 
     token = mint_token(Settings().jwt_secret, 5)
     command = [sys.executable, "-m", "bench.idle_rss_micro", "--serve",
-               "--server-heartbeat-ms", str(args.server_heartbeat_ms)] + (["--rev", args.rev] if args.rev else [])
+               "--server-heartbeat-ms", str(args.server_heartbeat_ms)] + (["--rev", args.rev] if args.rev else []) \
+        + (["--tracemalloc"] if args.tracemalloc else [])
     server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
@@ -130,6 +164,7 @@ def main() -> None:
             sock.close()
         time.sleep(2.0)
         base = rss_kb(server.pid)
+        _tell(server, "s")
         t0 = time.monotonic()
         socks = open_connections(port, args.conns, token, args.heart_beat, 0)
         setup_s = time.monotonic() - t0
@@ -140,6 +175,8 @@ def main() -> None:
         print(f"server {args.rev or 'working tree'}: {len(socks)} idle connections (heart-beat {args.heart_beat}, "
               f"server offer {args.server_heartbeat_ms} ms), setup {setup_s:.1f} s; base RSS {base / 1024:.1f} MB, "
               f"now {rss / 1024:.1f} MB: {(rss - base) / len(socks):.1f} KB per connection (threads {threads})")
+        _tell(server, "d")
+        time.sleep(3.0 if args.tracemalloc else 0.0)
         for sock in socks:
             sock.close()
     finally:
