@@ -2,8 +2,16 @@
 
 Owns: ``seed`` (insert_many batches of ``to_document`` documents straight into the embedded
 MongoDB-wire server under ``<data_dir>/mongo``, timed, remembered in ``seed.json`` so later
-runs reuse the data) and ``run`` (Smooth on that data: GET a page of 50 of a community
-channel, POST message-count for 100 DM rooms, each repeated and timed over keep-alive HTTP).
+runs reuse the data; then the room summaries rebuilt from them, timed on their own) and
+``run`` (Smooth on that data: GET a page of 50 of a community channel, page 0 and page 40,
+and POST message-count for 100 DM rooms twice: user 5 never read any room (the summary
+answers alone), then with a read mark in each room leaving ``UNREAD_AFTER_MARK`` unread
+(each room counts its messages after the mark); every request timed over keep-alive HTTP,
+every message-count answer checked against the counts the seed formula gives).
+
+Data seeded before room summaries existed has none: ``run`` rebuilds them first, timed and
+reported apart from the series (``summary_rebuild``). The marks of the second series are
+removed again afterwards, so the data directory stays as seeded.
 
 Half of the messages go to 100 community channels, half to 100 DM rooms (users 5 and 6).
 """
@@ -12,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +36,7 @@ ROOMS = list(range(1000, 1100))
 USER, PEER = 5, 6
 EPOCH = datetime(2024, 1, 1)
 SERIES_BUDGET_S = 90.0
+UNREAD_AFTER_MARK = 20
 COLUMNS = ["query", "stored_messages", "requests", "p50_ms", "p99_ms", "max_ms", "status"]
 
 
@@ -78,14 +86,32 @@ def seed(data_dir: Path, messages: int, batch: int = 5000, time_budget_s: float 
             if done // 50_000 != (done - len(docs)) // 50_000:
                 print(f"seeded {done:,} ({(done - have) / (time.monotonic() - t0):,.0f} docs/s)", flush=True)
         elapsed = time.monotonic() - t0
+        summaries = ensure_summaries(db, rebuild_anyway=done > have)
     finally:
         server.stop()
     state = {"messages": done, "seconds": round(state["seconds"] + elapsed, 1), "batch": batch,
              "docs_per_s_last_run": round((done - have) / elapsed, 1) if elapsed else None,
-             "complete": done >= messages}
+             "complete": done >= messages, "summary_rebuild_s": summaries["seconds"] if summaries else None}
     (data_dir / "seed.json").write_text(json.dumps(state))
-    print(table("seed", [state], ["messages", "seconds", "batch", "docs_per_s_last_run", "complete"]), flush=True)
+    print(table("seed", [state], ["messages", "seconds", "batch", "docs_per_s_last_run", "complete",
+                                  "summary_rebuild_s"]), flush=True)
     return state
+
+
+def ensure_summaries(db: Any, *, rebuild_anyway: bool = False) -> dict[str, Any] | None:
+    """Rebuild the room summaries (timed) when they are not believed yet, as for data seeded
+    before they existed, or when ``rebuild_anyway`` (the seed just wrote around the writer)."""
+    from app.backends.mongo_schema import SUMMARIES, SUMMARY_MARKER_ID
+    from app.backends.mongo_summaries import rebuild
+
+    if not rebuild_anyway and db[SUMMARIES].find_one({"_id": SUMMARY_MARKER_ID}) is not None:
+        return None
+    t0 = time.monotonic()
+    report = rebuild(db)
+    result = {"seconds": round(time.monotonic() - t0, 1), "direct": report["direct"], "channel": report["channel"]}
+    print(f"room summaries rebuilt in {result['seconds']} s: {report['direct']['rooms']} DM rooms, "
+          f"{report['channel']['rooms']} channels", flush=True)
+    return result
 
 
 def _timed(conn: http.client.HTTPConnection, method: str, path: str, body: Any, token: str) -> tuple[float, int, Any]:
@@ -99,9 +125,12 @@ def _timed(conn: http.client.HTTPConnection, method: str, path: str, body: Any, 
     return elapsed, response.status, data
 
 
-def _series(port: int, token: str, requests: int, make: Any,
-            budget_s: float = SERIES_BUDGET_S) -> tuple[dict[str, Any], dict[int, int], Any]:
-    """``requests`` sequential requests, or fewer when ``budget_s`` runs out (slow answers)."""
+def _series(port: int, token: str, requests: int, make: Any, budget_s: float = SERIES_BUDGET_S,
+            check: Any = None) -> tuple[dict[str, Any], dict[Any, int], Any]:
+    """``requests`` sequential requests, or fewer when ``budget_s`` runs out (slow answers).
+
+    ``check(n, body) -> bool`` judges the n-th answer (a 200) after its time is taken; the
+    failures are counted under ``wrong_answer`` in the statuses."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     lat, statuses, sample = [], {}, None
     deadline = time.monotonic() + budget_s
@@ -118,6 +147,8 @@ def _series(port: int, token: str, requests: int, make: Any,
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         lat.append(elapsed)
         statuses[status] = statuses.get(status, 0) + 1
+        if status == 200 and check is not None and not check(n, data):
+            statuses["wrong_answer"] = statuses.get("wrong_answer", 0) + 1
         sample = sample or data[:300]
     conn.close()
     return percentiles(lat), statuses, sample
@@ -139,14 +170,89 @@ def seed_running(mongo_url: str, messages: int) -> int:
                 part = [d for d in docs if ("communityId" in d) == (kind == "channelMessage")]
                 if part:
                     db[kind].insert_many(part, ordered=False)
+            ensure_summaries(db, rebuild_anyway=True)
         return max(have, messages)
     finally:
         client.close()
 
 
+def _unread_never_read(stored: int) -> dict[int, int]:
+    """Per DM room, the messages of PEER among the first ``stored`` of ``_docs``: what
+    message-count must say for USER with no read mark."""
+    unread = dict.fromkeys(ROOMS, 0)
+    for i in range(1, stored, 2):  # odd indexes are DM messages
+        if i % 3:
+            unread[ROOMS[(i // 2) % 100]] += 1
+    return unread
+
+
+def _marks_leaving_unread(db: Any, unread: int) -> dict[int, tuple[datetime, int]]:
+    """Per DM room, a mark for USER with ``unread`` of PEER's messages strictly after it (fewer
+    in a room that holds fewer), and that exact count, read from the room's newest messages."""
+    from app.backends.mongo_recent import newest_documents
+    from app.backends.mongo_summaries import RoomSummaries
+
+    marks = {}
+    for room in ROOMS:
+        summary = RoomSummaries(db).get("direct", room)
+        density = summary.density() if summary is not None else None
+        want = 3 * unread
+        while True:
+            docs = newest_documents(db.directMessage, room, want, density=density,
+                                    projection={"userId": 1, "localDateTime": 1})
+            others = [d["localDateTime"] for d in docs if d["userId"] != USER]
+            if len(others) > unread or len(docs) < want:
+                break
+            want *= 2
+        if others:
+            mark = others[min(unread, len(others) - 1)]
+            marks[room] = (mark, sum(1 for when in others if when > mark))
+    return marks
+
+
+def _set_marks(db: Any, marks: dict[int, tuple[datetime, int]]) -> None:
+    from app.backends.mongo_history import MongoReadSide
+
+    for room, (mark, _) in marks.items():
+        MongoReadSide(db).mark_read(f"r-{room}", USER, mark)
+
+
+def _clear_marks(db: Any) -> None:
+    db.messageTime.update_many({"channelId": {"$in": [f"r-{room}" for room in ROOMS]}},
+                               {"$unset": {f"read.{USER}": ""}})
+
+
+def _counts_are(expected: dict[int, int]) -> Any:
+    def check(n: int, body: bytes) -> bool:
+        return {entry["roomId"]: entry["count"] for entry in json.loads(body)} == expected
+    return check
+
+
+def _channel_of(n: int) -> int:
+    """The channel the n-th page request reads (a stride through all of them)."""
+    return CHANNELS[(n * 37) % len(CHANNELS)]
+
+
+def _pages_are(stored: int, page: int, size: int = 50) -> Any:
+    """The n-th answer must be page ``page`` of ``_channel_of(n)`` as the seed formula has it:
+    the right messages, oldest first."""
+    indexes: dict[int, list[int]] = {channel: [] for channel in CHANNELS}
+    for i in range(0, stored, 2):  # even indexes are channel messages, in time order
+        indexes[CHANNELS[(i // 2) % 100]].append(i)
+
+    def check(n: int, body: bytes) -> bool:
+        mine = indexes[_channel_of(n)]
+        end = max(0, len(mine) - page * size)
+        expected = [f"seeded message {i}" for i in mine[max(0, end - size):end]]
+        return [item["message"] for item in json.loads(body)["result"]] == expected
+    return check
+
+
 def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, Any]:
     """Time the queries on the data seeded under ``data_dir``; with ``in_memory`` (``--quick``),
     on an in-memory store that this many messages are inserted into first instead."""
+    import pymongo
+
     from bench.servers import SmoothStack
     from tests.support.rooms import set_community, set_room_members
 
@@ -156,34 +262,57 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
         assert settings is not None
         if in_memory:
             stored = seed_running(settings.mongo_url, in_memory)
+        client = pymongo.MongoClient(settings.mongo_url)
+        db = client["smooth"]
+        summaries = ensure_summaries(db)
         set_community(settings.redis_url, COMMUNITY, [USER, PEER], CHANNELS)
         for room in ROOMS:
             set_room_members(settings.redis_url, room, [USER, PEER])
         token = mint_token(settings.jwt_secret, USER)
         port = settings.chat_http_port
         page = _series(port, token, requests, lambda n: (
-            "GET", f"/chat-server/community?ch_id={random.choice(CHANNELS)}&page=0&size=50", None))
+            "GET", f"/chat-server/community?ch_id={_channel_of(n)}&page=0&size=50", None),
+            check=_pages_are(stored, 0))
         deep = _series(port, token, requests // 4, lambda n: (
-            "GET", f"/chat-server/community?ch_id={random.choice(CHANNELS)}&page=40&size=50", None))
-        count = _series(port, token, requests, lambda n: (
-            "POST", "/chat-server/message-count", {"userId": USER, "roomIds": ROOMS}))
-    result = {"stored_messages": stored, "page0": page[0], "page0_status": page[1], "page0_sample": str(page[2]),
+            "GET", f"/chat-server/community?ch_id={_channel_of(n)}&page=40&size=50", None),
+            check=_pages_are(stored, 40))
+        count_body = {"userId": USER, "roomIds": ROOMS}
+        _clear_marks(db)  # never read: what the seed leaves, and what a killed earlier run might not have
+        count = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
+                        check=_counts_are(_unread_never_read(stored)))
+        marks = _marks_leaving_unread(db, UNREAD_AFTER_MARK)
+        _set_marks(db, marks)
+        try:
+            marked = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
+                             check=_counts_are({room: n for room, (_, n) in marks.items()}))
+        finally:
+            _clear_marks(db)
+            client.close()
+    result = {"stored_messages": stored, "summary_rebuild": summaries,
+              "page0": page[0], "page0_status": page[1], "page0_sample": str(page[2]),
               "page40": deep[0], "page40_status": deep[1], "count100": count[0], "count100_status": count[1],
-              "count_sample": str(count[2])}
+              "count_sample": str(count[2]), "count100_marked": marked[0], "count100_marked_status": marked[1],
+              "count_marked_unread": sorted({n for _, n in marks.values()})}
     rows = [{"query": q, "stored_messages": stored, "requests": r[0]["count"], "p50_ms": r[0]["p50"],
              "p99_ms": r[0]["p99"], "max_ms": r[0]["max"], "status": r[1]}
             for q, r in (("page of 50 (page 0)", page), ("page of 50 (page 40)", deep),
-                         ("message-count, 100 rooms", count))]
+                         ("message-count, 100 rooms, never read", count),
+                         (f"message-count, 100 rooms, {UNREAD_AFTER_MARK} unread after a mark", marked))]
     print(table("history", rows, COLUMNS), flush=True)
     return result
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     note = f"{result['stored_messages']:,} stored messages"
-    ok_page = result["page0_status"].get(200) == result["page0"]["count"]
-    ok_count = result["count100_status"].get(200) == result["count100"]["count"]
+    ok_page = result["page0_status"].get(200) == result["page0"]["count"] and "wrong_answer" not in result["page0_status"]
+    ok_count = (result["count100_status"].get(200) == result["count100"]["count"]
+                and "wrong_answer" not in result["count100_status"])
     page = verdict("history_p99", result["page0"]["p99"], note if ok_page else f"{note}; answers {result['page0_status']}")
-    count = verdict("count_100", result["count100"]["p99"], note if ok_count else f"{note}; answers {result['count100_status']}")
+    marked = result.get("count100_marked")
+    count_note = f"{note}; never read" + (f" (with {UNREAD_AFTER_MARK} unread after a mark: p99 {marked['p99']} ms)"
+                                          if marked else "")
+    count = verdict("count_100", result["count100"]["p99"],
+                    count_note if ok_count else f"{count_note}; answers {result['count100_status']}")
     for item, ok in ((page, ok_page), (count, ok_count)):
         if not ok:
             item["verdict"] = "MISS"  # a fast error is not a pass

@@ -53,7 +53,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from bson.int64 import Int64
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_recent import Density, newest_documents
@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 REBUILD_COMMAND = "python -m app.backends.rebuild_summaries"
 REBUILD_BATCH = 1000
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,20 @@ class RoomSummaries:
         rooms = _by_room(messages)
         updates = [UpdateOne({"_id": summary_id(kind, room)}, _added_update(kind, room, batch), upsert=True)
                    for (kind, room), batch in rooms.items()]
-        self._quietly(lambda: self._summaries.bulk_write(updates, ordered=False),
-                      rooms=[summary_id(kind, room) for kind, room in rooms])
+        self._quietly(lambda: self._upsert(updates), rooms=[summary_id(kind, room) for kind, room in rooms])
+
+    def _upsert(self, updates: list[UpdateOne]) -> None:
+        """One unordered bulk write; updates that lost a race to create the same new summary
+        (duplicate key) are sent again, and then find the summary to update. MongoDB 4.2+
+        retries such an ``_id`` upsert itself and SecantusDB serialises writes, so this is for
+        older servers (no test here can produce the race)."""
+        try:
+            self._summaries.bulk_write(updates, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", ())
+            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            self._summaries.bulk_write([updates[error["index"]] for error in errors], ordered=False)
 
     def removed(self, kind: RoomKind, document: Mapping[str, Any]) -> None:
         """Count a deleted message out; if it was the newest, move ``latest`` to the new newest."""
