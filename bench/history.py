@@ -7,11 +7,12 @@ runs reuse the data; then the room summaries rebuilt from them, timed on their o
 and POST message-count for 100 DM rooms twice: user 5 never read any room (the summary
 answers alone), then with a read mark in each room leaving ``UNREAD_AFTER_MARK`` unread
 (each room counts its messages after the mark); every request timed over keep-alive HTTP,
-every message-count answer checked against the counts the seed formula gives).
+every answer checked against what the seed formula gives). During the message-count series
+user 6 has a read mark in every room (each room has its ``messageTime`` document, as in use).
 
 Data seeded before room summaries existed has none: ``run`` rebuilds them first, timed and
-reported apart from the series (``summary_rebuild``). The marks of the second series are
-removed again afterwards, so the data directory stays as seeded.
+reported apart from the series (``summary_rebuild``). The read marks are removed again
+afterwards, so the messages and marks stay as seeded.
 
 Half of the messages go to 100 community channels, half to 100 DM rooms (users 5 and 6).
 """
@@ -217,9 +218,22 @@ def _set_marks(db: Any, marks: dict[int, tuple[datetime, int]]) -> None:
         MongoReadSide(db).mark_read(f"r-{room}", USER, mark)
 
 
-def _clear_marks(db: Any) -> None:
-    db.messageTime.update_many({"channelId": {"$in": [f"r-{room}" for room in ROOMS]}},
-                               {"$unset": {f"read.{USER}": ""}})
+def _peer_has_read_everything(db: Any) -> None:
+    """PEER's mark at each room's end: every room has its ``messageTime`` document, as in use
+    (the marks query then costs what it costs with marks), and USER still has none."""
+    from app.backends.mongo_history import MongoReadSide
+
+    for room in ROOMS:
+        MongoReadSide(db).mark_read(f"r-{room}", PEER, datetime(2100, 1, 1))
+
+
+def _clear_marks(db: Any, *, user: int | None = USER) -> None:
+    """Remove USER's marks (``user=None``: the rooms' read-mark documents, as seeded)."""
+    rooms = {"channelId": {"$in": [f"r-{room}" for room in ROOMS]}}
+    if user is None:
+        db.messageTime.delete_many(rooms)
+    else:
+        db.messageTime.update_many(rooms, {"$unset": {f"read.{user}": ""}})
 
 
 def _counts_are(expected: dict[int, int]) -> Any:
@@ -277,7 +291,8 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
             "GET", f"/chat-server/community?ch_id={_channel_of(n)}&page=40&size=50", None),
             check=_pages_are(stored, 40))
         count_body = {"userId": USER, "roomIds": ROOMS}
-        _clear_marks(db)  # never read: what the seed leaves, and what a killed earlier run might not have
+        _clear_marks(db)  # never read by USER (a killed earlier run may have left marks)
+        _peer_has_read_everything(db)
         count = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
                         check=_counts_are(_unread_never_read(stored)))
         marks = _marks_leaving_unread(db, UNREAD_AFTER_MARK)
@@ -286,7 +301,7 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
             marked = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
                              check=_counts_are({room: n for room, (_, n) in marks.items()}))
         finally:
-            _clear_marks(db)
+            _clear_marks(db, user=None)
             client.close()
     result = {"stored_messages": stored, "summary_rebuild": summaries,
               "page0": page[0], "page0_status": page[1], "page0_sample": str(page[2]),

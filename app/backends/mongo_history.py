@@ -244,8 +244,8 @@ class MongoReadSide:
         if not rooms:
             return {}
         field = f"read.{int(user_id)}"
-        docs = _guarded(lambda: list(self._db[READ_MARKERS].find(
-            {"channelId": {"$in": [f"r-{room}" for room in rooms]}}, {"channelId": 1, field: 1})))
+        docs = _guarded(lambda: list(self._db[READ_MARKERS].find(  # one per location: limit closes the cursor
+            {"channelId": {"$in": [f"r-{room}" for room in rooms]}}, {"channelId": 1, field: 1}, limit=len(rooms))))
         marks: dict[int, datetime] = {}
         for doc in docs:
             at = (doc.get("read") or {}).get(str(int(user_id)))

@@ -172,7 +172,9 @@ class RoomSummaries:
         """The summaries of ``rooms`` that exist, in one query; None while they are not believed
         (no marker: messages may predate the summaries)."""
         ids = [summary_id(kind, room) for room in rooms]
-        docs = list(self._summaries.find({"_id": {"$in": [SUMMARY_MARKER_ID, *ids]}}))
+        wanted = [SUMMARY_MARKER_ID, *ids]
+        # The limit (no more can match) lets the first reply close the cursor: no getMore.
+        docs = list(self._summaries.find({"_id": {"$in": wanted}}, limit=len(wanted)))
         if not any(doc["_id"] == SUMMARY_MARKER_ID for doc in docs):
             return None
         return {int(doc["channelId"]): RoomSummary.from_document(doc) for doc in docs
