@@ -34,9 +34,10 @@ Counts are exact, never capped.
 ``page``: the newest ``size`` messages (after ``page * size`` of them, or strictly older
 than a ``before`` cursor message) come from ``mongo_recent.newest_documents``: bounded time
 windows sized from the room summary, with results identical to ``find`` + sort + limit
-(see there). A later page first reads only the time and id of the ``page * size`` messages
-it skips, then reads the page as "older than the last of those", so MongoDB returns one page
-of documents (the skipped part is covered by ``channel_time_id``), not all of them.
+(see there). A later page first finds where it starts, the time and id of the
+``page * size``-th newest message (from the same windows, reading only those two fields,
+covered by ``channel_time_id``; past ``MAX_WINDOWED_SKIP`` by the server's own skip), then
+reads the page as "older than that one", so one page of documents is returned, not all.
 
 SecantusDB (the dev/test server) has no limit push-down: a ``find`` or aggregate fetches and
 decodes every document of its index range (about 30 us each), which is why every query here
@@ -60,7 +61,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind, StoredFile
-from app.backends.mongo_recent import newest_documents
+from app.backends.mongo_recent import newest_documents, nth_newest_position
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, from_document, object_id
 from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
 from app.errors import BackendUnavailable, BadRequest
@@ -74,8 +75,6 @@ FILE_BUCKET = "uploads"
 # SecantusDB evaluates in Python per document (1.5-2 ms of a ~5 ms page); on MongoDB the
 # price is the copies' bytes on the wire (a reply's parentContent).
 STALE_PARENT_FIELDS = ("parentName", "parentContent")
-# What locating a page's start needs from the messages it skips (covered by channel_time_id).
-POSITION_PROJECTION = {"localDateTime": 1}
 EMPTY_ROOM = RoomSummary(messages=0)
 # Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
 # garbage such as `null` are ignored (W-13).
@@ -110,11 +109,10 @@ class MongoReadSide:
         summary = _guarded(lambda: self._summaries.get(kind, channel_id))
         density = summary.density() if summary is not None else None
         if page > 0:
-            skipped = _guarded(lambda: newest_documents(messages, channel_id, page * size, density=density,
-                                                        before=before, projection=POSITION_PROJECTION))
-            if len(skipped) < page * size:
+            before = _guarded(lambda: nth_newest_position(messages, channel_id, page * size, density=density,
+                                                          before=before))
+            if before is None:
                 return []
-            before = (skipped[-1]["localDateTime"], skipped[-1]["_id"])
         docs = _guarded(lambda: newest_documents(messages, channel_id, size, density=density, before=before))
         return [from_document(kind, _without_stale_parent(doc)) for doc in docs]
 

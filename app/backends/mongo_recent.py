@@ -17,8 +17,8 @@ excluding it (``$lt``), so every document at one millisecond lands in one slice,
 documents of a slice sort before all documents of any older slice. Each slice is sorted
 (time desc, ``_id`` desc) and limited to what is still missing, so the concatenation is
 the prefix of the room's full order. When the bounded slices have not found ``count``
-documents, the last query is unbounded below (``localDateTime < hi``), exactly today's
-query for the rest: a wrong estimate costs time, never a different answer.
+documents, the last query is unbounded below (``localDateTime < hi``): the plain
+query for the rest. A wrong estimate costs time, never a different answer.
 
 The estimate: ``Density`` (messages stored, oldest and newest time, from the room's
 summary) gives the room's average rate; the first window is sized to hold the missing
@@ -28,6 +28,10 @@ seen), for at most ``MAX_WINDOWS`` bounded slices before the unbounded one. Burs
 cost more queries or wider slices, not other results (tests compare against the unbounded
 query on skewed data). Without a usable density (no summary, fewer than two messages, all
 at one millisecond) the unbounded query runs at once.
+
+``nth_newest_position`` finds where a later page starts (the time and id of the n-th newest
+message) with the same windows and only those two fields; past ``MAX_WINDOWED_SKIP`` with
+the server's own skip instead, so a far page never hands every skipped position over.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import DESCENDING
 
-__all__ = ["Density", "newest_documents", "NEWEST_FIRST", "SLACK", "GROWTH", "MAX_WINDOWS"]
+__all__ = ["Density", "newest_documents", "nth_newest_position", "NEWEST_FIRST", "SLACK", "GROWTH", "MAX_WINDOWS",
+           "MAX_WINDOWED_SKIP"]
 
 NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
 # A window holds this many times the documents still missing at the estimated rate: a
@@ -51,6 +56,12 @@ GROWTH = 4.0
 # Bounded slices tried before the rest is read in one unbounded query.
 MAX_WINDOWS = 4
 _MILLISECOND = timedelta(milliseconds=1)
+# Beyond this many skipped messages a page start is found by the server's own skip: the
+# windows would hand every skipped position to the client (on MongoDB a covered skip is
+# cheaper than that; on SecantusDB both decode the room).
+MAX_WINDOWED_SKIP = 10_000
+# What locating a position needs (``_id`` comes along): covered by ``channel_time_id``.
+_POSITION = {"localDateTime": 1}
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,32 @@ def newest_documents(messages: Any, channel_id: int, count: int, *, density: Den
     if len(docs) < count:
         docs += reader.slice(None, upper, count - len(docs))
     return docs[:count]
+
+
+def nth_newest_position(messages: Any, channel_id: int, n: int, *, density: Density | None,
+                        before: tuple[datetime, ObjectId] | None = None) -> tuple[datetime, ObjectId] | None:
+    """(time, id) of the room's ``n``-th newest message (``n >= 1``; only messages strictly
+    older than ``before`` count), or None when there are fewer: where page ``p`` of size ``s``
+    starts, for ``n = p * s``."""
+    if n <= MAX_WINDOWED_SKIP:
+        docs = newest_documents(messages, channel_id, n, density=density, before=before, projection=_POSITION)
+    else:
+        docs = _skipped_on_server(messages, {"channelId": Int64(channel_id)}, n - 1, before)
+        n = 1
+    return (docs[n - 1]["localDateTime"], docs[n - 1]["_id"]) if len(docs) >= n else None
+
+
+def _skipped_on_server(messages: Any, room: dict[str, Any], skip: int,
+                       before: tuple[datetime, ObjectId] | None) -> list[dict[str, Any]]:
+    """The one position after ``skip`` messages, the skip done by the server."""
+    if before is None:
+        return list(messages.find(room, _POSITION).sort(NEWEST_FIRST).skip(skip).limit(1))
+    at, oid = before
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {**room, "localDateTime": {"$lte": at}}},  # the index range; then the anchor's millisecond
+        {"$match": {"$or": [{"localDateTime": {"$lt": at}}, {"_id": {"$lt": oid}}]}},
+        {"$sort": dict(NEWEST_FIRST)}, {"$skip": skip}, {"$limit": 1}, {"$project": _POSITION}]
+    return list(messages.aggregate(pipeline))
 
 
 def _fill_from_windows(reader: "_SliceReader", docs: list[dict[str, Any]], count: int,

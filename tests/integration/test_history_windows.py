@@ -13,6 +13,7 @@ import pytest
 from bson.int64 import Int64
 from pymongo import DESCENDING, monitoring
 
+from app.backends import mongo_recent
 from app.backends.base import ChatMessage
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.backends.mongo_schema import SUMMARIES, summary_id
@@ -169,6 +170,21 @@ def test_every_cursor_page_is_the_slice_after_the_cursor(api, writer, shape, sum
         for size, page in ((3, 0), (3, 2), (40, 0), (40, 1)):
             start = index + 1 + page * size
             assert _page(api, room, size, page, before=order[index]) == order[start:start + size], (index, size, page)
+
+
+@pytest.mark.parametrize("shape", ["clusters", "shared_milliseconds"])
+def test_pages_far_back_start_from_the_servers_skip_with_the_same_result(api, writer, monkeypatch, shape):
+    """Past MAX_WINDOWED_SKIP (lowered here so a small room gets there) a page's start comes
+    from the server's skip instead of the windows: pages and cursor pages stay the same slices."""
+    monkeypatch.setattr(mongo_recent, "MAX_WINDOWED_SKIP", 4)
+    room = _store(api, writer, shape, "kept")
+    order = _newest_first(api, room)
+    for size in (3, 7):
+        for page in range(len(order) // size + 2):
+            assert _page(api, room, size, page) == order[page * size:(page + 1) * size], (size, page)
+    for index in range(0, len(order), 9):
+        start = index + 1 + 2 * 3
+        assert _page(api, room, 3, 2, before=order[index]) == order[start:start + 3], index
 
 
 def test_page_zero_of_a_summarised_room_reads_one_bounded_slice(api, writer, finds):
