@@ -9,28 +9,32 @@ Owns:
   path, including the once-only ``ChatApplication.disconnected`` call.
 - :class:`SessionHub`: what every session of this process shares (settings, application,
   registry, the live sessions by id).
-- The writers: :func:`write_websocket` (the writer greenlet of a WebSocket) and
-  :func:`poll_response` / :func:`stream_outbox` (a SockJS HTTP receiver while attached).
-  These are the only code that writes to a client.
+- The writers: :func:`drain_websocket` (a WebSocket's writer greenlet, which exists only
+  while the socket has a backlog) and :func:`poll_response` / :func:`stream_outbox` (a
+  SockJS HTTP receiver while attached). With the direct path below, these are the only code
+  that writes to a client.
 
-Greenlets of one connection (two) and what each may do, and who else touches it:
+Greenlets of one connection and what each may do, and who else touches it:
 
 - reader (the request greenlet, or the SockJS ``xhr_send`` holding the session's lock):
   the only caller of :meth:`Session.receive_data`, so inbound frames are handled strictly
   in order; handlers may block on I/O there, which delays only this connection.
-- writer: the only reader of the outbox and the only code writing the socket.
+- writer: takes from the outbox and writes the socket, blocking as long as the client is
+  slow. A WebSocket has one only while frames are queued: the outbox starts it when the
+  first frame is queued and it ends when the queue is empty again.
 - the session's loop timer (a callback in the hub, not a greenlet): CONNECT timeout,
   heart-beats out (only :meth:`Outbox.offer`), silence detection in; a close it decides on
   runs in a short-lived greenlet of its own.
 - fan-out (any greenlet): only :meth:`Outbox.offer`, which never blocks; when it reports
   overflow the caller calls :meth:`Session.close_slow_consumer`, which never blocks either.
 
-The direct path: while the writer is idle (waiting on an empty outbox), ``offer`` may hand a
-frame straight to the outbox's ``direct`` hook (a WebSocket's non-blocking send), which writes
-it if the kernel takes it at once. That skips the queue, the wake-up and two greenlet switches
-per frame, which were most of the per-delivery cost (bench/FINDINGS.md). It is still one
-writer at a time: the writer is parked, and the hook never waits; whatever it could not write
-is queued as raw :class:`Wire` bytes that the writer sends first when it wakes.
+The direct path (WebSockets): while no writer runs and nothing is queued, ``offer`` writes a
+frame itself with a non-blocking send (:class:`WireSender`) if the kernel takes it at once.
+That skips the queue, a wake-up and two greenlet switches per frame, which were most of the
+per-delivery cost, and an idle connection holds no writer greenlet at all (bench/FINDINGS.md).
+It is still one writer at a time: the direct path only runs when no writer exists, and never
+waits; whatever it could not write is queued as raw :class:`Wire` bytes, and a writer is
+started for them.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ __all__ = [
     "Outbox",
     "Pong",
     "Wire",
-    "DirectSend",
+    "WireSender",
     "Framing",
     "RawFraming",
     "MessageSink",
@@ -73,7 +77,7 @@ __all__ = [
     "CLOSED",
     "CLOSE_GRACE_S",
     "new_session_id",
-    "write_websocket",
+    "drain_websocket",
     "poll_response",
     "stream_outbox",
 ]
@@ -118,36 +122,41 @@ class Wire:
     data: bytes
 
 
-DirectSend = Callable[[list[bytes]], "bytes | None"]
-"""Writes frames now (in one system call) without waiting; returns None when all of it went
-out, else the unsent rest as wire bytes (all of them when the kernel took nothing)."""
+class WireSender(Protocol):
+    """A WebSocket's write side as the direct path uses it: framing, and a send that never waits."""
+
+    def encode(self, frames: list[bytes]) -> bytes:
+        """``frames`` as transport messages, as bytes ready for the socket."""
+        ...
+
+    def try_send(self, wire: bytes) -> bytes | None:
+        """Send what the kernel takes now; None when all of it went, else the unsent rest."""
+        ...
 
 
 class Outbox:
     """The bounded queue between everyone who produces frames for a client and its writer.
 
-    A plain list and a direct wake-up of its one waiting reader: ``offer`` appends, and if
-    the reader is waiting and no wake-up is pending yet, schedules one (a loop callback that
-    switches to the reader), so a burst of frames costs one wake-up. The reader takes
-    everything queued at once (``take``) and waits (``wait``) only after finding the list
-    empty; nothing yields between that check and the wait, so no wake-up is lost. A wake-up
-    that arrives after the reader moved on finds no waiter and does nothing; one that meets
-    a later wait is only spurious (the reader looks again). This is what a
-    ``gevent.queue.Queue`` does per item, minus its per-item bookkeeping (measured with
-    ``bench/outbox_micro.py``).
+    A plain list. Two ways to be drained:
 
-    One reader at a time (the writer greenlet, or the attached SockJS receiver); any number
-    of producers (greenlets or loop callbacks), none of which ever blocks. After ``close``
-    nothing more is accepted; the writer drains what is queued, then ``finished`` is true
-    and it tells the client and closes.
+    - pulled (SockJS HTTP receivers): one reader takes everything queued at once (``take``)
+      and waits (``wait``) only after finding the list empty; ``offer`` schedules one
+      direct wake-up of a waiting reader (a loop callback), so a burst costs one wake-up.
+      Nothing yields between the reader's check and its wait, so no wake-up is lost; a
+      late one is only spurious (the reader looks again). This is what a
+      ``gevent.queue.Queue`` does per item, minus its per-item bookkeeping
+      (``bench/outbox_micro.py``).
+    - pushed (WebSockets, after :meth:`push_to`): the direct path of the module docstring
+      while no writer runs; otherwise items are queued and ``start_writer`` is called once
+      to start a writer, which drains the queue and then calls :meth:`writer_finished`.
 
-    ``direct`` (set by a WebSocket transport) is the direct path of the module docstring:
-    used only while the queue is empty and the reader is parked in ``wait``, so it never
-    overtakes a queued frame nor writes while the writer does.
+    Any number of producers (greenlets or loop callbacks), none of which ever blocks. After
+    ``close`` nothing more is accepted; the writer drains what is queued, then ``finished``
+    is true and it tells the client and closes.
     """
 
     __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "ended", "last_write",
-                 "direct")
+                 "_wire", "_start_writer", "_writing", "_ended_event")
 
     def __init__(self, max_frames: int) -> None:
         self._items: list[bytes | Pong | Wire] = []
@@ -156,26 +165,33 @@ class Outbox:
         self._wake_pending = False
         self.closed = False
         self.close_code = NORMAL
-        self.ended = False  # set by the writer once the client was told the end
+        self.ended = False  # set once the client was told the end, or the connection broke
         self.last_write = time.monotonic()
-        self.direct: DirectSend | None = None
+        self._wire: WireSender | None = None
+        self._start_writer: Callable[[], None] | None = None
+        self._writing = False  # pushed: a writer was started and has not finished
+        self._ended_event: Event | None = None
+
+    def push_to(self, wire: WireSender, start_writer: Callable[[], None]) -> None:
+        """Be drained by writes of our own: direct ones, and a writer started when needed."""
+        self._wire = wire
+        self._start_writer = start_writer
 
     def offer(self, item: bytes | Pong) -> bool:
-        """Queue ``item`` (or write it now, see ``direct``); False only when the queue is full."""
-        if self.closed:
+        """Queue ``item`` (or write it now: the direct path); False only when the queue is full."""
+        if self.closed or self.ended:
             return True  # dropped on purpose: nobody is owed anything after close
         items = self._items
         if len(items) >= self._max:
             return False
-        if not items and self._waiter is not None and self.direct is not None and item.__class__ is bytes:
-            unsent = self.direct([item])  # type: ignore[list-item]
+        if not items and item.__class__ is bytes and self._wire is not None and not self._writing:
+            unsent = self._wire.try_send(self._wire.encode([item]))  # type: ignore[list-item]
             if unsent is None:
                 self.last_write = time.monotonic()
                 return True
             item = Wire(unsent)
         items.append(item)
-        if self._waiter is not None and not self._wake_pending:
-            self._schedule_wake()
+        self._notify()
         return True
 
     def offer_many(self, frames: list[bytes]) -> bool:
@@ -183,22 +199,33 @@ class Outbox:
 
         False (nothing queued) when they do not all fit: the client is too slow.
         """
-        if self.closed:
+        if self.closed or self.ended:
             return True
         items = self._items
         if len(items) + len(frames) > self._max:
             return False
-        if not items and self._waiter is not None and self.direct is not None:
-            unsent = self.direct(frames)
+        if not items and self._wire is not None and not self._writing:
+            unsent = self._wire.try_send(self._wire.encode(frames))
             if unsent is None:
                 self.last_write = time.monotonic()
                 return True
             items.append(Wire(unsent))
         else:
             items.extend(frames)
-        if self._waiter is not None and not self._wake_pending:
-            self._schedule_wake()
+        self._notify()
         return True
+
+    def offer_wire(self, wire: bytes) -> None:
+        """Transport bytes that are not STOMP traffic (a SockJS ``h``): written in turn, never counted."""
+        if self.closed or self.ended:
+            return
+        if not self._items and self._wire is not None and not self._writing:
+            unsent = self._wire.try_send(wire)
+            if unsent is None:
+                return
+            wire = unsent
+        self._items.append(Wire(wire))
+        self._notify()
 
     def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL) -> None:
         """Accept nothing more; ``final`` is the last frame the writer sends."""
@@ -212,8 +239,34 @@ class Outbox:
             if len(self._items) >= self._max:  # too far behind to get both: keep the last word
                 self._items = []
             self._items.append(final)
-        if self._waiter is not None and not self._wake_pending:
+        self._notify()
+
+    def _notify(self) -> None:
+        """Something to write: start the writer (pushed) or wake the reader (pulled)."""
+        if self._start_writer is not None:
+            if not self._writing and not self.ended:
+                self._writing = True
+                self._start_writer()
+        elif self._waiter is not None and not self._wake_pending:
             self._schedule_wake()
+
+    def writer_finished(self) -> None:
+        """The pushed writer found nothing more to write (or the connection broke) and ends."""
+        self._writing = False
+
+    def mark_ended(self) -> None:
+        """The client was told the end (or cannot be told anything any more)."""
+        self.ended = True
+        if self._ended_event is not None:
+            self._ended_event.set()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``mark_ended``; whether it came."""
+        if self.ended:
+            return True
+        if self._ended_event is None:
+            self._ended_event = Event()
+        return self._ended_event.wait(timeout)
 
     def take(self, limit: int) -> list[bytes | Pong | Wire]:
         """Up to ``limit`` queued items, oldest first, without waiting (empty: nothing queued)."""
@@ -327,63 +380,48 @@ def _frames(items: list[bytes | Pong | Wire]) -> list[bytes]:
     return [item for item in items if item.__class__ is bytes]
 
 
-def _pongs(items: list[bytes | Pong | Wire]) -> list[Pong]:
-    return [item for item in items if item.__class__ is Pong]
-
-
 def _send_items(sink: MessageSink, framing: Framing, items: list[bytes | Pong | Wire]) -> None:
-    """One batch from the outbox: the rest of a direct write first (it can only lead), then the rest."""
-    first = items[0]
-    if first.__class__ is Wire:
-        sink.send_raw(first.data)  # type: ignore[union-attr]
-        items = items[1:]
-    frames = _frames(items)
-    if len(frames) != len(items):
-        for pong in _pongs(items):
-            sink.send_pong(pong.payload)
+    """One batch from the outbox, in order: runs of frames in one write each, raw bytes and pongs between."""
+    frames: list[bytes] = []
+    for item in items:
+        if item.__class__ is bytes:
+            frames.append(item)  # type: ignore[arg-type]
+            continue
+        if frames:
+            sink.send_messages(framing.encode(frames))
+            frames = []
+        if item.__class__ is Wire:
+            sink.send_raw(item.data)  # type: ignore[union-attr]
+        else:
+            sink.send_pong(item.payload)  # type: ignore[union-attr]
     if frames:
         sink.send_messages(framing.encode(frames))
 
 
-def write_websocket(outbox: Outbox, sink: MessageSink, framing: Framing, idle_s: float | None = None) -> None:
-    """The writer greenlet of one WebSocket: the only code that sends on it.
+def drain_websocket(outbox: Outbox, sink: MessageSink, framing: Framing) -> None:
+    """A WebSocket's writer: writes until the outbox is empty, then ends (the outbox starts another).
 
-    Sends ``framing.opening``, then whatever the outbox holds, every batch in one write
-    (``framing.idle`` after ``idle_s`` of nothing), and once the outbox is closed and
-    drained, ``framing.closing`` and a close frame. Returns when done or when the socket fails.
+    Once the outbox is closed and drained it sends ``framing.closing`` and a close frame,
+    and the outbox is ended. Blocks only on the socket, for as long as the client is slow.
     """
-    idle_sent = time.monotonic()
     try:
-        if framing.opening is not None:
-            sink.send_message(framing.opening)
         while True:
             items = outbox.take(BATCH_FRAMES)
             if items:
                 _send_items(sink, framing, items)
                 outbox.note_written()
             elif outbox.closed:
-                break
-            elif not outbox.wait(_quiet_left(outbox, idle_s, idle_sent)) and framing.idle is not None \
-                    and _quiet_left(outbox, idle_s, idle_sent) == 0.0:
-                sink.send_message(framing.idle)
-                idle_sent = time.monotonic()
-        if framing.closing is not None:
-            sink.send_message(framing.closing)
-        outbox.ended = True
-        sink.send_close(outbox.close_code)
+                if framing.closing is not None:
+                    sink.send_message(framing.closing)
+                outbox.mark_ended()
+                sink.send_close(outbox.close_code)
+                return
+            else:
+                return  # nothing yields between this empty take and writer_finished
     except OSError:  # the peer is gone (WebSocketError is an OSError too); nothing to tell it
-        outbox.ended = True
-
-
-def _quiet_left(outbox: Outbox, idle_s: float | None, idle_sent: float) -> float | None:
-    """Seconds until the transport's idle message is due (None: never); direct writes count as traffic.
-
-    The idle message itself is not STOMP traffic (``outbox.last_write`` is what STOMP
-    heart-beats go by), so the writer tracks when it last sent one separately.
-    """
-    if idle_s is None:
-        return None
-    return max(0.0, max(outbox.last_write, idle_sent) + idle_s - time.monotonic())
+        outbox.mark_ended()
+    finally:
+        outbox.writer_finished()
 
 
 def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> bytes:
@@ -395,7 +433,7 @@ def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> byte
         outbox.note_written()
         return b"".join(framing.encode(frames))
     if outbox.finished:
-        outbox.ended = True
+        outbox.mark_ended()
         return framing.closing or b""
     return framing.idle or b""
 
@@ -415,7 +453,7 @@ def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit
             outbox.note_written()
             sent += len(chunk)
         elif outbox.finished:
-            outbox.ended = True
+            outbox.mark_ended()
             if framing.closing is not None:
                 yield framing.closing
             return

@@ -11,8 +11,9 @@ The only module that imports ``geventwebsocket``. Owns:
   best STOMP sub-protocol the client offered (browsers abort the socket otherwise) and
   installs :class:`StompWebSocket`; the worker is gevent-websocket's gunicorn worker with
   that handler.
-- :func:`serve_websocket`: one connection from upgrade to close: session, writer greenlet,
-  read loop, and the finish that always runs.
+- :func:`serve_websocket`: one connection from upgrade to close: session, the outbox's
+  push writer (:class:`PushWriter`: direct sends, and a writer greenlet only while there is
+  a backlog), SockJS idle ticks, read loop, and the finish that always runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import contextlib
 import logging
 import socket
 import struct
-from typing import Callable, Iterable
+import time
+from typing import Any, Callable, Iterable
 
 import gevent
 from geventwebsocket.exceptions import ProtocolError as WebSocketProtocolError
@@ -31,7 +33,7 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
 from app.errors import FrameTooLarge, InvalidFrame
-from app.session import DirectSend, Framing, Outbox, Pong, RawFraming, Session, SessionHub, write_websocket
+from app.session import Framing, Outbox, Pong, RawFraming, Session, SessionHub, drain_websocket
 
 __all__ = [
     "StompWebSocket",
@@ -43,6 +45,7 @@ __all__ = [
     "reject_websocket",
     "STOMP_SUBPROTOCOLS",
     "text_frame",
+    "PushWriter",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,6 +247,40 @@ class StompWebSocketWorker(GeventWebSocketWorker):
     wsgi_handler = StompWebSocketHandler
 
 
+class PushWriter:
+    """How one WebSocket's outbox reaches the socket (``WireSender`` plus the writer it starts).
+
+    Frames go out by non-blocking sends while the socket keeps up; a writer greenlet
+    (``drain_websocket``) exists only while there is a backlog, so an idle connection holds
+    none.
+    """
+
+    __slots__ = ("_outbox", "_ws", "_framing", "_raw", "_writer")
+
+    def __init__(self, outbox: Outbox, ws: StompWebSocket, framing: Framing) -> None:
+        self._outbox = outbox
+        self._ws = ws
+        self._framing = framing
+        self._raw = isinstance(framing, RawFraming)
+        self._writer: gevent.Greenlet | None = None
+
+    def encode(self, frames: list[bytes]) -> bytes:
+        messages = frames if self._raw else self._framing.encode(frames)
+        return b"".join(map(text_frame, messages))
+
+    def try_send(self, wire: bytes) -> bytes | None:
+        return self._ws.try_send(wire)
+
+    def start(self) -> None:
+        """Called by the outbox (any greenlet, or the hub) when frames were queued and no writer runs."""
+        self._writer = gevent.spawn(drain_websocket, self._outbox, self._ws, self._framing)
+
+    def kill(self) -> None:
+        writer = self._writer
+        if writer is not None and not writer.dead:
+            writer.kill(block=False)
+
+
 def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, framing: Framing,
                     unwrap: Callable[[bytes], Iterable[bytes]], max_message_bytes: int,
                     idle_s: float | None = None) -> None:
@@ -256,37 +293,61 @@ def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, 
         unwrap: turns one WebSocket message into the STOMP bytes it carries; raises
             ValueError for a malformed message.
         max_message_bytes: the largest WebSocket message accepted.
-        idle_s: when the writer sends ``framing.idle`` (SockJS heart-beats).
+        idle_s: how often ``framing.idle`` goes out when nothing else did (SockJS heart-beats).
     """
     ws = StompWebSocket.adopt(websocket)
     ws.max_message_bytes = max_message_bytes
     ws.on_ping = lambda payload: _queue_pong(session, payload)
-    session.outbox.direct = _direct_sender(ws, framing)
-    writer = gevent.spawn(write_websocket, session.outbox, ws, framing, idle_s)
-    session.on_abort(lambda: _abort(writer, ws))
-    session.start()
+    outbox = session.outbox
+    writer = PushWriter(outbox, ws, framing)
+    ticker = None
     try:
+        if framing.opening is not None:
+            ws.send_message(framing.opening)  # first, before anything else can write
+        outbox.push_to(writer, writer.start)
+        ticker = _start_idle_ticks(outbox, framing, idle_s)
+        session.on_abort(lambda: _abort(writer, ws))
+        session.start()
         _read_until_closed(ws, session, unwrap)
-        writer.join(timeout=hub.close_grace_s + 1.0)
+        outbox.wait_ended(hub.close_grace_s + 1.0)
+    except OSError:  # the opening could not be written: the client is gone
+        session.close(discard_backlog=True)
     finally:
-        if not writer.dead:
+        if ticker is not None:
+            ticker.close()
+        if not outbox.ended:
             session.abort()
-            writer.kill(block=True, timeout=1.0)
+            writer.kill()
         session.finish()
 
 
 def reject_websocket(websocket: WebSocket, framing: Framing) -> None:
     """Open and at once close a connection that cannot have a session (its id is taken)."""
+    ws = StompWebSocket.adopt(websocket)
     outbox = Outbox(1)
     outbox.close()
-    write_websocket(outbox, StompWebSocket.adopt(websocket), framing)
+    with contextlib.suppress(OSError):
+        if framing.opening is not None:
+            ws.send_message(framing.opening)
+        drain_websocket(outbox, ws, framing)
 
 
-def _direct_sender(ws: StompWebSocket, framing: Framing) -> DirectSend:
-    """The outbox's direct path for this connection: frame it for the transport, try to send it."""
-    if isinstance(framing, RawFraming):
-        return lambda frames: ws.try_send(b"".join(map(text_frame, frames)))
-    return lambda frames: ws.try_send(b"".join(map(text_frame, framing.encode(frames))))
+def _start_idle_ticks(outbox: Outbox, framing: Framing, idle_s: float | None) -> Any:
+    """A repeating loop timer (no greenlet) that sends ``framing.idle`` when the line was quiet."""
+    if idle_s is None or framing.idle is None:
+        return None
+    idle_wire = text_frame(framing.idle)
+    last_tick = [time.monotonic()]
+
+    def tick() -> None:
+        now = time.monotonic()
+        if now - max(outbox.last_write, last_tick[0]) >= idle_s / 2:
+            outbox.offer_wire(idle_wire)
+            last_tick[0] = now
+
+    timer = gevent.get_hub().loop.timer(idle_s, idle_s)
+    timer.start(tick)
+    return timer
 
 
 def _unmask(payload: bytes, mask: bytes) -> bytes:
@@ -301,8 +362,8 @@ def _queue_pong(session: Session, payload: bytes) -> None:
     session.outbox.offer(Pong(payload))  # a full outbox drops the pong; fan-out decides overflow
 
 
-def _abort(writer: gevent.Greenlet, ws: StompWebSocket) -> None:
-    writer.kill(block=False)
+def _abort(writer: PushWriter, ws: StompWebSocket) -> None:
+    writer.kill()
     ws.abort()
 
 

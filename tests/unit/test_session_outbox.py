@@ -17,7 +17,7 @@ from app.session import (
     RawFraming,
     poll_response,
     stream_outbox,
-    write_websocket,
+    drain_websocket,
 )
 from tests.conftest import MS
 
@@ -169,133 +169,155 @@ class TestWait:
         assert not outbox._wake_pending
 
 
-class TestWriteWebsocket:
-    def test_frames_in_order_batched_then_close(self):
-        outbox, sink = Outbox(1000), RecordingSink()
-        writer = gevent.spawn(write_websocket, outbox, sink, RawFraming())
-        wait_until(lambda: writer_waiting(outbox))
-        frames = [b"%d" % n for n in range(BATCH_FRAMES * 2 + 5)]
-        for frame in frames:  # one burst: one wake-up, writes of up to BATCH_FRAMES each
-            assert outbox.offer(frame)
-        outbox.close()
-        writer.join(timeout=WAIT)
-        assert writer.dead
-        assert sink.frames() == frames
-        writes = [data for kind, data in sink.calls if kind == "messages"]
-        assert [len(batch) for batch in writes] == [BATCH_FRAMES, BATCH_FRAMES, 5]
-        assert sink.calls[-1] == ("close", NORMAL)
-        assert outbox.ended
+class Pushed:
+    """An outbox in push mode over a recording sink: the direct path writes to ``direct``
+    (which takes ``room`` bytes in all, then nothing: a socket whose buffer filled), and
+    every writer it starts is counted and runs ``drain_websocket``."""
 
-    def test_pongs_go_out_as_pongs(self):
+    def __init__(self, max_frames=10, room=10**6, sink=None, framing=None):
+        self.outbox = Outbox(max_frames)
+        self.sink = sink or RecordingSink()
+        self.framing = framing or RawFraming()
+        self.room = room
+        self.direct = []
+        self.writers = []
+        self.outbox.push_to(self, self.start)
+
+    def encode(self, frames):
+        return b"".join(b"<" + frame + b">" for frame in frames)
+
+    def try_send(self, wire):
+        taken = wire[:self.room]
+        self.room -= len(taken)
+        if taken:
+            self.direct.append(taken)
+        return None if len(taken) == len(wire) else wire[len(taken):]
+
+    def start(self):
+        self.writers.append(gevent.spawn(drain_websocket, self.outbox, self.sink, self.framing))
+
+    def settle(self):
+        gevent.joinall(self.writers, timeout=WAIT)
+        assert all(writer.dead for writer in self.writers)
+
+
+class TestDirectPath:
+    def test_frames_go_straight_to_the_socket_and_no_writer_exists(self):
+        pushed = Pushed()
+        assert pushed.outbox.offer(b"a") and pushed.outbox.offer_many([b"b", b"c"])
+        assert pushed.direct == [b"<a>", b"<b><c>"]
+        assert pushed.writers == [] and len(pushed.outbox) == 0
+
+    def test_the_unsent_rest_starts_one_writer_and_goes_out_before_later_frames(self):
+        pushed = Pushed(room=4)
+        assert pushed.outbox.offer(b"abcdef")  # "<abc" written now, "def>" left for a writer
+        assert pushed.outbox.offer(b"next")  # queued behind the rest: never written around it
+        assert pushed.outbox.offer(b"more")
+        assert len(pushed.writers) == 1
+        pushed.settle()
+        assert pushed.direct == [b"<abc"]
+        assert pushed.sink.calls == [("raw", b"def>"), ("messages", [b"next", b"more"])]
+
+    def test_once_the_backlog_is_written_the_writer_ends_and_the_direct_path_is_back(self):
+        pushed = Pushed(room=0)
+        pushed.outbox.offer(b"x")
+        pushed.settle()
+        pushed.room = 100
+        pushed.outbox.offer(b"y")
+        assert pushed.direct == [b"<y>"] and len(pushed.writers) == 1
+
+    def test_pongs_never_go_direct(self):
+        pushed = Pushed()
+        pushed.outbox.offer(Pong(b"p"))
+        pushed.settle()
+        assert pushed.direct == [] and pushed.sink.calls == [("pong", b"p")]
+
+    def test_a_direct_write_counts_as_traffic_for_heart_beats(self):
+        pushed = Pushed()
+        pushed.outbox.last_write = 0.0
+        pushed.outbox.offer(b"x")
+        assert pushed.outbox.last_write > 0.0
+
+    def test_transport_bytes_are_written_in_turn_and_do_not_count_as_traffic(self):
+        pushed = Pushed(room=2)
+        pushed.outbox.last_write = 0.0
+        pushed.outbox.offer(b"frame")  # "<f" direct, the rest queued
+        pushed.outbox.offer_wire(b"h")
+        pushed.settle()
+        assert pushed.sink.calls == [("raw", b"rame>"), ("raw", b"h")]
+        assert pushed.outbox.last_write > 0.0  # set by the writer for the frame, not for "h"
+        pushed.outbox.last_write = 0.0
+        pushed.outbox.offer_wire(b"h")
+        assert pushed.outbox.last_write == 0.0
+
+    def test_a_full_queue_is_refused_before_any_direct_write(self):
+        pushed = Pushed(max_frames=1, room=0)
+        pushed.outbox.offer(b"queued")
+        assert pushed.outbox.offer(b"more") is False
+        assert pushed.outbox.offer_many([b"a"]) is False
+
+
+class TestDrainWebsocket:
+    def test_frames_in_order_batched_then_the_end(self):
+        pushed = Pushed(max_frames=1000, room=0)
+        frames = [b"%d" % n for n in range(BATCH_FRAMES * 2 + 5)]
+        pushed.outbox.offer_many(frames)  # nothing fits the socket: one rest, then a backlog
+        pushed.outbox.close()
+        pushed.settle()
+        assert pushed.sink.calls[0] == ("raw", pushed.encode(frames))
+        assert pushed.sink.calls[-1] == ("close", NORMAL)
+        assert pushed.outbox.ended and len(pushed.writers) == 1
+
+    def test_batches_of_queued_frames_then_close(self):
+        pushed = Pushed(max_frames=1000, room=0)
+        pushed.outbox.offer(b"first")
+        frames = [b"%d" % n for n in range(BATCH_FRAMES * 2 + 5)]
+        for frame in frames:
+            assert pushed.outbox.offer(frame)
+        pushed.outbox.close()
+        pushed.settle()
+        writes = [data for kind, data in pushed.sink.calls if kind == "messages"]
+        assert [frame for batch in writes for frame in batch] == frames
+        assert [len(batch) for batch in writes] == [BATCH_FRAMES - 1, BATCH_FRAMES, 6]  # the rest took a slot
+
+    def test_close_with_nothing_queued_starts_a_writer_for_the_closing_words(self):
+        pushed = Pushed(framing=TickFraming())
+        pushed.outbox.close(b"bye", code=POLICY_VIOLATION)
+        pushed.settle()
+        assert pushed.sink.calls == [("messages", [b"abye"]), ("message", b"c"), ("close", POLICY_VIOLATION)]
+        assert pushed.outbox.ended and pushed.outbox.wait_ended(0)
+
+    def test_pongs_and_frames_keep_their_order(self):
         outbox, sink = Outbox(10), RecordingSink()
         outbox.offer(b"a")
         outbox.offer(Pong(b"ping"))
         outbox.offer(b"b")
         outbox.close()
-        write_websocket(outbox, sink, RawFraming())
-        assert ("pong", b"ping") in sink.calls
-        assert sink.frames() == [b"a", b"b"]
+        drain_websocket(outbox, sink, RawFraming())
+        assert sink.calls == [("messages", [b"a"]), ("pong", b"ping"), ("messages", [b"b"]), ("close", NORMAL)]
 
-    def test_opening_idle_and_closing_words(self):
-        outbox, sink = Outbox(10), RecordingSink()
-        writer = gevent.spawn(write_websocket, outbox, sink, TickFraming(), 10 * MS)
-        wait_until(lambda: ("message", b"h") in sink.calls)
-        outbox.offer(b"x")
-        outbox.close(b"bye", code=POLICY_VIOLATION)
-        writer.join(timeout=WAIT)
-        assert sink.calls[0] == ("message", b"o")
-        assert ("messages", [b"ax|bye"]) in sink.calls  # one wake-up, one batch, one write
-        assert sink.calls[-2:] == [("message", b"c"), ("close", POLICY_VIOLATION)]
+    def test_a_broken_socket_ends_the_outbox_and_later_offers_are_dropped(self):
+        class BrokenSink(RecordingSink):
+            def send_raw(self, data):
+                raise ConnectionResetError()
+
+        pushed = Pushed(room=0, sink=BrokenSink())
+        pushed.outbox.offer(b"x")
+        pushed.settle()
+        assert pushed.outbox.ended
+        assert pushed.outbox.offer(b"y") and len(pushed.outbox) == 0 and len(pushed.writers) == 1
 
     def test_a_producer_never_waits_on_a_stalled_writer(self):
-        outbox = Outbox(3)
-
         class StalledSink(RecordingSink):
-            def send_messages(self, messages):
+            def send_raw(self, data):
                 gevent.sleep(WAIT * 10)  # a socket whose peer stopped reading
 
-        writer = gevent.spawn(write_websocket, outbox, StalledSink(), RawFraming())
-        wait_until(lambda: writer_waiting(outbox))
-        outbox.offer(b"first")
-        wait_until(lambda: not writer_waiting(outbox) and len(outbox) == 0)  # the writer is stuck writing
-        results = [outbox.offer(b"%d" % n) for n in range(5)]  # returns at once, every time
-        assert results == [True, True, True, False, False]
-        writer.kill()
-
-
-class DirectSocket:
-    """A direct path that takes ``room`` bytes in all, then nothing: a socket whose buffer filled."""
-
-    def __init__(self, room):
-        self.room = room
-        self.written = []
-
-    def __call__(self, frames):
-        wire = b"".join(b"<" + frame + b">" for frame in frames)
-        taken = wire[:self.room]
-        self.room -= len(taken)
-        if taken:
-            self.written.append(taken)
-        return None if len(taken) == len(wire) else wire[len(taken):]
-
-
-class TestDirectPath:
-    def parked(self, outbox, sink):
-        writer = gevent.spawn(write_websocket, outbox, sink, RawFraming())
-        wait_until(lambda: writer_waiting(outbox))
-        return writer
-
-    def test_a_parked_writer_is_bypassed_and_stays_parked(self):
-        outbox, sink = Outbox(10), RecordingSink()
-        outbox.direct = direct = DirectSocket(room=1000)
-        writer = self.parked(outbox, sink)
-        assert outbox.offer(b"a") and outbox.offer(b"b")
-        assert direct.written == [b"<a>", b"<b>"]
-        assert len(outbox) == 0 and writer_waiting(outbox) and not outbox._wake_pending
-        outbox.close()
-        writer.join(timeout=WAIT)
-        assert sink.calls == [("close", NORMAL)]
-
-    def test_the_unsent_rest_goes_out_first_then_queued_frames_in_order(self):
-        outbox, sink = Outbox(10), RecordingSink()
-        outbox.direct = direct = DirectSocket(room=4)
-        writer = self.parked(outbox, sink)
-        assert outbox.offer(b"abcdef")  # "<abc" written now, "def>" left for the writer
-        assert outbox.offer(b"next")  # queued behind the rest: never written around it
-        outbox.close()
-        writer.join(timeout=WAIT)
-        assert direct.written == [b"<abc"]
-        assert sink.calls == [("raw", b"def>"), ("messages", [b"next"]), ("close", NORMAL)]
-
-    def test_nothing_goes_direct_while_frames_are_queued_or_the_writer_is_busy(self):
-        outbox = Outbox(10)
-        outbox.direct = direct = DirectSocket(room=1000)
-        assert outbox.offer(b"a")  # no writer parked: queued
-        assert direct.written == [] and len(outbox) == 1
-
-    def test_pongs_never_go_direct(self):
-        outbox, sink = Outbox(10), RecordingSink()
-        outbox.direct = direct = DirectSocket(room=1000)
-        writer = self.parked(outbox, sink)
-        outbox.offer(Pong(b"p"))
-        outbox.close()
-        writer.join(timeout=WAIT)
-        assert direct.written == [] and ("pong", b"p") in sink.calls
-
-    def test_a_direct_write_counts_as_traffic_for_heart_beats_and_idle_ticks(self):
-        outbox, sink = Outbox(10), RecordingSink()
-        outbox.direct = DirectSocket(room=1000)
-        writer = self.parked(outbox, sink)
-        outbox.last_write = before = 0.0
-        outbox.offer(b"x")
-        assert outbox.last_write > before  # what the heart-beat timer and the idle tick go by
-        writer.kill()
-
-    def test_a_full_queue_is_refused_before_any_direct_write(self):
-        outbox = Outbox(1)
-        outbox.direct = direct = DirectSocket(room=1000)
-        outbox.offer(b"queued")
-        assert outbox.offer(b"more") is False and direct.written == []
+        pushed = Pushed(max_frames=3, room=0, sink=StalledSink())
+        pushed.outbox.offer(b"first")
+        wait_until(lambda: len(pushed.outbox) == 0)  # the writer took it and is stuck writing
+        results = [pushed.outbox.offer(b"%d" % n) for n in range(5)]  # returns at once, every time
+        assert results == [True, True, True, False, False] and len(pushed.writers) == 1
+        pushed.writers[0].kill()
 
 
 class TestSockJSReceivers:
