@@ -112,16 +112,6 @@ class StompHandler:
         self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
         self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
         self.connection: ClientConnection | None = None
-        self._commands: dict[str, Callable[[Frame], tuple[Frame, ...]]] = {
-            f.SEND: self._send,
-            f.SUBSCRIBE: self._subscribe,
-            f.UNSUBSCRIBE: self._unsubscribe,
-            f.ACK: self._acknowledge,
-            f.NACK: self._acknowledge,
-            f.BEGIN: self._transaction,
-            f.COMMIT: self._transaction,
-            f.ABORT: self._transaction,
-        }
 
     # Entry points --------------------------------------------------------------------
 
@@ -184,10 +174,10 @@ class StompHandler:
         if command == f.DISCONNECT:
             self.state = CLOSED
             return Outcome(_receipt_for(frame), close=True)
-        method = self._commands.get(command)
+        method = _COMMANDS.get(command)
         if method is None:  # the parser lets only client commands through
             raise InvalidFrame("unexpected command")
-        return Outcome(method(frame))
+        return Outcome(method(self, frame))
 
     def _fail(self, message: str, frame: Frame | None = None) -> Outcome:
         self.state = CLOSED
@@ -283,6 +273,20 @@ class StompHandler:
         except Exception:
             log.exception("application handler failed on session %s", self._session_id)
             raise _Refusal(ChatServerError.wire_message) from None
+
+
+# The handlers of the commands a CONNECTED client may send (besides DISCONNECT), shared by
+# every connection rather than a dict of bound methods each.
+_COMMANDS: dict[str, Callable[[StompHandler, Frame], tuple[Frame, ...]]] = {
+    f.SEND: StompHandler._send,
+    f.SUBSCRIBE: StompHandler._subscribe,
+    f.UNSUBSCRIBE: StompHandler._unsubscribe,
+    f.ACK: StompHandler._acknowledge,
+    f.NACK: StompHandler._acknowledge,
+    f.BEGIN: StompHandler._transaction,
+    f.COMMIT: StompHandler._transaction,
+    f.ABORT: StompHandler._transaction,
+}
 
 
 def _token(frame: Frame) -> str | None:
