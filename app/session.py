@@ -515,7 +515,6 @@ class Session:
         self.subscription_bytes: dict[str, bytes] = {}
         self.outbox = Outbox(settings.outbox_max_frames)
         self.last_received = self._opened_at = time.monotonic()
-        self.ended = Event()
         self._parser = FrameParser(max_frame_bytes=settings.stomp_max_frame_bytes,
                                    max_header_lines=settings.stomp_max_header_lines,
                                    max_header_bytes=settings.stomp_max_header_bytes)
@@ -664,7 +663,6 @@ class Session:
                 self._hub.application.disconnected(connection)
             except Exception:
                 log.exception("disconnected() failed for session %s", self.session_id)
-        self.ended.set()
 
     # Timers ------------------------------------------------------------------------------
     #

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -26,13 +27,15 @@ from app.health import health_blueprint
 from app.registry import SubscriptionRegistry
 from app.session import SessionHub
 from app.settings import Settings
-from app.stomp.sockjs import PREFIX, accepts_websocket, sockjs_blueprint
+from app.stomp.sockjs import PREFIX, SockJSEndpoint, accepts_websocket, sockjs_endpoint
 
 __all__ = ["create_app", "ChatServer", "EXTENSION"]
 
 log = logging.getLogger(__name__)
 
 EXTENSION = "smooth"
+
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 # Multipart framing around an upload of upload_max_bytes (boundaries, the other fields).
 _FORM_OVERHEAD_BYTES = 1 << 20
 _HTTP_MESSAGES = {
@@ -76,7 +79,9 @@ def create_app(settings: Settings, services: Services) -> Flask:
     hub = SessionHub(settings, services.application, TokenVerifier(settings.jwt_secret), registry,
                      settings.effective_node_id)
     app.extensions[EXTENSION] = ChatServer(settings, services, hub, FanoutDelivery(registry))
-    app.register_blueprint(sockjs_blueprint(hub))
+    endpoint = sockjs_endpoint(hub)
+    app.register_blueprint(endpoint.blueprint)
+    app.wsgi_app = _upgraded_websockets_first(endpoint, app.wsgi_app)  # type: ignore[method-assign]
     app.register_blueprint(health_blueprint(services.readiness, timeout_s=settings.service_timeout_s))
     for blueprint in services.blueprints:
         app.register_blueprint(blueprint)
@@ -86,6 +91,15 @@ def create_app(settings: Settings, services: Services) -> Flask:
     # For gevent-websocket's stock handler (our StompWebSocketHandler negotiates properly).
     app.app_protocol = lambda path: "v12.stomp" if path == PREFIX + "/websocket" else None  # type: ignore[attr-defined]
     return app
+
+
+def _upgraded_websockets_first(endpoint: SockJSEndpoint, flask_app: WSGIApp) -> WSGIApp:
+    """WSGI: upgraded ``/my-chat`` WebSockets go to the endpoint directly, everything else to Flask."""
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if endpoint.serve_upgraded(environ):
+            return []  # the connection is over; gevent-websocket ignores the body
+        return flask_app(environ, start_response)
+    return wsgi_app
 
 
 def _register_error_handlers(app: Flask) -> None:

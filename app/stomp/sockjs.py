@@ -46,7 +46,7 @@ from app.session import (
 )
 from app.stomp.ws import reject_websocket, serve_websocket
 
-__all__ = ["sockjs_blueprint", "accepts_websocket", "HttpSession", "HttpSessions", "SockJSFraming", "unwrap_sockjs",
+__all__ = ["sockjs_endpoint", "SockJSEndpoint", "accepts_websocket", "HttpSession", "HttpSessions", "SockJSFraming", "unwrap_sockjs",
            "sockjs_message_limit", "PREFIX", "SOCKJS_CLIENT_URL"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ _IFRAME_ETAG = '"' + hashlib.md5(_IFRAME_PAGE).hexdigest() + '"'
 
 
 _WEBSOCKET_PATH = re.compile(rf"{PREFIX}/(websocket|[A-Za-z0-9_-]{{1,64}}/[A-Za-z0-9_-]{{1,64}}/websocket)")
+_SOCKJS_WEBSOCKET_PATH = re.compile(rf"{PREFIX}/([A-Za-z0-9_-]{{1,64}})/([A-Za-z0-9_-]{{1,64}})/websocket")
+_RAW = RawFraming()
 
 
 def accepts_websocket(path: str) -> bool:
@@ -227,13 +229,19 @@ class HttpSessions:
         return len(self._sessions)
 
 
-def sockjs_blueprint(hub: SessionHub) -> Blueprint:
-    """The Flask blueprint serving ``/my-chat``."""
-    return _Endpoint(hub).blueprint
+def sockjs_endpoint(hub: SessionHub) -> "SockJSEndpoint":
+    """``/my-chat``: its Flask blueprint and its WSGI shortcut for upgraded WebSockets."""
+    return SockJSEndpoint(hub)
 
 
-class _Endpoint:
-    """The views of ``/my-chat``; one instance per app."""
+class SockJSEndpoint:
+    """The views of ``/my-chat``; one instance per app.
+
+    Upgraded WebSocket requests should reach :meth:`serve_upgraded` straight from WSGI
+    (app/web.py does that): served from inside a Flask view, the request context, the
+    routing state and their stack would live as long as the connection, a few KB of every
+    idle socket. The Flask routes serve the same paths for requests that were not upgraded.
+    """
 
     def __init__(self, hub: SessionHub) -> None:
         self._hub = hub
@@ -278,25 +286,44 @@ class _Endpoint:
 
     # WebSocket transports --------------------------------------------------------------
 
+    def serve_upgraded(self, environ: dict) -> bool:  # type: ignore[type-arg]
+        """Serve an upgraded WebSocket request for one of our paths until it ends; False if it is not one."""
+        websocket = environ.get("wsgi.websocket")
+        path = environ.get("PATH_INFO", "")
+        if websocket is None:
+            return False
+        if path == PREFIX + "/websocket":
+            self._serve_raw(websocket)
+            return True
+        ids = _SOCKJS_WEBSOCKET_PATH.fullmatch(path)
+        if ids is None:
+            return False
+        self._serve_sockjs(websocket, ids.group(2))
+        return True
+
     def raw_websocket(self) -> Response:
-        websocket = _websocket()
-        session = self._hub.open_session(new_session_id(), "websocket")
-        assert session is not None  # a fresh random id
-        serve_websocket(websocket, self._hub, session=session, framing=RawFraming(), unwrap=_as_is,
-                        max_message_bytes=self._settings.stomp_max_frame_bytes)
+        self._serve_raw(_websocket())
         return Response(status=200)
 
     def sockjs_websocket(self, server: str, session_id: str) -> Response:
         _check_ids(server, session_id)
-        websocket = _websocket()
+        self._serve_sockjs(_websocket(), session_id)
+        return Response(status=200)
+
+    def _serve_raw(self, websocket) -> None:  # type: ignore[no-untyped-def]
+        session = self._hub.open_session(new_session_id(), "websocket")
+        assert session is not None  # a fresh random id
+        serve_websocket(websocket, self._hub, session=session, framing=_RAW, unwrap=_as_is,
+                        max_message_bytes=self._settings.stomp_max_frame_bytes)
+
+    def _serve_sockjs(self, websocket, session_id: str) -> None:  # type: ignore[no-untyped-def]
         session = self._hub.open_session(session_id, "sockjs-websocket")
         if session is None:
             reject_websocket(websocket, _REJECT_FRAMING)
-            return Response(status=200)
+            return
         serve_websocket(websocket, self._hub, session=session, framing=WEBSOCKET_FRAMING, unwrap=unwrap_sockjs,
                         max_message_bytes=sockjs_message_limit(self._settings.stomp_max_frame_bytes),
                         idle_s=self._settings.sockjs_heartbeat_s)
-        return Response(status=200)
 
     # HTTP transports -------------------------------------------------------------------
 
