@@ -43,7 +43,10 @@ def _chat_server(worker):
 def post_worker_init(worker):
     import gevent
 
+    from workers.lifecycle import tune_gc
+
     server = _chat_server(worker)
+    tune_gc(server.settings.gc_gen0_threshold)
     server.start()
     gevent.spawn(_close_sessions_when_stopping, worker, server)
 

@@ -95,6 +95,12 @@ class Settings:
     stomp_max_subscriptions: int = _setting(
         "STOMP_MAX_SUBSCRIPTIONS", 500, "Most subscriptions one connection may hold", minimum=1
     )
+    gc_gen0_threshold: int = _setting(
+        "GC_GEN0_THRESHOLD", 10_000,
+        "Chat workers' Python GC generation-0 threshold (CPython's default is 700; higher means "
+        "fewer, longer collections)",
+        minimum=1,
+    )
     stomp_max_inflight_sends: int = _setting(
         "STOMP_MAX_INFLIGHT_SENDS", 64,
         "SENDs of one connection awaiting their Kafka ack (replies held behind them count too) "

@@ -7,10 +7,13 @@ ends them and closes every client; consumers are closed so their groups do not l
 (field-notes.md). ``kafka_ready`` is the readiness check: it passes only once every
 consumer finished its group join, so nothing sent after the process reports ready is
 missed by its subscribers.
+
+``tune_gc`` sets the worker's garbage collector up for a server (see its docstring).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Callable
 
@@ -20,9 +23,23 @@ from app.contracts import LocalDelivery
 from app.errors import BackendUnavailable
 from workers.consumers import ConsumerSet
 
-__all__ = ["LeaseRenewer", "WorkerRuntime"]
+__all__ = ["LeaseRenewer", "WorkerRuntime", "tune_gc"]
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc(gen0_threshold: int) -> None:
+    """Freeze what start-up allocated, and collect the young generation less often.
+
+    Measured in the many-rooms bench (5,000 connections): with CPython's defaults the worker
+    spent 10-20 % of its CPU in the collector, mostly full collections over ~400,000
+    long-lived objects, because every per-message object that outlived two young
+    collections (700 allocations apart: milliseconds) was promoted to the old generation.
+    A larger threshold lets those die young; frozen start-up objects are never traversed.
+    """
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 class LeaseRenewer:
