@@ -60,13 +60,14 @@ def _guarded(call: Callable[[], T]) -> T:
 class MongoConnection:
     """One lazily connected ``MongoClient`` and the configured database."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, socket_timeout_ms: int | None = SOCKET_TIMEOUT_MS) -> None:
+        """``socket_timeout_ms=None``: no limit on one operation (the rebuild's aggregates)."""
         if not settings.mongo_url:
             raise ValueError("MONGO_URL is empty")
         self._client: MongoClient[dict[str, Any]] = MongoClient(
             settings.mongo_url, connect=False, tz_aware=False,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
-            connectTimeoutMS=CONNECT_TIMEOUT_MS, socketTimeoutMS=SOCKET_TIMEOUT_MS)
+            connectTimeoutMS=CONNECT_TIMEOUT_MS, socketTimeoutMS=socket_timeout_ms)
         self.db: Database[dict[str, Any]] = self._client[settings.mongo_db]
         self._indexes_ready = False
         self._lock = threading.Lock()

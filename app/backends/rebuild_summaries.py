@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if not settings.mongo_url:
         parser.error("MONGO_URL is empty: point it at the database to rebuild")
-    connection = MongoConnection(settings)
+    # One aggregate reads a whole collection: far beyond a request's socket timeout.
+    connection = MongoConnection(settings, socket_timeout_ms=None)
     try:
         connection.ensure_indexes()
         report = connection.rebuild_summaries()
