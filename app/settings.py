@@ -143,9 +143,10 @@ class Settings:
     )
     membership_ttl_s: int = _setting("MEMBERSHIP_TTL_S", 14 * DAY, "TTL of cached member and channel lists", minimum=1)
     membership_local_ttl_s: float = _setting(
-        "MEMBERSHIP_LOCAL_TTL_S", 2.0,
-        "How long a chat process reuses a member/channel list it read from Redis (0: every SEND asks "
-        "Redis); a change made through another process is seen after at most this long",
+        "MEMBERSHIP_LOCAL_TTL_S", 30.0,
+        "How long a chat process may reuse a member/channel list it read from Redis (0: every SEND asks "
+        "Redis). Changes made through Smooth drop copies at once (Redis pub/sub); this bounds only "
+        "changes written to Redis by hand",
         minimum=0,
     )
     profile_ttl_s: int = _setting("PROFILE_TTL_S", 600, "TTL of cached author names/avatars", minimum=1)

@@ -17,7 +17,7 @@ from app.auth import TokenVerifier
 from app.backends import kafka_bus
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
-from app.backends.redis_cache import RedisMembershipCache
+from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
 from app.chat.access import Access
 from app.chat.application import ChatService
 from app.chat.handlers import Authors, Messaging
@@ -61,6 +61,7 @@ def build_services(settings: Settings) -> Services:
     runtime = WorkerRuntime(
         open_consumers=lambda delivery: _consumers(settings, delivery),
         lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
+        background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all)],
         prepare=mongo.ensure_indexes,
         closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
     application = ChatService(messaging=messaging, presence=flow, access=access,

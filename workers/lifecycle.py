@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import gevent
 
@@ -23,9 +23,17 @@ from app.contracts import LocalDelivery
 from app.errors import BackendUnavailable
 from workers.consumers import ConsumerSet
 
-__all__ = ["LeaseRenewer", "WorkerRuntime", "tune_gc"]
+__all__ = ["LeaseRenewer", "WorkerRuntime", "Background", "tune_gc"]
 
 log = logging.getLogger(__name__)
+
+
+class Background(Protocol):
+    """Something a worker runs beside the consumers (a greenlet of its own), started after fork."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def tune_gc(gen0_threshold: int) -> None:
@@ -74,22 +82,28 @@ class WorkerRuntime:
 
     def __init__(self, *, open_consumers: Callable[[LocalDelivery], ConsumerSet],
                  lease: LeaseRenewer | None, prepare: Callable[[], None] | None = None,
-                 closers: list[Callable[[], None]] | None = None) -> None:
+                 closers: list[Callable[[], None]] | None = None,
+                 background: Sequence[Background] = ()) -> None:
         self._open_consumers = open_consumers
         self._lease = lease
         self._prepare = prepare
         self._closers = closers or []
+        self._background = list(background)
         self._consumers: ConsumerSet | None = None
 
     def start(self, delivery: LocalDelivery) -> None:
         if self._prepare is not None:
             gevent.spawn(self._best_effort, self._prepare)
+        for task in self._background:
+            task.start()
         self._consumers = self._open_consumers(delivery)
         self._consumers.start()
         if self._lease is not None:
             self._lease.start()
 
     def stop(self) -> None:
+        for task in self._background:
+            self._best_effort(task.stop)
         if self._lease is not None:
             self._lease.stop()
         if self._consumers is not None:

@@ -18,18 +18,33 @@ matches neither. Every key written carries the membership TTL, refreshed on each
 A reverse entry can outlive its forward key by at most one TTL (when the forward key expires
 and is later rebuilt from a list that no longer holds a user); callers that need certainty
 read the forward key.
+
+Each overwrite also publishes the forward key's name on ``CHANGES_CHANNEL`` in the same
+MULTI/EXEC, and :class:`MembershipChanges` delivers those names to a process, so copies
+kept in process memory (app/chat/membership.py) are dropped as soon as the list changes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from typing import Any, Callable, Iterable, Sequence
 
+import gevent
 import redis
 
 from app.errors import BackendUnavailable
 
-__all__ = ["RedisMembershipCache"]
+__all__ = ["RedisMembershipCache", "MembershipChanges", "CHANGES_CHANNEL"]
+
+log = logging.getLogger(__name__)
+
+CHANGES_CHANNEL = "smooth:membership-changed"
+# Forward key prefix -> the kind of list, as MembershipChanges reports it.
+_CHANGE_KINDS = {"R": "room", "CH": "members", "CHN": "channels"}
+_FORWARD_KEY = re.compile(r"(R|CH|CHN)([0-9]{1,19})")
+_RESUBSCRIBE_S = 1.0
 
 _Pipeline = Any  # redis.client.Pipeline, untyped in redis-py
 
@@ -129,6 +144,7 @@ class RedisMembershipCache:
             pipe.multi()
             pipe.set(key, value, ex=self._ttl_s)
             update_indexes(pipe, old, wanted)
+            pipe.publish(CHANGES_CHANNEL, key)
 
         # redis-py retries the whole function if the watched key changed before EXEC.
         self._call(self._redis.transaction, overwrite, key)
@@ -138,6 +154,64 @@ class RedisMembershipCache:
             return func(*args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable("cache unavailable") from exc
+
+
+class MembershipChanges:
+    """Tells this process which member/channel lists changed, from any process's overwrite.
+
+    One greenlet subscribed to ``CHANGES_CHANNEL`` calls ``on_change(kind, id)`` (kind is
+    ``room``, ``members`` or ``channels``) per overwrite. While it is not subscribed, changes
+    are missed, so after every (re)subscription it calls ``on_gap()`` first: whoever keeps
+    copies must then drop them all. Reconnects every ``_RESUBSCRIBE_S`` while Redis is down.
+    """
+
+    def __init__(self, redis_url: str, on_change: Callable[[str, int], None], on_gap: Callable[[], None]) -> None:
+        # No socket timeout: a quiet channel is normal. Keep-alive notices a dead peer.
+        self._redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_keepalive=True,
+                                           socket_connect_timeout=_SOCKET_TIMEOUT_S)
+        self._on_change = on_change
+        self._on_gap = on_gap
+        self._greenlet: gevent.Greenlet | None = None
+        self.subscribed = False
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+        self._greenlet.name = "membership-changes"
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=2)
+        self._redis.close()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._listen()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("membership change feed lost (%s); resubscribing", type(exc).__name__)
+            self.subscribed = False
+            self._on_gap()
+            gevent.sleep(_RESUBSCRIBE_S)
+
+    def _listen(self) -> None:
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(CHANGES_CHANNEL)
+            self._on_gap()  # whatever changed before this subscription is unknown
+            self.subscribed = True
+            for message in pubsub.listen():
+                self._dispatch(message.get("data"))
+        finally:
+            pubsub.close()
+
+    def _dispatch(self, key: Any) -> None:
+        match = _FORWARD_KEY.fullmatch(key) if isinstance(key, str) else None
+        if match is None:
+            return
+        try:
+            self._on_change(_CHANGE_KINDS[match.group(1)], int(match.group(2)))
+        except Exception:  # noqa: BLE001 - one bad callback must not end the feed
+            log.exception("membership change callback failed")
 
 
 def _user_index_updater(entry: str, ttl_s: int) -> Callable[[_Pipeline, list[int], list[int]], None]:

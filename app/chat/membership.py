@@ -18,8 +18,10 @@ cache's reverse index when there is none or it is down.
 In front of the shared cache, each process keeps the lists it read for
 ``settings.membership_local_ttl_s`` (:class:`LocalLists`): every SEND checks membership, and
 one Redis round trip per SEND was the largest cost of a SEND (bench/FINDINGS.md, many rooms).
-A PUT handled by this process replaces its local copy at once; one handled by another
-process is seen here after at most that TTL.
+A copy is dropped as soon as the list changes: a PUT handled by this process drops it at
+once, and every process hears of every overwrite through the cache's change feed
+(``list_changed``; ``forget_all`` after a gap in the feed). The TTL only bounds how long a
+change that bypassed the feed (a hand edit in Redis) stays unseen.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class LocalLists:
 
     Bounded: past ``max_entries`` the expired entries are dropped, and if that is not
     enough, everything (a cold start costs one Redis read per list, nothing worse).
+    ``epoch`` changes on every ``forget``: a reader that started before a change must not
+    keep what it read (``put(..., epoch=...)`` then does nothing).
     """
 
     def __init__(self, ttl_s: float, *, max_entries: int = 100_000,
@@ -56,6 +60,7 @@ class LocalLists:
         self._max_entries = max_entries
         self._monotonic = monotonic
         self._entries: dict[Key, tuple[float, list[int]]] = {}
+        self.epoch = 0
 
     def get(self, key: Key) -> list[int] | None:
         entry = self._entries.get(key)
@@ -63,15 +68,20 @@ class LocalLists:
             return None
         return entry[1]
 
-    def put(self, key: Key, ids: list[int]) -> None:
-        if self._ttl_s <= 0:
+    def put(self, key: Key, ids: list[int], *, epoch: int) -> None:
+        if self._ttl_s <= 0 or epoch != self.epoch:
             return
         if len(self._entries) >= self._max_entries:
             self._prune()
         self._entries[key] = (self._monotonic() + self._ttl_s, ids)
 
     def forget(self, key: Key) -> None:
+        self.epoch += 1
         self._entries.pop(key, None)
+
+    def forget_all(self) -> None:
+        self.epoch += 1
+        self._entries = {}
 
     def _prune(self) -> None:
         now = self._monotonic()
@@ -124,14 +134,25 @@ class Membership:
         local = self._local.get(key)
         if local is not None:
             return local
+        epoch = self._local.epoch
         ids = cached(key[1])
         if ids is None:
             ids = self._fetch_ids(path, field)
             if ids is None:
                 return []  # no such thing: not cached, so it can appear later
             store(key[1], ids)
-        self._local.put(key, ids)
+        self._local.put(key, ids, epoch=epoch)
         return ids
+
+    # -- the change feed -----------------------------------------------------------------
+
+    def list_changed(self, kind: str, entity_id: int) -> None:
+        """A ``room``/``members``/``channels`` list was overwritten somewhere: drop our copy."""
+        self._local.forget((kind, entity_id))
+
+    def forget_all(self) -> None:
+        """The change feed had a gap: no copy can be trusted."""
+        self._local.forget_all()
 
     def channel_community(self, channel_id: int) -> int | None:
         """The community owning a text channel, from the reverse index of channel lists.

@@ -158,3 +158,77 @@ def test_an_unreachable_redis_is_backend_unavailable():
         cache.room_members(1)
     with pytest.raises(BackendUnavailable):
         cache.set_room_members(1, [2])
+
+
+class ChangeLog:
+    """What a MembershipChanges feed reported, in order."""
+
+    def __init__(self):
+        self.changes = []
+        self.gaps = 0
+
+    def changed(self, kind, entity_id):
+        self.changes.append((kind, entity_id))
+
+    def gap(self):
+        self.gaps += 1
+
+
+def wait_for(predicate, timeout=5.0):
+    with gevent.Timeout(timeout, AssertionError("condition not reached in time")):
+        while not predicate():
+            gevent.sleep(0.01)
+
+
+@pytest.fixture
+def feed(embedded):
+    from app.backends.redis_cache import MembershipChanges
+    log = ChangeLog()
+    changes = MembershipChanges(embedded.redis_url, log.changed, log.gap)
+    changes.start()
+    wait_for(lambda: changes.subscribed)
+    yield log
+    changes.stop()
+
+
+def test_every_overwrite_is_announced_to_every_subscribed_process(cache, feed):
+    room, community = fresh_id(), fresh_id()
+    assert feed.gaps == 1  # told once, on subscribing, that earlier changes are unknown
+    cache.set_room_members(room, [5, 9])
+    cache.set_community_members(community, [5])
+    cache.set_community_channels(community, [fresh_id()])
+    wait_for(lambda: len([c for c in feed.changes if c[1] in (room, community)]) == 3)
+    assert [c for c in feed.changes if c[1] in (room, community)] == [
+        ("room", room), ("members", community), ("channels", community)]
+
+
+def test_a_lost_feed_reports_a_gap_and_comes_back(embedded, cache, raw, feed):
+    gaps = feed.gaps
+    for client in raw.client_list(_type="pubsub"):
+        raw.client_kill_filter(_id=client["id"])
+    wait_for(lambda: feed.gaps >= gaps + 2)  # once for the loss, once on resubscribing
+    room = fresh_id()
+    cache.set_room_members(room, [1])
+    wait_for(lambda: ("room", room) in feed.changes)
+
+
+def test_two_processes_see_each_others_changes_at_once(embedded, cache):
+    """Membership copies kept in memory (30 s TTL) are dropped when another process overwrites."""
+    from app.backends.redis_cache import MembershipChanges
+    from app.chat.membership import Membership
+    settings = Settings(membership_local_ttl_s=30.0)
+    room = fresh_id()
+    writer_cache, reader_cache = (RedisMembershipCache(embedded.redis_url, TTL) for _ in range(2))
+    writer, reader = Membership(settings, writer_cache, None), Membership(settings, reader_cache, None)
+    changes = MembershipChanges(embedded.redis_url, reader.list_changed, reader.forget_all)
+    changes.start()
+    try:
+        wait_for(lambda: changes.subscribed)
+        writer.set_room_members(room, [5, 9])
+        assert reader.is_room_member(room, 9)  # read once, now kept for 30 s
+        writer.set_room_members(room, [5])  # 9 is removed through the other process
+        wait_for(lambda: not reader.is_room_member(room, 9))
+    finally:
+        changes.stop()
+        writer_cache.close()
+        reader_cache.close()

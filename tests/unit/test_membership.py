@@ -230,10 +230,43 @@ def test_local_lists_stay_bounded():
     clock = Clock()
     lists = LocalLists(10.0, max_entries=3, monotonic=clock)
     for n in range(3):
-        lists.put(("room", n), [n])
+        lists.put(("room", n), [n], epoch=lists.epoch)
     clock.now += 11  # all expired: the next put drops them
-    lists.put(("room", 99), [99])
+    lists.put(("room", 99), [99], epoch=lists.epoch)
     assert lists.get(("room", 0)) is None and lists.get(("room", 99)) == [99]
     for n in range(5):
-        lists.put(("room", 200 + n), [n])
+        lists.put(("room", 200 + n), [n], epoch=lists.epoch)
     assert len(lists._entries) <= 3
+
+
+def test_a_change_heard_while_reading_is_not_overwritten_by_the_stale_read():
+    class RacingCache(CountingCache):
+        """The change feed reports an overwrite while this read is on its way back (once)."""
+        membership = None
+        racing = True
+
+        def room_members(self, room_id):
+            stale = super().room_members(room_id)
+            if self.racing:
+                self.racing = False
+                self.rooms[room_id] = [5]
+                self.membership.list_changed("room", room_id)
+            return stale
+
+    cache = RacingCache()
+    cache.set_room_members(17, [5, 9])
+    membership, _ = locally_cached(cache)
+    cache.membership = membership
+    assert membership.is_room_member(17, 9)  # the answer of that read
+    assert cache.reads == 1
+    assert not membership.is_room_member(17, 9) and cache.reads == 2  # not kept: read again
+
+
+def test_a_gap_in_the_change_feed_drops_every_copy():
+    cache = CountingCache()
+    cache.set_room_members(17, [5, 9])
+    membership, _ = locally_cached(cache)
+    membership.is_room_member(17, 9)
+    membership.forget_all()
+    membership.is_room_member(17, 9)
+    assert cache.reads == 2
