@@ -15,7 +15,9 @@ scenarios:
   stamps ``time.monotonic_ns()`` into each record; CLOCK_MONOTONIC is shared by processes).
 - ``idle``: the six fan-out consumers of ``CONSUMER_GROUPS`` with no traffic: CPU % of a core.
 
-Each scenario also reports the broker's CPU over the same window (/proc). ``--rev`` loads
+Each scenario also reports the broker's CPU over the same window (/proc). Kafka settings
+come from the environment as the server reads them (``KAFKA_FETCH_MAX_WAIT_MS=40``,
+``KAFKA_LINGER_MS=0`` ...), so a setting is compared by running the script twice. ``--rev`` loads
 ``app/backends/kafka_bus.py`` and ``workers/consumers.py`` as they are at a git revision (the
 feeder too), so one script measures before and after a change::
 
@@ -382,17 +384,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     modules = load_modules(args.rev)
     if args.feed:
-        feed(modules[0], Settings.from_env({}, kafka_bootstrap_servers=args.bootstrap), args.feed_rate, args.seconds)
+        feed(modules[0], Settings.from_env(None, kafka_bootstrap_servers=args.bootstrap), args.feed_rate, args.seconds)
         return
     with tempfile.TemporaryDirectory(prefix="kafka-micro-") as data_dir:
         broker = start_kafka(Path(data_dir))
         try:
-            settings = Settings.from_env({}, kafka_bootstrap_servers=broker.url)
+            settings = Settings.from_env(None, kafka_bootstrap_servers=broker.url)
             modules[0].create_topics(settings)
             runs = [run_once(args, modules, settings, broker.process.pid) for _ in range(args.repeat)]
         finally:
             broker.stop()
-    label = f"rev {args.rev}" if args.rev else "working tree"
+    label = (f"rev {args.rev}" if args.rev else "working tree") + (
+        f", fetch wait {settings.kafka_fetch_max_wait_ms} ms, linger {settings.kafka_linger_ms} ms")
     rows = medians(runs)
     print_table(rows, runs, label)
     report = {"label": label, "settings": {"fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,

@@ -89,6 +89,20 @@ def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus,
     assert consumer.skipped == 1
 
 
+def test_a_record_source_returns_topic_room_key_and_value(topic_settings, bus):
+    """What the fan-out loop reads off a polled record, straight from the broker."""
+    source = RecordSource(topic_settings, [TOPICS["file"]], f"file-server-group-test-{uuid.uuid4().hex[:6]}")
+    try:
+        wait_until(lambda: source.poll(50) == [] and source.ready, JOIN_TIMEOUT_S, "source not ready")
+        value = events.delete_record(31, "m9")
+        bus.publish(TOPICS["file"], "31", value)
+        polled = []
+        wait_until(lambda: polled.extend(source.poll(50)) or polled, DELIVERY_TIMEOUT_S, "record not polled")
+        assert [(r.topic, r.key, r.value) for r in polled] == [(TOPICS["file"], b"31", value)]
+    finally:
+        source.close()
+
+
 def test_records_keep_their_order_within_a_room(topic_settings, bus, consumers):
     delivery = RecordingDelivery()
     consumers(consumer_for(topic_settings, TOPICS["channel_etc"], delivery, "node-d-4"))
