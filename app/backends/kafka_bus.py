@@ -181,7 +181,7 @@ class RecordSource:
                 # kafka-python checks CRC32C in pure Python (~0.1 us per byte: ~30 us for a
                 # one-record chat batch) unless the C `crc32c` package is installed. Kafka
                 # validates the CRC when a batch is produced and TCP checksums the hop to us;
-                # a record corrupted anyway fails JSON decoding and is skipped as a bad record.
+                # a record corrupted anyway most likely fails JSON decoding and is skipped.
                 check_crcs=False,
                 allow_auto_create_topics=True,
                 bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
