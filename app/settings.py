@@ -156,7 +156,9 @@ class Settings:
     kafka_fetch_max_wait_ms: int = _setting(
         "KAFKA_FETCH_MAX_WAIT_MS", 20, "Fan-out consumers' fetch wait (latency vs. idle polling CPU)", minimum=0
     )
-    kafka_linger_ms: int = _setting("KAFKA_LINGER_MS", 1, "Producer linger", minimum=0)
+    kafka_linger_ms: int = _setting(
+        "KAFKA_LINGER_MS", 0,
+        "Producer linger (records still batch while a request is in flight; bench/kafka_micro.py)", minimum=0)
     kafka_send_timeout_s: float = _setting(
         "KAFKA_SEND_TIMEOUT_S", 5.0, "How long a SEND waits for the broker's acknowledgement", minimum=0.1
     )
