@@ -2,7 +2,8 @@
 
 Not a test and not a ``python -m bench`` scenario: it prints figures and never fails on them.
 
-M outboxes, each drained by its own ``write_websocket`` greenlet into a fake socket that only
+M outboxes, each drained (at a ``--rev`` before the direct path: by its own ``write_websocket``
+greenlet; since then: by the direct path, a writer only for a backlog) into a fake socket that only
 counts; a producer puts N frames into every outbox, yielding after every ``--burst`` events
 (1: the Kafka consumer yields between records, so each writer wakes once per frame; 8: a
 poll batch, so writers batch). Two producers are measured:
@@ -85,6 +86,37 @@ class CountingSink:
         self.writes += 1
 
 
+class CountingWire:
+    """The direct path's non-blocking socket (``WireSender``) that takes everything and counts."""
+
+    __slots__ = ("sink", "_encoded")
+
+    def __init__(self, sink: CountingSink) -> None:
+        self.sink = sink
+        self._encoded = 0
+
+    def encode(self, frames: list[bytes]) -> bytes:
+        self._encoded = len(frames)
+        return b"".join(frames)
+
+    def try_send(self, wire: bytes) -> None:
+        self.sink.messages += self._encoded
+        self.sink.writes += 1
+        return None
+
+
+def start_writers(session: types.ModuleType, outboxes: list[Any], sinks: list[CountingSink]) -> list[Any]:
+    """Old revisions: one writer greenlet per outbox. Since the direct path: push mode, no greenlet."""
+    if hasattr(session, "write_websocket"):
+        return [gevent.spawn(session.write_websocket, o, s, session.RawFraming()) for o, s in zip(outboxes, sinks)]
+    writers: list[Any] = []
+    for outbox, sink in zip(outboxes, sinks):
+        def start(outbox: Any = outbox, sink: CountingSink = sink) -> None:
+            writers.append(gevent.spawn(session.drain_websocket, outbox, sink, session.RawFraming()))
+        outbox.push_to(CountingWire(sink), start)
+    return writers
+
+
 class Subscriber:
     """What FanoutDelivery reads from a Session."""
 
@@ -104,7 +136,7 @@ def run_once(session: types.ModuleType, fanout: types.ModuleType, *, subs: int, 
              mode: str) -> dict[str, float]:
     outboxes = [session.Outbox(max(1024, burst * 4)) for _ in range(subs)]
     sinks = [CountingSink() for _ in range(subs)]
-    writers = [gevent.spawn(session.write_websocket, o, s, session.RawFraming()) for o, s in zip(outboxes, sinks)]
+    writers = start_writers(session, outboxes, sinks)
     registry: SubscriptionRegistry[Any] = SubscriptionRegistry()
     for n, outbox in enumerate(outboxes):
         registry.add(Subscriber(outbox, n), "sub-0", "/topic/room.1")
