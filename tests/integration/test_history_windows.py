@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from bson.int64 import Int64
-from pymongo import DESCENDING, monitoring
+from pymongo import DESCENDING
 
 from app.backends import mongo_recent
 from app.backends.base import ChatMessage
@@ -20,6 +20,7 @@ from app.backends.mongo_schema import SUMMARIES, summary_id
 from app.backends.mongo_summaries import rebuild
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
+from tests.support.mongo_commands import CommandLog
 
 pytestmark = pytest.mark.integration
 
@@ -61,24 +62,9 @@ SHAPES: dict[str, Callable[[random.Random], list[float]]] = {
 }
 
 
-class MessageFinds(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.finds: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find" and event.command.get("find") == "channelMessage":
-            self.finds.append(dict(event.command))
-
-    def succeeded(self, event: Any) -> None:
-        pass
-
-    def failed(self, event: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def finds() -> MessageFinds:
-    return MessageFinds()
+def finds() -> CommandLog:
+    return CommandLog()
 
 
 @pytest.fixture
@@ -189,9 +175,9 @@ def test_pages_far_back_start_from_the_servers_skip_with_the_same_result(api, wr
 
 def test_page_zero_of_a_summarised_room_reads_one_bounded_slice(api, writer, finds):
     room = _store(api, writer, "uniform", "kept")
-    finds.finds.clear()
+    finds.clear()
     assert len(_page(api, room, 10, 0)) == 10
-    [find] = finds.finds  # one slice held the page: no widening, no unbounded query
+    [find] = finds.on("find", "channelMessage")  # one slice held the page: no widening, no unbounded query
     assert find["filter"]["channelId"] == room and set(find["filter"]["localDateTime"]) == {"$gte"}
     assert find["limit"] == 10
     # The slice covers about 10 messages' worth of time (with slack), not the room's 240 s.
@@ -201,10 +187,10 @@ def test_page_zero_of_a_summarised_room_reads_one_bounded_slice(api, writer, fin
 
 def test_a_deep_page_reads_only_positions_of_what_it_skips(api, writer, finds):
     room = _store(api, writer, "uniform", "kept")
-    finds.finds.clear()
+    finds.clear()
     _page(api, room, 7, 5)
-    skipped = [f for f in finds.finds if f.get("projection") == {"localDateTime": 1}]
-    page = [f for f in finds.finds if f.get("projection") != {"localDateTime": 1}]
+    skipped = [f for f in finds.on("find", "channelMessage") if f.get("projection") == {"localDateTime": 1}]
+    page = [f for f in finds.on("find", "channelMessage") if f.get("projection") != {"localDateTime": 1}]
     assert skipped and page
     assert all(f["limit"] <= 7 for f in page)  # documents are read for the page only
 

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import gevent
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient, monitoring
+from pymongo import MongoClient
 
 from app.backends.base import ChatMessage
 from app.backends.mongo_history import MongoReadSide
@@ -30,42 +30,13 @@ from app.backends.mongo_schema import SUMMARY_MARKER_ID
 from app.backends.mongo_summaries import rebuild
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
+from tests.support.mongo_commands import CommandLog
 from tests.support.rooms import set_room_members
 
 pytestmark = pytest.mark.integration
 
 SERVICE_TOKEN = "s3rvice-t0ken"
 T = BASE_TIME.replace(hour=15)  # afternoon: a 12-hour clock would write 03
-
-
-class CommandLog(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, Any]] = []
-        self.documents: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.commands.append((event.command_name, event.command.get(event.command_name)))
-        self.documents.append(dict(event.command))
-
-    def clear(self) -> None:
-        self.commands.clear()
-        self.documents.clear()
-
-    def on_messages(self, name: str) -> list[dict[str, Any]]:
-        """The ``name`` commands (find, aggregate) sent to the DM message collection."""
-        return self.on(name, "directMessage")
-
-    def on(self, name: str, collection: str) -> list[dict[str, Any]]:
-        return [doc for doc in self.documents if doc.get(name) == collection]
-
-    def reads_of_messages(self) -> list[dict[str, Any]]:
-        return [doc for name in ("find", "aggregate", "distinct", "count") for doc in self.on_messages(name)]
-
-    def succeeded(self, event: Any) -> None:
-        pass
-
-    def failed(self, event: Any) -> None:
-        pass
 
 
 @pytest.fixture
