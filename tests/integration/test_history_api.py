@@ -11,13 +11,13 @@ from typing import Any, Iterator
 
 import pytest
 from bson import ObjectId
-from pymongo import monitoring
 
 from app.auth import mint_token
 from app.chat.http_history import DELETED_PARENT
 from app.chat.timefmt import iso_local
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, CannedService, ChatApi, fresh_id, insert_message, timeline
+from tests.support.mongo_commands import CommandLog
 from tests.support.rooms import set_community, set_room_members
 
 pytestmark = pytest.mark.integration
@@ -25,26 +25,9 @@ pytestmark = pytest.mark.integration
 ALICE_NAME = "앨리스"
 
 
-class FindCounter(monitoring.CommandListener):
-    """Counts ``find`` commands sent to the server (to prove parents take one query)."""
-
-    def __init__(self) -> None:
-        self.finds: list[dict[str, Any]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "find":
-            self.finds.append(dict(event.command))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-
 @pytest.fixture
-def finds() -> FindCounter:
-    return FindCounter()
+def finds() -> CommandLog:
+    return CommandLog()
 
 
 @pytest.fixture
@@ -197,12 +180,12 @@ def test_a_cursor_from_another_room_is_400(api, room):
 def test_bad_query_parameters_are_400_with_a_json_body(api, room, finds, query):
     room_id, alice, _ = room
     fill(api, room_id, alice, 1)
-    finds.finds.clear()
+    finds.clear()
     response = api.client.get(f"/chat-server/direct?{query.format(room=room_id)}", headers=api.auth(alice))
     assert response.status_code == 400
     body = response.get_json()
     assert body["isSuccess"] is False and body["code"] == 400 and body["message"]
-    assert finds.finds == []  # refused before any query
+    assert finds.named("find") == []  # refused before any query
 
 
 def test_size_at_the_maximum_is_accepted(api, room):
@@ -289,13 +272,13 @@ def test_parents_come_from_one_query_with_the_parent_authors_name(api, room, fin
         target = parent if i % 2 == 0 else other_parent
         insert_message(api.db, "direct", room_id, bob, f"reply{i}", at, name="밥", type="reply",
                        parent_id=target.id, parent_name="stale", parent_content="stale")
-    finds.finds.clear()
+    finds.clear()
     items = api.client.get(f"/chat-server/direct?ch_id={room_id}&size=10", headers=api.auth(alice)).get_json()["result"]
     replies = [i for i in items if i["message"].startswith("reply")]
     assert len(replies) == 5
     assert replies[0] == {**replies[0], "parentId": parent.id, "parentName": ALICE_NAME, "parentContent": "question"}
     assert replies[1] == {**replies[1], "parentId": other_parent.id, "parentName": "밥", "parentContent": "second"}
-    message_finds = [f for f in finds.finds if f.get("find") == "directMessage"]
+    message_finds = finds.on("find", "directMessage")
     assert len(message_finds) == 2  # the page, then every parent at once
 
 

@@ -24,6 +24,10 @@ class CommandLog(monitoring.CommandListener):
         self.commands.clear()
         self.documents.clear()
 
+    def named(self, name: str) -> list[dict[str, Any]]:
+        """Every ``name`` command (find, aggregate, ...), whatever its collection."""
+        return [doc for (command, _), doc in zip(self.commands, self.documents) if command == name]
+
     def on_messages(self, name: str) -> list[dict[str, Any]]:
         """The ``name`` commands (find, aggregate) sent to the DM message collection."""
         return self.on(name, "directMessage")
