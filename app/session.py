@@ -179,18 +179,13 @@ class Outbox:
 
     def offer(self, item: bytes | Pong) -> bool:
         """Queue ``item`` (or write it now: the direct path); False only when the queue is full."""
+        if item.__class__ is bytes:
+            return self.offer_many([item])  # type: ignore[list-item]
         if self.closed or self.ended:
             return True  # dropped on purpose: nobody is owed anything after close
-        items = self._items
-        if len(items) >= self._max:
+        if len(self._items) >= self._max:
             return False
-        if not items and item.__class__ is bytes and self._wire is not None and not self._writing:
-            unsent = self._wire.try_send(self._wire.encode([item]))  # type: ignore[list-item]
-            if unsent is None:
-                self.last_write = time.monotonic()
-                return True
-            item = Wire(unsent)
-        items.append(item)
+        self._items.append(item)  # a pong: only the writer sends control frames
         self._notify()
         return True
 
@@ -200,12 +195,12 @@ class Outbox:
         False (nothing queued) when they do not all fit: the client is too slow.
         """
         if self.closed or self.ended:
-            return True
+            return True  # dropped on purpose: nobody is owed anything after close
         items = self._items
         if len(items) + len(frames) > self._max:
             return False
-        if not items and self._wire is not None and not self._writing:
-            unsent = self._wire.try_send(self._wire.encode(frames))
+        if self._may_write_now():
+            unsent = self._wire.try_send(self._wire.encode(frames))  # type: ignore[union-attr]
             if unsent is None:
                 self.last_write = time.monotonic()
                 return True
@@ -219,13 +214,17 @@ class Outbox:
         """Transport bytes that are not STOMP traffic (a SockJS ``h``): written in turn, never counted."""
         if self.closed or self.ended:
             return
-        if not self._items and self._wire is not None and not self._writing:
-            unsent = self._wire.try_send(wire)
+        if self._may_write_now():
+            unsent = self._wire.try_send(wire)  # type: ignore[union-attr]
             if unsent is None:
                 return
             wire = unsent
         self._items.append(Wire(wire))
         self._notify()
+
+    def _may_write_now(self) -> bool:
+        """The direct path is open: pushed, nothing queued, and no writer that could be mid-write."""
+        return self._wire is not None and not self._writing and not self._items
 
     def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL) -> None:
         """Accept nothing more; ``final`` is the last frame the writer sends."""
