@@ -31,7 +31,7 @@ from app.contracts import LocalDelivery, Services
 from app.presence_client import PresenceClient
 from app.service_http import ServiceHttp
 from app.settings import Settings
-from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, group_id
+from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_services", "create_topics"]
@@ -82,10 +82,10 @@ def create_topics(settings: Settings) -> list[str]:
 
 
 def _consumers(settings: Settings, delivery: LocalDelivery) -> ConsumerSet:
-    node_id = worker_node_id(settings)
+    instance = consumer_instance(worker_node_id(settings))
 
     def opener(group: str, topic: str) -> Callable[[], kafka_bus.RecordSource]:
-        return lambda: kafka_bus.RecordSource(settings, [topic], group_id(group, node_id))
+        return lambda: kafka_bus.RecordSource(settings, [topic], group_id(group, instance))
 
     return ConsumerSet([FanoutConsumer(group, opener(group, topic), delivery)
                         for group, topic in CONSUMER_GROUPS.items()])

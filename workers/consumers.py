@@ -2,8 +2,9 @@
 
 One greenlet per consumer group of protocol.md §3.2 (``direct-server-group``,
 ``channel-server-group``, ``direct-etc-server-group``, ``channel-etc-server-group``,
-``file-server-group``, ``state-group``). Group ids are unique per process
-(``{group}-{node}-{pid}``) because each worker must see every record (field-notes.md).
+``file-server-group``, ``state-group``). Each worker must see every record (field-notes.md),
+so its sources read every partition, and commit under ids unique to the process start
+(``{group}-{node}-{pid}-{token}``).
 
 Loop shape (style-examples.md §7.7): poll → for each record, ``events.pushes_for`` builds the
 §2.7 bodies (serialised once per record) → ``delivery.deliver(destination, body)``, which
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from typing import Callable, Protocol, Sequence
 
 import gevent
@@ -23,7 +25,7 @@ from app.backends.base import TOPICS
 from app.chat.events import pushes_for
 from app.contracts import LocalDelivery
 
-__all__ = ["CONSUMER_GROUPS", "group_id", "backoff_delay", "FanoutConsumer", "ConsumerSet"]
+__all__ = ["CONSUMER_GROUPS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer", "ConsumerSet"]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +60,16 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def group_id(group: str, node_id: str) -> str:
-    """The per-process group id; ``node_id`` already ends with the pid (``worker_node_id``)."""
-    return f"{group}-{node_id}"
+def group_id(group: str, instance: str) -> str:
+    """The group id a process commits its fan-out offsets under (see ``consumer_instance``)."""
+    return f"{group}-{instance}"
+
+
+def consumer_instance(node_id: str) -> str:
+    """This process start's consumer identity: its node id (which ends with the pid) and a
+    random token. Pids repeat across container restarts, and a repeated group id would
+    resume from the offsets the previous run committed and push its stale events."""
+    return f"{node_id}-{secrets.token_hex(4)}"
 
 
 def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> float:

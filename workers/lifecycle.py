@@ -3,10 +3,9 @@
 ``WorkerRuntime.start(delivery)`` runs in the worker after gunicorn forked (it is
 ``Services.start``): it creates the MongoDB indexes (best effort), opens and starts the
 Kafka fan-out consumers and the presence lease renewer. ``stop()`` (``Services.stop``)
-ends them and closes every client; consumers are closed so their groups do not linger
-(field-notes.md). ``kafka_ready`` is the readiness check: it passes only once every
-consumer finished its group join, so nothing sent after the process reports ready is
-missed by its subscribers.
+ends them and closes every client. ``kafka_ready`` is the readiness check: it passes
+only once every consumer has a position on every partition of its topic, so nothing
+sent after the process reports ready is missed by its subscribers.
 
 ``tune_gc`` sets the worker's garbage collector up for a server (see its docstring).
 """
@@ -112,12 +111,12 @@ class WorkerRuntime:
             self._best_effort(close)
 
     def kafka_ready(self) -> None:
-        """Readiness: raises until every fan-out consumer has joined its group."""
+        """Readiness: raises until every fan-out consumer has a position on its partitions."""
         if self._consumers is None:
             raise BackendUnavailable("kafka consumers not started")
         waiting = self._consumers.not_ready()
         if waiting:
-            raise BackendUnavailable("kafka consumers joining: " + ", ".join(waiting))
+            raise BackendUnavailable("kafka consumers not positioned: " + ", ".join(waiting))
 
     @staticmethod
     def _best_effort(call: Callable[[], None]) -> None:

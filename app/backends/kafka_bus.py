@@ -7,9 +7,10 @@ otherwise), ``EventBus.publish_nowait`` (the same, with the wait left to the cal
 ``create_topics``. Clients are created lazily, so building them in the gunicorn master and
 using them in a forked worker never shares a socket.
 
-Tuning comes from field-notes.md: a low ``fetch_max_wait_ms`` for latency, short group
-timeouts so a join takes ~3 s instead of ~23 s, ``auto_offset_reset='latest'`` because the
-fan-out only needs what happens after the process started. kafka-python is pure Python and
+Tuning comes from field-notes.md: a low ``fetch_max_wait_ms`` for latency and
+``auto_offset_reset='latest'`` because the fan-out only needs what happens after the
+process started; fan-out consumers assign themselves every partition rather than join a
+group (see ``RecordSource``). kafka-python is pure Python and
 runs in the chat worker's one process, so per-record work it can skip is switched off: no
 client metrics (neither side reads them) and no CRC check of fetched batches (see
 ``RecordSource``); ``python -m bench.kafka_micro`` measures what each costs.
@@ -20,9 +21,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
@@ -35,11 +36,11 @@ __all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "Record", "create_topic
 
 log = logging.getLogger(__name__)
 
-# Group membership timeouts measured in field-notes.md (join ~3 s instead of ~23 s).
-SESSION_TIMEOUT_MS = 6000
-HEARTBEAT_INTERVAL_MS = 2000
-MAX_POLL_INTERVAL_MS = 10000
 ADMIN_TIMEOUT_MS = 10000
+# How stale a consumer's view of a topic's partitions may get, and how often a source
+# looks at that view for partitions it has not assigned yet.
+METADATA_MAX_AGE_MS = 30_000
+PARTITION_CHECK_S = 1.0
 # kafka-python's default reconnect backoff grows to 30 s (and bootstrap waits as long):
 # a chat server should notice a returning broker within a couple of seconds.
 RECONNECT_BACKOFF_MAX_MS = 2000
@@ -154,69 +155,85 @@ class Record(NamedTuple):
 
 
 class RecordSource:
-    """One fan-out consumer (its own group) over a set of topics.
+    """One fan-out consumer over a set of topics: every partition, no group join.
+
+    Each process must read every record of its topics (protocol.md §3.2), so the
+    source assigns itself all their partitions instead of joining a group: nothing is
+    shared to balance, and a join costs ~3 s and, with kafka-python 3.0.12, restarts
+    whenever a JoinGroup answer arrives while no ``poll`` is waiting for it. The group
+    id is still used to commit offsets, so a source reopened after a failure resumes
+    where the last one committed and broker tools show the process's lag.
 
     ``poll`` returns decoded ``Record`` objects and maps client failures to
-    ``BackendUnavailable``; ``ready`` tells whether the group join finished, which is
-    what readiness waits for so a subscriber does not miss the first messages.
+    ``BackendUnavailable``. ``ready`` turns true once every topic's partitions have a
+    position: a record produced after that is delivered. Partitions added to a topic
+    later are picked up within ``METADATA_MAX_AGE_MS`` and read from their beginning.
     """
 
-    def __init__(self, settings: Settings, topics: Iterable[str], group_id: str) -> None:
+    def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
+                 open_consumer: Callable[..., Any] = KafkaConsumer) -> None:
         self.group_id = group_id
         self.topics = list(topics)
-        self._ready = False
+        self._assigned: set[TopicPartition] = set()
+        self._next_check = 0.0
         try:
-            self._consumer = KafkaConsumer(
-                *self.topics,
+            self._consumer = open_consumer(
                 bootstrap_servers=_bootstrap(settings),
                 group_id=group_id,
                 client_id=group_id,
                 auto_offset_reset="latest",
                 enable_auto_commit=True,
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-                max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS,
                 metrics_enabled=False,  # per-fetch sensor bookkeeping we never read
                 # kafka-python checks CRC32C in pure Python (~0.1 us per byte: ~30 us for a
                 # one-record chat batch) unless the C `crc32c` package is installed. Kafka
                 # validates the CRC when a batch is produced and TCP checksums the hop to us;
                 # a record corrupted anyway most likely fails JSON decoding and is skipped.
                 check_crcs=False,
-                allow_auto_create_topics=True,
                 bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
+            self._assign_new_partitions()
         except KafkaError as exc:
             raise BackendUnavailable() from exc
 
     def poll(self, timeout_ms: int, max_records: int = 500) -> list[Record]:
         try:
+            if time.monotonic() >= self._next_check:
+                self._assign_new_partitions()
+            if not self._assigned:  # no topic exists yet; kafka-python refuses to poll nothing
+                time.sleep(timeout_ms / 1000)
+                return []
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-            if not self._ready:
-                self._resolve_positions()
         except KafkaError as exc:
             raise BackendUnavailable() from exc
         return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
 
-    def _resolve_positions(self) -> None:
-        assignment = self._consumer.assignment()
-        if not assignment:
+    def _assign_new_partitions(self) -> None:
+        self._next_check = time.monotonic() + PARTITION_CHECK_S
+        found = {TopicPartition(topic, partition) for topic in self.topics
+                 for partition in self._consumer.partitions_for_topic(topic)}
+        added = found - self._assigned
+        if not added:
             return
-        # position() resolves the 'latest' offset now, so every record produced after
-        # ``ready`` turns true is consumed (nothing sent right after startup is missed).
-        for partition in assignment:
+        late = bool(self._assigned)
+        self._consumer.assign(sorted(self._assigned | added))
+        if late:  # created after this source started: everything in them is new to it
+            self._consumer.seek_to_beginning(*added)
+        # position() resolves the committed or 'latest' offset now, so every record
+        # produced after ``ready`` turns true is consumed.
+        for partition in added:
             self._consumer.position(partition)
-        self._ready = True
+        self._assigned |= added
 
     @property
     def ready(self) -> bool:
-        """The group join finished and every assigned partition has a position."""
-        return self._ready
+        """Every topic has partitions assigned, each with a position."""
+        return {partition.topic for partition in self._assigned} == set(self.topics)
 
     def close(self) -> None:
         try:
-            # Leaving the group now spares the next join of this group id a timeout.
             self._consumer.close(autocommit=False)
         except Exception:  # noqa: BLE001 - closing must not fail shutdown
             log.debug("kafka consumer close failed", exc_info=True)

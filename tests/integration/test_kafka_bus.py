@@ -5,6 +5,8 @@ import uuid
 
 import gevent
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
 
 from app.backends.base import TOPICS
 from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
@@ -13,9 +15,9 @@ from app.chat import events
 from app.embedded import free_port
 from app.errors import BackendUnavailable
 from tests.conftest import MS, make_settings
-from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, group_id
+from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
 
-JOIN_TIMEOUT_S = 30_000 * MS  # a group join takes ~3 s with the tuned timeouts
+READY_TIMEOUT_S = 30_000 * MS
 DELIVERY_TIMEOUT_S = 10_000 * MS
 
 
@@ -52,7 +54,7 @@ def consumers():
         consumer_set = ConsumerSet(list(items))
         consumer_set.start()
         started.append(consumer_set)
-        wait_until(lambda: consumer_set.ready, JOIN_TIMEOUT_S, f"consumers not ready: {consumer_set.not_ready()}")
+        wait_until(lambda: consumer_set.ready, READY_TIMEOUT_S, f"consumers not ready: {consumer_set.not_ready()}")
         return consumer_set
 
     yield start
@@ -89,18 +91,82 @@ def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus,
     assert consumer.skipped == 1
 
 
-def test_a_record_source_returns_topic_room_key_and_value(topic_settings, bus):
+def poll_until(source, count):
+    polled = []
+    wait_until(lambda: polled.extend(source.poll(50)) or len(polled) >= count, DELIVERY_TIMEOUT_S,
+               "records not polled")
+    return polled
+
+
+def test_a_record_source_is_ready_at_once_and_returns_topic_room_key_and_value(topic_settings, bus):
     """What the fan-out loop reads off a polled record, straight from the broker."""
     source = RecordSource(topic_settings, [TOPICS["file"]], f"file-server-group-test-{uuid.uuid4().hex[:6]}")
     try:
-        wait_until(lambda: source.poll(50) == [] and source.ready, JOIN_TIMEOUT_S, "source not ready")
+        assert source.ready  # every partition is positioned before the constructor returns
         value = events.delete_record(31, "m9")
         bus.publish(TOPICS["file"], "31", value)
-        polled = []
-        wait_until(lambda: polled.extend(source.poll(50)) or polled, DELIVERY_TIMEOUT_S, "record not polled")
+        polled = poll_until(source, 1)
         assert [(r.topic, r.key, r.value) for r in polled] == [(TOPICS["file"], b"31", value)]
     finally:
         source.close()
+
+
+def end_offsets(settings, topic):
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        return consumer.end_offsets([TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)])
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings, group):
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    try:
+        return {tp: meta.offset for tp, meta in admin.list_group_offsets({group: None})[group].items()}
+    finally:
+        admin.close()
+
+
+def test_a_reopened_source_resumes_from_what_its_group_committed(topic_settings, bus):
+    """How a consumer reopened after a failure catches up instead of skipping to the end."""
+    group = f"state-group-test-{uuid.uuid4().hex[:6]}"
+    first = RecordSource(topic_settings, [TOPICS["state"]], group)
+    try:
+        bus.publish(TOPICS["state"], "1", b"one")
+        assert [r.value for r in poll_until(first, 1)] == [b"one"]
+        consumed_to = end_offsets(topic_settings, TOPICS["state"])
+
+        def committed_all():  # the auto-commit runs inside poll, every 5 s
+            first.poll(200)
+            return committed_offsets(topic_settings, group) == consumed_to
+
+        wait_until(committed_all, READY_TIMEOUT_S, "offsets not committed")
+    finally:
+        first.close()
+    bus.publish(TOPICS["state"], "1", b"two")  # while no source of the group is open
+    second = RecordSource(topic_settings, [TOPICS["state"]], group)
+    try:
+        assert [r.value for r in poll_until(second, 1)] == [b"two"]
+    finally:
+        second.close()
+
+
+def test_a_new_group_starts_after_what_was_already_produced(topic_settings, bus):
+    bus.publish(TOPICS["state"], "2", b"before")
+    source = RecordSource(topic_settings, [TOPICS["state"]], f"state-group-test-{uuid.uuid4().hex[:6]}")
+    try:
+        bus.publish(TOPICS["state"], "2", b"after")
+        assert [r.value for r in poll_until(source, 1)] == [b"after"]
+        assert source.poll(200) == []
+    finally:
+        source.close()
+
+
+def test_each_process_start_gets_its_own_consumer_instance():
+    """A pid that repeats after a restart must not resume the previous run's offsets."""
+    first, second = consumer_instance("host-8080-7"), consumer_instance("host-8080-7")
+    assert first != second
+    assert first.startswith("host-8080-7-") and second.startswith("host-8080-7-")
 
 
 def test_records_keep_their_order_within_a_room(topic_settings, bus, consumers):

@@ -2,7 +2,7 @@
 
 Each server is the real ``gunicorn -c gunicorn.conf.py`` process (one worker each) on the
 embedded broker, MongoDB-wire server and Redis, with a real presence server. Tests wait
-for ``/readyz`` (which includes the Kafka consumers' group join) before sending, so a
+for ``/readyz`` (which includes the Kafka consumers' positions) before sending, so a
 subscriber on the other server cannot miss the first message.
 """
 

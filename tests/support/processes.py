@@ -99,7 +99,7 @@ def presence_server_process(settings: Settings, log_dir: Path, name: str = "pres
 def wait_ready(http_url: str, timeout_s: float, *, check_alive: Callable[[], None] | None = None) -> Any:
     """Poll ``{http_url}/readyz`` until 200 and return its JSON body.
 
-    Readiness covers Mongo, Redis and the Kafka consumers' group join, so a test may send
+    Readiness covers Mongo, Redis and the Kafka consumers' positions, so a test may send
     right after this returns. ``check_alive`` raises if the server under test died.
     """
     deadline = time.monotonic() + timeout_s
