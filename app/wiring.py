@@ -11,8 +11,6 @@ consumers and background greenlets start in ``Services.start`` (after the fork).
 
 from __future__ import annotations
 
-from typing import Callable
-
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
 from app.backends.mongo_history import MongoReadSide
@@ -31,7 +29,7 @@ from app.contracts import LocalDelivery, Services
 from app.presence_client import PresenceClient
 from app.service_http import ServiceHttp
 from app.settings import Settings
-from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
+from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_services", "create_topics"]
@@ -82,10 +80,9 @@ def create_topics(settings: Settings) -> list[str]:
 
 
 def _consumers(settings: Settings, delivery: LocalDelivery) -> ConsumerSet:
-    instance = consumer_instance(worker_node_id(settings))
+    group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
 
-    def opener(group: str, topic: str) -> Callable[[], kafka_bus.RecordSource]:
-        return lambda: kafka_bus.RecordSource(settings, [topic], group_id(group, instance))
+    def open_source() -> kafka_bus.RecordSource:
+        return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group)
 
-    return ConsumerSet([FanoutConsumer(group, opener(group, topic), delivery)
-                        for group, topic in CONSUMER_GROUPS.items()])
+    return ConsumerSet([FanoutConsumer(FANOUT_GROUP, open_source, delivery)])

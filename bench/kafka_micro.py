@@ -9,11 +9,12 @@ scenarios:
 
 - ``produce``: ``KafkaEventBus.publish_nowait`` + ``BrokerAck.wait`` per record, at a steady
   rate and in bursts; µs of CPU per record and the publish -> ack latency.
-- ``consume``: one ``FanoutConsumer`` over a ``RecordSource`` (what the worker runs per group)
+- ``consume``: one ``FanoutConsumer`` over a ``RecordSource`` of one topic
   with records arriving from a separate feeder process (so its producer's CPU is not counted)
   at ``--rates``; µs of CPU per record consumed and the produce -> consume latency (the feeder
   stamps ``time.monotonic_ns()`` into each record; CLOCK_MONOTONIC is shared by processes).
-- ``idle``: the six fan-out consumers of ``CONSUMER_GROUPS`` with no traffic: CPU % of a core.
+- ``idle``: a worker's fan-out consumers with no traffic (one over the six topics; six, one
+  per topic, at revisions that still have ``CONSUMER_GROUPS``): CPU % of a core.
 
 Each scenario also reports the broker's CPU over the same window (/proc). Kafka settings
 come from the environment as the server reads them (``KAFKA_FETCH_MAX_WAIT_MS=40``,
@@ -214,7 +215,7 @@ def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settin
     """One group's consumer loop fed at ``rate`` by a feeder process."""
     bus_module, consumers_module = modules
     delivery = StampDelivery()
-    consumer_set = _start_consumers(modules, settings, delivery, {"channel-server-group": FEED_TOPIC})
+    consumer_set = _start_consumers(modules, settings, delivery, {"channel-server-group": [FEED_TOPIC]})
     feeder = _start_feeder(settings, rev, rate, warmup_s + seconds + 1.0)
     try:
         gevent.sleep(warmup_s)
@@ -237,34 +238,41 @@ def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settin
 
 def idle(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings, window: Window,
          seconds: float) -> dict[str, Any]:
-    """The six fan-out consumers of one worker with nothing to consume."""
-    _, consumers_module = modules
-    consumer_set = _start_consumers(modules, settings, StampDelivery(), consumers_module.CONSUMER_GROUPS)
+    """The fan-out consumers of one worker with nothing to consume."""
+    groups = _worker_groups(modules[1])
+    consumer_set = _start_consumers(modules, settings, StampDelivery(), groups)
     try:
-        gevent.sleep(1.0)  # the joins' last round trips
+        gevent.sleep(1.0)  # the joins' last round trips (revisions that still joined groups)
         measured = window.start()
         gevent.sleep(seconds)
         figures = measured.stop()
     finally:
         consumer_set.stop()
-    return {"scenario": "idle, six consumers", "records": 0, "us_per_record": float("nan"),
+    return {"scenario": f"idle, {len(groups)} consumer(s)", "records": 0, "us_per_record": float("nan"),
             "broker_us_per_record": float("nan"),
             "cpu_pct": 100 * figures["cpu_s"] / figures["wall_s"],
             "broker_cpu_pct": 100 * figures["broker_cpu_s"] / figures["wall_s"],
             "p50_ms": float("nan"), "p99_ms": float("nan")}
 
 
+def _worker_groups(consumers_module: types.ModuleType) -> dict[str, list[str]]:
+    """Group -> topics as ``app.wiring`` builds a worker's consumers at that revision."""
+    if hasattr(consumers_module, "CONSUMER_GROUPS"):  # one consumer per topic (before 2026-11-25)
+        return {group: [topic] for group, topic in consumers_module.CONSUMER_GROUPS.items()}
+    return {consumers_module.FANOUT_GROUP: list(consumers_module.FANOUT_TOPICS)}
+
+
 def _start_consumers(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings,
-                     delivery: Any, groups: dict[str, str]) -> Any:
-    """A started and joined ``ConsumerSet``, built as ``app.wiring`` builds it."""
+                     delivery: Any, groups: dict[str, list[str]]) -> Any:
+    """A started and ready ``ConsumerSet``, built as ``app.wiring`` builds it."""
     bus_module, consumers_module = modules
     node = f"bench-{uuid.uuid4().hex[:8]}"
 
-    def opener(group: str, topic: str) -> Callable[[], Any]:
-        return lambda: bus_module.RecordSource(settings, [topic], consumers_module.group_id(group, node))
+    def opener(group: str, topics: list[str]) -> Callable[[], Any]:
+        return lambda: bus_module.RecordSource(settings, topics, consumers_module.group_id(group, node))
 
-    consumer_set = consumers_module.ConsumerSet([consumers_module.FanoutConsumer(group, opener(group, topic), delivery)
-                                                 for group, topic in groups.items()])
+    consumer_set = consumers_module.ConsumerSet([consumers_module.FanoutConsumer(group, opener(group, topics), delivery)
+                                                 for group, topics in groups.items()])
     consumer_set.start()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     while not consumer_set.ready:

@@ -15,7 +15,7 @@ from app.chat import events
 from app.embedded import free_port
 from app.errors import BackendUnavailable
 from tests.conftest import MS, make_settings
-from workers.consumers import CONSUMER_GROUPS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
+from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
 
 READY_TIMEOUT_S = 30_000 * MS
 DELIVERY_TIMEOUT_S = 10_000 * MS
@@ -41,9 +41,9 @@ def bus(topic_settings):
     bus.close()
 
 
-def consumer_for(settings, topic, delivery, node):
-    group = next(g for g, t in CONSUMER_GROUPS.items() if t == topic)
-    return FanoutConsumer(group, lambda: RecordSource(settings, [topic], group_id(group, node)), delivery)
+def consumer_for(settings, topics, delivery, node):
+    group = group_id(FANOUT_GROUP, node)
+    return FanoutConsumer(FANOUT_GROUP, lambda: RecordSource(settings, topics, group), delivery)
 
 
 @pytest.fixture
@@ -72,8 +72,8 @@ def test_create_topics_is_idempotent(topic_settings):
 def test_every_process_receives_every_record(topic_settings, bus, consumers):
     """Two nodes (two group ids) both deliver the exact §2.7 body of one record."""
     first, second = RecordingDelivery(), RecordingDelivery()
-    consumers(consumer_for(topic_settings, TOPICS["state"], first, "node-a-1"),
-              consumer_for(topic_settings, TOPICS["state"], second, "node-b-2"))
+    consumers(consumer_for(topic_settings, [TOPICS["state"]], first, "node-a-1"),
+              consumer_for(topic_settings, [TOPICS["state"]], second, "node-b-2"))
     bus.publish(TOPICS["state"], "5", events.presence_record("connect", 5, ["community/3", "direct/17"]))
     for delivery in (first, second):
         wait_until(lambda: len(delivery.delivered) == 2, DELIVERY_TIMEOUT_S, "record not delivered")
@@ -81,9 +81,23 @@ def test_every_process_receives_every_record(topic_settings, bus, consumers):
         assert json.loads(delivery.delivered[0][1]) == {"type": "connect", "userId": "5"}
 
 
+def test_one_consumer_delivers_the_records_of_every_topic(topic_settings, bus, consumers):
+    """What each worker runs: one consumer over all six topics; each record keeps its room order."""
+    delivery = RecordingDelivery()
+    consumers(consumer_for(topic_settings, FANOUT_TOPICS, delivery, "node-e-5"))
+    bus.publish(TOPICS["direct_etc"], "17", events.delete_record(17, "a"))
+    bus.publish(TOPICS["channel_etc"], "12", events.typing_record(12, "ann"))
+    bus.publish(TOPICS["state"], "5", events.presence_record("connect", 5, ["direct/17"]))
+    bus.publish(TOPICS["direct_etc"], "17", events.delete_record(17, "b"))
+    wait_until(lambda: len(delivery.delivered) == 4, DELIVERY_TIMEOUT_S, "not all delivered")
+    assert sorted(d for d, _ in delivery.delivered) == ["/topic/direct/17"] * 3 + ["/topic/group/12"]
+    deletes = [json.loads(body)["id"] for _, body in delivery.delivered if b'"delete"' in body]
+    assert deletes == ["a", "b"]
+
+
 def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus, consumers):
     delivery = RecordingDelivery()
-    (consumer,) = consumers(consumer_for(topic_settings, TOPICS["direct_etc"], delivery, "node-c-3")).consumers
+    (consumer,) = consumers(consumer_for(topic_settings, [TOPICS["direct_etc"]], delivery, "node-c-3")).consumers
     bus.publish(TOPICS["direct_etc"], "17", b"not json at all")
     bus.publish(TOPICS["direct_etc"], "17", events.delete_record(17, "abc"))
     wait_until(lambda: delivery.delivered, DELIVERY_TIMEOUT_S, "good record not delivered")
@@ -171,7 +185,7 @@ def test_each_process_start_gets_its_own_consumer_instance():
 
 def test_records_keep_their_order_within_a_room(topic_settings, bus, consumers):
     delivery = RecordingDelivery()
-    consumers(consumer_for(topic_settings, TOPICS["channel_etc"], delivery, "node-d-4"))
+    consumers(consumer_for(topic_settings, [TOPICS["channel_etc"]], delivery, "node-d-4"))
     for n in range(20):
         bus.publish(TOPICS["channel_etc"], "12", events.typing_record(12, f"user{n}"))
     wait_until(lambda: len(delivery.delivered) == 20, DELIVERY_TIMEOUT_S, "not all delivered")
