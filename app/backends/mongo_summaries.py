@@ -154,7 +154,7 @@ class RoomSummaries:
     def _newest_time(self, kind: RoomKind, room: int, summary: Mapping[str, Any]) -> datetime | None:
         density = RoomSummary.from_document(summary).density()
         docs = newest_documents(self._db[COLLECTIONS[kind]], room, 1, density=density,
-                                projection={"localDateTime": 1, "_id": 0})
+                                projection={"localDateTime": 1})
         return docs[0]["localDateTime"] if docs else None
 
     def _quietly(self, call: Any, *, rooms: Iterable[str]) -> Any:

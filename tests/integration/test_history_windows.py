@@ -179,7 +179,7 @@ def test_page_zero_of_a_summarised_room_reads_one_bounded_slice(api, writer, fin
     assert len(_page(api, room, 10, 0)) == 10
     [find] = finds.on("find", "channelMessage")  # one slice held the page: no widening, no unbounded query
     assert find["filter"]["channelId"] == room and set(find["filter"]["localDateTime"]) == {"$gte"}
-    assert find["limit"] == 10
+    assert "sort" not in find and find["limit"] == mongo_recent.unsorted_cap(10)  # sorted here
     # The slice covers about 10 messages' worth of time (with slack), not the room's 240 s.
     latest = BASE_TIME + timedelta(seconds=238)
     assert latest - find["filter"]["localDateTime"]["$gte"] <= timedelta(seconds=2 * 10 * 1.5)
@@ -192,7 +192,19 @@ def test_a_deep_page_reads_only_positions_of_what_it_skips(api, writer, finds):
     skipped = [f for f in finds.on("find", "channelMessage") if f.get("projection") == {"localDateTime": 1}]
     page = [f for f in finds.on("find", "channelMessage") if f.get("projection") != {"localDateTime": 1}]
     assert skipped and page
-    assert all(f["limit"] <= 7 for f in page)  # documents are read for the page only
+    assert all(f["limit"] <= mongo_recent.unsorted_cap(7) for f in page)  # documents are read for the page only
+
+
+def test_a_window_holding_a_burst_is_sorted_and_limited_by_the_server(api, writer, finds):
+    """The average rate promises ~10 messages in page zero's window; it holds 70."""
+    room = _store(api, writer, "burst_now", "kept")
+    order = _newest_first(api, room)
+    finds.clear()
+    assert _page(api, room, 10, 0) == order[:10]
+    unsorted, sorted_ = finds.on("find", "channelMessage")
+    assert "sort" not in unsorted and unsorted["limit"] == mongo_recent.unsorted_cap(10)
+    assert sorted_["filter"] == unsorted["filter"] and sorted_["limit"] == 10
+    assert list(sorted_["sort"]) == ["localDateTime", "_id"]
 
 
 def test_a_room_without_messages_has_empty_pages(api, writer):
