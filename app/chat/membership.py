@@ -97,6 +97,9 @@ class Membership:
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._cache = cache
         self._local = LocalLists(settings.membership_local_ttl_s, monotonic=monotonic)
+        # channel -> [community], from the reverse index of channel lists: any channel
+        # list change may move a channel, so it is dropped whole on one.
+        self._owners = LocalLists(settings.membership_local_ttl_s, monotonic=monotonic)
         self._http = http
         base = settings.community_service_url.rstrip("/")
         self._base = base if http is not None and base else ""
@@ -149,18 +152,31 @@ class Membership:
     def list_changed(self, kind: str, entity_id: int) -> None:
         """A ``room``/``members``/``channels`` list was overwritten somewhere: drop our copy."""
         self._local.forget((kind, entity_id))
+        if kind == "channels":
+            self._owners.forget_all()
 
     def forget_all(self) -> None:
         """The change feed had a gap: no copy can be trusted."""
         self._local.forget_all()
+        self._owners.forget_all()
 
     def channel_community(self, channel_id: int) -> int | None:
         """The community owning a text channel, from the reverse index of channel lists.
 
         The community service has no channel → community lookup, so this knows a channel
         once its community's channel list was cached (PUT, or ``community_channels``).
+        Each history read and channel SEND asks, so the answer is kept like the lists; an
+        unknown channel is not kept (its community may be cached any moment).
         """
-        return self._cache.channel_community(channel_id)
+        key = ("owner", channel_id)
+        local = self._owners.get(key)
+        if local is not None:
+            return local[0]
+        epoch = self._owners.epoch
+        community = self._cache.channel_community(channel_id)
+        if community is not None:
+            self._owners.put(key, [community], epoch=epoch)
+        return community
 
     def channel_in_community(self, channel_id: int, community_id: int) -> bool:
         """Whether ``community_id`` lists ``channel_id`` (fetching its channel list on a miss)."""
@@ -179,6 +195,7 @@ class Membership:
     def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
         self._cache.set_community_channels(community_id, channel_ids)
         self._local.forget(("channels", community_id))
+        self._owners.forget_all()
 
     # -- a user's rooms ------------------------------------------------------------------
 

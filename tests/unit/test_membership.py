@@ -270,3 +270,71 @@ def test_a_gap_in_the_change_feed_drops_every_copy():
     membership.forget_all()
     membership.is_room_member(17, 9)
     assert cache.reads == 2
+
+
+class OwnerCountingCache(FakeCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner_reads = 0
+
+    def channel_community(self, channel_id: int) -> int | None:
+        self.owner_reads += 1
+        return super().channel_community(channel_id)
+
+
+def test_a_channels_community_is_kept_locally_for_the_ttl():
+    cache = OwnerCountingCache()
+    cache.set_community_channels(3, [12, 13])
+    membership, clock = locally_cached(cache)
+    assert membership.channel_community(12) == 3 and membership.channel_community(12) == 3
+    assert cache.owner_reads == 1
+    clock.now += 2.1
+    assert membership.channel_community(12) == 3 and cache.owner_reads == 2
+
+
+@pytest.mark.parametrize("change", ["feed: channels of another community", "put here", "feed gap"])
+def test_any_channel_list_change_drops_every_kept_community(change):
+    cache = OwnerCountingCache()
+    cache.set_community_channels(3, [12])
+    membership, _ = locally_cached(cache)
+    assert membership.channel_community(12) == 3
+    cache.channels = {4: [12]}  # channel 12 moved to community 4 (another process wrote it)
+    if change == "put here":
+        membership.set_community_channels(4, [12])
+    elif change == "feed gap":
+        membership.forget_all()
+    else:
+        membership.list_changed("channels", 4)
+    assert membership.channel_community(12) == 4
+
+
+def test_members_changes_keep_the_channel_owners_and_unknown_channels_are_not_kept():
+    cache = OwnerCountingCache()
+    cache.set_community_channels(3, [12])
+    membership, _ = locally_cached(cache)
+    membership.channel_community(12)
+    membership.list_changed("members", 3)
+    membership.list_changed("room", 17)
+    assert membership.channel_community(12) == 3 and cache.owner_reads == 1
+    assert membership.channel_community(99) is None
+    cache.set_community_channels(5, [99])
+    assert membership.channel_community(99) == 5
+
+
+def test_a_channel_change_heard_while_reading_its_owner_is_not_overwritten():
+    class RacingOwners(OwnerCountingCache):
+        membership = None
+
+        def channel_community(self, channel_id):
+            stale = super().channel_community(channel_id)
+            if self.owner_reads == 1:
+                self.channels = {4: [channel_id]}
+                self.membership.list_changed("channels", 4)
+            return stale
+
+    cache = RacingOwners()
+    cache.set_community_channels(3, [12])
+    membership, _ = locally_cached(cache)
+    cache.membership = membership
+    assert membership.channel_community(12) == 3  # the answer of that read
+    assert membership.channel_community(12) == 4 and cache.owner_reads == 2
