@@ -62,7 +62,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind, StoredFile
 from app.backends.mongo_recent import newest_documents, nth_newest_position
-from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, from_document, object_id
+from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, find_unique_in, from_document, object_id
 from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
 from app.errors import BackendUnavailable, BadRequest
 
@@ -120,7 +120,7 @@ class MongoReadSide:
         ids = list({oid for oid in map(object_id, message_ids) if oid is not None})
         if not ids:
             return {}
-        docs = _guarded(lambda: list(self._db[COLLECTIONS[kind]].find({"_id": {"$in": ids}})))
+        docs = _guarded(lambda: find_unique_in(self._db[COLLECTIONS[kind]], "_id", ids))
         return {str(doc["_id"]): from_document(kind, doc) for doc in docs}
 
     def _anchor(self, kind: RoomKind, channel_id: int, before_id: str) -> tuple[datetime, ObjectId]:
@@ -242,8 +242,8 @@ class MongoReadSide:
         if not rooms:
             return {}
         field = f"read.{int(user_id)}"
-        docs = _guarded(lambda: list(self._db[READ_MARKERS].find(  # one per location: limit closes the cursor
-            {"channelId": {"$in": [f"r-{room}" for room in rooms]}}, {"channelId": 1, field: 1}, limit=len(rooms))))
+        docs = _guarded(lambda: find_unique_in(self._db[READ_MARKERS], "channelId",  # one per location
+                                               [f"r-{room}" for room in rooms], {"channelId": 1, field: 1}))
         marks: dict[int, datetime] = {}
         for doc in docs:
             at = (doc.get("read") or {}).get(str(int(user_id)))

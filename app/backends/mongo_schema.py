@@ -11,22 +11,25 @@ and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). ``edit
 that says every message in the database is counted in the summaries. ``ensure_indexes``
 writes that marker into a database that holds no message yet; otherwise only
 ``mongo_summaries.rebuild`` does.
+
+``find_unique_in`` is the one query helper here: a lookup by a list of unique keys.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from datetime import datetime
+from typing import Any, Mapping, Sequence
 
 from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import ASCENDING, DESCENDING
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from app.backends.base import ChatMessage, RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "summary_id", "to_document",
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "IN_CHUNK", "find_unique_in",
+           "summary_id", "to_document",
            "from_document", "ensure_indexes", "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
@@ -45,6 +48,23 @@ _OPTIONAL_FIELDS = {
     "parent_content": "parentContent",
     "edited_at": "editedAt",
 }
+
+
+# SecantusDB (the dev/test server) checks every candidate of an ``$in`` against the listed
+# values one by one in Python: n candidates x n values (100 room summaries: 11.6 ms).
+# Chunks keep that near linear (6.7 ms); on MongoDB a chunk costs one more round trip.
+IN_CHUNK = 32
+
+
+def find_unique_in(collection: Collection[Any], field: str, values: Sequence[Any],
+                   projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The documents whose ``field`` (unique in ``collection``) is one of ``values``."""
+    docs: list[dict[str, Any]] = []
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = list(values[start:start + IN_CHUNK])
+        # The limit (no more can match) lets the first reply close the cursor: no getMore.
+        docs += collection.find({field: {"$in": chunk}}, projection, limit=len(chunk))
+    return docs
 
 
 def object_id(message_id: str) -> ObjectId | None:

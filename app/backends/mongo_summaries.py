@@ -57,7 +57,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_recent import Density, newest_documents
-from app.backends.mongo_schema import COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, summary_id
+from app.backends.mongo_schema import COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, find_unique_in, summary_id
 
 __all__ = ["RoomSummary", "RoomSummaries", "rebuild", "REBUILD_COMMAND"]
 
@@ -171,10 +171,8 @@ class RoomSummaries:
     def load(self, kind: RoomKind, rooms: Sequence[int]) -> dict[int, RoomSummary] | None:
         """The summaries of ``rooms`` that exist, in one query; None while they are not believed
         (no marker: messages may predate the summaries)."""
-        ids = [summary_id(kind, room) for room in rooms]
-        wanted = [SUMMARY_MARKER_ID, *ids]
-        # The limit (no more can match) lets the first reply close the cursor: no getMore.
-        docs = list(self._summaries.find({"_id": {"$in": wanted}}, limit=len(wanted)))
+        wanted = [SUMMARY_MARKER_ID, *(summary_id(kind, room) for room in rooms)]
+        docs = find_unique_in(self._summaries, "_id", wanted)
         if not any(doc["_id"] == SUMMARY_MARKER_ID for doc in docs):
             return None
         return {int(doc["channelId"]): RoomSummary.from_document(doc) for doc in docs

@@ -26,7 +26,7 @@ from pymongo import MongoClient
 from app.backends.base import ChatMessage
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
-from app.backends.mongo_schema import SUMMARY_MARKER_ID
+from app.backends.mongo_schema import IN_CHUNK, SUMMARY_MARKER_ID
 from app.backends.mongo_summaries import rebuild
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
@@ -294,6 +294,23 @@ def test_summaries_answer_without_reading_the_messages(api, writer, commands):
     [marks] = commands.on("find", "messageTime")
     assert len(summaries["filter"]["_id"]["$in"]) == 5  # the four rooms and the marker: one query
     assert len(marks["filter"]["channelId"]["$in"]) == 4
+
+
+def test_many_rooms_are_looked_up_in_chunks_with_the_same_answers(api, writer, commands):
+    """Summaries and marks of 70 rooms: lookups of at most IN_CHUNK keys each, none missed."""
+    user, other = fresh_id(), fresh_id()
+    rooms = rooms_for(api, user, 70, other)
+    writer.insert_many([dm(room, other if i % 4 else user, at(i % 7 + n)) for i, room in enumerate(rooms)
+                        for n in range(i % 3)])
+    for room in rooms[::5]:
+        api.read_side.mark_read(f"r-{room}", user, at(1.5))
+    expected = brute_force(api, user, rooms)
+    commands.clear()
+    assert activity_of(api, user, rooms) == expected
+    summaries, marks = commands.on("find", "roomSummary"), commands.on("find", "messageTime")
+    assert [len(f["filter"]["_id"]["$in"]) for f in summaries] == [IN_CHUNK, IN_CHUNK, 71 - 2 * IN_CHUNK]
+    assert [len(f["filter"]["channelId"]["$in"]) for f in marks] == [IN_CHUNK, IN_CHUNK, 70 - 2 * IN_CHUNK]
+    assert all(f["limit"] == len(f["filter"]["_id"]["$in"]) for f in summaries)
 
 
 def test_a_mark_inside_the_rooms_time_range_counts_only_after_it(api, writer, commands):
