@@ -3,7 +3,7 @@
 One consumer (one greenlet, one ``RecordSource``) per process reads all six topics of
 protocol.md §3.2. The original ran one consumer group per topic; here one client fetches
 every partition of all six in one request, which is what an idle worker mostly does
-(six clients polling cost ~27 % of a core on the embedded broker, one ~10 %). Each worker
+(six clients polling cost ~24 % of a core on the embedded broker, one ~9 %). Each worker
 must see every record (field-notes.md), so the source reads every partition and commits
 under a group id unique to the process start (``fanout-group-{node}-{pid}-{token}``).
 
@@ -27,7 +27,8 @@ from app.backends.base import TOPICS
 from app.chat.events import pushes_for
 from app.contracts import LocalDelivery
 
-__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer", "ConsumerSet"]
+__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
+           "ConsumerSet"]
 
 log = logging.getLogger(__name__)
 

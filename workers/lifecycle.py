@@ -4,7 +4,7 @@
 ``Services.start``): it creates the MongoDB indexes (best effort), opens and starts the
 Kafka fan-out consumers and the presence lease renewer. ``stop()`` (``Services.stop``)
 ends them and closes every client. ``kafka_ready`` is the readiness check: it passes
-only once every consumer has a position on every partition of its topic, so nothing
+only once every consumer has a position on every partition of its topics, so nothing
 sent after the process reports ready is missed by its subscribers.
 
 ``tune_gc`` sets the worker's garbage collector up for a server (see its docstring).

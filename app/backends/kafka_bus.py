@@ -10,10 +10,10 @@ using them in a forked worker never shares a socket.
 Tuning comes from field-notes.md: a low ``fetch_max_wait_ms`` for latency and
 ``auto_offset_reset='latest'`` because the fan-out only needs what happens after the
 process started; fan-out consumers assign themselves every partition rather than join a
-group (see ``RecordSource``). kafka-python is pure Python and
-runs in the chat worker's one process, so per-record work it can skip is switched off: no
-client metrics (neither side reads them) and no CRC check of fetched batches (see
-``RecordSource``); ``python -m bench.kafka_micro`` measures what each costs.
+group (see ``RecordSource``). kafka-python is pure Python and runs in the chat worker's one
+process, so per-record work it can skip is switched off: no client metrics (neither side
+reads them) and no CRC check of fetched batches (see ``RecordSource``);
+``python -m bench.kafka_micro`` measures what each costs.
 """
 
 from __future__ import annotations
@@ -194,8 +194,12 @@ class RecordSource:
                 bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
+        except KafkaError as exc:
+            raise BackendUnavailable() from exc
+        try:
             self._assign_new_partitions()
         except KafkaError as exc:
+            self.close()  # its network thread would outlive a source nobody holds
             raise BackendUnavailable() from exc
 
     def poll(self, timeout_ms: int, max_records: int = 500) -> list[Record]:

@@ -29,8 +29,7 @@ from pymongo.database import Database
 from app.backends.base import ChatMessage, RoomKind
 
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "IN_CHUNK", "find_unique_in",
-           "summary_id", "to_document",
-           "from_document", "ensure_indexes", "object_id"]
+           "summary_id", "to_document", "from_document", "ensure_indexes", "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
 READ_MARKERS = "messageTime"

@@ -169,8 +169,8 @@ class RoomSummaries:
     # -- read side -----------------------------------------------------------------------
 
     def load(self, kind: RoomKind, rooms: Sequence[int]) -> dict[int, RoomSummary] | None:
-        """The summaries of ``rooms`` that exist, in one query; None while they are not believed
-        (no marker: messages may predate the summaries)."""
+        """The summaries of ``rooms`` that exist (one lookup per ``IN_CHUNK`` rooms); None while
+        they are not believed (no marker: messages may predate the summaries)."""
         wanted = [SUMMARY_MARKER_ID, *(summary_id(kind, room) for room in rooms)]
         docs = find_unique_in(self._summaries, "_id", wanted)
         if not any(doc["_id"] == SUMMARY_MARKER_ID for doc in docs):

@@ -122,3 +122,19 @@ def test_a_client_failure_becomes_backend_unavailable(clock):
     consumer.fail_poll = True
     with pytest.raises(BackendUnavailable):
         source.poll(10)
+
+
+def test_a_failed_first_assignment_closes_the_client(clock):
+    closed = []
+
+    class Broken(FakeConsumer):
+        def partitions_for_topic(self, topic):
+            raise KafkaConnectionError("no broker")
+
+        def close(self, autocommit):
+            closed.append(autocommit)
+
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092")
+    with pytest.raises(BackendUnavailable):
+        RecordSource(settings, ["t1"], "g", open_consumer=lambda **config: Broken({}, **config))
+    assert closed == [False]
