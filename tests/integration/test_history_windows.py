@@ -15,7 +15,7 @@ from pymongo import DESCENDING
 
 from app.backends import mongo_recent
 from app.backends.base import ChatMessage
-from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_messages import MongoMessageWriter
 from app.backends.mongo_schema import SUMMARIES, summary_id
 from app.backends.mongo_summaries import rebuild
 from tests.conftest import make_settings
@@ -72,13 +72,6 @@ def api(embedded, finds) -> Iterator[ChatApi]:
     chat = ChatApi(make_settings(embedded), mongo_listeners=[finds])
     yield chat
     chat.close()
-
-
-@pytest.fixture
-def writer(api) -> Iterator[MongoMessageWriter]:
-    connection = MongoConnection(api.settings)
-    yield MongoMessageWriter(connection)
-    connection.close()
 
 
 def _message(room: int, i: int, at: datetime) -> ChatMessage:

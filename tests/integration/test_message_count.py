@@ -51,14 +51,6 @@ def api(embedded, commands) -> Iterator[ChatApi]:
     chat.close()
 
 
-@pytest.fixture
-def writer(api) -> Iterator[MongoMessageWriter]:
-    """The real message writer on the API's database: it keeps the room summaries."""
-    connection = MongoConnection(api.settings)
-    yield MongoMessageWriter(connection)
-    connection.close()
-
-
 def at(seconds: float) -> datetime:
     return T + timedelta(seconds=seconds)
 
