@@ -3,7 +3,7 @@
 ``MongoReadSide(db)`` implements three Protocols of ``app.backends.base``:
 
 - ``HistoryReader``: ``page`` (newest first, by page number or by a stable ``before`` cursor)
-  and ``get_many`` (one ``$in`` query for all the parents of a page);
+  and ``get_many`` (the parents of a page, looked up by id with ``find_unique_in``);
 - ``ReadMarkers``: ``mark_read`` (one atomic upsert of ``read.<userId>`` per location, W-13/W-14)
   and ``room_activity`` (exact unread counts and latest times from room summaries, W-18);
 - ``FileStore``: uploads in the GridFS bucket ``uploads``, stored under a server-generated key
@@ -14,7 +14,8 @@ the ``channel_time_id`` index of ``mongo_schema.ensure_indexes`` serves both sor
 
 ``room_activity`` (message-count) answers from the room summaries of ``mongo_summaries``
 (``roomSummary``: per room ``n``, ``byUser.<id>``, ``latest``, ``first``, kept on write), read
-for all rooms in one ``$in`` query, with the read marks in one more. Per room:
+for all rooms with ``find_unique_in`` (one ``$in`` per ``IN_CHUNK`` rooms), and the read marks
+the same way. Per room:
 
 - no mark, or a mark older than ``first``: unread = ``n - byUser.<user>``, no count query;
 - a mark at or after ``latest``: 0;
