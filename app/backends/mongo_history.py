@@ -34,8 +34,9 @@ Counts are exact, never capped.
 
 ``page``: the newest ``size`` messages (after ``page * size`` of them, or strictly older
 than a ``before`` cursor message) come from ``mongo_recent.newest_documents``: bounded time
-windows sized from the room summary, with results identical to ``find`` + sort + limit
-(see there). A later page first finds where it starts, the time and id of the
+windows sized from the room's density (its summary's count and times, kept for a few
+seconds per process in a ``DensityCache``), with results identical to ``find`` + sort +
+limit (see there). A later page first finds where it starts, the time and id of the
 ``page * size``-th newest message (from the same windows, reading only those two fields,
 covered by ``channel_time_id``; past ``MAX_WINDOWED_SKIP`` by the server's own skip), then
 reads the page as "older than that one", so one page of documents is returned, not all.
@@ -62,7 +63,7 @@ from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.backends.base import ChatMessage, RoomActivity, RoomKind, StoredFile
-from app.backends.mongo_recent import newest_documents, nth_newest_position
+from app.backends.mongo_recent import Density, DensityCache, newest_documents, nth_newest_position
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, find_unique_in, from_document, object_id
 from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
 from app.errors import BackendUnavailable, BadRequest
@@ -92,6 +93,7 @@ class MongoReadSide:
     def __init__(self, db: Database[Any], *, bucket_name: str = FILE_BUCKET) -> None:
         self._db = db
         self._summaries = RoomSummaries(db)
+        self._densities = DensityCache()
         self._bucket = GridFSBucket(db, bucket_name=bucket_name)
         self._files = db[f"{bucket_name}.files"]
 
@@ -107,15 +109,25 @@ class MongoReadSide:
         """
         messages = self._db[COLLECTIONS[kind]]
         before = self._anchor(kind, channel_id, before_id) if before_id is not None else None
-        summary = _guarded(lambda: self._summaries.get(kind, channel_id))
-        density = summary.density() if summary is not None else None
+        density = self._density(kind, channel_id)
         if page > 0:
             before = _guarded(lambda: nth_newest_position(messages, channel_id, page * size, density=density,
                                                           before=before))
             if before is None:
                 return []
         docs = _guarded(lambda: newest_documents(messages, channel_id, size, density=density, before=before))
+        if docs:
+            self._densities.saw((kind, channel_id), docs[0]["localDateTime"])
         return [from_document(kind, _without_stale_parent(doc)) for doc in docs]
+
+    def _density(self, kind: RoomKind, channel_id: int) -> Density | None:
+        """The room's density from this process's cache, else from its summary (then cached)."""
+        density = self._densities.get((kind, channel_id))
+        if density is None:
+            density = _guarded(lambda: self._summaries.density(kind, channel_id))
+            if density is not None and density.usable():
+                self._densities.put((kind, channel_id), density)
+        return density
 
     def get_many(self, kind: RoomKind, message_ids: Iterable[str]) -> dict[str, ChatMessage]:
         ids = list({oid for oid in map(object_id, message_ids) if oid is not None})

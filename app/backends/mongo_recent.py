@@ -29,6 +29,12 @@ cost more queries or wider slices, not other results (tests compare against the 
 query on skewed data). Without a usable density (no summary, fewer than two messages, all
 at one millisecond) the unbounded query runs at once.
 
+``DensityCache`` keeps the densities of rooms read recently, per process, so a room read
+again soon (the next page, another member opening the same channel) skips its summary
+read. A cached density can only be stale, and a stale one costs time, never results: each
+read moves its ``latest`` up to the newest message it returned, and an entry is dropped
+``DENSITY_TTL_S`` after it was read from the summary.
+
 ``nth_newest_position`` finds where a later page starts (the time and id of the n-th newest
 message) with the same windows and only those two fields; past ``MAX_WINDOWED_SKIP`` with
 the server's own skip instead, so a far page never hands every skipped position over.
@@ -36,15 +42,16 @@ the server's own skip instead, so a far page never hands every skipped position 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import DESCENDING
 
-__all__ = ["Density", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST", "SLACK", "GROWTH",
+__all__ = ["Density", "DensityCache", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST", "SLACK", "GROWTH",
            "MAX_WINDOWS", "MAX_WINDOWED_SKIP"]
 
 NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
@@ -64,6 +71,12 @@ _MILLISECOND = timedelta(milliseconds=1)
 # windows would hand every skipped position to the client (on MongoDB a covered skip is
 # cheaper than that; on SecantusDB both decode the room).
 MAX_WINDOWED_SKIP = 10_000
+# How long a room's density is used without reading its summary again. Between reads only
+# ``latest`` drifts (new messages): the first window of a room that got k messages since
+# holds k more documents. Each read of the room refreshes ``latest`` itself.
+DENSITY_TTL_S = 10.0
+# Rooms whose densities one process keeps (~200 bytes each).
+DENSITY_MAX_ROOMS = 20_000
 # What locating a position needs (``_id`` comes along): covered by ``channel_time_id``.
 _POSITION = {"localDateTime": 1}
 
@@ -83,6 +96,40 @@ class Density:
         """The time that holds ``count`` messages at the room's average rate, with slack."""
         per_message = (self.latest - self.first) / (self.messages - 1)
         return max(per_message * count * SLACK, _MILLISECOND)
+
+
+class DensityCache:
+    """Room densities read recently (``key`` -> ``Density``), for ``ttl_s`` each, at most
+    ``max_rooms`` of them (the oldest entry goes first). Greenlets of one process share it
+    without locks: no method switches in between its reads and writes."""
+
+    def __init__(self, *, ttl_s: float = DENSITY_TTL_S, max_rooms: int = DENSITY_MAX_ROOMS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl_s = ttl_s
+        self._max_rooms = max_rooms
+        self._clock = clock
+        self._entries: dict[Hashable, tuple[float, Density]] = {}
+
+    def get(self, key: Hashable) -> Density | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: Hashable, density: Density) -> None:
+        self._entries.pop(key, None)  # re-inserted last: the oldest entry is always first
+        while len(self._entries) >= self._max_rooms:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (self._clock() + self._ttl_s, density)
+
+    def saw(self, key: Hashable, newest: datetime) -> None:
+        """A read found a message at ``newest``: windows of this room start there at least."""
+        entry = self._entries.get(key)
+        if entry is not None and newest > entry[1].latest:
+            self._entries[key] = (entry[0], replace(entry[1], latest=newest))
 
 
 def newest_documents(messages: Any, channel_id: int, count: int, *, density: Density | None,

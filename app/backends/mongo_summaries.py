@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 REBUILD_COMMAND = "python -m app.backends.rebuild_summaries"
 REBUILD_BATCH = 1000
 DUPLICATE_KEY = 11000
+_DENSITY_FIELDS = {"n": 1, "first": 1, "latest": 1}
 
 
 @dataclass(frozen=True)
@@ -178,10 +179,12 @@ class RoomSummaries:
         return {int(doc["channelId"]): RoomSummary.from_document(doc) for doc in docs
                 if doc["_id"] != SUMMARY_MARKER_ID}
 
-    def get(self, kind: RoomKind, room: int) -> RoomSummary | None:
-        """One room's summary whether or not summaries are believed (for estimates only)."""
-        doc = self._summaries.find_one({"_id": summary_id(kind, room)})
-        return RoomSummary.from_document(doc) if doc is not None else None
+    def density(self, kind: RoomKind, room: int) -> Density | None:
+        """What sizes a room's history windows (whether or not summaries are believed: it is
+        an estimate), read without ``byUser`` (a channel's can hold
+        thousands of authors); None when the room has no summary or it has no times."""
+        doc = self._summaries.find_one({"_id": summary_id(kind, room)}, _DENSITY_FIELDS)
+        return RoomSummary.from_document(doc).density() if doc is not None else None
 
 
 def _by_room(messages: Iterable[ChatMessage]) -> dict[tuple[RoomKind, int], list[ChatMessage]]:

@@ -36,8 +36,12 @@ def java_local_datetime(dt: datetime) -> str:
 
 
 def iso_local(dt: datetime) -> str:
-    """``yyyy-MM-ddTHH:mm:ss[.fraction]``, seconds always present."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + _fraction(dt)
+    """``yyyy-MM-ddTHH:mm:ss[.fraction]``, seconds always present (fifty per history page:
+    ``isoformat`` is several times cheaper than ``strftime`` and pads years to four digits,
+    as Java does)."""
+    if dt.microsecond and dt.microsecond % 1000 == 0:
+        return dt.isoformat(timespec="milliseconds")
+    return dt.isoformat()
 
 
 def compact_millis(dt: datetime) -> str:

@@ -214,3 +214,36 @@ def test_new_messages_lead_page_zero_whether_summarised_or_not(api, writer):
     raw = insert_message(api.db, "channel", room, 1, "raw, not summarised", BASE_TIME + timedelta(days=4),
                          community_id=COMMUNITY)
     assert _page(api, room, 3, 0)[:2] == [raw.id, newest.id]
+
+
+def test_a_room_read_again_soon_skips_its_summary_and_the_summary_read_skips_by_user(api, writer, finds):
+    room = _store(api, writer, "uniform", "kept")
+    finds.clear()
+    first = _page(api, room, 10, 0)
+    [summary] = finds.on("find", SUMMARIES)
+    assert summary["projection"] == {"n": 1, "first": 1, "latest": 1}
+    second = _newest_first(api, room)[10:20]
+    finds.clear()
+    assert _page(api, room, 10, 1) == second
+    assert _page(api, room, 10, 0) == first
+    assert finds.on("find", SUMMARIES) == []
+    [window] = [f for f in finds.on("find", "channelMessage") if f.get("projection") is None][-1:]
+    assert set(window["filter"]["localDateTime"]) == {"$gte"}  # still one bounded slice
+
+
+def test_messages_after_a_cached_density_still_lead_page_zero(api, writer, finds):
+    """The cache holds the room's density from before 30 new messages (written around the
+    writer: its summary does not know them either); page 0 is still the newest 10, and the
+    next read starts its window at the newest message the last one saw."""
+    room = _store(api, writer, "uniform", "kept")
+    _page(api, room, 10, 0)
+    latest = BASE_TIME + timedelta(seconds=238)
+    for i in range(30):
+        insert_message(api.db, "channel", room, 1, f"late {i}", latest + timedelta(seconds=2 * (i + 1)),
+                       community_id=COMMUNITY)
+    newest = _newest_first(api, room)[:10]
+    assert _page(api, room, 10, 0) == newest
+    finds.clear()
+    assert _page(api, room, 10, 0) == newest
+    [window] = finds.on("find", "channelMessage")
+    assert window["filter"]["localDateTime"]["$gte"] > latest  # not the old end minus a window
