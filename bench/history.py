@@ -10,11 +10,18 @@ answers alone), then with a read mark in each room leaving ``UNREAD_AFTER_MARK``
 every answer checked against what the seed formula gives). During the message-count series
 user 6 has a read mark in every room (each room has its ``messageTime`` document, as in use).
 
-Before the series the database's own cache is warmed: each channel's summary and newest
-page are read once straight through pymongo (``_warm_database``), as a running MongoDB
-has its working set in memory. SecantusDB has just been started by the scenario, and its
-first read of a page from disk cost ~1 ms more (bench/FINDINGS.md). Smooth's own caches are
-not warmed: the first page of each channel is still Smooth's first read of that room.
+Before the series, what a server that has been running would have warm is warmed, and
+nothing else:
+
+- the database's cache: each channel's summary and newest page are read once straight
+  through pymongo (``_warm_database``), as a running MongoDB has its working set in memory
+  (SecantusDB has just been started, and its first read of a page from disk cost ~1 ms more);
+- the chat worker process: ``WARMUP_REQUESTS`` pages of the DM rooms (``_warm_worker``; a
+  fresh process's first few hundred requests were ~2 ms slower, its heap and code paths new).
+
+Smooth's caches of the channels measured stay cold: the first page of each channel is
+still Smooth's first read of that room (its density and its community are looked up).
+bench/FINDINGS.md has the figures with and without the warm-up.
 
 Data seeded before room summaries existed has none: ``run`` rebuilds them first, timed and
 reported apart from the series (``summary_rebuild``). The read marks are removed again
@@ -44,6 +51,7 @@ USER, PEER = 5, 6
 EPOCH = datetime(2024, 1, 1)
 SERIES_BUDGET_S = 90.0
 UNREAD_AFTER_MARK = 20
+WARMUP_REQUESTS = 300
 COLUMNS = ["query", "stored_messages", "requests", "p50_ms", "p99_ms", "max_ms", "status"]
 
 
@@ -257,6 +265,14 @@ def _warm_database(db: Any) -> None:
         newest_documents(db.channelMessage, channel, 50, density=summaries.density("channel", channel))
 
 
+def _warm_worker(port: int, token: str) -> None:
+    """``WARMUP_REQUESTS`` DM-room pages, untimed: the same code, none of the channels timed."""
+    _, statuses, _ = _series(port, token, WARMUP_REQUESTS, lambda n: (
+        "GET", f"/chat-server/direct?ch_id={ROOMS[n % len(ROOMS)]}&page=0&size=50", None))
+    if set(statuses) != {200}:
+        raise RuntimeError(f"warm-up requests failed: {statuses}")
+
+
 def _channel_of(n: int) -> int:
     """The channel the n-th page request reads (a stride through all of them)."""
     return CHANNELS[(n * 37) % len(CHANNELS)]
@@ -300,6 +316,7 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
         token = mint_token(settings.jwt_secret, USER)
         port = settings.chat_http_port
         _warm_database(db)
+        _warm_worker(port, token)
         page = _series(port, token, requests, lambda n: (
             "GET", f"/chat-server/community?ch_id={_channel_of(n)}&page=0&size=50", None),
             check=_pages_are(stored, 0))
