@@ -180,16 +180,26 @@ class MemoryMembership:
 
 
 class MemoryReadMarkers:
-    """``messageTime`` as a dict of location → {user id → time}."""
+    """``messageTime`` as a dict of location → {user id → time}; unread counts come from the
+    DM messages of ``store`` (none without one), by the rule of ``MongoReadSide``: others'
+    messages strictly after the user's mark, and the room's latest time."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: MemoryMessageStore | None = None) -> None:
         self.read: dict[str, dict[int, datetime]] = {}
+        self._store = store
 
     def mark_read(self, location: str, user_id: int, at: datetime) -> None:
         self.read.setdefault(location, {})[user_id] = at
 
     def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
-        return [RoomActivity(room_id, 0, None) for room_id in room_ids]
+        return [self._activity(user_id, room_id) for room_id in dict.fromkeys(room_ids)]
+
+    def _activity(self, user_id: int, room_id: int) -> RoomActivity:
+        messages = self._store.in_room("direct", room_id) if self._store is not None else []
+        mark = self.read.get(f"r-{room_id}", {}).get(user_id)
+        unread = [m for m in messages if m.user_id != user_id and (mark is None or m.created_at > mark)]
+        latest = max((m.created_at for m in messages), default=None)
+        return RoomActivity(room_id, len(unread), latest)
 
 
 @dataclass

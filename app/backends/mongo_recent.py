@@ -75,8 +75,8 @@ MAX_WINDOWED_SKIP = 10_000
 # ``latest`` drifts (new messages): the first window of a room that got k messages since
 # holds k more documents. Each read of the room refreshes ``latest`` itself.
 DENSITY_TTL_S = 10.0
-# Rooms whose densities one process keeps (~200 bytes each).
-DENSITY_MAX_ROOMS = 20_000
+# Rooms whose densities one process keeps: ~400 bytes each (tracemalloc), 4 MB when full.
+DENSITY_MAX_ROOMS = 10_000
 # What locating a position needs (``_id`` comes along): covered by ``channel_time_id``.
 _POSITION = {"localDateTime": 1}
 

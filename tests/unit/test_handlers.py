@@ -45,7 +45,7 @@ class Harness:
         self.membership.set_room(ROOM, [ALICE, BOB])
         self.membership.set_community(COMMUNITY, [ALICE, BOB], [CHANNEL])
         self.membership.set_community(8, [EVE], [OTHER_CHANNEL])
-        self.markers = MemoryReadMarkers()
+        self.markers = MemoryReadMarkers(self.store)
         self.presence = MemoryPresence()
         self.http = RecordingHttp()
         access = Access(self.membership)
