@@ -14,6 +14,10 @@ is the highest passing R and the deliveries/s measured there. A failing point du
 other processes took more than 0.3 of a core is run once more (a disturbed point). Each series
 starts on a freshly started system, and the system is restarted after every failing point, so
 a backlog left by an overloaded point never runs into the next one.
+
+The drain after a point's sending lasts at most ``bound_ms`` + 5 s. At an overloaded point,
+deliveries still in the pipeline then are counted in ``lost`` and the verdict says
+"undelivered": late, not necessarily dropped (``bench fanout`` drains for up to 60 s).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def judge(point: dict[str, Any], rate: float, duration: float, bound_ms: float) 
     if "error" in point:
         return f"error: {point['error'][:80]}"
     if point["lost"]:
-        return f"lost {point['lost']:,}"
+        return f"undelivered {point['lost']:,} (drain ended)"
     if point["duplicates"]:
         return f"{point['duplicates']:,} duplicates"
     if point["sent"] < SENT_FRACTION * rate * duration:

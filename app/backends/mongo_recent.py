@@ -51,8 +51,8 @@ from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import DESCENDING
 
-__all__ = ["Density", "DensityCache", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST", "SLACK", "GROWTH",
-           "MAX_WINDOWS", "MAX_WINDOWED_SKIP"]
+__all__ = ["Density", "DensityCache", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST",
+           "SLACK", "GROWTH", "MAX_WINDOWS", "MAX_WINDOWED_SKIP"]
 
 NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
 # A window holds this many times the documents still missing at the estimated rate: a

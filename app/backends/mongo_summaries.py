@@ -180,9 +180,9 @@ class RoomSummaries:
                 if doc["_id"] != SUMMARY_MARKER_ID}
 
     def density(self, kind: RoomKind, room: int) -> Density | None:
-        """What sizes a room's history windows (whether or not summaries are believed: it is
-        an estimate), read without ``byUser`` (a channel's can hold
-        thousands of authors); None when the room has no summary or it has no times."""
+        """What sizes a room's history windows, whether or not summaries are believed (it is
+        an estimate). Read without ``byUser``, which for a channel can hold thousands of
+        authors. None when the room has no summary or it has no times."""
         doc = self._summaries.find_one({"_id": summary_id(kind, room)}, _DENSITY_FIELDS)
         return RoomSummary.from_document(doc).density() if doc is not None else None
 
