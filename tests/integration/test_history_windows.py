@@ -227,8 +227,8 @@ def test_a_room_read_again_soon_skips_its_summary_and_the_summary_read_skips_by_
     assert _page(api, room, 10, 1) == second
     assert _page(api, room, 10, 0) == first
     assert finds.on("find", SUMMARIES) == []
-    [window] = [f for f in finds.on("find", "channelMessage") if f.get("projection") is None][-1:]
-    assert set(window["filter"]["localDateTime"]) == {"$gte"}  # still one bounded slice
+    page_zero = [f for f in finds.on("find", "channelMessage") if f.get("projection") is None][-1]
+    assert set(page_zero["filter"]["localDateTime"]) == {"$gte"}  # still one bounded slice
 
 
 def test_messages_after_a_cached_density_still_lead_page_zero(api, writer, finds):
