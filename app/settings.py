@@ -156,6 +156,13 @@ class Settings:
     kafka_fetch_max_wait_ms: int = _setting(
         "KAFKA_FETCH_MAX_WAIT_MS", 20, "Fan-out consumers' fetch wait (latency vs. idle polling CPU)", minimum=0
     )
+    kafka_idle_fetch_max_wait_ms: int = _setting(
+        "KAFKA_IDLE_FETCH_MAX_WAIT_MS", 100,
+        "Fan-out consumers' fetch wait once no record has arrived for 2 s (fewer idle fetches; the first "
+        "record after a quiet spell waits longer). Set it to KAFKA_FETCH_MAX_WAIT_MS to turn this off; on a "
+        "broker that answers a waiting fetch as soon as a record arrives (Apache Kafka) both can be long",
+        minimum=0,
+    )
     kafka_linger_ms: int = _setting(
         "KAFKA_LINGER_MS", 0,
         "Producer linger (records still batch while a request is in flight; bench/kafka_micro.py)", minimum=0)

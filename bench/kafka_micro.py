@@ -211,7 +211,7 @@ class StampDelivery:
 
 
 def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings, window: Window,
-            rev: str | None, rate: int, seconds: float, warmup_s: float) -> dict[str, Any]:
+            rev: str | None, rate: float, seconds: float, warmup_s: float) -> dict[str, Any]:
     """One group's consumer loop fed at ``rate`` by a feeder process."""
     bus_module, consumers_module = modules
     delivery = StampDelivery()
@@ -229,7 +229,7 @@ def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settin
         consumer_set.stop()
     records = last - first
     latencies = delivery.latencies_ms(first, last)
-    return {"scenario": f"consume {rate}/s", "records": records,
+    return {"scenario": f"consume {rate:g}/s", "records": records,
             "us_per_record": figures["cpu_s"] / max(1, records) * 1e6,
             "broker_us_per_record": figures["broker_cpu_s"] / max(1, records) * 1e6,
             "cpu_pct": 100 * figures["cpu_s"] / figures["wall_s"],
@@ -242,7 +242,9 @@ def idle(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings,
     groups = _worker_groups(modules[1])
     consumer_set = _start_consumers(modules, settings, StampDelivery(), groups)
     try:
-        gevent.sleep(1.0)  # the joins' last round trips (revisions that still joined groups)
+        # the joins' last round trips (revisions that still joined groups), and the idle fetch
+        # wait taking over (revisions with a FetchPace)
+        gevent.sleep(1.0 + getattr(modules[0], "IDLE_AFTER_S", 0.0))
         measured = window.start()
         gevent.sleep(seconds)
         figures = measured.stop()
@@ -283,7 +285,7 @@ def _start_consumers(modules: tuple[types.ModuleType, types.ModuleType], setting
     return consumer_set
 
 
-def _start_feeder(settings: Settings, rev: str | None, rate: int, seconds: float) -> subprocess.Popen[bytes]:
+def _start_feeder(settings: Settings, rev: str | None, rate: float, seconds: float) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "bench.kafka_micro", "--feed", "--bootstrap", settings.kafka_bootstrap_servers,
             "--feed-rate", str(rate), "--seconds", str(seconds)]
     if rev is not None:
@@ -295,7 +297,7 @@ def _start_feeder(settings: Settings, rev: str | None, rate: int, seconds: float
     return feeder
 
 
-def feed(bus_module: types.ModuleType, settings: Settings, rate: int, seconds: float) -> None:
+def feed(bus_module: types.ModuleType, settings: Settings, rate: float, seconds: float) -> None:
     """The feeder process: stamped records at ``rate`` for ``seconds``, acks waited aside."""
     bus = _warm_bus(bus_module, settings)
     print("ready", flush=True)
@@ -376,7 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="runs of every scenario (medians are reported)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured window per scenario")
     parser.add_argument("--warmup", type=float, default=1.0, help="consume: seconds of traffic before measuring")
-    parser.add_argument("--rates", type=int, nargs="+", default=[200, 2000], help="consume: records/s")
+    parser.add_argument("--rates", type=float, nargs="+", default=[200, 2000],
+                        help="consume: records/s (below 1/IDLE_AFTER_S each record comes after a quiet spell)")
     parser.add_argument("--produce-rate", type=int, default=200, help="produce: steady records/s")
     parser.add_argument("--burst", type=int, default=100, help="produce: records per burst")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
@@ -384,7 +387,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the raw runs and medians here")
     parser.add_argument("--feed", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
-    parser.add_argument("--feed-rate", type=int, default=200, help=argparse.SUPPRESS)
+    parser.add_argument("--feed-rate", type=float, default=200, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -403,10 +406,12 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             broker.stop()
     label = (f"rev {args.rev}" if args.rev else "working tree") + (
-        f", fetch wait {settings.kafka_fetch_max_wait_ms} ms, linger {settings.kafka_linger_ms} ms")
+        f", fetch wait {settings.kafka_fetch_max_wait_ms} ms (idle {settings.kafka_idle_fetch_max_wait_ms} ms),"
+        f" linger {settings.kafka_linger_ms} ms")
     rows = medians(runs)
     print_table(rows, runs, label)
     report = {"label": label, "settings": {"fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+                                           "idle_fetch_max_wait_ms": settings.kafka_idle_fetch_max_wait_ms,
                                            "linger_ms": settings.kafka_linger_ms},
               "medians": rows, "runs": runs}
     print(json.dumps(_json_safe({"label": label, "medians": rows})))

@@ -13,7 +13,10 @@ process started; fan-out consumers assign themselves every partition rather than
 group (see ``RecordSource``). kafka-python is pure Python and runs in the chat worker's one
 process, so per-record work it can skip is switched off: no client metrics (neither side
 reads them) and no CRC check of fetched batches (see ``RecordSource``);
-``python -m bench.kafka_micro`` measures what each costs.
+``python -m bench.kafka_micro`` measures what each costs. A source with nothing to read
+fetches with a longer wait (``FetchPace``): each empty fetch costs the worker ~2 ms of
+CPU, and the embedded broker answers a waiting fetch only some time after a record
+arrives, so the short wait that keeps fan-out quick is kept for while records flow.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from app.backends.base import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "Record", "create_topics", "check_broker"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "create_topics", "check_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ PARTITION_CHECK_S = 1.0
 # kafka-python's default reconnect backoff grows to 30 s (and bootstrap waits as long):
 # a chat server should notice a returning broker within a couple of seconds.
 RECONNECT_BACKOFF_MAX_MS = 2000
+# A source that has read no record for this long fetches with the idle wait.
+IDLE_AFTER_S = 2.0
 
 
 def _bootstrap(settings: Settings) -> list[str]:
@@ -154,6 +159,34 @@ class Record(NamedTuple):
     value: bytes
 
 
+class FetchPace:
+    """The fetch wait a source's next fetches carry: ``active_ms`` while records arrive,
+    ``idle_ms`` once none has for ``idle_after_s``.
+
+    Why: an empty fetch costs the consumer ~2 ms of CPU and the broker some more, and a
+    worker with no traffic repeats one every ``active_ms`` (bench/FINDINGS.md, fifth
+    session). A longer wait costs latency only on a broker that answers a waiting fetch
+    some time after a record arrives (the embedded one: ~wait/5 at the median), and then
+    only for the first records after a quiet spell: the first one back switches the pace.
+    """
+
+    def __init__(self, active_ms: int, idle_ms: int, *, idle_after_s: float = IDLE_AFTER_S,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.active_ms = active_ms
+        self.idle_ms = max(idle_ms, active_ms)
+        self._idle_after_s = idle_after_s
+        self._clock = clock if clock is not None else time.monotonic
+        self._last_record = self._clock()
+
+    def wait_ms(self) -> int:
+        if self._clock() - self._last_record >= self._idle_after_s:
+            return self.idle_ms
+        return self.active_ms
+
+    def saw_records(self) -> None:
+        self._last_record = self._clock()
+
+
 class RecordSource:
     """One fan-out consumer over a set of topics: every partition, no group join.
 
@@ -168,6 +201,7 @@ class RecordSource:
     ``BackendUnavailable``. ``ready`` turns true once every topic's partitions have a
     position: a record produced after that is delivered. Partitions added to a topic
     later are picked up within ``METADATA_MAX_AGE_MS`` and read from their beginning.
+    Each ``poll`` sets the fetch wait its ``FetchPace`` gives.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
@@ -176,6 +210,9 @@ class RecordSource:
         self.topics = list(topics)
         self._assigned: set[TopicPartition] = set()
         self._next_check = 0.0
+        self._pace = FetchPace(settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms,
+                               idle_after_s=IDLE_AFTER_S)
+        self._fetch_wait_ms = settings.kafka_fetch_max_wait_ms
         try:
             self._consumer = open_consumer(
                 bootstrap_servers=_bootstrap(settings),
@@ -209,10 +246,35 @@ class RecordSource:
             if not self._assigned:  # no topic exists yet; kafka-python refuses to poll nothing
                 time.sleep(timeout_ms / 1000)
                 return []
+            self._set_fetch_wait(self._pace.wait_ms())
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise BackendUnavailable() from exc
+        if batches:
+            self._pace.saw_records()
         return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
+
+    def _set_fetch_wait(self, wait_ms: int) -> None:
+        """The ``max_wait_ms`` of the fetch requests sent from now on.
+
+        kafka-python has no public setter: its fetcher reads this key of its own config for
+        every request it builds (kafka-python is pinned; tests/integration/test_kafka_bus.py
+        checks the requests actually change). A client without it keeps the wait it has.
+        """
+        if wait_ms == self._fetch_wait_ms:
+            return
+        config = getattr(getattr(self._consumer, "_fetcher", None), "config", None)
+        if not isinstance(config, dict) or "fetch_max_wait_ms" not in config:
+            log.warning("kafka client has no fetcher config: the fetch wait stays %d ms", self._fetch_wait_ms)
+            self._pace = FetchPace(self._fetch_wait_ms, self._fetch_wait_ms)
+            return
+        config["fetch_max_wait_ms"] = wait_ms
+        self._fetch_wait_ms = wait_ms
+
+    @property
+    def fetch_wait_ms(self) -> int:
+        """The wait the fetch requests this source sends now carry."""
+        return self._fetch_wait_ms
 
     def _assign_new_partitions(self) -> None:
         self._next_check = time.monotonic() + PARTITION_CHECK_S

@@ -9,6 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from app.backends.base import TOPICS
+from app.backends import kafka_bus
 from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
 from app.backends.memory import RecordingDelivery
 from app.chat import events
@@ -163,6 +164,40 @@ def test_a_reopened_source_resumes_from_what_its_group_committed(topic_settings,
         assert [r.value for r in poll_until(second, 1)] == [b"two"]
     finally:
         second.close()
+
+
+def sent_fetch_waits(source, monkeypatch):
+    """The ``max_wait_ms`` of every fetch request the source's client sends from now on."""
+    manager = source._consumer._fetcher._manager  # kafka-python 3.0.12 internals, on purpose
+    original = manager.send
+    waits = []
+
+    def send(request, *args, **kwargs):
+        if type(request).__name__.startswith("FetchRequest"):
+            waits.append(request.max_wait_ms)
+        return original(request, *args, **kwargs)
+
+    monkeypatch.setattr(manager, "send", send)
+    return waits
+
+
+def test_an_idle_source_fetches_with_the_idle_wait_and_a_record_brings_the_short_one_back(
+        embedded, topic_settings, bus, monkeypatch):
+    """FetchPace reaches the wire: kafka-python has no public setter for the fetch wait."""
+    monkeypatch.setattr(kafka_bus, "IDLE_AFTER_S", 0.3)
+    settings = make_settings(embedded, kafka_fetch_max_wait_ms=20, kafka_idle_fetch_max_wait_ms=150)
+    source = RecordSource(settings, [TOPICS["state"]], f"state-group-test-{uuid.uuid4().hex[:6]}")
+    try:
+        waits = sent_fetch_waits(source, monkeypatch)
+        wait_until(lambda: source.poll(50) == [] and 150 in waits, READY_TIMEOUT_S, "no fetch with the idle wait")
+        assert waits[0] == 20
+        bus.publish(TOPICS["state"], "3", b"after a quiet spell")
+        assert [r.value for r in poll_until(source, 1)] == [b"after a quiet spell"]
+        source.poll(50)
+        source.poll(50)
+        assert waits[-1] == 20
+    finally:
+        source.close()
 
 
 def test_a_new_group_starts_after_what_was_already_produced(topic_settings, bus):

@@ -15,17 +15,27 @@ from app.errors import BackendUnavailable
 from app.settings import Settings
 
 
+class FakeFetcher:
+    """kafka-python's fetcher as far as the source uses it: its own copy of the config."""
+
+    def __init__(self, config):
+        self.config = {"fetch_max_wait_ms": config["fetch_max_wait_ms"]}
+
+
 class FakeConsumer:
     """Partitions per topic that a test can change; records every call that matters."""
 
     def __init__(self, partitions, **config):
         self.config = config
+        self._fetcher = FakeFetcher(config)
         self.partitions = partitions
         self.assigned: list[TopicPartition] = []
         self.from_beginning: set[TopicPartition] = set()
         self.positioned: list[TopicPartition] = []
         self.polls = 0
         self.fail_poll = False
+        self.batches: list[dict] = []  # what the next polls return, then nothing
+        self.waits: list[int] = []  # the fetch wait in force at each poll
 
     def partitions_for_topic(self, topic):
         return set(self.partitions.get(topic, ()))
@@ -42,9 +52,10 @@ class FakeConsumer:
 
     def poll(self, timeout_ms, max_records):
         self.polls += 1
+        self.waits.append(self._fetcher.config["fetch_max_wait_ms"])
         if self.fail_poll:
             raise KafkaConnectionError("broker went away")
-        return {}
+        return self.batches.pop(0) if self.batches else {}
 
     def close(self, autocommit):
         pass
@@ -58,14 +69,15 @@ def clock(monkeypatch):
     return now
 
 
-def open_source(partitions, topics=("t1", "t2")):
+def open_source(partitions, topics=("t1", "t2"), consumer_class=None):
     consumers = []
 
     def open_consumer(**config):
-        consumers.append(FakeConsumer(partitions, **config))
+        consumers.append((consumer_class or FakeConsumer)(partitions, **config))
         return consumers[0]
 
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092")
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092", kafka_fetch_max_wait_ms=20,
+                        kafka_idle_fetch_max_wait_ms=100)
     source = RecordSource(settings, list(topics), "g-node-1-abcd", open_consumer=open_consumer)
     return source, consumers[0]
 
@@ -138,3 +150,68 @@ def test_a_failed_first_assignment_closes_the_client(clock):
     with pytest.raises(BackendUnavailable):
         RecordSource(settings, ["t1"], "g", open_consumer=lambda **config: Broken({}, **config))
     assert closed == [False]
+
+
+class ConsumerRecord:
+    def __init__(self, topic, value):
+        self.topic, self.key, self.value = topic, b"7", value
+
+
+def test_fetches_wait_longer_after_a_quiet_spell_and_short_again_once_a_record_comes(clock):
+    source, consumer = open_source({"t1": {0}, "t2": {0}})
+    assert consumer.config["fetch_max_wait_ms"] == 20
+    source.poll(10)
+    clock[0] += kafka_bus.IDLE_AFTER_S - 0.1
+    source.poll(10)
+    assert consumer.waits == [20, 20]
+    clock[0] += 0.1
+    source.poll(10)
+    source.poll(10)
+    assert consumer.waits[2:] == [100, 100]
+    assert source.fetch_wait_ms == 100
+    consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}")]})
+    assert [r.value for r in source.poll(10)] == [b"{}"]  # fetched while the wait was long
+    source.poll(10)
+    assert consumer.waits[4:] == [100, 20]
+    assert source.fetch_wait_ms == 20
+
+
+def test_records_arriving_steadily_keep_the_short_wait(clock):
+    source, consumer = open_source({"t1": {0}, "t2": {0}})
+    for _ in range(10):
+        clock[0] += kafka_bus.IDLE_AFTER_S / 2
+        consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}")]})
+        source.poll(10)
+    assert set(consumer.waits) == {20}
+
+
+def test_a_client_without_a_fetcher_config_keeps_its_wait_and_still_polls(clock, caplog):
+    class Bare(FakeConsumer):
+        def __init__(self, partitions, **config):
+            super().__init__(partitions, **config)
+            del self._fetcher
+
+        def poll(self, timeout_ms, max_records):
+            self.polls += 1
+            return {}
+
+    source, consumer = open_source({"t1": {0}, "t2": {0}}, consumer_class=Bare)
+    clock[0] += kafka_bus.IDLE_AFTER_S
+    for _ in range(3):
+        assert source.poll(10) == []
+    assert consumer.polls == 3
+    assert source.fetch_wait_ms == 20
+    assert sum("fetch wait stays 20 ms" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_fetch_pace_switches_on_the_idle_time_and_never_waits_less_than_active():
+    now = [0.0]
+    pace = kafka_bus.FetchPace(20, 100, idle_after_s=2.0, clock=lambda: now[0])
+    assert pace.wait_ms() == 20
+    now[0] = 1.99
+    assert pace.wait_ms() == 20
+    now[0] = 2.0
+    assert pace.wait_ms() == 100
+    pace.saw_records()
+    assert pace.wait_ms() == 20
+    assert kafka_bus.FetchPace(50, 10).idle_ms == 50  # a shorter idle wait would poll more, not less
