@@ -16,7 +16,7 @@ reads them) and no CRC check of fetched batches (see ``RecordSource``);
 ``python -m bench.kafka_micro`` measures what each costs. A source with nothing to read
 fetches with a longer wait (``FetchPace``): each empty fetch costs the worker ~2 ms of
 CPU, and the embedded broker answers a waiting fetch only some time after a record
-arrives, so the short wait that keeps fan-out quick is kept for while records flow.
+arrives, so the short wait, which keeps fan-out quick, is used only while records flow.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class FetchPace:
     Why: an empty fetch costs the consumer ~2 ms of CPU and the broker some more, and a
     worker with no traffic repeats one every ``active_ms`` (bench/FINDINGS.md, fifth
     session). A longer wait costs latency only on a broker that answers a waiting fetch
-    some time after a record arrives (the embedded one: ~wait/5 at the median), and then
+    some time after a record arrives (the embedded one: a quarter of the wait at the median), and then
     only for the first records after a quiet spell: the first one back switches the pace.
     """
 
