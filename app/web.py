@@ -16,14 +16,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from flask import Flask
 
 from app.auth import TokenVerifier
 from app.contracts import Services
-from app.errors import ChatServerError
 from app.fanout import FanoutDelivery
 from app.health import health_blueprint
+from app.http_envelope import register_error_handlers
 from app.registry import SubscriptionRegistry
 from app.session import SessionHub
 from app.settings import Settings
@@ -38,15 +37,6 @@ EXTENSION = "smooth"
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 # Multipart framing around an upload of upload_max_bytes (boundaries, the other fields).
 _FORM_OVERHEAD_BYTES = 1 << 20
-_HTTP_MESSAGES = {
-    400: "bad request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not found",
-    405: "method not allowed",
-    413: "payload too large",
-    500: "internal error",
-}
 
 
 @dataclass(eq=False)
@@ -85,7 +75,7 @@ def create_app(settings: Settings, services: Services) -> Flask:
     app.register_blueprint(health_blueprint(services.readiness, timeout_s=settings.service_timeout_s))
     for blueprint in services.blueprints:
         app.register_blueprint(blueprint)
-    _register_error_handlers(app)
+    register_error_handlers(app)
     # Read by the WebSocket handler before it upgrades: only our endpoints are upgraded.
     app.accepts_websocket = accepts_websocket  # type: ignore[attr-defined]
     # For gevent-websocket's stock handler (our StompWebSocketHandler negotiates properly).
@@ -100,32 +90,3 @@ def _upgraded_websockets_first(endpoint: SockJSEndpoint, flask_app: WSGIApp) -> 
             return []  # the connection is over; gevent-websocket ignores the body
         return flask_app(environ, start_response)
     return wsgi_app
-
-
-def _register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(ChatServerError, _chat_error)
-    app.register_error_handler(Exception, _unexpected_error)
-
-
-def _error_body(status: int, message: str) -> Response:
-    response = jsonify(isSuccess=False, code=status, message=message)
-    response.status_code = status
-    return response
-
-
-def _http_error(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    response = _error_body(status, _HTTP_MESSAGES.get(status, (exc.name or "error").lower()))
-    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-        response.headers["Allow"] = ", ".join(exc.valid_methods)
-    return response
-
-
-def _chat_error(exc: ChatServerError) -> Response:
-    return _error_body(exc.http_status, exc.message)
-
-
-def _unexpected_error(exc: Exception) -> Response:
-    log.exception("unhandled error")
-    return _error_body(500, _HTTP_MESSAGES[500])

@@ -8,24 +8,21 @@
 
 Every route authenticates (``app.chat.http_auth``), checks membership, validates its input
 strictly, and answers with the §6.1 wrapper; every error, including Werkzeug's own (413 of
-an oversized body, 405), is a JSON ``{"isSuccess":false,"code","message"}`` body.
+an oversized body, 405), is the JSON envelope of ``app.http_envelope``, registered on the app.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint
-from werkzeug.exceptions import HTTPException
 
 from app.auth import TokenVerifier
 from app.backends.base import EventBus, HistoryReader, MessageWriter, ReadMarkers
 from app.chat.http_auth import RequestAuth
-from app.chat.http_common import handle_chat_error, handle_http_exception, handle_unexpected
 from app.chat.http_files import FileStorageBackend, register_files
 from app.chat.http_history import register_history
 from app.chat.http_service import register_service_endpoints
 from app.chat.membership import Membership
 from app.chat.profiles import Profiles
-from app.errors import ChatServerError
 from app.settings import Settings
 
 __all__ = ["create_blueprint", "URL_PREFIX"]
@@ -38,9 +35,6 @@ def create_blueprint(settings: Settings, *, membership: Membership, profiles: Pr
                      verifier: TokenVerifier) -> Blueprint:
     """The ``/chat-server`` blueprint, wired to the given services."""
     bp = Blueprint("chat_http_api", __name__, url_prefix=URL_PREFIX)
-    bp.register_error_handler(ChatServerError, handle_chat_error)
-    bp.register_error_handler(HTTPException, handle_http_exception)
-    bp.register_error_handler(Exception, handle_unexpected)
     auth = RequestAuth(settings, verifier, membership)
     register_history(bp, settings, auth=auth, history=history, profiles=profiles)
     register_files(bp, settings, auth=auth, files=files, writer=writer, bus=bus, profiles=profiles)

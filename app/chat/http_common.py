@@ -13,24 +13,14 @@ query parameters are read by exact name, must appear once and must be plain digi
 from __future__ import annotations
 
 import json
-import logging
 import re
 from typing import Any
 
-from flask import Response, request
-from werkzeug.exceptions import HTTPException
+from flask import request
 
 from app.errors import BadRequest, ChatServerError
 
 __all__ = [
-    "SUCCESS_CODE",
-    "SUCCESS_MESSAGE",
-    "json_response",
-    "success",
-    "error_response",
-    "handle_chat_error",
-    "handle_http_exception",
-    "handle_unexpected",
     "query_int",
     "query_str",
     "json_body",
@@ -38,46 +28,7 @@ __all__ = [
     "positive_int_list",
 ]
 
-log = logging.getLogger(__name__)
-
-SUCCESS_CODE = 1000
-SUCCESS_MESSAGE = "요청에 성공하였습니다."
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_NO_RESULT = object()
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    """``body`` serialised once, keys in insertion order, UTF-8."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return Response(text, status=status, mimetype="application/json")
-
-
-def success(result: Any = _NO_RESULT) -> Response:
-    body: dict[str, Any] = {"isSuccess": True, "code": SUCCESS_CODE, "message": SUCCESS_MESSAGE}
-    if result is not _NO_RESULT:
-        body["result"] = result
-    return json_response(body)
-
-
-def error_response(status: int, message: str) -> Response:
-    return json_response({"isSuccess": False, "code": status, "message": message}, status)
-
-
-def handle_chat_error(exc: ChatServerError) -> Response:
-    if exc.http_status >= 500:
-        log.warning("HTTP %s %s failed: %s", request.method, request.path, type(exc).__name__)
-    return error_response(exc.http_status, exc.message)
-
-
-def handle_http_exception(exc: HTTPException) -> Response:
-    status = exc.code or 500
-    # Werkzeug's own texts are long HTML-ish sentences; keep the short standard phrase.
-    return error_response(status, (exc.name or "error").lower())
-
-
-def handle_unexpected(exc: Exception) -> Response:
-    log.exception("HTTP %s %s crashed", request.method, request.path)
-    return error_response(500, "internal error")
 
 
 # -- input parsing -----------------------------------------------------------------------

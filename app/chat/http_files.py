@@ -29,7 +29,8 @@ from werkzeug.datastructures import FileStorage
 
 from app.backends.base import TOPICS, ChatMessage, EventBus, MessageWriter, RoomKind, StoredFile
 from app.chat.http_auth import RequestAuth
-from app.chat.http_common import json_response, positive_int, success
+from app.chat.http_common import positive_int
+from app.http_envelope import json_response, success
 from app.chat.profiles import Profiles
 from app.chat.timefmt import iso_local, utcnow
 from app.errors import BackendUnavailable, BadRequest, ChatServerError, NotFound

@@ -28,7 +28,8 @@ from flask import Blueprint, Response
 
 from app.backends.base import ChatMessage, HistoryReader, RoomKind
 from app.chat.http_auth import RequestAuth
-from app.chat.http_common import query_int, query_str, success
+from app.chat.http_common import query_int, query_str
+from app.http_envelope import success
 from app.chat.profiles import Profile, Profiles
 from app.chat.timefmt import iso_local
 from app.errors import BadRequest

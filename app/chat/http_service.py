@@ -26,7 +26,8 @@ from flask import Blueprint, Response
 
 from app.backends.base import ReadMarkers, RoomActivity
 from app.chat.http_auth import RequestAuth
-from app.chat.http_common import json_body, json_response, positive_int, positive_int_list, success
+from app.chat.http_common import json_body, positive_int, positive_int_list
+from app.http_envelope import json_response, success
 from app.chat.membership import Membership
 from app.chat.timefmt import compact_millis
 from app.errors import BadRequest, Forbidden

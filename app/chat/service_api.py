@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import re
 from typing import Any, Callable, Protocol
 
 from flask import Blueprint, Response, request
-from werkzeug.exceptions import HTTPException
 
 from app.auth import TokenVerifier, token_from_headers
 from app.backends.base import TOPICS, EventBus
 from app.chat import events
-from app.errors import AuthError, BadRequest, ChatServerError
+from app.errors import AuthError, BadRequest
 from app.settings import Settings
 
 __all__ = ["create_service_blueprint", "SERVICE_TOKEN_HEADER", "OfflineHandler"]
@@ -70,8 +68,6 @@ def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: Offl
     endpoint("signaling-list-community", lambda body: _publish_exit_community(bus, body))
     endpoint("signaling-list-direct", lambda body: _publish_exit_room(bus, body))
     endpoint("presence-offline", lambda body: offline.user_went_offline(*_offline_args(body)))
-    blueprint.register_error_handler(ChatServerError, _error_response)
-    blueprint.register_error_handler(Exception, _unexpected_error)
     return blueprint
 
 
@@ -96,22 +92,6 @@ def _is_loopback(address: str | None) -> bool:
         return address is not None and ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
-
-
-def _error_response(exc: ChatServerError) -> Response:
-    return _json_error(exc.http_status, exc.message)
-
-
-def _unexpected_error(exc: Exception) -> Response:
-    if isinstance(exc, HTTPException):
-        return _json_error(exc.code or 500, (exc.name or "error").lower())
-    log.exception("service endpoint %s failed", request.path)
-    return _json_error(500, "internal error")
-
-
-def _json_error(status: int, message: str) -> Response:
-    body = {"isSuccess": False, "code": status, "message": message}
-    return Response(json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json")
 
 
 # ---------------------------------------------------------------- body validation

@@ -23,6 +23,7 @@ from app.auth import Principal, mint_token
 from app.backends.memory import RecordingDelivery
 from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
+from app.http_envelope import register_error_handlers
 from app.settings import Settings
 from app.wiring import build_services, create_topics
 from tests.conftest import MS
@@ -266,6 +267,7 @@ def test_voice_signaling_pushes_the_occupancy(nodes, world):
 def test_service_endpoints_publish_voice_exits(nodes, world, stack_settings):
     a, b = nodes
     web = Flask("service-api-test")
+    register_error_handlers(web)
     for blueprint in a.services.blueprints:
         if blueprint.name == "chat_service_api":
             web.register_blueprint(blueprint)

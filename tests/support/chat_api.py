@@ -33,6 +33,7 @@ from app.chat.http_api import create_blueprint
 from app.chat.membership import Membership
 from app.chat.profiles import Profiles
 from app.errors import BackendUnavailable
+from app.http_envelope import register_error_handlers
 from app.service_http import ServiceHttp
 from app.settings import Settings
 
@@ -148,6 +149,7 @@ class ChatApi:
         self.writer = writer if writer is not None else DocumentWriter(self.db)
         self.bus = RecordingBus()
         app = Flask(__name__)
+        register_error_handlers(app)
         app.register_blueprint(create_blueprint(
             settings, membership=self.membership, profiles=self.profiles, history=self.read_side,
             markers=self.read_side, files=self.read_side, writer=self.writer, bus=self.bus,

@@ -519,7 +519,9 @@ class TestServiceApi:
         from flask import Flask
 
         from app.chat.service_api import create_service_blueprint
+        from app.http_envelope import register_error_handlers
         web = Flask("test")
+        register_error_handlers(web)
         settings = Settings.from_env({}, service_token=service_token)
         web.register_blueprint(create_service_blueprint(settings, bus=h.bus, offline=h.flow))
         return web.test_client()
