@@ -36,8 +36,11 @@ proc_name = "smooth-chat"
 
 
 def _chat_server(worker):
-    extensions = getattr(getattr(worker, "wsgi", None), "extensions", None) or {}
-    return extensions.get("smooth")
+    """The worker's ChatServer (app/wsgi.py), or None before it was loaded."""
+    from app.web import ChatServer
+
+    server = getattr(worker, "wsgi", None)  # gunicorn's attribute, set once the app is loaded
+    return server if isinstance(server, ChatServer) else None
 
 
 def post_worker_init(worker):
@@ -46,7 +49,7 @@ def post_worker_init(worker):
     from workers.lifecycle import tune_gc
 
     server = _chat_server(worker)
-    tune_gc(server.settings.gc_gen0_threshold)
+    tune_gc(_settings.gc_gen0_threshold)
     server.start()
     gevent.spawn(_close_sessions_when_stopping, worker, server)
 

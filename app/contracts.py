@@ -9,8 +9,8 @@ meet only through the types here:
   handlers keyed by exact destination, and the SUBSCRIBE authorizer.
 - ``LocalDelivery``: what the application (its Kafka consumers) calls to push one
   pre-serialised event to every local subscriber of a destination.
-- ``Services``: what the composition root (``app/wiring.py``) hands the web app and the
-  worker lifecycle.
+- ``ChatDomain``: the application and what runs beside it, as the composition root
+  (``app/composition.py``) builds it for the chat server.
 
 Handlers signal refusal by raising ``app.errors.ChatServerError`` subclasses; the transport
 turns them into ERROR frames (with ``receipt-id`` when a receipt was asked for). A SEND
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from app.auth import Principal
+from app.destinations import APP_PREFIX
 
-__all__ = ["ClientConnection", "Pending", "SendHandler", "ChatApplication", "LocalDelivery", "Services", "APP_PREFIX"]
-
-APP_PREFIX = "/kafka/"
+__all__ = ["ClientConnection", "Pending", "SendHandler", "ChatApplication", "LocalDelivery", "ChatDomain",
+           "APP_PREFIX"]
 
 
 @dataclass(eq=False)
@@ -106,17 +106,17 @@ class LocalDelivery(Protocol):
 
 
 @dataclass
-class Services:
-    """Everything one chat-server process runs, built by ``app.wiring.build_services``.
+class ChatDomain:
+    """The chat application of one process and what runs beside it (``app/composition.py``).
 
     ``blueprints`` are Flask blueprints of the application's HTTP API. ``readiness`` maps a
     dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down.
-    ``start(delivery)`` starts the Kafka consumers and background tasks after the worker
-    forked; ``stop()`` closes them (consumers must be closed, see field-notes.md).
+    ``start()`` starts the Kafka consumer and background tasks after the worker forked;
+    ``stop()`` closes them (consumers must be closed, see field-notes.md).
     """
 
     application: ChatApplication
     blueprints: list[Any] = field(default_factory=list)
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
-    start: Callable[[LocalDelivery], None] = lambda delivery: None
+    start: Callable[[], None] = lambda: None
     stop: Callable[[], None] = lambda: None

@@ -113,7 +113,7 @@ def _start_backends(stack: EmbeddedStack, settings: Settings) -> Settings:
     stack.start()
     settings = dataclasses.replace(settings, redis_url=stack.redis_url, kafka_bootstrap_servers=stack.kafka_bootstrap,
                                    mongo_url=stack.mongo_url)
-    from app.wiring import create_topics  # the composition root imports the Kafka client
+    from app.composition import create_topics  # the composition root imports the Kafka client
 
     create_topics(settings)
     return settings

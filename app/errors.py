@@ -5,7 +5,6 @@
     ChatServerError
     ├── ProtocolError            the peer broke a wire protocol (STOMP, SockJS, presence line)
     │   ├── FrameTooLarge        a STOMP frame, header block or header count over its limit
-    │   ├── LineTooLong          a presence line over its limit
     │   ├── InvalidFrame         a frame that does not parse (bad escape, bad UTF-8, no command)
     │   └── NotConnected         a frame other than CONNECT before a successful CONNECT
     ├── AuthError                missing, malformed, forged or expired token; identity mismatch
@@ -14,7 +13,6 @@
     ├── NotFound                 a message, file or destination that does not exist
     ├── BackendError             a dependency failed
     │   └── BackendUnavailable   a dependency is down or timed out
-    └── SlowConsumer             a subscriber's outbox overflowed
 
 Each class carries ``wire_message``: the fixed, short text that may be sent to a client.
 Handlers put ``wire_message`` (or the explicit message a raiser chose) on the wire, never
@@ -27,7 +25,6 @@ __all__ = [
     "ChatServerError",
     "ProtocolError",
     "FrameTooLarge",
-    "LineTooLong",
     "InvalidFrame",
     "NotConnected",
     "AuthError",
@@ -36,7 +33,6 @@ __all__ = [
     "NotFound",
     "BackendError",
     "BackendUnavailable",
-    "SlowConsumer",
 ]
 
 
@@ -58,11 +54,6 @@ class ProtocolError(ChatServerError):
 
 class FrameTooLarge(ProtocolError):
     wire_message = "frame too large"
-    http_status = 413
-
-
-class LineTooLong(ProtocolError):
-    wire_message = "line too long"
     http_status = 413
 
 
@@ -102,7 +93,3 @@ class BackendError(ChatServerError):
 class BackendUnavailable(BackendError):
     wire_message = "service unavailable"
     http_status = 503
-
-
-class SlowConsumer(ChatServerError):
-    wire_message = "slow consumer"

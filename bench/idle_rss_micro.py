@@ -1,17 +1,15 @@
 """Quick RSS-per-idle-connection measurement of the STOMP transport (not a test, no backends).
 
-A child process runs ``create_app`` on a gevent ``WSGIServer`` with the test suite's
+A child process runs the real transport (``app.composition.serve_chat_domain``) on a gevent
+``WSGIServer`` with the test suite's
 ``RecordingApplication`` (no Kafka, Mongo or Redis: this measures the transport's own
 per-connection memory, not the real application's). This process opens ``--conns`` raw
 WebSockets to ``/my-chat/websocket``, each doing CONNECT (``heart-beat:0,0``, or
 ``--heart-beat``) and one SUBSCRIBE with a receipt, then holds them idle. The server's
 VmRSS is read from /proc after a warm-up round and again once the connections settled.
 
-``--rev`` runs the server with ``app/session.py`` and ``app/fanout.py`` as they are at a git
-revision (the rest from the working tree), to compare before and after::
-
-    .venv/bin/python -m bench.idle_rss_micro --rev HEAD~1
-    .venv/bin/python -m bench.idle_rss_micro
+To compare with another revision, run the same command in a checkout of it
+(``git worktree add /tmp/before REV``), on the same machine, one after the other.
 
 ``--tracemalloc`` also prints where the idle connections' Python memory was allocated (the
 top lines of a tracemalloc diff between the warm-up and the settled state; the RSS figure is
@@ -33,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 BATCH = 200
 
 
-def serve(rev: str | None, heartbeat_ms: int, trace: bool) -> None:
+def serve(heartbeat_ms: int, trace: bool) -> None:
     """The child: the transport on a free port; prints the port, runs until stdin closes.
 
     With ``trace``: a byte ``s`` on stdin takes the base tracemalloc snapshot, ``d`` prints
@@ -49,22 +47,12 @@ def serve(rev: str | None, heartbeat_ms: int, trace: bool) -> None:
     import gevent
     from gevent.os import tp_read
 
-    if rev is not None:
-        import types
-
-        for name in ("session", "fanout"):
-            source = subprocess.run(["git", "show", f"{rev}:app/{name}.py"], cwd=REPO, check=True,
-                                    capture_output=True, text=True).stdout
-            module = types.ModuleType(f"app.{name}")
-            module.__file__ = str(REPO / "app" / f"{name}.py")
-            sys.modules[module.__name__] = module
-            exec(compile(source, f"{rev}:app/{name}.py", "exec"), module.__dict__)
-    from app.contracts import Services
+    from app.contracts import ChatDomain
     from app.settings import Settings
     from tests.support.chat import RecordingApplication, in_process_chat_server
 
     settings = Settings.from_env({}, heartbeat_ms=heartbeat_ms)
-    with in_process_chat_server(settings, Services(application=RecordingApplication())) as server:
+    with in_process_chat_server(settings, ChatDomain(application=RecordingApplication())) as server:
         print(server.server.server_port, flush=True)
         base = None
         while command := tp_read(0, 1):
@@ -137,7 +125,6 @@ def _tell(server: subprocess.Popen[str], command: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rev", default=None)
     parser.add_argument("--conns", type=int, default=2000)
     parser.add_argument("--heart-beat", default="0,0", help="the clients' CONNECT heart-beat header")
     parser.add_argument("--server-heartbeat-ms", type=int, default=10000, help="settings.heartbeat_ms")
@@ -145,7 +132,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.rev, args.server_heartbeat_ms, args.tracemalloc)
+        serve(args.server_heartbeat_ms, args.tracemalloc)
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -154,7 +141,7 @@ def main() -> None:
 
     token = mint_token(Settings().jwt_secret, 5)
     command = [sys.executable, "-m", "bench.idle_rss_micro", "--serve",
-               "--server-heartbeat-ms", str(args.server_heartbeat_ms)] + (["--rev", args.rev] if args.rev else []) \
+               "--server-heartbeat-ms", str(args.server_heartbeat_ms)] \
         + (["--tracemalloc"] if args.tracemalloc else [])
     server = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -172,7 +159,7 @@ def main() -> None:
         rss = rss_kb(server.pid)
         status = Path(f"/proc/{server.pid}/status").read_text()
         threads = next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:"))
-        print(f"server {args.rev or 'working tree'}: {len(socks)} idle connections (heart-beat {args.heart_beat}, "
+        print(f"server: {len(socks)} idle connections (heart-beat {args.heart_beat}, "
               f"server offer {args.server_heartbeat_ms} ms), setup {setup_s:.1f} s; base RSS {base / 1024:.1f} MB, "
               f"now {rss / 1024:.1f} MB: {(rss - base) / len(socks):.1f} KB per connection (threads {threads})")
         _tell(server, "d")

@@ -258,31 +258,43 @@ def idle(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings,
 
 
 def _worker_groups(consumers_module: types.ModuleType) -> dict[str, list[str]]:
-    """Group -> topics as ``app.wiring`` builds a worker's consumers at that revision."""
+    """Group -> topics as the composition root builds a worker's consumers at that revision."""
     if hasattr(consumers_module, "CONSUMER_GROUPS"):  # one consumer per topic (before 2026-11-25)
         return {group: [topic] for group, topic in consumers_module.CONSUMER_GROUPS.items()}
     return {consumers_module.FANOUT_GROUP: list(consumers_module.FANOUT_TOPICS)}
 
 
 def _start_consumers(modules: tuple[types.ModuleType, types.ModuleType], settings: Settings,
-                     delivery: Any, groups: dict[str, list[str]]) -> Any:
-    """A started and ready ``ConsumerSet``, built as ``app.wiring`` builds it."""
+                     delivery: Any, groups: dict[str, list[str]]) -> "_Consumers":
+    """Started and ready fan-out consumers, built as ``app.composition`` builds a worker's."""
     bus_module, consumers_module = modules
     node = f"bench-{uuid.uuid4().hex[:8]}"
 
     def opener(group: str, topics: list[str]) -> Callable[[], Any]:
         return lambda: bus_module.RecordSource(settings, topics, consumers_module.group_id(group, node))
 
-    consumer_set = consumers_module.ConsumerSet([consumers_module.FanoutConsumer(group, opener(group, topics), delivery)
-                                                 for group, topics in groups.items()])
-    consumer_set.start()
+    consumers = _Consumers([consumers_module.FanoutConsumer(group, opener(group, topics), delivery)
+                            for group, topics in groups.items()])
     deadline = time.monotonic() + JOIN_TIMEOUT_S
-    while not consumer_set.ready:
+    while not all(consumer.ready for consumer in consumers.items):
         if time.monotonic() > deadline:
-            consumer_set.stop()
-            raise TimeoutError(f"consumers not ready: {consumer_set.not_ready()}")
+            consumers.stop()
+            raise TimeoutError("consumers not ready: " + ", ".join(c.name for c in consumers.items if not c.ready))
         gevent.sleep(0.05)
-    return consumer_set
+    return consumers
+
+
+class _Consumers:
+    """The consumers of one measurement: started together, stopped together."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        for consumer in items:
+            consumer.start()
+
+    def stop(self) -> None:
+        for consumer in self.items:
+            consumer.stop()
 
 
 def _start_feeder(settings: Settings, rev: str | None, rate: float, seconds: float) -> subprocess.Popen[bytes]:

@@ -12,7 +12,8 @@ poll batch, so writers batch). Two producers are measured:
 - ``deliver``: ``FanoutDelivery.deliver`` over a real registry (template, subscription id,
   offer), the code path of a Kafka record.
 
-``--rev`` loads ``app/session.py`` and ``app/fanout.py`` as they are at a git revision, so
+``--rev`` loads ``app/session.py`` and ``app/fanout.py`` as they are at a git revision (one from
+before the transport moved into ``app/stomp/``; for later ones run the command in a checkout), so
 the same script measures before and after a change::
 
     .venv/bin/python -m bench.outbox_micro --rev HEAD~1
@@ -36,7 +37,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 
-from app.registry import SubscriptionRegistry  # noqa: E402
+from app.stomp.registry import SubscriptionRegistry  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FRAME = b"MESSAGE\ndestination:/topic/room.1\nsubscription:sub-0\ncontent-length:64\n\n" + b"x" * 64 + b"\x00"
@@ -45,9 +46,12 @@ FRAME = b"MESSAGE\ndestination:/topic/room.1\nsubscription:sub-0\ncontent-length
 def load(rev: str | None) -> tuple[types.ModuleType, types.ModuleType]:
     """``(session, fanout)`` modules from the working tree, or as of git ``rev``."""
     if rev is None:
-        import app.fanout
-        import app.session
-        return app.session, app.fanout
+        import app.stomp.fanout
+        import app.stomp.outbox
+        import app.stomp.ws
+        writers = types.SimpleNamespace(Outbox=app.stomp.outbox.Outbox, RawFraming=app.stomp.outbox.RawFraming,
+                                        drain_websocket=app.stomp.ws.drain_websocket)
+        return writers, app.stomp.fanout  # type: ignore[return-value]
     modules = []
     for name in ("session", "fanout"):
         source = subprocess.run(["git", "show", f"{rev}:app/{name}.py"], cwd=REPO, check=True,

@@ -105,7 +105,7 @@ class SmoothStack:
         return self
 
     def _start_chat(self, base: Settings, logs: Path) -> None:
-        from app.wiring import create_topics
+        from app.composition import create_topics
 
         create_topics(base)
         for n in range(self.node_count):

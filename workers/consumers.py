@@ -27,8 +27,7 @@ from app.backends.base import TOPICS
 from app.chat.events import pushes_for
 from app.contracts import LocalDelivery
 
-__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
-           "ConsumerSet"]
+__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +141,3 @@ class FanoutConsumer:
         source, self._source = self._source, None
         if source is not None:
             source.close()
-
-
-class ConsumerSet:
-    """All fan-out consumers of one process."""
-
-    def __init__(self, consumers: list[FanoutConsumer]) -> None:
-        self.consumers = consumers
-
-    def start(self) -> None:
-        for consumer in self.consumers:
-            consumer.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        for consumer in self.consumers:
-            consumer.request_stop()  # let every loop wind down at once, then join each
-        for consumer in self.consumers:
-            consumer.stop(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return bool(self.consumers) and all(c.ready for c in self.consumers)
-
-    def not_ready(self) -> list[str]:
-        return [c.name for c in self.consumers if not c.ready]

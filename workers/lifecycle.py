@@ -1,11 +1,11 @@
 """Start and stop what one chat-server worker runs in the background.
 
-``WorkerRuntime.start(delivery)`` runs in the worker after gunicorn forked (it is
-``Services.start``): it creates the MongoDB indexes (best effort), opens and starts the
-Kafka fan-out consumers and the presence lease renewer. ``stop()`` (``Services.stop``)
-ends them and closes every client. ``kafka_ready`` is the readiness check: it passes
-only once every consumer has a position on every partition of its topics, so nothing
-sent after the process reports ready is missed by its subscribers.
+``WorkerRuntime.start()`` runs in the worker after gunicorn forked (it is
+``ChatDomain.start``): it creates the MongoDB indexes (best effort), starts the Kafka
+fan-out consumer and the presence lease renewer. ``stop()`` (``ChatDomain.stop``) ends
+them and closes every client. ``kafka_ready`` is the readiness check: it passes only once
+the consumer has a position on every partition of its topics, so nothing sent after the
+process reports ready is missed by its subscribers.
 
 ``tune_gc`` sets the worker's garbage collector up for a server (see its docstring).
 """
@@ -18,9 +18,8 @@ from typing import Callable, Protocol, Sequence
 
 import gevent
 
-from app.contracts import LocalDelivery
 from app.errors import BackendUnavailable
-from workers.consumers import ConsumerSet
+from workers.consumers import FanoutConsumer
 
 __all__ = ["LeaseRenewer", "WorkerRuntime", "Background", "tune_gc"]
 
@@ -77,26 +76,25 @@ class LeaseRenewer:
 
 
 class WorkerRuntime:
-    """The ``Services.start``/``stop`` pair and the Kafka readiness check of one process."""
+    """The ``ChatDomain.start``/``stop`` pair and the Kafka readiness check of one process."""
 
-    def __init__(self, *, open_consumers: Callable[[LocalDelivery], ConsumerSet],
-                 lease: LeaseRenewer | None, prepare: Callable[[], None] | None = None,
-                 closers: list[Callable[[], None]] | None = None,
+    def __init__(self, *, consumer: FanoutConsumer, lease: LeaseRenewer | None,
+                 prepare: Callable[[], None] | None = None, closers: list[Callable[[], None]] | None = None,
                  background: Sequence[Background] = ()) -> None:
-        self._open_consumers = open_consumers
+        self._consumer = consumer
         self._lease = lease
         self._prepare = prepare
         self._closers = closers or []
         self._background = list(background)
-        self._consumers: ConsumerSet | None = None
+        self._started = False
 
-    def start(self, delivery: LocalDelivery) -> None:
+    def start(self) -> None:
         if self._prepare is not None:
             gevent.spawn(self._best_effort, self._prepare)
         for task in self._background:
             task.start()
-        self._consumers = self._open_consumers(delivery)
-        self._consumers.start()
+        self._consumer.start()
+        self._started = True
         if self._lease is not None:
             self._lease.start()
 
@@ -105,18 +103,17 @@ class WorkerRuntime:
             self._best_effort(task.stop)
         if self._lease is not None:
             self._lease.stop()
-        if self._consumers is not None:
-            self._consumers.stop()
+        if self._started:
+            self._consumer.stop()
         for close in self._closers:
             self._best_effort(close)
 
     def kafka_ready(self) -> None:
-        """Readiness: raises until every fan-out consumer has a position on its partitions."""
-        if self._consumers is None:
-            raise BackendUnavailable("kafka consumers not started")
-        waiting = self._consumers.not_ready()
-        if waiting:
-            raise BackendUnavailable("kafka consumers not positioned: " + ", ".join(waiting))
+        """Readiness: raises until the fan-out consumer has a position on its partitions."""
+        if not self._started:
+            raise BackendUnavailable("kafka consumer not started")
+        if not self._consumer.ready:
+            raise BackendUnavailable(f"kafka consumer not positioned: {self._consumer.name}")
 
     @staticmethod
     def _best_effort(call: Callable[[], None]) -> None:

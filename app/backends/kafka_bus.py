@@ -35,7 +35,7 @@ from app.backends.base import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "create_topics", "check_broker"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "create_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,6 @@ class KafkaEventBus:
             log.warning("kafka publish to %s failed: %s", topic, exc)
             raise BackendUnavailable() from exc
         return BrokerAck(future, topic, time.monotonic() + self._settings.kafka_send_timeout_s)
-
-    def check(self) -> None:
-        """Readiness: the producer exists and knows at least one broker."""
-        producer = self._get_producer()
-        try:
-            producer.partitions_for(TOPICS["state"])
-        except KafkaError as exc:
-            raise BackendUnavailable() from exc
 
     def close(self) -> None:
         with self._lock:
@@ -333,8 +325,3 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
         raise BackendUnavailable() from exc
     finally:
         admin.close()
-
-
-def check_broker(settings: Settings) -> None:
-    """Raise ``BackendUnavailable`` unless a broker answers a metadata request."""
-    create_topics(settings, names=[])

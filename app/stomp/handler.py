@@ -3,12 +3,10 @@
 Owns the rules of one connection from CONNECT to DISCONNECT (STOMP 1.2 "Client Frames"):
 version and heart-beat negotiation, authentication, subscriptions (through the
 ``SubscriptionRegistry``), SEND dispatch to the ``ChatApplication``, receipts and errors.
-It performs no I/O: the I/O layer (``app/session.py``) feeds it frames and applies the
-returned :class:`Outcome` (queue the frames, maybe close). The one exception is a SEND whose
-handler returned a ``Pending`` (app/contracts.py): its reply is owed later, so it goes to the
-connection's :class:`~app.stomp.inflight.InflightSends`, whose acknowledger greenlet queues
-it once the ``Pending`` finished. While any is owed, every later reply is queued there too,
-behind it, so that replies always leave in frame order.
+It performs no I/O and never waits: the session (``app/stomp/session.py``) feeds it frames
+and applies the returned :class:`Outcome`: the frames to send, the ``Pending`` of a SEND
+whose reply is owed later (app/contracts.py), whether to close. Keeping replies in frame
+order behind SENDs in flight is the session's job.
 
 Two kinds of failure, deliberately different:
 
@@ -29,15 +27,14 @@ from typing import Callable, Hashable, TypeVar
 from app.auth import TokenVerifier, token_from_headers
 from app.contracts import ChatApplication, ClientConnection, Pending
 from app.errors import AuthError, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
-from app.registry import SubscriptionRegistry
 from app.stomp import frames as f
 from app.stomp.frames import Frame
 from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
-from app.stomp.inflight import Deliver, FrameTarget, InflightSends, deliver_to
 from app.stomp.parser import negotiate_version
+from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
-__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "DEFAULT_MAX_INFLIGHT_SENDS"]
+__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +42,25 @@ AWAITING_CONNECT = "awaiting-connect"
 CONNECTED = "connected"
 CLOSED = "closed"
 
-# The default of Settings.stomp_max_inflight_sends (STOMP_MAX_INFLIGHT_SENDS).
-DEFAULT_MAX_INFLIGHT_SENDS = 64
-
 _T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the I/O layer must do after one event: queue ``frames``, then maybe close.
+    """What the session must do after one event: send ``frames``, then maybe close.
 
-    ``connected`` is True once, for the frame that completed CONNECT: the I/O layer then
-    calls ``ChatApplication.connected`` after queueing CONNECTED.
+    ``pending`` is set for a SEND whose handler left work in flight: the session owes its
+    reply, a RECEIPT carrying ``receipt_id`` (if the client asked for one) once
+    ``pending.wait()`` returned, or an ERROR if it raised. ``connected`` is True once, for
+    the frame that completed CONNECT: the session then calls ``ChatApplication.connected``
+    after sending CONNECTED.
     """
 
     frames: tuple[Frame, ...] = ()
     close: bool = False
     connected: bool = False
+    pending: Pending | None = None
+    receipt_id: str | None = None
 
 
 _NOTHING = Outcome()
@@ -81,17 +80,11 @@ class StompHandler:
         session_id, node_id, transport: identify the connection to the application.
         heartbeat_ms: the server's heart-beat offer, both directions (0: none).
         max_subscriptions: the most subscriptions this connection may hold.
-        max_inflight_sends: the most replies owed at once (SENDs in flight and the replies
-            held behind them); beyond it the reader waits for the oldest.
-        replies: queues the frames owed after ``receive_frame`` returned. Defaults to the
-            ``subscriber`` when it is a :class:`~app.stomp.inflight.FrameTarget` (a
-            ``Session``); with neither, a ``Pending`` is waited for before the next frame.
     """
 
     def __init__(self, *, application: ChatApplication, verifier: TokenVerifier,
                  registry: SubscriptionRegistry[Hashable], subscriber: Hashable, session_id: str,
-                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int,
-                 max_inflight_sends: int = DEFAULT_MAX_INFLIGHT_SENDS, replies: Deliver | None = None) -> None:
+                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int) -> None:
         self._application = application
         self._verifier = verifier
         self._registry = registry
@@ -101,13 +94,6 @@ class StompHandler:
         self._transport = transport
         self._server_heartbeat = (heartbeat_ms, heartbeat_ms)
         self._max_subscriptions = max_subscriptions
-        if replies is None and isinstance(subscriber, FrameTarget):
-            # app/session.py makes the Session the subscriber: fan-out already writes to it
-            # from other greenlets, and late replies go the same way.
-            replies = deliver_to(subscriber)
-        self._replies = replies
-        self._max_inflight_sends = max_inflight_sends
-        self._inflight: InflightSends | None = None  # made by the first Pending
         self.state = AWAITING_CONNECT
         self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
         self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
@@ -116,20 +102,16 @@ class StompHandler:
     # Entry points --------------------------------------------------------------------
 
     def receive_frame(self, frame: Frame) -> Outcome:
-        """Handle one client frame.
-
-        May wait: for the oldest SEND in flight when ``max_inflight_sends`` replies are owed,
-        and for all of them before an outcome that closes the connection.
-        """
+        """Handle one client frame."""
         if self.state == CLOSED:
             return _NOTHING
-        return self._in_order(self._handle(frame))
+        return self._handle(frame)
 
     def protocol_error(self, exc: ProtocolError) -> Outcome:
         """The byte stream broke the protocol (the parser or a transport limit said so)."""
         if self.state == CLOSED:
             return _NOTHING
-        return self._in_order(self._fail(exc.message))
+        return self._fail(exc.message)
 
     def close(self) -> None:
         """The connection ended for a reason of the I/O layer; ignore anything after.
@@ -151,18 +133,6 @@ class StompHandler:
             log.exception("STOMP %s failed on session %s", frame.command, self._session_id)
             return Outcome((_error(ChatServerError.wire_message, frame),))
 
-    def _in_order(self, outcome: Outcome) -> Outcome:
-        """Let no reply overtake a SEND still in flight: queue it behind, or wait for them all."""
-        inflight = self._inflight
-        if inflight is None or not inflight:
-            return outcome
-        if outcome.close:  # nothing goes out after the close: the owed replies first
-            inflight.drain()
-            return outcome
-        if outcome.frames:
-            inflight.add_ready(outcome.frames)
-        return _NOTHING
-
     def _dispatch(self, frame: Frame) -> Outcome:
         command = frame.command
         if command in (f.CONNECT, f.STOMP):
@@ -177,7 +147,7 @@ class StompHandler:
         method = _COMMANDS.get(command)
         if method is None:  # the parser lets only client commands through
             raise InvalidFrame("unexpected command")
-        return Outcome(method(self, frame))
+        return method(self, frame)
 
     def _fail(self, message: str, frame: Frame | None = None) -> Outcome:
         self.state = CLOSED
@@ -207,31 +177,17 @@ class StompHandler:
 
     # Commands after CONNECT ----------------------------------------------------------
 
-    def _send(self, frame: Frame) -> tuple[Frame, ...]:
+    def _send(self, frame: Frame) -> Outcome:
         destination = _required(frame, "destination")
         if frame.header("transaction") is not None:
             raise ProtocolError("transactions not supported")
         handler = resolve_send(destination, self._application.send_handlers)
-        if self._inflight is not None:
-            self._inflight.wait_for_room()  # back-pressure: the client's next frames stay unread
-            if self.state == CLOSED:  # the connection ended meanwhile: start nothing new
-                return ()
         pending: Pending | None = self._call_application(handler, self.connection, frame.body)
         if pending is None:
-            return _receipt_for(frame)
-        if self._replies is None:  # no way to reply later: finish it before the next frame
-            self._call_application(pending.wait)
-            return _receipt_for(frame)
-        self._inflight_sends().add_pending(pending, frame.header("receipt"))
-        return ()
+            return Outcome(_receipt_for(frame))
+        return Outcome(pending=pending, receipt_id=frame.header("receipt"))
 
-    def _inflight_sends(self) -> InflightSends:
-        if self._inflight is None:
-            assert self._replies is not None
-            self._inflight = InflightSends(limit=self._max_inflight_sends, deliver=self._replies)
-        return self._inflight
-
-    def _subscribe(self, frame: Frame) -> tuple[Frame, ...]:
+    def _subscribe(self, frame: Frame) -> Outcome:
         destination = _required(frame, "destination")
         subscription_id = frame.header("id")
         if subscription_id is None:
@@ -245,9 +201,9 @@ class StompHandler:
         check_subscribe_destination(destination)
         self._call_application(self._application.authorize_subscription, self.connection, destination)
         self._registry.add(self._subscriber, subscription_id, destination)
-        return _receipt_for(frame)
+        return Outcome(_receipt_for(frame))
 
-    def _unsubscribe(self, frame: Frame) -> tuple[Frame, ...]:
+    def _unsubscribe(self, frame: Frame) -> Outcome:
         subscription_id = frame.header("id")
         if subscription_id is None and self.version == "1.0":
             subscription_id = frame.header("destination")
@@ -255,13 +211,13 @@ class StompHandler:
             raise InvalidFrame("missing id header")
         if self._registry.remove(self._subscriber, subscription_id) is None:
             raise NotFound("unknown subscription")
-        return _receipt_for(frame)
+        return Outcome(_receipt_for(frame))
 
-    def _acknowledge(self, frame: Frame) -> tuple[Frame, ...]:
+    def _acknowledge(self, frame: Frame) -> Outcome:
         # Every subscription is auto-acknowledged: ACK/NACK have nothing left to do.
-        return _receipt_for(frame)
+        return Outcome(_receipt_for(frame))
 
-    def _transaction(self, frame: Frame) -> tuple[Frame, ...]:
+    def _transaction(self, frame: Frame) -> Outcome:
         raise ProtocolError("transactions not supported")
 
     def _call_application(self, function: Callable[..., _T], *args: object) -> _T:
@@ -277,7 +233,7 @@ class StompHandler:
 
 # The handlers of the commands a CONNECTED client may send (besides DISCONNECT), shared by
 # every connection rather than a dict of bound methods each.
-_COMMANDS: dict[str, Callable[[StompHandler, Frame], tuple[Frame, ...]]] = {
+_COMMANDS: dict[str, Callable[[StompHandler, Frame], Outcome]] = {
     f.SEND: StompHandler._send,
     f.SUBSCRIBE: StompHandler._subscribe,
     f.UNSUBSCRIBE: StompHandler._unsubscribe,

@@ -1,6 +1,7 @@
 """One connection's SENDs in flight: their RECEIPTs and ERRORs, in frame order, bounded.
 
-Owns :class:`InflightSends`, and :func:`deliver_to` with the :class:`FrameTarget` it writes to.
+Owns :class:`InflightSends`; the session (app/stomp/session.py) owns one per connection and
+gives it the session's one route of frames to the client as ``deliver``.
 
 A SEND handler may return a ``Pending`` (app/contracts.py): the store is done and the record
 is on its way to Kafka, but the broker's ack is not in yet. The reader then goes on to the
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable
 
 import gevent
 from gevent.event import Event
@@ -34,7 +35,7 @@ from app.errors import ChatServerError
 from app.stomp import frames as f
 from app.stomp.frames import Frame
 
-__all__ = ["InflightSends", "Deliver", "FrameTarget", "deliver_to"]
+__all__ = ["InflightSends", "Deliver"]
 
 log = logging.getLogger(__name__)
 
@@ -126,35 +127,3 @@ def _replies(entry: _Entry) -> tuple[Frame, ...]:
         log.exception("a SEND failed after its handler returned")
         return (f.error(ChatServerError.wire_message, receipt_id=entry.receipt_id),)
     return entry.frames
-
-
-class _Offers(Protocol):
-    def offer(self, item: bytes) -> bool: ...
-
-
-@runtime_checkable
-class FrameTarget(Protocol):
-    """A connection as fan-out writes to it from other greenlets (``app.session.Session``)."""
-
-    version: str
-    outbox: _Offers
-
-    def close_slow_consumer(self) -> None: ...
-
-
-def deliver_to(target: FrameTarget) -> Deliver:
-    """Queue frames for ``target`` the way fan-out queues MESSAGEs: never blocking; overflow closes it."""
-    def deliver(frames: tuple[Frame, ...]) -> None:
-        for frame in frames:
-            if not target.outbox.offer(_encode(frame, target.version)):
-                target.close_slow_consumer()
-                return
-    return deliver
-
-
-def _encode(frame: Frame, version: str) -> bytes:
-    try:
-        return frame.serialize(version)
-    except ValueError:  # a receipt-id that cannot be written in this STOMP version
-        log.exception("cannot encode %s", frame.command)
-        return f.error(ChatServerError.wire_message).serialize(version)

@@ -7,22 +7,18 @@ Owns the rules, nothing else:
 - Only the server publishes to ``/topic``: a client SEND there is refused.
 - A SEND goes to the handler registered under exactly its destination, or is refused.
 
-Each refusal raises an ``app.errors`` class with a fixed, short message for the ERROR frame.
+The grammar of destinations is app/destinations.py's. Each refusal raises an ``app.errors``
+class with a fixed, short message for the ERROR frame.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Mapping, TypeVar
 
+from app.destinations import has_wildcard, is_server_topic, parse_topic
 from app.errors import BadRequest, Forbidden, NotFound
 
-__all__ = ["SUBSCRIBE_DESTINATION", "check_subscribe_destination", "resolve_send"]
-
-# Room ids are positive 64-bit numbers: at most 19 digits, no leading zero.
-SUBSCRIBE_DESTINATION = re.compile(r"/topic/(direct|group|community)/[1-9][0-9]{0,18}")
-_WILDCARDS = ("*", "#", ">")
-_TOPIC = "/topic"
+__all__ = ["check_subscribe_destination", "resolve_send"]
 
 H = TypeVar("H")
 
@@ -33,9 +29,9 @@ def check_subscribe_destination(destination: str) -> None:
     Raises:
         BadRequest: a pattern, or a destination outside the room topics.
     """
-    if any(mark in destination for mark in _WILDCARDS):
+    if has_wildcard(destination):
         raise BadRequest("wildcard destinations are not supported")
-    if SUBSCRIBE_DESTINATION.fullmatch(destination) is None:
+    if parse_topic(destination) is None:
         raise BadRequest("unknown destination")
 
 
@@ -46,7 +42,7 @@ def resolve_send(destination: str, handlers: Mapping[str, H]) -> H:
         Forbidden: the destination is under ``/topic`` (only the server publishes there).
         NotFound: no handler has this destination.
     """
-    if destination == _TOPIC or destination.startswith(_TOPIC + "/"):
+    if is_server_topic(destination):
         raise Forbidden("only the server publishes to /topic")
     try:
         return handlers[destination]

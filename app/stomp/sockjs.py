@@ -1,12 +1,17 @@
-"""The ``/my-chat`` endpoint: STOMP over a raw WebSocket and over SockJS 0.3.
+"""The SockJS 0.3 transport, and the raw WebSocket beside it, under one URL prefix.
 
-Owns the URL space under ``/my-chat`` (protocol.md 2.1):
+Owns the URL space under its prefix (``/my-chat`` for the chat server, protocol.md 2.1):
 
-- ``/my-chat/websocket``: STOMP straight over a WebSocket (iOS, and stompjs without SockJS);
-  the session id is generated here.
+- ``{prefix}/websocket``: the session's bytes straight over a WebSocket (STOMP for iOS, and
+  stompjs without SockJS); the session id is generated here.
 - SockJS: ``/info``, ``/iframe.html``, and per session ``/{server}/{session}/`` +
   ``websocket``, ``xhr``, ``xhr_send``, ``xhr_streaming``, ``eventsource``, ``htmlfile``.
-  The STOMP session id is the client-chosen ``{session}`` (1-64 of ``[A-Za-z0-9_-]``).
+  The session id is the client-chosen ``{session}`` (1-64 of ``[A-Za-z0-9_-]``).
+
+:class:`SockJSEndpoint` is given a session factory and lookup
+(:class:`~app.stomp.transport.SessionDirectory`), its prefix and its :class:`SockJSOptions`,
+so any session handler can sit behind the same transport code. The HTTP transports' writers
+(:func:`poll_response`, :func:`stream_outbox`) live here; the WebSocket's is in ws.py.
 
 SockJS framing: the server sends ``o`` (open), ``h`` (heart-beat), ``a[...]`` (a JSON
 array of messages) and ``c[code,"reason"]`` (close); the client sends JSON arrays of
@@ -26,7 +31,9 @@ import json
 import logging
 import random
 import re
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import gevent
@@ -35,23 +42,15 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 
 from app.errors import FrameTooLarge
-from app.session import (
-    CLOSED,
-    RawFraming,
-    Session,
-    SessionHub,
-    new_session_id,
-    poll_response,
-    stream_outbox,
-)
+from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
+from app.stomp.transport import SessionDirectory, TransportSession
 from app.stomp.ws import reject_websocket, serve_websocket
 
-__all__ = ["sockjs_endpoint", "SockJSEndpoint", "accepts_websocket", "HttpSession", "HttpSessions", "SockJSFraming", "unwrap_sockjs",
-           "sockjs_message_limit", "PREFIX", "SOCKJS_CLIENT_URL"]
+__all__ = ["SockJSEndpoint", "SockJSOptions", "HttpSession", "SockJSFraming", "unwrap_sockjs",
+           "sockjs_message_limit", "poll_response", "stream_outbox", "SOCKJS_CLIENT_URL"]
 
 log = logging.getLogger(__name__)
 
-PREFIX = "/my-chat"
 SOCKJS_CLIENT_URL = "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js"
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
@@ -91,18 +90,32 @@ _IFRAME_PAGE = """<!DOCTYPE html>
   <h2>Don't panic!</h2>
   <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
 </body>
-</html>""".format(url=SOCKJS_CLIENT_URL).encode("utf-8")
-_IFRAME_ETAG = '"' + hashlib.md5(_IFRAME_PAGE).hexdigest() + '"'
-
-
-_WEBSOCKET_PATH = re.compile(rf"{PREFIX}/(websocket|[A-Za-z0-9_-]{{1,64}}/[A-Za-z0-9_-]{{1,64}}/websocket)")
-_SOCKJS_WEBSOCKET_PATH = re.compile(rf"{PREFIX}/([A-Za-z0-9_-]{{1,64}})/([A-Za-z0-9_-]{{1,64}})/websocket")
+</html>"""
+_SEGMENT_PATTERN = "[A-Za-z0-9_-]{1,64}"
 _RAW = RawFraming()
 
 
-def accepts_websocket(path: str) -> bool:
-    """Whether a WebSocket upgrade of ``path`` reaches one of our endpoints (valid ids)."""
-    return _WEBSOCKET_PATH.fullmatch(path) is not None
+@dataclass(frozen=True)
+class SockJSOptions:
+    """How one SockJS endpoint behaves (``app/composition.py`` makes them from Settings).
+
+    Args:
+        max_frame_bytes: the largest payload one client message may carry.
+        heartbeat_s: the ``h`` frame interval.
+        disconnect_delay_s: how long an HTTP session outlives its last receiving request.
+        streaming_bytes: bytes sent on one streaming response before it is recycled.
+        close_grace_s: how long a closing session may take to flush before it is aborted.
+        websocket: whether ``/info`` offers WebSocket to clients.
+        client_url: the sockjs-client script ``iframe.html`` loads.
+    """
+
+    max_frame_bytes: int
+    heartbeat_s: float
+    disconnect_delay_s: float
+    streaming_bytes: int
+    close_grace_s: float
+    websocket: bool = True
+    client_url: str = SOCKJS_CLIENT_URL
 
 
 def sockjs_message_limit(max_frame_bytes: int) -> int:
@@ -156,9 +169,13 @@ _REJECT_FRAMING = SockJSFraming(lambda frame: frame, closing=_IN_USE)
 
 
 class HttpSession:
-    """A SockJS session carried by HTTP requests: a STOMP session plus its receiver slot."""
+    """What a session carried by HTTP requests needs beside itself: its receiver slot.
 
-    def __init__(self, session: Session) -> None:
+    Kept as the session's ``carrier``, so the session directory is the one place that
+    knows the live sessions.
+    """
+
+    def __init__(self, session: TransportSession) -> None:
         self.session = session
         self.send_lock = Semaphore()  # xhr_send bodies one at a time, in arrival order
         self.receiver: gevent.Greenlet | None = None
@@ -185,75 +202,30 @@ class HttpSession:
             receiver.kill(block=False)
 
 
-class HttpSessions:
-    """This process's SockJS HTTP sessions by id, each reaped after its disconnect delay."""
-
-    def __init__(self, hub: SessionHub) -> None:
-        self._hub = hub
-        self._sessions: dict[str, HttpSession] = {}
-
-    def get(self, session_id: str) -> HttpSession | None:
-        return self._sessions.get(session_id)
-
-    def open(self, session_id: str, transport: str) -> HttpSession | None:
-        """A new HTTP session, or None when the id is in use by a WebSocket session."""
-        session = self._hub.open_session(session_id, transport)
-        if session is None:
-            return None
-        http = HttpSession(session)
-        session.on_abort(http.kill_receiver)
-        self._sessions[session_id] = http
-        session.start()
-        gevent.spawn(self._reap, session_id, http)
-        return http
-
-    def _reap(self, session_id: str, http: HttpSession) -> None:
-        delay = self._hub.settings.sockjs_disconnect_delay_s
-        try:
-            while not http.session.outbox.ended and http.session.state != CLOSED:
-                http.changed.clear()
-                if http.receiver is None:
-                    idle = time.monotonic() - http.detached_at
-                    if idle >= delay:
-                        return  # nobody came back for it: the client is gone
-                    http.changed.wait(delay - idle)
-                else:
-                    http.changed.wait(delay)
-        finally:
-            if self._sessions.get(session_id) is http:
-                del self._sessions[session_id]
-            with http.send_lock:  # disconnected() only after a SEND in progress has returned
-                http.session.finish()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-
-def sockjs_endpoint(hub: SessionHub) -> "SockJSEndpoint":
-    """``/my-chat``: its Flask blueprint and its WSGI shortcut for upgraded WebSockets."""
-    return SockJSEndpoint(hub)
-
-
 class SockJSEndpoint:
-    """The views of ``/my-chat``; one instance per app.
+    """The views of one prefix; one instance per app.
 
-    Upgraded WebSocket requests should reach :meth:`serve_upgraded` straight from WSGI
-    (app/web.py does that): served from inside a Flask view, the request context, the
-    routing state and their stack would live as long as the connection, a few KB of every
-    idle socket. The Flask routes serve the same paths for requests that were not upgraded.
+    Upgraded WebSocket requests reach :meth:`serve_upgraded` straight from WSGI (the app in
+    app/web.py does that, and says which paths to upgrade with :meth:`accepts_websocket`):
+    served from inside a Flask view, the request context, the routing state and their
+    stack would live as long as the connection, a few KB of every idle socket. The Flask
+    blueprint serves the HTTP transports.
     """
 
-    def __init__(self, hub: SessionHub) -> None:
-        self._hub = hub
-        self._settings = hub.settings
-        self._http = HttpSessions(hub)
-        self.blueprint = Blueprint("stomp_endpoint", __name__, url_prefix=PREFIX)
+    def __init__(self, sessions: SessionDirectory, *, prefix: str, options: SockJSOptions) -> None:
+        self._sessions = sessions
+        self._prefix = prefix
+        self._options = options
+        self._message_limit = sockjs_message_limit(options.max_frame_bytes)
+        self._iframe_page = _IFRAME_PAGE.format(url=options.client_url).encode("utf-8")
+        self._iframe_etag = '"' + hashlib.md5(self._iframe_page).hexdigest() + '"'
+        self._upgrade_path = re.compile(rf"{re.escape(prefix)}/(websocket|{_SEGMENT_PATTERN}/{_SEGMENT_PATTERN}/websocket)")
+        self._sockjs_path = re.compile(rf"{re.escape(prefix)}/({_SEGMENT_PATTERN})/({_SEGMENT_PATTERN})/websocket")
+        self.blueprint = Blueprint(f"sockjs{prefix.replace('/', '_')}", __name__, url_prefix=prefix)
         rule = self.blueprint.add_url_rule
         rule("", "welcome", self.welcome, methods=["GET"], strict_slashes=False)
         rule("/info", "info", self.info, methods=["GET", "OPTIONS"])
         rule("/<page>", "iframe", self.iframe, methods=["GET"])
-        rule("/websocket", "raw_websocket", self.raw_websocket, websocket=True)
-        rule("/<server>/<session_id>/websocket", "sockjs_websocket", self.sockjs_websocket, websocket=True)
         rule("/<server>/<session_id>/xhr", "xhr", self.xhr, methods=["POST", "OPTIONS"])
         rule("/<server>/<session_id>/xhr_send", "xhr_send", self.xhr_send, methods=["POST", "OPTIONS"])
         rule("/<server>/<session_id>/xhr_streaming", "xhr_streaming", self.xhr_streaming, methods=["POST", "OPTIONS"])
@@ -268,7 +240,7 @@ class SockJSEndpoint:
     def info(self) -> Response:
         if request.method == "OPTIONS":
             return _preflight("OPTIONS, GET")
-        body = {"websocket": True, "cookie_needed": True, "origins": ["*:*"],
+        body = {"websocket": self._options.websocket, "cookie_needed": True, "origins": ["*:*"],
                 "entropy": random.SystemRandom().getrandbits(32)}
         response = Response(json.dumps(body), content_type="application/json; charset=UTF-8")
         response.headers["Cache-Control"] = _NO_CACHE
@@ -277,14 +249,18 @@ class SockJSEndpoint:
     def iframe(self, page: str) -> Response:
         if not re.fullmatch(r"iframe[0-9a-z._-]*\.html", page):
             abort(404)
-        if request.headers.get("If-None-Match") == _IFRAME_ETAG:
+        if request.headers.get("If-None-Match") == self._iframe_etag:
             return Response(status=304)
-        response = Response(_IFRAME_PAGE, content_type="text/html; charset=UTF-8")
-        response.headers["ETag"] = _IFRAME_ETAG
+        response = Response(self._iframe_page, content_type="text/html; charset=UTF-8")
+        response.headers["ETag"] = self._iframe_etag
         response.headers["Cache-Control"] = f"public, max-age={_YEAR_S}"
         return response
 
     # WebSocket transports --------------------------------------------------------------
+
+    def accepts_websocket(self, path: str) -> bool:
+        """Whether a WebSocket upgrade of ``path`` reaches one of our transports (valid ids)."""
+        return self._upgrade_path.fullmatch(path) is not None
 
     def serve_upgraded(self, environ: dict) -> bool:  # type: ignore[type-arg]
         """Serve an upgraded WebSocket request for one of our paths until it ends; False if it is not one."""
@@ -292,38 +268,68 @@ class SockJSEndpoint:
         path = environ.get("PATH_INFO", "")
         if websocket is None:
             return False
-        if path == PREFIX + "/websocket":
+        if path == self._prefix + "/websocket":
             self._serve_raw(websocket)
             return True
-        ids = _SOCKJS_WEBSOCKET_PATH.fullmatch(path)
+        ids = self._sockjs_path.fullmatch(path)
         if ids is None:
             return False
         self._serve_sockjs(websocket, ids.group(2))
         return True
 
-    def raw_websocket(self) -> Response:
-        self._serve_raw(_websocket())
-        return Response(status=200)
-
-    def sockjs_websocket(self, server: str, session_id: str) -> Response:
-        _check_ids(server, session_id)
-        self._serve_sockjs(_websocket(), session_id)
-        return Response(status=200)
-
     def _serve_raw(self, websocket) -> None:  # type: ignore[no-untyped-def]
-        session = self._hub.open_session(new_session_id(), "websocket")
+        session = self._sessions.open_session(new_session_id(), "websocket")
         assert session is not None  # a fresh random id
-        serve_websocket(websocket, self._hub, session=session, framing=_RAW, unwrap=_as_is,
-                        max_message_bytes=self._settings.stomp_max_frame_bytes)
+        serve_websocket(websocket, session, framing=_RAW, unwrap=_as_is,
+                        max_message_bytes=self._options.max_frame_bytes,
+                        close_grace_s=self._options.close_grace_s)
 
     def _serve_sockjs(self, websocket, session_id: str) -> None:  # type: ignore[no-untyped-def]
-        session = self._hub.open_session(session_id, "sockjs-websocket")
+        session = self._sessions.open_session(session_id, "sockjs-websocket")
         if session is None:
             reject_websocket(websocket, _REJECT_FRAMING)
             return
-        serve_websocket(websocket, self._hub, session=session, framing=WEBSOCKET_FRAMING, unwrap=unwrap_sockjs,
-                        max_message_bytes=sockjs_message_limit(self._settings.stomp_max_frame_bytes),
-                        idle_s=self._settings.sockjs_heartbeat_s)
+        serve_websocket(websocket, session, framing=WEBSOCKET_FRAMING, unwrap=unwrap_sockjs,
+                        max_message_bytes=self._message_limit, close_grace_s=self._options.close_grace_s,
+                        idle_s=self._options.heartbeat_s)
+
+    # HTTP sessions ----------------------------------------------------------------------
+
+    def _http_session(self, session_id: str) -> HttpSession | None:
+        """The live HTTP session with this id (None also when a WebSocket session has it)."""
+        session = self._sessions.get(session_id)
+        carrier = session.carrier if session is not None else None
+        return carrier if isinstance(carrier, HttpSession) else None
+
+    def _open_http(self, session_id: str, transport: str) -> HttpSession | None:
+        """A new HTTP session, or None when the id is in use by a WebSocket session."""
+        session = self._sessions.open_session(session_id, transport)
+        if session is None:
+            return None
+        http = HttpSession(session)
+        session.carrier = http
+        session.on_abort(http.kill_receiver)
+        session.start()
+        gevent.spawn(self._reap, http)
+        return http
+
+    def _reap(self, http: HttpSession) -> None:
+        """End an HTTP session nobody came back for within the disconnect delay."""
+        delay = self._options.disconnect_delay_s
+        session = http.session
+        try:
+            while not session.outbox.ended and not session.is_finished:
+                http.changed.clear()
+                if http.receiver is None:
+                    idle = time.monotonic() - http.detached_at
+                    if idle >= delay:
+                        return  # nobody came back for it: the client is gone
+                    http.changed.wait(delay - idle)
+                else:
+                    http.changed.wait(delay)
+        finally:
+            with http.send_lock:  # the session ends only after a SEND in progress has returned
+                session.finish()
 
     # HTTP transports -------------------------------------------------------------------
 
@@ -331,14 +337,14 @@ class SockJSEndpoint:
         if request.method == "OPTIONS":
             return _preflight("OPTIONS, POST")
         _check_ids(server, session_id)
-        http = self._http.get(session_id)
+        http = self._http_session(session_id)
         if http is None:
-            opened = self._http.open(session_id, "xhr-polling")
+            opened = self._open_http(session_id, "xhr-polling")
             return _js_response(XHR_FRAMING.opening if opened else XHR_FRAMING.wrap(_IN_USE))
         if not http.attach():
             return _js_response(XHR_FRAMING.wrap(_IN_USE))
         try:
-            body = poll_response(http.session.outbox, XHR_FRAMING, timeout_s=self._settings.sockjs_heartbeat_s)
+            body = poll_response(http.session.outbox, XHR_FRAMING, timeout_s=self._options.heartbeat_s)
         finally:
             http.detach()
         return _js_response(body)
@@ -347,10 +353,10 @@ class SockJSEndpoint:
         if request.method == "OPTIONS":
             return _preflight("OPTIONS, POST")
         _check_ids(server, session_id)
-        http = self._http.get(session_id)
+        http = self._http_session(session_id)
         if http is None:
             abort(404)
-        limit = sockjs_message_limit(self._settings.stomp_max_frame_bytes)
+        limit = self._message_limit
         body = request.stream.read(limit + 1)
         if len(body) > limit:
             http.session.fail(FrameTooLarge("frame too large"))
@@ -386,10 +392,10 @@ class SockJSEndpoint:
     def _stream(self, server: str, session_id: str, transport: str, framing: SockJSFraming,
                 prelude: bytes, content_type: str) -> Response:
         _check_ids(server, session_id)
-        http = self._http.get(session_id)
+        http = self._http_session(session_id)
         opened = http is None
         if opened:
-            http = self._http.open(session_id, transport)
+            http = self._open_http(session_id, transport)
         chunks = self._stream_chunks(http, framing, prelude, opened)
         response = Response(chunks, content_type=content_type, direct_passthrough=True)
         response.headers["Cache-Control"] = _NO_CACHE
@@ -407,17 +413,15 @@ class SockJSEndpoint:
             yield framing.wrap(_IN_USE)
             return
         try:
-            yield from stream_outbox(http.session.outbox, framing, idle_s=self._settings.sockjs_heartbeat_s,
-                                     byte_limit=self._settings.sockjs_streaming_bytes)
+            yield from stream_outbox(http.session.outbox, framing, idle_s=self._options.heartbeat_s,
+                                     byte_limit=self._options.streaming_bytes)
         finally:
             http.detach()
 
 
-def _websocket():  # -> geventwebsocket WebSocket
-    websocket = request.environ.get("wsgi.websocket")
-    if websocket is None:
-        abort(400)
-    return websocket
+def new_session_id() -> str:
+    """A random session id for a raw WebSocket (the alphabet SockJS ids use too)."""
+    return secrets.token_urlsafe(12)
 
 
 def _as_is(message: bytes) -> Iterable[bytes]:
@@ -462,3 +466,48 @@ def _text_response(body: bytes, status: int) -> Response:
     response = Response(body, status=status, content_type="text/plain; charset=UTF-8")
     response.headers["Cache-Control"] = _NO_CACHE
     return _cors(response)
+
+
+# The HTTP transports' writers -----------------------------------------------------------
+
+
+def _frames(items: list[bytes | Pong | Wire]) -> list[bytes]:
+    return [item for item in items if item.__class__ is bytes]
+
+
+
+def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> bytes:
+    """One SockJS polling answer: queued frames, else ``idle`` after ``timeout_s``, or the end."""
+    frames = _frames(outbox.take(BATCH_FRAMES))
+    if not frames and not outbox.closed and outbox.wait(timeout_s):
+        frames = _frames(outbox.take(BATCH_FRAMES))
+    if frames:
+        outbox.note_written()
+        return b"".join(framing.encode(frames))
+    if outbox.finished:
+        outbox.mark_ended()
+        return framing.closing or b""
+    return framing.idle or b""
+
+
+def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit: int) -> Iterator[bytes]:
+    """A SockJS streaming body: frames as they come, ``idle`` when quiet, the end when closed.
+
+    Stops after ``byte_limit`` bytes so the client opens a fresh request (proxies and
+    browsers hold the whole streamed body in memory).
+    """
+    sent = 0
+    while sent < byte_limit:
+        frames = _frames(outbox.take(BATCH_FRAMES))
+        if frames:
+            chunk = b"".join(framing.encode(frames))
+            yield chunk
+            outbox.note_written()
+            sent += len(chunk)
+        elif outbox.finished:
+            outbox.mark_ended()
+            if framing.closing is not None:
+                yield framing.closing
+            return
+        elif not outbox.wait(idle_s) and framing.idle is not None:
+            yield framing.idle

@@ -12,8 +12,9 @@ The only module that imports ``geventwebsocket``. Owns:
   installs :class:`StompWebSocket`; the worker is gevent-websocket's gunicorn worker with
   that handler.
 - :func:`serve_websocket`: one connection from upgrade to close: session, the outbox's
-  push writer (:class:`PushWriter`: direct sends, and a writer greenlet only while there is
-  a backlog), SockJS idle ticks, read loop, and the finish that always runs.
+  push writer (:class:`PushWriter`: direct sends, and a writer greenlet
+  (:func:`drain_websocket`) only while there is a backlog), SockJS idle ticks, read loop,
+  and the finish that always runs. It carries any :class:`~app.stomp.transport.TransportSession`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import socket
 import struct
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
 import gevent
 from geventwebsocket.exceptions import ProtocolError as WebSocketProtocolError
@@ -33,7 +34,8 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
 from app.errors import FrameTooLarge, InvalidFrame
-from app.session import Framing, Outbox, Pong, RawFraming, Session, SessionHub, drain_websocket
+from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
+from app.stomp.transport import TransportSession
 
 __all__ = [
     "StompWebSocket",
@@ -46,6 +48,8 @@ __all__ = [
     "STOMP_SUBPROTOCOLS",
     "text_frame",
     "PushWriter",
+    "UpgradeGate",
+    "drain_websocket",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ INVALID_PAYLOAD = 1007
 
 
 READ_BUFFER_BYTES = 256
+
 
 def text_frame(data: bytes) -> bytes:
     """``data`` as one unmasked, final WebSocket text frame (RFC 6455 5.2), header built in one call."""
@@ -162,7 +167,7 @@ class StompWebSocket(WebSocket):
         return header.opcode == self.OPCODE_CLOSE
 
     # Writing (the writer greenlet, or the outbox's direct path while the writer is parked;
-    # see app/session.py) ------------------------------------------------------------------
+    # see app/stomp/outbox.py) ------------------------------------------------------------------
 
     def send_message(self, data: bytes) -> None:
         """Send ``data`` (UTF-8 already) as one text message."""
@@ -209,12 +214,19 @@ class StompWebSocket(WebSocket):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+@runtime_checkable
+class UpgradeGate(Protocol):
+    """A WSGI application that says which paths it serves as WebSockets."""
+
+    def accepts_websocket(self, path: str) -> bool: ...
+
+
 class StompWebSocketHandler(WebSocketHandler):
     """gevent-websocket's handler, echoing a STOMP sub-protocol and using StompWebSocket.
 
-    If the WSGI application has ``accepts_websocket(path)``, only those paths are upgraded;
-    any other upgrade request is answered by the application as plain HTTP (a 404), instead
-    of a 101 followed by an immediate close.
+    If the WSGI application is an :class:`UpgradeGate`, only the paths it accepts are
+    upgraded; any other upgrade request is answered by the application as plain HTTP (a
+    404), instead of a 101 followed by an immediate close.
     """
 
     def __init__(self, sock, address, server, rfile=None):  # type: ignore[no-untyped-def]
@@ -234,8 +246,8 @@ class StompWebSocketHandler(WebSocketHandler):
         return super().run_websocket()
 
     def upgrade_websocket(self):  # type: ignore[no-untyped-def]
-        accepts = getattr(self.application, "accepts_websocket", None)
-        if accepts is not None and not accepts(self.environ.get("PATH_INFO", "")):
+        gate = self.application
+        if isinstance(gate, UpgradeGate) and not gate.accepts_websocket(self.environ.get("PATH_INFO", "")):
             return None
         return super().upgrade_websocket()
 
@@ -290,18 +302,19 @@ class PushWriter:
             writer.kill(block=False)
 
 
-def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, framing: Framing,
+def serve_websocket(websocket: WebSocket, session: TransportSession, *, framing: Framing,
                     unwrap: Callable[[bytes], Iterable[bytes]], max_message_bytes: int,
-                    idle_s: float | None = None) -> None:
+                    close_grace_s: float, idle_s: float | None = None) -> None:
     """Run one WebSocket connection until it ends; always finishes the session.
 
     Args:
         websocket: the upgraded connection (from ``environ["wsgi.websocket"]``).
-        session: a new session from ``hub.open_session``.
+        session: a new session from the transport's session factory.
         framing: raw STOMP, or SockJS's.
         unwrap: turns one WebSocket message into the STOMP bytes it carries; raises
             ValueError for a malformed message.
         max_message_bytes: the largest WebSocket message accepted.
+        close_grace_s: how long a closing session may take to flush before it is aborted.
         idle_s: how often ``framing.idle`` goes out when nothing else did (SockJS heart-beats).
     """
     ws = StompWebSocket.adopt(websocket)
@@ -318,7 +331,7 @@ def serve_websocket(websocket: WebSocket, hub: SessionHub, *, session: Session, 
         session.on_abort(lambda: _abort(writer, ws))
         session.start()
         _read_until_closed(ws, session, unwrap)
-        outbox.wait_ended(hub.close_grace_s + 1.0)
+        outbox.wait_ended(close_grace_s + 1.0)
     except OSError:  # the opening could not be written: the client is gone
         session.close(discard_backlog=True)
     finally:
@@ -366,7 +379,7 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
 
 
-def _queue_pong(session: Session, payload: bytes) -> None:
+def _queue_pong(session: TransportSession, payload: bytes) -> None:
     session.note_activity()
     session.outbox.offer(Pong(payload))  # a full outbox drops the pong; fan-out decides overflow
 
@@ -376,7 +389,7 @@ def _abort(writer: PushWriter, ws: StompWebSocket) -> None:
     ws.abort()
 
 
-def _read_until_closed(ws: StompWebSocket, session: Session, unwrap: Callable[[bytes], Iterable[bytes]]) -> None:
+def _read_until_closed(ws: StompWebSocket, session: TransportSession, unwrap: Callable[[bytes], Iterable[bytes]]) -> None:
     """The reader: messages in, to the session, strictly in order, until either side closes."""
     while session.is_open:
         try:
@@ -400,3 +413,65 @@ def _read_until_closed(ws: StompWebSocket, session: Session, unwrap: Callable[[b
             return
         for chunk in chunks:
             session.receive_data(chunk)
+
+
+class MessageSink(Protocol):
+    """The write side of a WebSocket, as the writer greenlet uses it."""
+
+    def send_message(self, data: bytes) -> None: ...
+
+    def send_messages(self, messages: list[bytes]) -> None:
+        """Several messages in one write (one system call for a whole batch)."""
+        ...
+
+    def send_pong(self, payload: bytes) -> None: ...
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes that are already WebSocket frames (the rest of a direct write)."""
+        ...
+
+    def send_close(self, code: int) -> None: ...
+
+
+def _send_items(sink: MessageSink, framing: Framing, items: list[bytes | Pong | Wire]) -> None:
+    """One batch from the outbox, in order: runs of frames in one write each, raw bytes and pongs between."""
+    frames: list[bytes] = []
+    for item in items:
+        if item.__class__ is bytes:
+            frames.append(item)  # type: ignore[arg-type]
+            continue
+        if frames:
+            sink.send_messages(framing.encode(frames))
+            frames = []
+        if item.__class__ is Wire:
+            sink.send_raw(item.data)  # type: ignore[union-attr]
+        else:
+            sink.send_pong(item.payload)  # type: ignore[union-attr]
+    if frames:
+        sink.send_messages(framing.encode(frames))
+
+
+def drain_websocket(outbox: Outbox, sink: MessageSink, framing: Framing) -> None:
+    """A WebSocket's writer: writes until the outbox is empty, then ends (the outbox starts another).
+
+    Once the outbox is closed and drained it sends ``framing.closing`` and a close frame,
+    and the outbox is ended. Blocks only on the socket, for as long as the client is slow.
+    """
+    try:
+        while True:
+            items = outbox.take(BATCH_FRAMES)
+            if items:
+                _send_items(sink, framing, items)
+                outbox.note_written()
+            elif outbox.closed:
+                if framing.closing is not None:
+                    sink.send_message(framing.closing)
+                outbox.mark_ended()
+                sink.send_close(outbox.close_code)
+                return
+            else:
+                return  # nothing yields between this empty take and writer_finished
+    except OSError:  # the peer is gone (WebSocketError is an OSError too); nothing to tell it
+        outbox.mark_ended()
+    finally:
+        outbox.writer_finished()

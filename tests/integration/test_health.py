@@ -8,7 +8,7 @@ import gevent
 import pytest
 from flask import Blueprint, request
 
-from app.contracts import Services
+from app.contracts import ChatDomain
 from app.errors import Forbidden
 from app.settings import Settings
 from tests.support.chat import RecordingApplication, in_process_chat_server
@@ -35,7 +35,7 @@ def hanging():
 
 def serve(readiness, blueprints=(), **overrides):
     settings = Settings.from_env({}, service_timeout_s=0.2, **overrides)
-    services = Services(application=RecordingApplication(), readiness=readiness, blueprints=list(blueprints))
+    services = ChatDomain(application=RecordingApplication(), readiness=readiness, blueprints=list(blueprints))
     return in_process_chat_server(settings, services)
 
 

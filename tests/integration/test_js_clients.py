@@ -10,7 +10,7 @@ import contextlib
 
 import pytest
 
-from app.contracts import Services
+from app.contracts import ChatDomain
 from app.settings import Settings
 from tests.support.chat import RecordingApplication, in_process_chat_server, run_js_client
 
@@ -32,7 +32,7 @@ def application():
 def server(application):
     settings = Settings.from_env({})  # the default 10000,10000 heart-beat offer
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(in_process_chat_server(settings, Services(application=application)))
+        server = stack.enter_context(in_process_chat_server(settings, ChatDomain(application=application)))
         application.delivery = server.chat.delivery
         yield server
 

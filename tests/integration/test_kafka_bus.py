@@ -16,7 +16,7 @@ from app.chat import events
 from app.embedded import free_port
 from app.errors import BackendUnavailable
 from tests.conftest import MS, make_settings
-from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
+from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
 
 READY_TIMEOUT_S = 30_000 * MS
 DELIVERY_TIMEOUT_S = 10_000 * MS
@@ -52,15 +52,18 @@ def consumers():
     started = []
 
     def start(*items):
-        consumer_set = ConsumerSet(list(items))
-        consumer_set.start()
-        started.append(consumer_set)
-        wait_until(lambda: consumer_set.ready, READY_TIMEOUT_S, f"consumers not ready: {consumer_set.not_ready()}")
-        return consumer_set
+        for consumer in items:
+            consumer.start()
+            started.append(consumer)
+        for consumer in items:
+            wait_until(lambda: consumer.ready, READY_TIMEOUT_S, f"consumer {consumer.name} not ready")
+        return items
 
     yield start
-    for consumer_set in started:
-        consumer_set.stop()
+    for consumer in started:
+        consumer.request_stop()  # let every loop wind down at once, then join each
+    for consumer in started:
+        consumer.stop()
 
 
 def test_create_topics_is_idempotent(topic_settings):
@@ -98,7 +101,7 @@ def test_one_consumer_delivers_the_records_of_every_topic(topic_settings, bus, c
 
 def test_a_bad_record_is_skipped_and_the_next_one_delivered(topic_settings, bus, consumers):
     delivery = RecordingDelivery()
-    (consumer,) = consumers(consumer_for(topic_settings, [TOPICS["direct_etc"]], delivery, "node-c-3")).consumers
+    (consumer,) = consumers(consumer_for(topic_settings, [TOPICS["direct_etc"]], delivery, "node-c-3"))
     bus.publish(TOPICS["direct_etc"], "17", b"not json at all")
     bus.publish(TOPICS["direct_etc"], "17", events.delete_record(17, "abc"))
     wait_until(lambda: delivery.delivered, DELIVERY_TIMEOUT_S, "good record not delivered")

@@ -1,6 +1,6 @@
 """The messaging pipeline end to end on the real broker, MongoDB-wire server and Redis.
 
-Two chat "nodes" are built with ``app.wiring.build_services`` in this process (each with
+Two chat "nodes" are built with ``app.composition.build_chat_domain`` in this process (each with
 its own node id, hence its own consumer groups) and a real presence server runs as a
 child process. SENDs go straight to ``ChatApplication.send_handlers`` (what the STOMP
 transport calls) and each node's pushes are recorded by a ``LocalDelivery`` stand-in, so
@@ -25,7 +25,7 @@ from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
 from app.http_envelope import register_error_handlers
 from app.settings import Settings
-from app.wiring import build_services, create_topics
+from app.composition import build_chat_domain, create_topics
 from tests.conftest import MS
 from tests.support.presence import presence_settings
 from tests.support.processes import presence_server_process
@@ -51,17 +51,17 @@ class Node:
 
     def __init__(self, settings):
         self.settings = settings
-        self.services = build_services(settings)
         self.delivery = RecordingDelivery()
-        self.app = self.services.application
+        self.domain = build_chat_domain(settings, self.delivery)
+        self.app = self.domain.application
         self._sessions = itertools.count(1)
 
     def start(self):
-        self.services.start(self.delivery)
+        self.domain.start()
 
     def ready(self):
         try:
-            for check in self.services.readiness.values():
+            for check in self.domain.readiness.values():
                 check()
             return True
         except Exception:
@@ -114,7 +114,7 @@ def nodes(stack_settings, presence):
     wait_until(lambda: all(node.ready() for node in pair), READY_TIMEOUT_S, "nodes did not become ready")
     yield pair
     for node in pair:
-        node.services.stop()
+        node.domain.stop()
 
 
 def _fields(settings):
@@ -268,7 +268,7 @@ def test_service_endpoints_publish_voice_exits(nodes, world, stack_settings):
     a, b = nodes
     web = Flask("service-api-test")
     register_error_handlers(web)
-    for blueprint in a.services.blueprints:
+    for blueprint in a.domain.blueprints:
         if blueprint.name == "chat_service_api":
             web.register_blueprint(blueprint)
     client = web.test_client()
@@ -311,13 +311,13 @@ def test_publish_failure_leaves_nothing_stored(stack_settings, world, db):
             node.send(node.connect(world.alice), "send-direct-message", channelId=world.room, content="lost?")
         assert db.directMessage.count_documents({"channelId": world.room}) == 0
     finally:
-        node.services.stop()
+        node.domain.stop()
 
 
 def test_services_stop_closes_the_consumers(stack_settings):
     node = Node(Settings.from_env({}, **{**_fields(stack_settings), "node_id": "node-short-lived"}))
     node.start()
-    node.services.stop()
+    node.domain.stop()
     with pytest.raises(BackendUnavailable):
-        node.services.readiness["kafka"]()
+        node.domain.readiness["kafka"]()
 

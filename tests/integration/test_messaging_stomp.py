@@ -18,7 +18,7 @@ from pymongo import MongoClient
 from app.embedded import free_port
 from app.settings import Settings
 from app.stomp.frames import Frame
-from app.wiring import create_topics
+from app.composition import create_topics
 from tests.conftest import MS
 from tests.support.chat import StompError, client_opener, message_json, running_chat_server
 from tests.support.presence import presence_settings

@@ -30,7 +30,7 @@ import pytest
 
 from app.embedded import EmbeddedStack, free_port
 from app.settings import Settings
-from app.wiring import create_topics
+from app.composition import create_topics
 from tests.conftest import MS, make_settings
 from tests.support.chat import ChatClient, RunningChatServer, StompError, client_opener, message_json, running_chat_server
 from tests.support.presence import LineClient, fresh_user_ids, http_json

@@ -13,8 +13,8 @@ import socket
 import gevent
 import pytest
 
-from app.contracts import Services
-from app.session import OPEN
+from app.contracts import ChatDomain
+from app.stomp.session import OPEN
 from app.settings import Settings
 from tests.conftest import MS
 from tests.support.chat import ChatClient, RecordingApplication, in_process_chat_server
@@ -35,7 +35,7 @@ def application():
 @pytest.fixture
 def server(application):
     settings = Settings.from_env({}, outbox_max_frames=8, heartbeat_ms=0)
-    with in_process_chat_server(settings, Services(application=application)) as server:
+    with in_process_chat_server(settings, ChatDomain(application=application)) as server:
         yield server
 
 

@@ -16,7 +16,7 @@ import gevent
 import pytest
 import websocket
 
-from app.contracts import Services
+from app.contracts import ChatDomain
 from app.settings import Settings
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
@@ -39,7 +39,7 @@ def start_server(application):
     with contextlib.ExitStack() as stack:
         def start(**overrides):
             settings = Settings.from_env({}, **{"heartbeat_ms": 0, "sockjs_heartbeat_s": 25.0, **overrides})
-            server = stack.enter_context(in_process_chat_server(settings, Services(application=application)))
+            server = stack.enter_context(in_process_chat_server(settings, ChatDomain(application=application)))
             application.delivery = server.chat.delivery
             return server
 

@@ -1,6 +1,6 @@
 """Pipelined SENDs over real sockets: RECEIPTs in SEND order whatever order the acks come in.
 
-The server runs in this process (create_app on a gevent WSGIServer) with an application
+The server runs in this process (the real transport around a test application, on a gevent WSGIServer) with an application
 whose ``/kafka/defer`` SEND handler returns a Pending that the test finishes, in an order
 it picks, once every SEND of the batch has reached the application: which also shows that
 the connection's reader went on while the earlier SENDs were still in flight.
@@ -13,7 +13,7 @@ import urllib.request
 import gevent
 import pytest
 
-from app.contracts import Services
+from app.contracts import ChatDomain
 from app.errors import BackendUnavailable
 from app.settings import Settings
 from app.stomp.frames import SERVER_COMMANDS, Frame
@@ -60,7 +60,7 @@ def application():
 @pytest.fixture
 def server(application):
     settings = Settings.from_env({}, heartbeat_ms=0)
-    with in_process_chat_server(settings, Services(application=application)) as running:
+    with in_process_chat_server(settings, ChatDomain(application=application)) as running:
         application.delivery = running.chat.delivery
         yield running
 
@@ -129,7 +129,7 @@ def test_a_connection_that_vanishes_with_sends_in_flight_ends_once(server, appli
 
 def test_the_inflight_limit_setting_reaches_the_connection(application, token_for):
     settings = Settings.from_env({}, heartbeat_ms=0, stomp_max_inflight_sends=1)
-    with in_process_chat_server(settings, Services(application=application)) as server:
+    with in_process_chat_server(settings, ChatDomain(application=application)) as server:
         with ChatClient(server.ws_url, timeout=WAIT) as client:
             client.connect(token_for(5))
             # One WebSocket message: the reader meets the second SEND right after the first,

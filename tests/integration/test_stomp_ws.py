@@ -1,6 +1,6 @@
 """STOMP over the raw WebSocket endpoint /my-chat/websocket, over real sockets.
 
-The server runs in this process (create_app on a gevent WSGIServer) with a recording
+The server runs in this process (the real transport around a test application, on a gevent WSGIServer) with a recording
 application double, so each test sees exactly what the transport asked of the application.
 Every bad-input test ends by checking that the server still serves the next client.
 """
@@ -11,7 +11,7 @@ import gevent
 import pytest
 import websocket
 
-from app.contracts import Services
+from app.contracts import ChatDomain
 from app.settings import Settings
 from app.stomp.frames import Frame
 from tests.conftest import MS
@@ -34,7 +34,7 @@ def start_server(application):
 
     def start(**overrides):
         settings = Settings.from_env({}, **{"heartbeat_ms": 0, **overrides})
-        manager = in_process_chat_server(settings, Services(application=application))
+        manager = in_process_chat_server(settings, ChatDomain(application=application))
         server = manager.__enter__()
         application.delivery = server.chat.delivery
         servers.append(manager)

@@ -31,8 +31,10 @@ Public API (other test modules use these):
 ``/kafka/crash`` raises RuntimeError, ``/kafka/sleep`` blocks; rooms ``666``/``404``
 are refused on SUBSCRIBE) that records ``connected``/``disconnected`` calls.
 
-``in_process_chat_server(settings, services) -> InProcessChatServer``: a context manager
-running ``create_app`` on a gevent ``WSGIServer`` in this process (port 0).
+``in_process_chat_server(settings, domain) -> InProcessChatServer``: a context manager
+serving ``domain`` (a ``ChatDomain``, usually around a ``RecordingApplication``) with the
+real transport (``app.composition.serve_chat_domain``) on a gevent ``WSGIServer`` in this
+process (port 0).
 
 ``running_chat_server(settings, log_dir) -> RunningChatServer``: a context manager
 running the real gunicorn (``gunicorn.conf.py``) as a child process until ``/healthz``
@@ -62,13 +64,16 @@ import gevent
 import websocket
 from gevent import pywsgi
 
-from app.web import EXTENSION, ChatServer, create_app
-from app.contracts import ClientConnection, Services
+from app.composition import serve_chat_domain
+from app.contracts import ChatDomain, ClientConnection
 from app.errors import BadRequest, Forbidden, NotFound
 from app.settings import Settings
+from app.stomp.fanout import FanoutDelivery
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import HEARTBEAT_EVENT, FrameParser
+from app.stomp.registry import SubscriptionRegistry
 from app.stomp.ws import STOMP_SUBPROTOCOLS, StompWebSocketHandler
+from app.web import ChatServer
 from tests.support.processes import REPO, ServiceProcess, chat_server_process
 
 __all__ = [
@@ -342,7 +347,7 @@ def endpoint_urls(port: int, host: str = "127.0.0.1") -> tuple[str, str, str]:
 
 @dataclass
 class InProcessChatServer:
-    """``create_app`` served by gevent in this process; ``chat`` is its ChatServer."""
+    """A ChatServer served by gevent in this process (``app`` is ``chat``, the WSGI application)."""
 
     app: Any
     server: pywsgi.WSGIServer
@@ -353,13 +358,13 @@ class InProcessChatServer:
 
 
 @contextlib.contextmanager
-def in_process_chat_server(settings: Settings, services: Services) -> Iterator[InProcessChatServer]:
-    app = create_app(settings, services)
-    server = pywsgi.WSGIServer(("127.0.0.1", 0), app, handler_class=StompWebSocketHandler, log=None)
+def in_process_chat_server(settings: Settings, domain: ChatDomain) -> Iterator[InProcessChatServer]:
+    registry: SubscriptionRegistry = SubscriptionRegistry()
+    chat = serve_chat_domain(settings, domain, registry=registry, delivery=FanoutDelivery(registry))
+    server = pywsgi.WSGIServer(("127.0.0.1", 0), chat, handler_class=StompWebSocketHandler, log=None)
     server.start()
-    chat = app.extensions[EXTENSION]
     try:
-        yield InProcessChatServer(app, server, chat, *endpoint_urls(server.server_port))
+        yield InProcessChatServer(chat, server, chat, *endpoint_urls(server.server_port))
     finally:
         chat.close_sessions()
         server.stop(timeout=5)

@@ -8,7 +8,7 @@ from app.backends.memory import RecordingDelivery
 from app.chat import events
 from app.errors import BackendUnavailable
 from tests.conftest import MS
-from workers.consumers import BACKOFF_CAP_S, ConsumerSet, FanoutConsumer, backoff_delay
+from workers.consumers import BACKOFF_CAP_S, FanoutConsumer, backoff_delay
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 
@@ -87,14 +87,14 @@ def test_a_failing_source_is_closed_and_reopened():
 def test_readiness_follows_the_sources():
     source = FakeSource([])
     source.ready = False
-    consumers = ConsumerSet([FanoutConsumer("state-group", lambda: source, RecordingDelivery())])
-    runtime = WorkerRuntime(open_consumers=lambda delivery: consumers, lease=None)
+    consumer = FanoutConsumer("state-group", lambda: source, RecordingDelivery())
+    runtime = WorkerRuntime(consumer=consumer, lease=None)
     with pytest.raises(BackendUnavailable):
         runtime.kafka_ready()  # not started
-    runtime.start(RecordingDelivery())
+    runtime.start()
     try:
         with gevent.Timeout(5_000 * MS):
-            while consumers.consumers[0]._source is None:
+            while consumer._source is None:
                 gevent.sleep(0.001)
         with pytest.raises(BackendUnavailable, match="state-group"):
             runtime.kafka_ready()

@@ -1,11 +1,11 @@
-"""FanoutDelivery (app/fanout.py): frames gathered per session, handed over in one batch when
+"""FanoutDelivery (app/stomp/fanout.py): frames gathered per session, handed over in one batch when
 the delivering greenlet yields, in delivery order; a full outbox closes only its session."""
 
 import gevent
 
-from app.fanout import FanoutDelivery
-from app.registry import SubscriptionRegistry
-from app.session import Outbox
+from app.stomp.fanout import FanoutDelivery
+from app.stomp.registry import SubscriptionRegistry
+from app.stomp.outbox import Outbox
 
 
 class FakeSession:

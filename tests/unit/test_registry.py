@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from app.registry import DuplicateSubscription, SubscriptionRegistry
+from app.stomp.registry import DuplicateSubscription, SubscriptionRegistry
 
 
 def test_subscribers_of_a_destination_in_subscription_order():

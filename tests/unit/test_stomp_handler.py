@@ -8,7 +8,7 @@ import pytest
 
 from app.auth import TokenVerifier, mint_token
 from app.errors import BadRequest, Forbidden, FrameTooLarge, NotFound
-from app.registry import SubscriptionRegistry
+from app.stomp.registry import SubscriptionRegistry
 from app.settings import DEV_JWT_SECRET
 from app.stomp.frames import Frame
 from app.stomp.handler import CLOSED, CONNECTED, StompHandler
@@ -328,3 +328,17 @@ class TestOthers:
         outcome = connected.protocol_error(FrameTooLarge("frame over max_frame_bytes"))
         assert only(outcome).header("message") == "frame over max_frame_bytes" and outcome.close
         assert connected.protocol_error(FrameTooLarge()).frames == ()
+
+
+def test_a_send_left_in_flight_is_returned_as_pending_not_waited_for(app, registry):
+    class Later:
+        def wait(self):
+            raise AssertionError("the handler must not wait")
+
+    later = Later()
+    app.send_handlers["/kafka/later"] = lambda conn, body: later
+    handler = new_handler(app, registry)
+    handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+    outcome = handler.receive_frame(frame("SEND", b"x", destination="/kafka/later", receipt="r1"))
+    assert outcome.pending is later and outcome.receipt_id == "r1"
+    assert outcome.frames == () and not outcome.close

@@ -1,7 +1,7 @@
 """SENDs in flight: replies in frame order, bounded, failures as ERROR in place (STOMP 1.2 "RECEIPT").
 
-First ``InflightSends`` on its own, then through ``StompHandler`` with SEND handlers that
-return Pendings the test finishes in whatever order it likes. Nothing here depends on time:
+First ``InflightSends`` on its own, then through a ``Session`` (which owns them) with SEND
+handlers that return Pendings the test finishes in whatever order it likes. Nothing here depends on time:
 a greenlet that must be blocked is checked after yielding to every other one.
 """
 
@@ -10,11 +10,12 @@ import pytest
 
 from app.auth import TokenVerifier, mint_token
 from app.errors import BadRequest, BackendUnavailable
-from app.registry import SubscriptionRegistry
-from app.settings import DEV_JWT_SECRET, Settings
-from app.stomp.frames import Frame
-from app.stomp.handler import CLOSED, DEFAULT_MAX_INFLIGHT_SENDS, StompHandler
-from app.stomp.inflight import FrameTarget, InflightSends, deliver_to
+from app.settings import Settings
+from app.stomp.frames import SERVER_COMMANDS, Frame
+from app.stomp.inflight import InflightSends
+from app.stomp.parser import FrameParser
+from app.stomp.registry import SubscriptionRegistry
+from app.stomp.session import SessionHub
 from tests.conftest import MS
 from tests.support.pending import Deferred
 
@@ -147,46 +148,6 @@ class TestInflightSends:
         assert len(spawned) == 2 and replies(delivered) == [receipt("a"), receipt("b"), receipt("c")]
 
 
-class Outbox:
-    def __init__(self, room):
-        self.room = room
-        self.items = []
-
-    def offer(self, item):
-        if len(self.items) >= self.room:
-            return False
-        self.items.append(item)
-        return True
-
-
-class Target:
-    """A stand-in for app.session.Session as fan-out sees it."""
-
-    def __init__(self, room=10, version="1.2"):
-        self.version = version
-        self.outbox = Outbox(room)
-        self.slow = 0
-
-    def close_slow_consumer(self):
-        self.slow += 1
-
-
-class TestDeliverTo:
-    def test_frames_are_offered_encoded_for_the_targets_version(self):
-        target = Target(version="1.1")
-        deliver_to(target)((Frame("RECEIPT", (("receipt-id", "a:b"),)),))
-        assert target.outbox.items == [b"RECEIPT\nreceipt-id:a\\cb\n\n\x00"]
-
-    def test_a_full_outbox_closes_the_slow_consumer(self):
-        target = Target(room=1)
-        deliver_to(target)((Frame("RECEIPT", (("receipt-id", "1"),)), Frame("RECEIPT", (("receipt-id", "2"),))))
-        assert len(target.outbox.items) == 1 and target.slow == 1
-
-    def test_a_session_is_a_frame_target_and_a_plain_key_is_not(self):
-        assert isinstance(Target(), FrameTarget)
-        assert not isinstance("me", FrameTarget)
-
-
 # StompHandler with Pendings ---------------------------------------------------------
 
 
@@ -220,8 +181,8 @@ def frame(command, body=b"", **headers):
     return Frame(command, tuple((k.replace("_", "-"), v) for k, v in headers.items()), body)
 
 
-def send(handler, receipt_id, destination="/kafka/defer"):
-    return handler.receive_frame(frame("SEND", receipt_id.encode(), destination=destination, receipt=receipt_id))
+def wire(frame_):
+    return frame_.serialize("1.2")
 
 
 @pytest.fixture
@@ -229,79 +190,97 @@ def app():
     return DeferringApplication()
 
 
-def connected_handler(app, *, subscriber="me", **options):
-    handler = StompHandler(application=app, verifier=TokenVerifier(DEV_JWT_SECRET), registry=SubscriptionRegistry(),
-                           subscriber=subscriber, session_id="sess-1", node_id="node-a", transport="websocket",
-                           heartbeat_ms=0, max_subscriptions=10, **options)
-    outcome = handler.receive_frame(frame("CONNECT", accept_version="1.2",
-                                          access_token=mint_token(DEV_JWT_SECRET, 5)))
-    assert outcome.connected
-    return handler
+def open_session(app, **overrides):
+    """A CONNECTed Session of a hub around ``app``, driven directly: bytes in, outbox out."""
+    settings = Settings.from_env({}, heartbeat_ms=0, **overrides)
+    hub = SessionHub(settings, app, TokenVerifier(settings.jwt_secret), SubscriptionRegistry(), "node-a")
+    session = hub.open_session("sess-1", "websocket")
+    session.receive_data(wire(frame("CONNECT", accept_version="1.2", access_token=mint_token(settings.jwt_secret, 5))))
+    assert session.outbox.take(10)[0].startswith(b"CONNECTED\n")
+    return session
+
+
+def send(session, receipt_id, destination="/kafka/defer"):
+    session.receive_data(wire(frame("SEND", receipt_id.encode(), destination=destination, receipt=receipt_id)))
+
+
+def sent(session):
+    """The replies the session queued for its client so far, parsed back."""
+    parser = FrameParser(max_frame_bytes=1 << 20, max_header_lines=100, max_header_bytes=1 << 16,
+                         accepted_commands=SERVER_COMMANDS)
+    for data in session.outbox.take(1000):
+        parser.receive_data(data)
+    return replies(event for event in parser.events_received() if isinstance(event, Frame))
 
 
 @pytest.fixture
-def handler(app, delivered):
-    return connected_handler(app, replies=delivered.extend)
+def session(app):
+    opened = open_session(app)
+    yield opened
+    opened.finish()
 
 
-class TestHandlerOrdering:
-    def test_a_pending_send_is_answered_later_and_the_reader_goes_on(self, handler, app, delivered):
-        assert send(handler, "s0").frames == ()
-        assert send(handler, "s1").frames == ()
+class TestSessionOrdering:
+    """The session owns the SENDs in flight: replies leave in frame order, by one route."""
+
+    def test_a_pending_send_is_answered_later_and_the_reader_goes_on(self, session, app):
+        send(session, "s0")
+        send(session, "s1")
         assert [p.name for p in app.started] == ["s0", "s1"]  # both handlers ran, in SEND order
+        assert sent(session) == []
         app.started[1].succeed()
         app.started[0].succeed()
-        handler.receive_frame(frame("DISCONNECT"))  # waits for the owed replies
-        assert replies(delivered) == [receipt("s0"), receipt("s1")]
+        session.receive_data(wire(frame("DISCONNECT")))  # waits for the owed replies
+        assert sent(session) == [receipt("s0"), receipt("s1")]
 
-    def test_every_later_reply_waits_behind_a_send_in_flight(self, handler, app, delivered):
-        send(handler, "s0")
-        assert handler.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/1", id="1",
-                                           receipt="sub")).frames == ()
-        assert send(handler, "now", destination="/kafka/now").frames == ()
-        assert send(handler, "refused", destination="/kafka/refuse").frames == ()
+    def test_every_later_reply_waits_behind_a_send_in_flight(self, session, app):
+        send(session, "s0")
+        session.receive_data(wire(frame("SUBSCRIBE", destination="/topic/direct/1", id="1", receipt="sub")))
+        send(session, "now", destination="/kafka/now")
+        send(session, "refused", destination="/kafka/refuse")
         settle()
-        assert delivered == []
+        assert sent(session) == []
         app.started[0].fail(BackendUnavailable())
-        handler.receive_frame(frame("DISCONNECT"))
-        assert replies(delivered) == [("ERROR", "s0", "service unavailable"), receipt("sub"), receipt("now"),
-                                      ("ERROR", "refused", "refused")]
-        assert handler.state == CLOSED
+        session.receive_data(wire(frame("DISCONNECT")))
+        assert sent(session) == [("ERROR", "s0", "service unavailable"), receipt("sub"), receipt("now"),
+                                 ("ERROR", "refused", "refused")]
+        assert not session.is_open
 
-    def test_once_nothing_is_owed_replies_go_straight_out_again(self, handler, app, delivered):
-        send(handler, "s0")
+    def test_once_nothing_is_owed_replies_go_straight_out_again(self, session, app):
+        send(session, "s0")
         app.started[0].succeed()
         settle()
-        assert replies(delivered) == [receipt("s0")]
-        assert replies(send(handler, "now", destination="/kafka/now").frames) == [receipt("now")]
+        assert sent(session) == [receipt("s0")]
+        send(session, "now", destination="/kafka/now")
+        assert sent(session) == [receipt("now")]
 
-    def test_disconnect_receipt_comes_after_every_earlier_send(self, handler, app, delivered):
-        send(handler, "s0")
-        send(handler, "s1")
-        reader = gevent.spawn(handler.receive_frame, frame("DISCONNECT", receipt="bye"))
+    def test_disconnect_receipt_comes_after_every_earlier_send(self, session, app):
+        send(session, "s0")
+        send(session, "s1")
+        reader = gevent.spawn(session.receive_data, wire(frame("DISCONNECT", receipt="bye")))
         settle()
         assert not reader.dead
         app.started[0].succeed()
         app.started[1].succeed()
-        outcome = reader.get(timeout=WAIT)
-        assert replies(delivered) == [receipt("s0"), receipt("s1")]
-        assert replies(outcome.frames) == [receipt("bye")] and outcome.close
+        reader.join(timeout=WAIT)
+        assert sent(session) == [receipt("s0"), receipt("s1"), receipt("bye")]
+        assert not session.is_open
 
-    def test_a_fatal_error_comes_after_the_sends_before_it(self, handler, app, delivered):
-        send(handler, "s0")
-        reader = gevent.spawn(handler.receive_frame, frame("BEGIN", transaction="t"))
+    def test_a_fatal_error_comes_after_the_sends_before_it(self, session, app):
+        send(session, "s0")
+        reader = gevent.spawn(session.receive_data, wire(frame("BEGIN", transaction="t")))
         settle()
         assert not reader.dead
         app.started[0].succeed()
-        outcome = reader.get(timeout=WAIT)
-        assert replies(delivered) == [receipt("s0")]
-        assert [fr.command for fr in outcome.frames] == ["ERROR"] and outcome.close
+        reader.join(timeout=WAIT)
+        assert [command for command, _, _ in sent(session)] == ["RECEIPT", "ERROR"]
+        assert not session.is_open
 
-    def test_at_the_limit_the_next_send_is_not_started_until_the_oldest_is_done(self, app, delivered):
-        handler = connected_handler(app, replies=delivered.extend, max_inflight_sends=2)
-        send(handler, "s0")
-        send(handler, "s1")
-        reader = gevent.spawn(send, handler, "s2")
+    def test_at_the_limit_the_next_send_is_not_started_until_the_oldest_is_done(self, app):
+        session = open_session(app, stomp_max_inflight_sends=2)
+        send(session, "s0")
+        send(session, "s1")
+        reader = gevent.spawn(send, session, "s2")
         settle()
         assert not reader.dead and len(app.started) == 2  # the third handler has not even run
         app.started[0].succeed()
@@ -309,35 +288,36 @@ class TestHandlerOrdering:
         assert len(app.started) == 3
         app.started[1].succeed()
         app.started[2].succeed()
-        handler.receive_frame(frame("DISCONNECT"))
-        assert replies(delivered) == [receipt("s0"), receipt("s1"), receipt("s2")]
+        session.receive_data(wire(frame("DISCONNECT")))
+        assert sent(session) == [receipt("s0"), receipt("s1"), receipt("s2")]
+        session.finish()
 
-    def test_a_send_waiting_for_room_starts_nothing_once_the_connection_closed(self, app, delivered):
-        handler = connected_handler(app, replies=delivered.extend, max_inflight_sends=1)
-        send(handler, "s0")
-        reader = gevent.spawn(send, handler, "s1")
+    def test_a_send_waiting_for_room_starts_nothing_once_the_connection_closed(self, app):
+        session = open_session(app, stomp_max_inflight_sends=1)
+        send(session, "s0")
+        reader = gevent.spawn(send, session, "s1")
         settle()
-        handler.close()
+        session.close()
         app.started[0].succeed()
         reader.join(timeout=WAIT)
         assert [p.name for p in app.started] == ["s0"]
+        session.finish()
 
-    def test_without_a_way_to_reply_later_the_pending_is_waited_for_in_place(self, app):
-        handler = connected_handler(app)  # subscriber "me": not a FrameTarget, no replies
-        reader = gevent.spawn(send, handler, "s0")
-        settle()
-        assert not reader.dead
-        app.started[0].fail(BadRequest("content is required"))
-        outcome = reader.get(timeout=WAIT)
-        assert replies(outcome.frames) == [("ERROR", "s0", "content is required")] and not outcome.close
+    def test_replies_are_encoded_in_the_negotiated_version(self, app):
+        settings = Settings.from_env({}, heartbeat_ms=0)
+        hub = SessionHub(settings, app, TokenVerifier(settings.jwt_secret), SubscriptionRegistry(), "node-a")
+        session = hub.open_session("sess-11", "websocket")
+        session.receive_data(wire(frame("CONNECT", accept_version="1.1",
+                                        access_token=mint_token(settings.jwt_secret, 5))))
+        session.outbox.take(10)
+        send(session, "a:b", destination="/kafka/now")
+        assert session.outbox.take(10) == [b"RECEIPT\nreceipt-id:a\\cb\n\n\x00"]
+        session.finish()
 
-    def test_a_session_subscriber_gets_the_late_replies_in_its_outbox(self, app):
-        target = Target()
-        handler = connected_handler(app, subscriber=target)
-        send(handler, "s0")
-        app.started[0].succeed()
-        handler.receive_frame(frame("DISCONNECT"))
-        assert target.outbox.items == [b"RECEIPT\nreceipt-id:s0\n\n\x00"]
-
-    def test_the_default_limit_is_the_settings_default(self):
-        assert Settings().stomp_max_inflight_sends == DEFAULT_MAX_INFLIGHT_SENDS
+    def test_a_full_outbox_closes_the_slow_consumer(self, app):
+        session = open_session(app, outbox_max_frames=1)
+        session.receive_data(wire(frame("SUBSCRIBE", destination="/topic/direct/1", id="1", receipt="x")))
+        session.receive_data(wire(frame("SUBSCRIBE", destination="/topic/direct/2", id="2", receipt="y")))
+        assert not session.is_open
+        assert session.outbox.take(10)[-1].startswith(b"ERROR\nmessage:slow consumer\n")
+        session.finish()

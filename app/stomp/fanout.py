@@ -25,8 +25,8 @@ import uuid
 
 import gevent
 
-from app.registry import SubscriptionRegistry
-from app.session import Session
+from app.stomp.registry import SubscriptionRegistry
+from app.stomp.session import Session
 from app.stomp.frames import MessageTemplate
 
 __all__ = ["FanoutDelivery", "SUBSCRIPTION_BYTES_MAX"]

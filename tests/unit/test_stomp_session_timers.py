@@ -1,4 +1,4 @@
-"""Session deadlines (app/session.py): CONNECT timeout, heart-beats out, silence in (STOMP 1.2
+"""Session deadlines (app/stomp/session.py): CONNECT timeout, heart-beats out, silence in (STOMP 1.2
 "Heart-beating") on event-loop timers, with no greenlet per connection and, once connected
 without heart-beats, no timer at all.
 
@@ -13,8 +13,9 @@ import greenlet
 import pytest
 
 from app.auth import TokenVerifier, mint_token
-from app.registry import SubscriptionRegistry
-from app.session import CLOSING, OPEN, POLICY_VIOLATION, SessionHub
+from app.stomp.registry import SubscriptionRegistry
+from app.stomp.outbox import POLICY_VIOLATION
+from app.stomp.session import CLOSING, OPEN, SessionHub
 from app.settings import Settings
 from app.stomp.frames import HEARTBEAT
 from tests.conftest import MS

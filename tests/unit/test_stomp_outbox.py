@@ -1,4 +1,4 @@
-"""The Outbox and its writers (app/session.py): bounded, FIFO, one reader, producers never block.
+"""The Outbox (app/stomp/outbox.py) and the writers that drain it (ws.py, sockjs.py): bounded, FIFO, one reader, producers never block.
 
 No sockets: the writer writes to a recording sink. Every wait is bounded by WAIT; nothing
 here asserts how fast anything happens.
@@ -8,17 +8,9 @@ import gevent
 import pytest
 from gevent.exceptions import ConcurrentObjectUseError
 
-from app.session import (
-    BATCH_FRAMES,
-    NORMAL,
-    POLICY_VIOLATION,
-    Outbox,
-    Pong,
-    RawFraming,
-    poll_response,
-    stream_outbox,
-    drain_websocket,
-)
+from app.stomp.outbox import BATCH_FRAMES, NORMAL, POLICY_VIOLATION, Outbox, Pong, RawFraming
+from app.stomp.sockjs import poll_response, stream_outbox
+from app.stomp.ws import drain_websocket
 from tests.conftest import MS
 
 WAIT = 5000 * MS

@@ -1,0 +1,126 @@
+"""The composition root: builds the whole chat server of one process from ``Settings``.
+
+The only module that picks implementations (MongoDB, Redis, Kafka, presence, the
+auth/community/notification services) and wires them together:
+
+- :func:`build_chat_server` is what gunicorn serves (``app/wsgi.py``): the transport (the
+  subscription registry, the session hub, the fan-out delivery, the ``/my-chat``
+  endpoint), the chat domain built around that delivery, and the Flask app made from both.
+- :func:`build_chat_domain` builds the domain alone, around a given ``LocalDelivery``;
+  :func:`serve_chat_domain` puts the transport and the web app around any domain. Tests
+  use them to observe deliveries or to serve a double of the application.
+- :func:`create_topics` creates the Kafka topics (the dev launcher calls it once).
+
+Nothing here opens a connection: every client connects lazily, and the consumer and the
+background greenlets start in ``ChatServer.start`` (after the fork).
+"""
+
+from __future__ import annotations
+
+from app.auth import TokenVerifier
+from app.backends import kafka_bus
+from app.backends.mongo_history import MongoReadSide
+from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
+from app.chat.access import Access
+from app.chat.application import ChatService
+from app.chat.handlers import Authors, Messaging
+from app.chat.http_api import create_blueprint
+from app.chat.membership import Membership
+from app.chat.notifications import Notifier
+from app.chat.presence_flow import PresenceFlow, worker_node_id
+from app.chat.profiles import Profiles
+from app.chat.service_api import create_service_blueprint
+from app.contracts import ChatDomain, LocalDelivery
+from app.presence_client import PresenceClient
+from app.service_http import ServiceHttp
+from app.settings import Settings
+from app.stomp.fanout import FanoutDelivery
+from app.stomp.registry import SubscriptionRegistry
+from app.stomp.session import CLOSE_GRACE_S, SessionHub
+from app.stomp.sockjs import SockJSEndpoint, SockJSOptions
+from app.web import ChatServer, create_flask_app
+from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
+from workers.lifecycle import LeaseRenewer, WorkerRuntime
+
+__all__ = ["build_chat_server", "build_chat_domain", "serve_chat_domain", "create_topics", "STOMP_PREFIX"]
+
+STOMP_PREFIX = "/my-chat"
+
+
+def build_chat_server(settings: Settings) -> ChatServer:
+    """The chat server of one process: transport, domain and web app."""
+    registry: SubscriptionRegistry = SubscriptionRegistry()
+    delivery = FanoutDelivery(registry)
+    return serve_chat_domain(settings, build_chat_domain(settings, delivery), registry=registry, delivery=delivery)
+
+
+def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: SubscriptionRegistry,
+                      delivery: FanoutDelivery) -> ChatServer:
+    """The transport and the web app around ``domain``, whose pushes go to ``delivery``."""
+    hub = SessionHub(settings, domain.application, TokenVerifier(settings.jwt_secret), registry,
+                     settings.effective_node_id, close_grace_s=CLOSE_GRACE_S)
+    endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings))
+    flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=domain.blueprints,
+                                 readiness=domain.readiness)
+    return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app)
+
+
+def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain:
+    """The chat application of one process, its HTTP API and background work; pushes go to ``delivery``."""
+    mongo = MongoConnection(settings)
+    read_side = MongoReadSide(mongo.db)
+    cache = RedisMembershipCache(settings.redis_url, settings.membership_ttl_s)
+    http = ServiceHttp(settings.service_timeout_s)
+    membership = Membership(settings, cache, http)
+    bus = kafka_bus.KafkaEventBus(settings)
+    presence = PresenceClient(settings)
+    profiles = Profiles(settings, cache, http)
+    writer = MongoMessageWriter(mongo)
+    verifier = TokenVerifier(settings.jwt_secret)
+    access = Access(membership)
+    notifier = Notifier(settings, http=http, presence=presence, membership=membership)
+    messaging = Messaging(store=writer, bus=bus, access=access, authors=Authors(profiles), observer=notifier,
+                          typing_interval_s=settings.typing_interval_s)
+    flow = PresenceFlow(presence=presence, bus=bus, membership=membership, read_markers=read_side,
+                        access=access, node_id=lambda: worker_node_id(settings))
+    # The client runs on_recovered in its own greenlet when presence answers again.
+    presence.on_recovered = flow.resync
+    runtime = WorkerRuntime(
+        consumer=_fanout_consumer(settings, delivery),
+        lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
+        background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all)],
+        prepare=mongo.ensure_indexes,
+        closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
+    application = ChatService(messaging=messaging, presence=flow, access=access,
+                              message_max_chars=settings.message_max_chars)
+    blueprints = [
+        create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
+                         markers=read_side, files=read_side, writer=writer, bus=bus, verifier=verifier),
+        create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
+    ]
+    return ChatDomain(application=application, blueprints=blueprints,
+                      readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
+                      start=runtime.start, stop=runtime.stop)
+
+
+def create_topics(settings: Settings) -> list[str]:
+    """Create Smooth's Kafka topics (idempotent); returns the newly created names."""
+    return kafka_bus.create_topics(settings)
+
+
+def _fanout_consumer(settings: Settings, delivery: LocalDelivery) -> FanoutConsumer:
+    group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
+
+    def open_source() -> kafka_bus.RecordSource:
+        return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group)
+
+    return FanoutConsumer(FANOUT_GROUP, open_source, delivery)
+
+
+def _sockjs_options(settings: Settings) -> SockJSOptions:
+    return SockJSOptions(max_frame_bytes=settings.stomp_max_frame_bytes,
+                         heartbeat_s=settings.sockjs_heartbeat_s,
+                         disconnect_delay_s=settings.sockjs_disconnect_delay_s,
+                         streaming_bytes=settings.sockjs_streaming_bytes,
+                         close_grace_s=CLOSE_GRACE_S)
