@@ -1,10 +1,11 @@
 """Presence state in Redis: sessions, locations, voice channels, node leases.
 
-Owns :class:`RedisPresenceStore`, the real implementation of
-``app.tcp_presence.store.PresenceStore``, and the Redis key layout
-(:data:`KEY_TEMPLATES`). It is the only presence module that imports ``redis``, and the
-only presence module it imports is ``app.tcp_presence.store`` (the interface and result
-types); the presence server receives the store from ``app.tcp_presence.composition``.
+Owns :class:`RedisPresenceStore`, the real implementation of the ``PresenceStore``
+interface, and the Redis key layout (:data:`KEY_TEMPLATES`). It is the only presence
+module that imports ``redis``; from the presence server it imports only the store
+module (the interface and its result types), never the server, handler, HTTP API, reaper or
+the chat side's client. The presence server's composition module builds it and hands
+it to the server.
 
 Every update is one Lua script (atomic, one round trip); nothing is a read-modify-write
 of a JSON string (W-14), and nothing scans the key space (W-23). The scripts live in
@@ -100,7 +101,6 @@ class KeyLayout:
     serialized for the scripts (``key()`` in prelude.lua fills it in the same way)."""
 
     def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
         self._pieces: dict[str, list[str]] = {}
         for name, template in KEY_TEMPLATES.items():
             head, *rest = template.split(_PLACEHOLDER)

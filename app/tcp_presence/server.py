@@ -62,10 +62,6 @@ class PresenceTcpServer:
         self._connections: set[socket.socket] = set()
         self._server = StreamServer((host, port), self._serve_connection, spawn=self._pool)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
-
     def start(self) -> None:
         self._server.start()
 
