@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import time
 import uuid
@@ -33,6 +32,7 @@ from typing import Any, Callable, Final, Mapping, Sequence
 import gevent
 from gevent.lock import BoundedSemaphore
 
+from app import destinations
 from app.errors import BackendUnavailable, BadRequest
 from app.settings import Settings
 
@@ -49,7 +49,6 @@ MAX_REPLY_BYTES: Final = 4 * 1024 * 1024
 RECV_BYTES: Final = 65536
 # Room left in a sync line for everything but the session pairs.
 _SYNC_LINE_OVERHEAD: Final = 256
-_ROOM_KEY: Final = re.compile(r"([cr])-[0-9]{1,19}")
 # Errors the server reports about itself rather than about the request.
 _SERVER_SIDE_ERRORS: Final = frozenset({"backend unavailable", "internal error"})
 
@@ -182,11 +181,11 @@ class PresenceClient:
 
     def notify_targets(self, room_key: str, member_ids: Sequence[int]) -> list[int]:
         """The members not currently in ``room_key`` (``r-17`` or ``c-8``): who to push-notify."""
-        match = _ROOM_KEY.fullmatch(room_key)
-        if match is None:
+        key = destinations.parse_room_key(room_key)
+        if key is None:
             raise BadRequest(f"not a room key: {room_key!r}")
-        kind = "direct" if match.group(1) == "r" else "community"
-        reply = self._call({"type": kind, "channel_id": room_key, "ids": list(member_ids)})
+        request_type = "direct" if key.kind == "direct" else "community"
+        reply = self._call({"type": request_type, "channel_id": room_key, "ids": list(member_ids)})
         return [int(user) for user in reply["targets"]]
 
     def before_enter(self, user_id: int, community_id: int) -> str:
@@ -197,7 +196,7 @@ class PresenceClient:
     def enter(self, user_id: int, community_id: int, voice_channel_id: int) -> str:
         """Move the user into a voice channel; returns the occupancy after the move."""
         reply = self._call({"type": "enter", "user_id": user_id, "community_id": community_id,
-                            "channel_id": f"c-{voice_channel_id}"})
+                            "channel_id": destinations.room_key("channel", voice_channel_id)})
         return str(reply["state"])
 
     def renew_lease(self, node_id: str) -> None:

@@ -1,29 +1,23 @@
 """Presence state in Redis: sessions, locations, voice channels, node leases.
 
-Owns :class:`RedisPresenceStore`, the real implementation of
-``app.tcp_presence.handler.PresenceStore``, and is the only presence module that imports
-``redis``. Every update is one Lua script (atomic, one round trip); nothing is a
-read-modify-write of a JSON string (W-14), and nothing scans the key space (W-23).
+Owns :class:`RedisPresenceStore`, the real implementation of the ``PresenceStore``
+interface, and the Redis key layout (:data:`KEY_TEMPLATES`). It is the only presence
+module that imports ``redis``; from the presence server it imports only the store
+module (the interface and its result types), never the server, handler, HTTP API, reaper or
+the chat side's client. The presence server's composition module builds it and hands
+it to the server.
 
-Key layout (every key starts with ``prefix``, ``presence:`` by default, because the
-presence Redis may be the chat server's)::
+Every update is one Lua script (atomic, one round trip); nothing is a read-modify-write
+of a JSON string (W-14), and nothing scans the key space (W-23). The scripts live in
+``app/backends/presence_lua/``, one ``<name>.lua`` per operation plus ``prelude.lua``
+(the helpers every script shares, prepended to each), and are read once at import.
+They never spell a key name: every call passes the layout (the prefixed templates of
+:data:`KEY_TEMPLATES`) and the scripts build keys from it. Locations reach them already
+validated against ``app/destinations.py``.
 
-    session:{sid}          HASH  uid, node (absent for legacy sessions without node_id)
-    user:{uid}             HASH  loc = visible location, voice = "{cid}:{vid}"
-    user:{uid}:sessions    ZSET  sid -> sequence number of its last location change
-    user:{uid}:locs        HASH  sid -> that session's location
-    user:{uid}:texts       HASH  sid -> that session's last text location
-    online                 ZSET  uid -> retention deadline (ms); online = deadline >= now
-    room:{c-X|r-R}         HASH  uid -> number of the user's sessions at that location
-    voice:{cid}:{vid}      SET   uids in a community voice channel
-    voice-index:{cid}      SET   vids of the community's voice channels
-    call:{rid}             SET   uids in a DM call
-    nodes                  SET   node ids with sessions
-    node:{node}:sessions   SET   sids attached to the node's lease
-    node:{node}:lease      STRING, TTL node_lease_s, renewed by the chat node
-    node:{node}:reaper     STRING, SET NX claim of the reaper logging the node out
-    sync:{node}:{sync_id}  HASH  sid -> uid, sessions staged by a chunked sync
-    seq                    counter ordering location changes
+Every key starts with ``prefix`` (``presence:`` by default, because the presence Redis may
+be the chat server's); the layout, with each key's type and contents, is
+:data:`KEY_TEMPLATES`.
 
 The user's visible location (friends-state, ``USER{U}`` of the original) is the most
 recently set one among their live sessions. Every user key and the user's session
@@ -40,13 +34,15 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Final, Iterator, Sequence
 
 import redis
 
+from app.destinations import HOME
 from app.errors import BackendUnavailable
 from app.settings import Settings
-from app.tcp_presence.handler import (
+from app.tcp_presence.store import (
     LocationChange,
     ReapBatch,
     SessionEnd,
@@ -55,7 +51,7 @@ from app.tcp_presence.handler import (
     VoiceOut,
 )
 
-__all__ = ["RedisPresenceStore", "DEFAULT_PREFIX"]
+__all__ = ["RedisPresenceStore", "DEFAULT_PREFIX", "KEY_TEMPLATES"]
 
 DEFAULT_PREFIX: Final = "presence:"
 # Redis calls are local-network round trips; past this, presence counts as down.
@@ -63,321 +59,57 @@ REDIS_TIMEOUT_S: Final = 2.0
 # A chunked sync that never sends its final part is forgotten after this long.
 SYNC_STAGING_TTL_S: Final = 120
 
-# Every script starts with this prelude. ARGV[1..3] = prefix, retention (s), now (ms);
-# the operation's own arguments follow from ARGV[4].
-_PRELUDE = r"""
-local P, RETENTION, NOW = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local DEADLINE = NOW + RETENTION * 1000
-local ONLINE, NODES, SEQ = P .. 'online', P .. 'nodes', P .. 'seq'
+# The key layout, the only place a key name is spelled (after ``prefix``). ``{}`` is a
+# placeholder, filled in order.
+KEY_TEMPLATES: Final[dict[str, str]] = {
+    "session": "session:{}",              # HASH   uid, node (absent for sessions without node_id)
+    "user": "user:{}",                    # HASH   loc = visible location, voice = "{cid}:{vid}"
+    "user_sessions": "user:{}:sessions",  # ZSET   sid -> sequence number of its last location change
+    "user_locs": "user:{}:locs",          # HASH   sid -> that session's location
+    "user_texts": "user:{}:texts",        # HASH   sid -> that session's last text location
+    "online": "online",                   # ZSET   uid -> retention deadline (ms); online = deadline >= now
+    "room": "room:{}",                    # HASH   (room key) uid -> the user's sessions at that location
+    "voice": "voice:{}:{}",               # SET    (cid, vid) uids in a community voice channel
+    "voice_index": "voice-index:{}",      # SET    (cid) vids of the community's voice channels
+    "call": "call:{}",                    # SET    (rid) uids in a DM call
+    "nodes": "nodes",                     # SET    node ids with sessions
+    "node_sessions": "node:{}:sessions",  # SET    sids attached to the node's lease
+    "node_lease": "node:{}:lease",        # STRING TTL node_lease_s, renewed by the chat node
+    "node_reaper": "node:{}:reaper",      # STRING SET NX claim of the reaper logging the node out
+    "sync": "sync:{}:{}",                 # HASH   (node, sync id) sid -> uid, staged by a chunked sync
+    "seq": "seq",                         # counter ordering location changes
+}
+_PLACEHOLDER: Final = "{}"
 
-local function session_key(sid) return P .. 'session:' .. sid end
-local function user_key(uid) return P .. 'user:' .. uid end
-local function sessions_key(uid) return P .. 'user:' .. uid .. ':sessions' end
-local function locs_key(uid) return P .. 'user:' .. uid .. ':locs' end
-local function texts_key(uid) return P .. 'user:' .. uid .. ':texts' end
-local function room_key(loc) return P .. 'room:' .. loc end
-local function voice_key(cid, vid) return P .. 'voice:' .. cid .. ':' .. vid end
-local function voice_index_key(cid) return P .. 'voice-index:' .. cid end
-local function call_key(rid) return P .. 'call:' .. rid end
-local function node_sessions_key(node) return P .. 'node:' .. node .. ':sessions' end
-local function lease_key(node) return P .. 'node:' .. node .. ':lease' end
-local function reaper_key(node) return P .. 'node:' .. node .. ':reaper' end
+_LUA_DIR: Final = Path(__file__).with_name("presence_lua")
+_SCRIPT_NAMES: Final = (
+    "login", "logout", "move", "absent_members", "voice_occupancy", "enter_voice", "leave_voice",
+    "leave_call", "sync_node", "reap_node", "friends_state",
+)
 
-local function is_online(uid)
-  local deadline = redis.call('ZSCORE', ONLINE, uid)
-  return deadline ~= false and tonumber(deadline) >= NOW
-end
 
--- Only text rooms are counted: they are what notification targets are checked against.
-local function is_room(loc)
-  if not loc then return false end
-  local head = string.sub(loc, 1, 2)
-  return head == 'c-' or head == 'r-'
-end
+def _read_lua(name: str) -> str:
+    return (_LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
 
-local function room_enter(loc, uid)
-  if is_room(loc) then
-    redis.call('HINCRBY', room_key(loc), uid, 1)
-    redis.call('EXPIRE', room_key(loc), RETENTION)
-  end
-end
 
-local function room_leave(loc, uid)
-  if is_room(loc) and redis.call('HINCRBY', room_key(loc), uid, -1) <= 0 then
-    redis.call('HDEL', room_key(loc), uid)
-  end
-end
+# Read once, at import: the prelude followed by each operation's body.
+_SCRIPTS: Final = {name: _read_lua("prelude") + "\n" + _read_lua(name) for name in _SCRIPT_NAMES}
 
--- Retention: all of a user's keys expire together, RETENTION after their last activity.
-local function touch_user(uid)
-  for _, sid in ipairs(redis.call('ZRANGE', sessions_key(uid), 0, -1)) do
-    redis.call('EXPIRE', session_key(sid), RETENTION)
-  end
-  for _, key in ipairs({user_key(uid), sessions_key(uid), locs_key(uid), texts_key(uid)}) do
-    redis.call('EXPIRE', key, RETENTION)
-  end
-end
 
--- Recompute the visible location (the most recently set one) and the online index.
-local function refresh_user(uid)
-  local top = redis.call('ZREVRANGE', sessions_key(uid), 0, 0)
-  if #top == 0 then
-    redis.call('HDEL', user_key(uid), 'loc')
-    redis.call('ZREM', ONLINE, uid)
-    touch_user(uid)
-    return false
-  end
-  local loc = redis.call('HGET', locs_key(uid), top[1]) or 'home'
-  redis.call('HSET', user_key(uid), 'loc', loc)
-  redis.call('ZADD', ONLINE, DEADLINE, uid)
-  touch_user(uid)
-  return loc
-end
+class KeyLayout:
+    """:data:`KEY_TEMPLATES` under one prefix: key names for Python, and the same layout
+    serialized for the scripts (``key()`` in prelude.lua fills it in the same way)."""
 
-local function place_session(uid, sid, loc, is_text)
-  local old = redis.call('HGET', locs_key(uid), sid)
-  room_leave(old, uid)
-  redis.call('HSET', locs_key(uid), sid, loc)
-  if is_text then redis.call('HSET', texts_key(uid), sid, loc) end
-  room_enter(loc, uid)
-  redis.call('ZADD', sessions_key(uid), redis.call('INCR', SEQ), sid)
-  return old
-end
+    def __init__(self, prefix: str) -> None:
+        self._pieces: dict[str, list[str]] = {}
+        for name, template in KEY_TEMPLATES.items():
+            head, *rest = template.split(_PLACEHOLDER)
+            self._pieces[name] = [prefix + head, *rest]
+        self.for_scripts = json.dumps(self._pieces, separators=(",", ":"))
 
-local function split_voice(value)
-  local sep = string.find(value, ':', 1, true)
-  return string.sub(value, 1, sep - 1), string.sub(value, sep + 1)
-end
-
--- Sessions shown in a voice channel the user left go back to their text location.
-local function clear_voice_location(uid, cid, vid)
-  local voice_loc = 'com' .. cid .. ',c-' .. vid
-  local locs = redis.call('HGETALL', locs_key(uid))
-  for i = 1, #locs, 2 do
-    if locs[i + 1] == voice_loc then
-      local text = redis.call('HGET', texts_key(uid), locs[i]) or 'home'
-      redis.call('HSET', locs_key(uid), locs[i], text)
-      room_enter(text, uid)
-    end
-  end
-end
-
--- {cid, vid, remaining uids}, or false when the user was in no voice channel.
-local function leave_voice_of(uid)
-  local current = redis.call('HGET', user_key(uid), 'voice')
-  if not current then return false end
-  local cid, vid = split_voice(current)
-  redis.call('SREM', voice_key(cid, vid), uid)
-  redis.call('HDEL', user_key(uid), 'voice')
-  clear_voice_location(uid, cid, vid)
-  return {cid, vid, redis.call('SMEMBERS', voice_key(cid, vid))}
-end
-
-local function attach_to_node(sid, node, lease_ms)
-  local previous = redis.call('HGET', session_key(sid), 'node')
-  if previous and previous ~= node then redis.call('SREM', node_sessions_key(previous), sid) end
-  redis.call('HSET', session_key(sid), 'node', node)
-  redis.call('SADD', node_sessions_key(node), sid)
-  redis.call('SADD', NODES, node)
-  redis.call('SET', lease_key(node), '1', 'PX', lease_ms)
-end
-
--- {uid, session location, 1 if it was the user's last session, voice left}, or false.
-local function end_session(sid)
-  local record = redis.call('HMGET', session_key(sid), 'uid', 'node')
-  local uid, node = record[1], record[2]
-  if not uid then return false end
-  local loc = redis.call('HGET', locs_key(uid), sid)
-  room_leave(loc, uid)
-  redis.call('HDEL', locs_key(uid), sid)
-  redis.call('HDEL', texts_key(uid), sid)
-  redis.call('ZREM', sessions_key(uid), sid)
-  redis.call('DEL', session_key(sid))
-  if node then redis.call('SREM', node_sessions_key(node), sid) end
-  local last = redis.call('ZCARD', sessions_key(uid)) == 0
-  local voice = false
-  if last then voice = leave_voice_of(uid) end
-  refresh_user(uid)
-  return {uid, loc, last and 1 or 0, voice}
-end
-
--- Returns 1 when this is the user's first live session.
-local function start_session(sid, uid, node, lease_ms)
-  local owner = redis.call('HGET', session_key(sid), 'uid')
-  if owner and owner ~= uid then end_session(sid) end
-  local first = 0
-  if owner ~= uid then
-    if redis.call('ZCARD', sessions_key(uid)) == 0 then first = 1 end
-    redis.call('HSET', session_key(sid), 'uid', uid)
-    -- Score 0: a new tab never takes over the location another tab set (W-11).
-    redis.call('ZADD', sessions_key(uid), 0, sid)
-    redis.call('HSET', locs_key(uid), sid, 'home')
-    redis.call('HSET', texts_key(uid), sid, 'home')
-  end
-  if node ~= '' then attach_to_node(sid, node, lease_ms) end
-  refresh_user(uid)
-  return first
-end
-
-local function occupancy_of(cid)
-  local result = {}
-  for _, vid in ipairs(redis.call('SMEMBERS', voice_index_key(cid))) do
-    local members = {}
-    for _, uid in ipairs(redis.call('SMEMBERS', voice_key(cid, vid))) do
-      if is_online(uid) then table.insert(members, uid) else redis.call('SREM', voice_key(cid, vid), uid) end
-    end
-    table.insert(result, {vid, members})
-  end
-  return result
-end
-"""
-
-_LOGIN = r"""
-return start_session(ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]))
-"""
-
-_LOGOUT = r"""
-return cjson.encode({end_session(ARGV[4])})
-"""
-
-_MOVE = r"""
-local uid, sid, loc = ARGV[4], ARGV[5], ARGV[6]
-if sid == '' then
-  sid = redis.call('ZREVRANGE', sessions_key(uid), 0, 0)[1]
-elseif redis.call('HGET', session_key(sid), 'uid') ~= uid then
-  sid = nil
-end
-if not sid then return cjson.encode({false}) end
-local old = place_session(uid, sid, loc, true)
-refresh_user(uid)
-return cjson.encode({old})
-"""
-
-_ABSENT_MEMBERS = r"""
-local room, targets = room_key(ARGV[4]), {}
-for i = 5, #ARGV do
-  local uid = ARGV[i]
-  local count = tonumber(redis.call('HGET', room, uid) or '0')
-  if count <= 0 or not is_online(uid) then table.insert(targets, uid) end
-end
-return targets
-"""
-
-_OCCUPANCY = r"""
-return cjson.encode(occupancy_of(ARGV[4]))
-"""
-
-_ENTER = r"""
-local uid, cid, vid = ARGV[4], ARGV[5], ARGV[6]
-local wanted = cid .. ':' .. vid
-local left = false
-if redis.call('HGET', user_key(uid), 'voice') ~= wanted then
-  left = leave_voice_of(uid)
-  redis.call('SADD', voice_key(cid, vid), uid)
-  redis.call('EXPIRE', voice_key(cid, vid), RETENTION)
-  redis.call('SADD', voice_index_key(cid), vid)
-  redis.call('EXPIRE', voice_index_key(cid), RETENTION)
-  redis.call('HSET', user_key(uid), 'voice', wanted)
-end
-local top = redis.call('ZREVRANGE', sessions_key(uid), 0, 0)[1]
-if top then place_session(uid, top, 'com' .. cid .. ',c-' .. vid, false) end
-refresh_user(uid)
-return cjson.encode({occupancy_of(cid), left})
-"""
-
-_LEAVE_VOICE = r"""
-local uid, cid, vid = ARGV[4], ARGV[5], ARGV[6]
-redis.call('SREM', voice_key(cid, vid), uid)
-if redis.call('HGET', user_key(uid), 'voice') == cid .. ':' .. vid then
-  redis.call('HDEL', user_key(uid), 'voice')
-end
-clear_voice_location(uid, cid, vid)
-if redis.call('ZCARD', sessions_key(uid)) > 0 then refresh_user(uid) end
-return redis.call('SMEMBERS', voice_key(cid, vid))
-"""
-
-_LEAVE_CALL = r"""
-redis.call('SREM', call_key(ARGV[5]), ARGV[4])
-return redis.call('SMEMBERS', call_key(ARGV[5]))
-"""
-
-_SYNC = r"""
-local node, lease_ms, staging, final = ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7] == '1'
-local pairs_from = 8
-if staging ~= '' then
-  local staged_key = P .. 'sync:' .. node .. ':' .. staging
-  if not final then
-    for i = pairs_from, #ARGV, 2 do redis.call('HSET', staged_key, ARGV[i], ARGV[i + 1]) end
-    redis.call('EXPIRE', staged_key, STAGING_TTL)
-    redis.call('SET', lease_key(node), '1', 'PX', lease_ms)
-    redis.call('SADD', NODES, node)
-    return cjson.encode({0, 0, {}})
-  end
-end
-local desired = {}
-if staging ~= '' then
-  local staged_key = P .. 'sync:' .. node .. ':' .. staging
-  local flat = redis.call('HGETALL', staged_key)
-  for i = 1, #flat, 2 do desired[flat[i]] = flat[i + 1] end
-  redis.call('DEL', staged_key)
-end
-for i = pairs_from, #ARGV, 2 do desired[ARGV[i]] = ARGV[i + 1] end
-local added, removed, voices = 0, 0, {}
-for _, sid in ipairs(redis.call('SMEMBERS', node_sessions_key(node))) do
-  local owner = redis.call('HGET', session_key(sid), 'uid')
-  if desired[sid] ~= owner then
-    local ended = end_session(sid)
-    redis.call('SREM', node_sessions_key(node), sid)
-    if ended then
-      removed = removed + 1
-      if ended[4] then table.insert(voices, ended[4]) end
-    end
-  end
-end
-for sid, uid in pairs(desired) do
-  local record = redis.call('HMGET', session_key(sid), 'uid', 'node')
-  if record[1] ~= uid or record[2] ~= node then
-    start_session(sid, uid, node, lease_ms)
-    added = added + 1
-  end
-end
-redis.call('SET', lease_key(node), '1', 'PX', lease_ms)
-redis.call('SADD', NODES, node)
-return cjson.encode({added, removed, voices})
-""".replace("STAGING_TTL", str(SYNC_STAGING_TTL_S))
-
-_REAP = r"""
-local node, batch = ARGV[4], tonumber(ARGV[5])
-if redis.call('EXISTS', lease_key(node)) == 1 then
-  redis.call('DEL', reaper_key(node))
-  return cjson.encode({{}, true})
-end
-local ended = {}
-for _ = 1, batch do
-  local sid = redis.call('SPOP', node_sessions_key(node))
-  if not sid then break end
-  if redis.call('HGET', session_key(sid), 'node') == node then
-    local result = end_session(sid)
-    if result then table.insert(ended, result) end
-  end
-end
-local done = redis.call('SCARD', node_sessions_key(node)) == 0
-if done then
-  redis.call('SREM', NODES, node)
-  redis.call('DEL', reaper_key(node))
-end
-return cjson.encode({ended, done})
-"""
-
-_FRIENDS_STATE = r"""
-local result = {}
-for i = 4, #ARGV do
-  local loc = false
-  if is_online(ARGV[i]) then loc = redis.call('HGET', user_key(ARGV[i]), 'loc') end
-  table.insert(result, loc)
-end
-return cjson.encode(result)
-"""
+    def key(self, name: str, *values: object) -> str:
+        head, *rest = self._pieces[name]
+        return head + "".join(f"{value}{piece}" for value, piece in zip(values, rest))
 
 
 class RedisPresenceStore:
@@ -388,16 +120,9 @@ class RedisPresenceStore:
         self.client = client
         self.retention_s = retention_s
         self.lease_ms = max(1, int(lease_s * 1000))
-        self.prefix = prefix
+        self.keys = KeyLayout(prefix)
         self.clock = clock
-        self._scripts = {
-            name: client.register_script(_PRELUDE + body)
-            for name, body in {
-                "login": _LOGIN, "logout": _LOGOUT, "move": _MOVE, "absent": _ABSENT_MEMBERS,
-                "occupancy": _OCCUPANCY, "enter": _ENTER, "leave_voice": _LEAVE_VOICE,
-                "leave_call": _LEAVE_CALL, "sync": _SYNC, "reap": _REAP, "friends": _FRIENDS_STATE,
-            }.items()
-        }
+        self._scripts = {name: client.register_script(source) for name, source in _SCRIPTS.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, prefix: str = DEFAULT_PREFIX) -> "RedisPresenceStore":
@@ -429,16 +154,16 @@ class RedisPresenceStore:
     def absent_members(self, room_key: str, member_ids: Sequence[int]) -> list[int]:
         if not member_ids:
             return []
-        absent = {int(uid) for uid in self._run("absent", room_key, *member_ids)}
+        absent = {int(uid) for uid in self._run("absent_members", room_key, *member_ids)}
         return [member for member in member_ids if member in absent]
 
     # -- Voice --------------------------------------------------------------------------------
 
     def voice_occupancy(self, community_id: int) -> dict[int, list[int]]:
-        return _occupancy(self._run_json("occupancy", community_id))
+        return _occupancy(self._run_json("voice_occupancy", community_id))
 
     def enter_voice(self, user_id: int, community_id: int, voice_channel_id: int) -> VoiceEntry:
-        occupancy, left = self._run_json("enter", user_id, community_id, voice_channel_id)
+        occupancy, left = self._run_json("enter_voice", user_id, community_id, voice_channel_id)
         return VoiceEntry(_occupancy(occupancy), _voice_out(left))
 
     def leave_voice(self, user_id: int, community_id: int, voice_channel_id: int) -> VoiceOut:
@@ -453,37 +178,37 @@ class RedisPresenceStore:
     def renew_lease(self, node_id: str) -> None:
         with self._backend():
             pipe = self.client.pipeline(transaction=True)
-            pipe.set(self._key(f"node:{node_id}:lease"), "1", px=self.lease_ms)
-            pipe.sadd(self._key("nodes"), node_id)
+            pipe.set(self.keys.key("node_lease", node_id), "1", px=self.lease_ms)
+            pipe.sadd(self.keys.key("nodes"), node_id)
             pipe.execute()
 
     def sync_node(self, node_id: str, sessions: Sequence[tuple[str, int]], *,
                   sync_id: str | None = None, final: bool = True) -> SyncOutcome:
         flat = [part for sid, uid in sessions for part in (sid, str(uid))]
-        added, removed, voices = self._run_json("sync", node_id, self.lease_ms, sync_id or "",
-                                                "1" if final else "0", *flat)
+        added, removed, voices = self._run_json("sync_node", node_id, self.lease_ms, sync_id or "",
+                                                "1" if final else "0", SYNC_STAGING_TTL_S, *flat)
         outs = tuple(out for out in (_voice_out(v) for v in _list(voices)) if out is not None)
         return SyncOutcome(int(added), int(removed), outs)
 
     def expired_nodes(self) -> list[str]:
         with self._backend():
-            nodes = sorted(_text(node) for node in self.client.smembers(self._key("nodes")))
+            nodes = sorted(_text(node) for node in self.client.smembers(self.keys.key("nodes")))
             if not nodes:
                 return []
             pipe = self.client.pipeline(transaction=False)
             for node in nodes:
-                pipe.exists(self._key(f"node:{node}:lease"))
+                pipe.exists(self.keys.key("node_lease", node))
             alive = pipe.execute()
         return [node for node, exists in zip(nodes, alive) if not exists]
 
     def claim_node(self, node_id: str, owner: str, ttl_s: float) -> bool:
         with self._backend():
-            claimed = self.client.set(self._key(f"node:{node_id}:reaper"), owner, nx=True,
+            claimed = self.client.set(self.keys.key("node_reaper", node_id), owner, nx=True,
                                       px=max(1, int(ttl_s * 1000)))
         return bool(claimed)
 
     def reap_node(self, node_id: str, batch: int) -> ReapBatch:
-        ended, done = self._run_json("reap", node_id, batch)
+        ended, done = self._run_json("reap_node", node_id, batch)
         return ReapBatch([_session_end(item) for item in _list(ended)], bool(done))
 
     # -- Reads ----------------------------------------------------------------------------------
@@ -491,17 +216,17 @@ class RedisPresenceStore:
     def friends_state(self, user_ids: Sequence[int]) -> dict[int, str | None]:
         if not user_ids:
             return {}
-        locations = _list(self._run_json("friends", *user_ids))
+        locations = _list(self._run_json("friends_state", *user_ids))
         return {user: (loc or None) for user, loc in zip(user_ids, locations)}
 
     def online_users(self) -> list[int]:
         with self._backend():
-            members = self.client.zrangebyscore(self._key("online"), self._now_ms(), "+inf")
+            members = self.client.zrangebyscore(self.keys.key("online"), self._now_ms(), "+inf")
         return sorted(int(_text(member)) for member in members)
 
     def forget_expired(self) -> int:
         with self._backend():
-            return int(self.client.zremrangebyscore(self._key("online"), "-inf", f"({self._now_ms()}"))
+            return int(self.client.zremrangebyscore(self.keys.key("online"), "-inf", f"({self._now_ms()}"))
 
     def ping(self) -> bool:
         try:
@@ -511,15 +236,13 @@ class RedisPresenceStore:
 
     # -- Plumbing -------------------------------------------------------------------------------
 
-    def _key(self, name: str) -> str:
-        return self.prefix + name
-
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
     def _run(self, script: str, *args: Any) -> Any:
         with self._backend():
-            return self._scripts[script](keys=[], args=[self.prefix, self.retention_s, self._now_ms(), *args])
+            header = [self.keys.for_scripts, HOME, self.retention_s, self._now_ms()]  # see prelude.lua
+            return self._scripts[script](keys=[], args=[*header, *args])
 
     def _run_json(self, script: str, *args: Any) -> Any:
         return json.loads(self._run(script, *args))

@@ -1,7 +1,8 @@
 """``python -m app.tcp_presence``: run the presence server until SIGTERM or SIGINT.
 
 Reads the configuration once (``Settings.from_env``), patches the standard library for
-gevent before any network client is created, then hands over to
+gevent before any network client is created, builds the process
+(:func:`app.tcp_presence.composition.build_presence_service`) and hands it to
 :func:`app.tcp_presence.server.run`. Exit status 0 after a graceful stop.
 """
 
@@ -19,11 +20,12 @@ def main() -> int:
     # Imported after patching, so redis and urllib get cooperative sockets.
     from app.logs import configure_logging
     from app.settings import Settings
+    from app.tcp_presence.composition import build_presence_service
     from app.tcp_presence.server import run
 
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    return run(settings)
+    return run(build_presence_service(settings))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Owns:
   accepts: the original pseudo-JSON of the Java chat and signaling servers (§7.2:
   ``{type='login', session_id='3kf9a2xq', ..., ids=null}``) and real JSON. The request
   remembers its ``syntax`` because replies are given in kind.
-- The typed field accessors (ids must be digits, W-6; session ids ``[A-Za-z0-9_-]{1,64}``)
-  and :class:`RequestError`, whose ``reason`` is what an error reply says.
+- The untyped field accessors (text, pattern match, flag), the session and node id
+  patterns, and :class:`RequestError`, whose ``reason`` is what an error reply says.
+  Ids, room keys and locations are read by :mod:`app.tcp_presence.fields`, against
+  :mod:`app.destinations`.
 - :class:`Reply`, :func:`format_reply` and :func:`format_error`, plus the helpers that
   spell the §7.3 legacy reply texts byte-exactly (``반환메세지``, ``5,c-12``, ``[2, 3]``,
   ``{"12":["5","9"],"14":[]}``).
@@ -58,7 +60,6 @@ DEFAULT_REPLY: Final = "반환메세지"
 SESSION_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Node ids default to "<hostname>-<port>", so dots and colons are allowed as well.
 NODE_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_DIGITS: Final = re.compile(r"[0-9]{1,19}")
 # How much of an oversize line is kept to tell which syntax its sender speaks.
 _HEAD_BYTES: Final = 16
 _LOOKS_LIKE_JSON: Final = re.compile(rb'\s*\{\s*["}]')
@@ -165,48 +166,11 @@ class Request:
             raise self.error(f"invalid field {name}")
         return str(value)
 
-    def digits(self, name: str, *, required: bool = True) -> int | None:
-        """A numeric id (W-6: digits only, as text or a JSON number)."""
-        value = self.text(name, required=required)
-        if value is None:
-            return None
-        if not _DIGITS.fullmatch(value):
-            raise self.error(f"invalid field {name}")
-        return int(value)
-
     def matching(self, name: str, pattern: re.Pattern[str], *, required: bool = True) -> str | None:
         value = self.text(name, required=required)
         if value is not None and not pattern.fullmatch(value):
             raise self.error(f"invalid field {name}")
         return value
-
-    def id_list(self, name: str, *, required: bool = True) -> list[int]:
-        """A list of numeric ids (``ids=[9, 12]`` or ``"ids":["9",12]``)."""
-        value = self.fields.get(name)
-        if value is None:
-            if required:
-                raise self.error(f"missing field {name}")
-            return []
-        if not isinstance(value, list):
-            raise self.error(f"invalid field {name}")
-        return [_id_item(item, self.error(f"invalid field {name}")) for item in value]
-
-    def session_pairs(self, name: str) -> list[tuple[str, int]]:
-        """``[["sid","5"], ...]`` (sync): session ids with their user ids."""
-        value = self.fields.get(name)
-        invalid = self.error(f"invalid field {name}")
-        if value is None:
-            raise self.error(f"missing field {name}")
-        if not isinstance(value, list):
-            raise invalid
-        pairs = []
-        for item in value:
-            if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
-                raise invalid
-            if not SESSION_ID_PATTERN.fullmatch(item[0]):
-                raise invalid
-            pairs.append((item[0], _id_item(item[1], invalid)))
-        return pairs
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.fields.get(name)
@@ -215,15 +179,6 @@ class Request:
         if not isinstance(value, bool):
             raise self.error(f"invalid field {name}")
         return value
-
-
-def _id_item(item: Any, invalid: RequestError) -> int:
-    if isinstance(item, bool) or not isinstance(item, (str, int)):
-        raise invalid
-    text = str(item)
-    if not _DIGITS.fullmatch(text):
-        raise invalid
-    return int(text)
 
 
 def parse_request(line: bytes) -> Request:

@@ -16,14 +16,14 @@ wiped Redis without authentication (W-10); they deliberately do not exist here.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, Final
 
 from flask import Flask, Response, jsonify, request
 
+from app.destinations import parse_id
 from app.errors import BackendError
 
-from .handler import PresenceStore
+from .store import PresenceStore
 
 __all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS", "SUCCESS_MESSAGE"]
 
@@ -34,7 +34,6 @@ SUCCESS_MESSAGE: Final = "요청에 성공하였습니다."
 FRIENDS_STATE_MAX_IDS: Final = 5000
 _BAD_REQUEST_CODE: Final = 2000
 _UNAVAILABLE_CODE: Final = 5030
-_USER_ID: Final = re.compile(r"[0-9]{1,19}")
 
 
 def create_presence_http_app(store: PresenceStore) -> Flask:
@@ -74,14 +73,15 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
 
 
 def _user_ids(body: Any) -> list[int] | None:
-    """The ids of a friends-state body, or None when it is not a list of digit ids."""
+    """The ids of a friends-state body, or None when it is not a list of user ids."""
     if not isinstance(body, list) or len(body) > FRIENDS_STATE_MAX_IDS:
         return None
     ids: list[int] = []
     for item in body:
-        if isinstance(item, bool) or not isinstance(item, (int, str)) or not _USER_ID.fullmatch(str(item)):
+        ident = None if isinstance(item, bool) or not isinstance(item, (int, str)) else parse_id(str(item))
+        if ident is None:
             return None
-        ids.append(int(item))
+        ids.append(ident)
     return ids
 
 

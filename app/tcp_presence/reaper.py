@@ -35,7 +35,7 @@ from gevent.event import Event
 
 from app.settings import Settings
 
-from .handler import ChatNotifier, PresenceStore, VoiceOut
+from .store import ChatNotifier, PresenceStore, VoiceOut
 
 __all__ = ["LeaseReaper", "HttpChatNotifier", "OFFLINE_PATH", "COMMUNITY_OUT_PATH", "DIRECT_OUT_PATH"]
 

@@ -8,12 +8,15 @@ Owns:
   that reads, frames (:class:`~app.tcp_presence.codec.LineReader`), handles the lines in
   order and writes the replies: it is the connection's only reader and only writer, so
   replies leave in request order, exactly one per request line (protocol.md §7.1).
-- :class:`PresenceService`: the composition of the Redis store, the chat notifier, the
-  TCP server, the HTTP server (``pywsgi`` on PRESENCE_HTTP_PORT) and the reaper, with
-  ``start()`` / ``stop(timeout)``.
-- :func:`run`: what ``python -m app.tcp_presence`` does: start, wait for SIGTERM or
-  SIGINT, stop gracefully (close listeners, let in-flight requests and POSTs finish
-  within a bound), return the exit status.
+- :class:`PresenceService`: the TCP server, the HTTP server (``pywsgi`` on
+  PRESENCE_HTTP_PORT) and the reaper around the one store and chat notifier it is
+  given, with ``start()`` / ``stop(timeout)``.
+- :func:`run`: serve a service: start, wait for SIGTERM or SIGINT, stop gracefully
+  (close listeners, let in-flight requests and POSTs finish within a bound), return the
+  exit status.
+
+The store is a parameter: which one (Redis) is decided by
+:mod:`app.tcp_presence.composition`, so no backend is imported here.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
-from app.backends.redis_presence import RedisPresenceStore
 from app.settings import Settings
 
 from .codec import LineReader
-from .handler import ChatNotifier, PresenceHandler, PresenceStore
+from .handler import PresenceHandler
 from .http import create_presence_http_app
 from .reaper import HttpChatNotifier, LeaseReaper
+from .store import ChatNotifier, PresenceStore
 
 __all__ = ["PresenceTcpServer", "PresenceService", "run", "STOP_TIMEOUT_S"]
 
@@ -58,10 +61,6 @@ class PresenceTcpServer:
         self._pool = Pool(max_connections)
         self._connections: set[socket.socket] = set()
         self._server = StreamServer((host, port), self._serve_connection, spawn=self._pool)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_port)
 
     def start(self) -> None:
         self._server.start()
@@ -103,7 +102,7 @@ class PresenceTcpServer:
 
 
 class PresenceService:
-    """Everything ``python -m app.tcp_presence`` runs, around one store."""
+    """Everything ``python -m app.tcp_presence`` runs, around one store and one notifier."""
 
     def __init__(self, settings: Settings, store: PresenceStore, notifier: ChatNotifier) -> None:
         self.settings = settings
@@ -116,10 +115,6 @@ class PresenceService:
         self.http = WSGIServer((settings.bind_host, settings.presence_http_port), create_presence_http_app(store),
                                spawn=Pool(HTTP_MAX_CONNECTIONS), log=None)
         self.reaper = LeaseReaper(store, notifier, lease_s=settings.node_lease_s)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "PresenceService":
-        return cls(settings, RedisPresenceStore.from_settings(settings), HttpChatNotifier(settings))
 
     def start(self) -> None:
         self.tcp.start()
@@ -140,11 +135,10 @@ class PresenceService:
             close()
 
 
-def run(settings: Settings) -> int:
-    """Serve until SIGTERM/SIGINT, then stop gracefully. Returns the exit status."""
+def run(service: PresenceService) -> int:
+    """Serve ``service`` until SIGTERM/SIGINT, then stop gracefully. Returns the exit status."""
     if not monkey.is_module_patched("socket"):
         raise RuntimeError("gevent.monkey.patch_all() must run before the presence server starts")
-    service = PresenceService.from_settings(settings)
     stopping = Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stopping.set)

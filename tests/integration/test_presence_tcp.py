@@ -326,7 +326,7 @@ def test_two_reapers_report_each_user_once(presence: ServiceProcess) -> None:
     users = fresh_user_ids(30)
     for user in users:
         store.login(f"x{user}", user, "doomed")
-    client.delete(f"{store.prefix}node:doomed:lease")
+    client.delete(store.keys.key("node_lease", "doomed"))
     notifiers = [RecordingNotifier(), RecordingNotifier()]
     reapers = [LeaseReaper(store, notifier, lease_s=60) for notifier in notifiers]
     gevent.joinall([gevent.spawn(reaper.reap_once) for reaper in reapers], raise_error=True, timeout=30)

@@ -27,16 +27,16 @@ from typing import Any, Iterator, Sequence
 from gevent.event import Event
 from gevent.pywsgi import WSGIServer
 
+from app.destinations import HOME, parse_room_key, voice_location
 from app.embedded import EmbeddedStack
 from app.settings import Settings
-from app.tcp_presence.handler import (
+from app.tcp_presence.store import (
     LocationChange,
     ReapBatch,
     SessionEnd,
     SyncOutcome,
     VoiceEntry,
     VoiceOut,
-    voice_location,
 )
 
 __all__ = [
@@ -94,13 +94,13 @@ def http_json(url: str, body: Any = None, *, method: str | None = None,
 class _Session:
     user_id: int
     node_id: str | None
-    location: str = "home"
-    text: str = "home"
+    location: str = HOME
+    text: str = HOME
     order: int = 0
 
 
 def _is_room(location: str | None) -> bool:
-    return location is not None and location[:2] in ("c-", "r-")
+    return location is not None and parse_room_key(location) is not None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from app.tcp_presence.codec import (
     CRLF,
     DEFAULT_REPLY,
+    NODE_ID_PATTERN,
     LineReader,
     LineTooLongEvent,
     Reply,
@@ -131,12 +132,12 @@ def test_parses_json_and_treats_null_as_absent() -> None:
 def test_accepts_the_lenient_variants_gson_accepted(line: bytes) -> None:
     request = parse_request(line)
     assert request.type == "login"
-    assert request.digits("user_id") == 5
+    assert request.text("user_id") == "5"
 
 
 def test_nested_lists_parse_for_sync() -> None:
     request = parse_request(b"{type='sync', node_id='n1', sessions=[['a', '5'], [b, 6]]}")
-    assert request.session_pairs("sessions") == [("a", 5), ("b", 6)]
+    assert request.fields["sessions"] == [["a", "5"], ["b", 6]]
 
 
 @pytest.mark.parametrize("line,syntax", [
@@ -159,23 +160,24 @@ def test_malformed_lines_raise_with_the_syntax_they_seemed_to_use(line: bytes, s
     assert caught.value.syntax == syntax
 
 
-def test_field_accessors_validate_ids_as_digits() -> None:
-    request = Request("json", {"user_id": "5x", "community_id": 3, "ids": ["9", 12, "x"], "flag": "yes"})
-    with pytest.raises(RequestError, match="invalid field user_id"):
-        request.digits("user_id")
+def test_untyped_field_accessors() -> None:
+    """Ids, room keys and locations are typed by app.tcp_presence.fields (test_presence_fields)."""
+    request = Request("json", {"community_id": 3, "node_id": "n 1", "flag": "yes", "on": True})
     with pytest.raises(RequestError, match="missing field session_id"):
         request.text("session_id")
-    with pytest.raises(RequestError, match="invalid field ids"):
-        request.id_list("ids")
+    with pytest.raises(RequestError, match="invalid field node_id"):
+        request.matching("node_id", NODE_ID_PATTERN)
     with pytest.raises(RequestError, match="invalid field flag"):
         request.flag("flag", True)
-    assert request.digits("community_id") == 3
-    assert request.digits("absent", required=False) is None
+    assert request.text("community_id") == "3"
+    assert request.text("absent", required=False) is None
+    assert request.flag("on", False) is True
+    assert request.flag("absent", False) is False
 
 
-def test_booleans_are_not_ids() -> None:
+def test_booleans_are_not_text() -> None:
     with pytest.raises(RequestError, match="invalid field user_id"):
-        Request("json", {"user_id": True}).digits("user_id")
+        Request("json", {"user_id": True}).text("user_id")
 
 
 # -- §7.3 replies -------------------------------------------------------------------------------

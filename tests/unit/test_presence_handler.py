@@ -15,7 +15,8 @@ import pytest
 
 from app.errors import BackendUnavailable
 from app.tcp_presence.codec import LineTooLongEvent
-from app.tcp_presence.handler import PresenceHandler, VoiceOut
+from app.tcp_presence.handler import PresenceHandler
+from app.tcp_presence.store import VoiceOut
 from tests.support.presence import MemoryPresenceStore, RecordingNotifier
 
 OK = "반환메세지\r\n".encode("utf-8")
