@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
+from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
 from app.chat.access import Access
 from app.chat.application import ChatService
 from app.chat.handlers import Authors, Messaging
-from app.chat.http_api import create_blueprint
+from app.chat.http import create_blueprint, create_service_blueprint
 from app.chat.membership import Membership
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
-from app.chat.service_api import create_service_blueprint
 from app.contracts import LocalDelivery, Services
 from app.presence_client import PresenceClient
-from app.service_http import ServiceHttp
 from app.settings import Settings
 from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, ConsumerSet, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
@@ -66,7 +65,7 @@ def build_services(settings: Settings) -> Services:
                               message_max_chars=settings.message_max_chars)
     blueprints = [
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
-                         markers=read_side, files=read_side, writer=writer, bus=bus, verifier=verifier),
+                         markers=read_side, files=read_side, messaging=messaging, verifier=verifier),
         create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
     ]
     return Services(application=application, blueprints=blueprints,

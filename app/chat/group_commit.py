@@ -27,7 +27,8 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 import gevent
 from gevent.event import Event
 
-from app.backends.base import ChatMessage, MessageWriter
+from app.chat.model import ChatMessage
+from app.chat.ports import MessageWriter
 from app.errors import BackendError
 
 __all__ = ["GroupCommit", "Submitted", "MAX_BATCH"]

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from app.auth import Principal
-from app.backends.base import TOPICS
+from app.chat.model import TOPICS
 from app.backends.memory import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles,
                                  MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
 from app.chat.access import Access
@@ -255,7 +255,7 @@ class RefusingStore(MemoryMessageStore):
 
 
 def the_message_template():
-    return __import__("app.backends.base", fromlist=["ChatMessage"]).ChatMessage(
+    return __import__("app.chat.model", fromlist=["ChatMessage"]).ChatMessage(
         kind="direct", channel_id=ROOM, user_id=BOB, content="original", created_at=T0, name="Bob")
 
 
@@ -518,7 +518,7 @@ class TestServiceApi:
     def client(h, service_token=""):
         from flask import Flask
 
-        from app.chat.service_api import create_service_blueprint
+        from app.chat.http import create_service_blueprint
         from app.http_envelope import register_error_handlers
         web = Flask("test")
         register_error_handlers(web)

@@ -1,0 +1,141 @@
+"""The small interfaces the chat domain needs from storage and the broker; backends implement them.
+
+Only ``app/backends/<backend>.py`` modules import a client library (pymongo, redis, kafka).
+The chat domain depends on these Protocols, which is also what the in-memory fakes of the
+unit tests (``app.backends.memory``) implement.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import BinaryIO, Iterable, Protocol, Sequence
+
+from app.chat.model import ChatMessage, RoomActivity, StoredFile
+from app.destinations import RoomKind
+from app.errors import BackendError
+
+__all__ = [
+    "MessageWriter",
+    "HistoryReader",
+    "ReadMarkers",
+    "FileStore",
+    "MembershipCache",
+    "EventBus",
+    "PublishAck",
+]
+
+
+class MessageWriter(Protocol):
+    """Write side of the message collections (``directMessage``, ``channelMessage``)."""
+
+    def insert(self, message: ChatMessage) -> ChatMessage:
+        """Store a new message under a server-generated id; returns it with ``id`` set."""
+        ...
+
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        """Store several new messages at once (group commit), each under a server-generated id.
+
+        Returns one entry per input, in order: the stored message with ``id`` set, or the
+        ``BackendError`` that kept that one message out. One failure does not stop the others.
+        """
+        ...
+
+    def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None: ...
+
+    def edit(self, kind: RoomKind, message_id: str, author_id: int, content: str,
+             edited_at: datetime) -> ChatMessage | None:
+        """Atomically replace the content of the author's own message; None if no such message."""
+        ...
+
+    def delete(self, kind: RoomKind, message_id: str, author_id: int) -> ChatMessage | None:
+        """Atomically remove the author's own message; returns what was removed."""
+        ...
+
+
+class HistoryReader(Protocol):
+    """Read side: paged history and the denormalised parents of replies."""
+
+    def page(self, kind: RoomKind, channel_id: int, *, size: int, page: int = 0,
+             before_id: str | None = None) -> list[ChatMessage]:
+        """Newest first: ``page`` pages back, or the ``size`` messages older than ``before_id``."""
+        ...
+
+    def get_many(self, kind: RoomKind, message_ids: Iterable[str]) -> dict[str, ChatMessage]: ...
+
+
+class ReadMarkers(Protocol):
+    """``messageTime``: one document per location, ``read.<userId>`` = last time seen."""
+
+    def mark_read(self, location: str, user_id: int, at: datetime) -> None:
+        """One atomic upsert of ``read.<user_id>``; ``home`` and voice locations are skipped."""
+        ...
+
+    def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
+        """Unread counts (others' messages newer than the user's mark) and latest times."""
+        ...
+
+
+class FileStore(Protocol):
+    """Uploaded files under server-generated keys (GridFS in production)."""
+
+    def save(self, data: BinaryIO, meta: StoredFile) -> StoredFile: ...
+
+    def open(self, key: str) -> tuple[StoredFile, BinaryIO] | None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove a file (undo of an upload whose message was not stored or published)."""
+        ...
+
+
+class MembershipCache(Protocol):
+    """Cached member and channel lists (Redis keys ``R{room}``, ``CH{community}``, ``CHN{community}``)."""
+
+    def room_members(self, room_id: int) -> list[int] | None: ...
+
+    def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None: ...
+
+    def community_members(self, community_id: int) -> list[int] | None: ...
+
+    def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None: ...
+
+    def community_channels(self, community_id: int) -> list[int] | None: ...
+
+    def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None: ...
+
+    def channel_community(self, channel_id: int) -> int | None:
+        """The community that owns a text channel (reverse index kept by the setter above)."""
+        ...
+
+    def user_rooms(self, user_id: int) -> list[str]:
+        """``community/{id}`` and ``direct/{id}`` entries for a user (reverse index)."""
+        ...
+
+
+class PublishAck(Protocol):
+    """The broker's acknowledgement of one record handed to the producer."""
+
+    def wait(self) -> None:
+        """Return once the broker acknowledged; raise BackendUnavailable if it failed or timed out.
+
+        The timeout runs from when the record was handed over, not from this call.
+        """
+        ...
+
+
+class EventBus(Protocol):
+    """Kafka producer side: keyed, acknowledged publishing.
+
+    Records of one key are appended in the order they were handed over, retries included.
+    """
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Return only once the broker acknowledged the record; raise BackendUnavailable otherwise."""
+        ...
+
+    def publish_nowait(self, topic: str, key: str, value: bytes) -> PublishAck:
+        """Hand the record to the producer and return without waiting for the broker.
+
+        Raises:
+            BackendUnavailable: the producer could not even take the record.
+        """
+        ...
