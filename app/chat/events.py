@@ -18,7 +18,8 @@ Record shapes per topic (``TOPICS`` in app/chat/model.py)::
     etc-community-topic   {"type":"reply", <message fields>, "parentId","parentName","parentContent"}
                           {"type":"modify","id","channelId","userId","content","time","editedAt"}
                           {"type":"delete","id","channelId"}
-    file-topic            the file push body itself (FileUploadResponse of §2.7), pushed verbatim
+    file-topic            the file push body itself (FileUploadResponse of §2.7, ``file_push_body``),
+                          pushed verbatim
     state-topic           {"type":"connect"|"disconnect","userId","ids":["community/3","direct/17"]}
                           {"type":"before-enter"|"enter","communityId","state":"<occupancy JSON>"}
                           {"type":"exit-community","typeForExit":"out","communityId","channelId","ids"}

@@ -146,10 +146,6 @@ class PresenceFlow:
     def renew_lease(self) -> None:
         self._presence.renew_lease(self._node_id())
 
-    @property
-    def live_sessions(self) -> Mapping[str, int]:
-        return dict(self._sessions)
-
     # -- SEND handlers ---------------------------------------------------------------------
 
     def join(self, connection: ClientConnection, command: JoinLocation) -> None:

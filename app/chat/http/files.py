@@ -95,14 +95,11 @@ class _Uploads:
         channel_id = positive_int(form.get("channelId"), "channelId")
         community_id = positive_int(form.get("communityId"), "communityId") if kind == "channel" else None
         file_type = _file_type(form.get("fileType"))
-        if community_id is None:
-            self._auth.require_room(kind, channel_id, user_id)
-        else:
-            self._auth.require_channel_of(channel_id, community_id, user_id)
+        room = _Room(kind, channel_id, community_id, user_id)
+        self._authorize(room)
         image = self._checked(parts.get("image"), "image")
         thumbnail = self._checked(parts.get("thumbnail"), "thumbnail") if _sent(parts.get("thumbnail")) else None
         name, avatar = self._author(user_id, form.get("name"), form.get("profileImage"))
-        room = _Room(kind, channel_id, community_id, user_id)
         return success(self._store(room, file_type, name, avatar, image, thumbnail))
 
     def download(self, key: str) -> Response:
@@ -119,6 +116,13 @@ class _Uploads:
         return Response(_chunks(stream), status=200, headers=_download_headers(meta), direct_passthrough=True)
 
     # -- upload steps --------------------------------------------------------------------
+
+    def _authorize(self, room: "_Room") -> None:
+        """A DM room needs membership; a channel upload names its community, which must own it."""
+        if room.community_id is None:
+            self._auth.require_room(room.kind, room.channel_id, room.user_id)
+        else:
+            self._auth.require_channel_of(room.channel_id, room.community_id, room.user_id)
 
     def _checked(self, part: FileStorage | None, field: str) -> FileStorage:
         if not _sent(part):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import re
 from typing import Any, Callable, Protocol
 
@@ -40,8 +39,6 @@ from app.errors import AuthError, BadRequest
 from app.settings import Settings
 
 __all__ = ["create_service_blueprint", "OfflineHandler"]
-
-log = logging.getLogger(__name__)
 
 MAX_IDS = 10_000
 _TYPE = re.compile(r"[a-z-]{1,32}")
