@@ -19,21 +19,20 @@ from __future__ import annotations
 
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
+from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
 from app.chat.access import Access
 from app.chat.application import ChatService
 from app.chat.handlers import Authors, Messaging
-from app.chat.http_api import create_blueprint
+from app.chat.http import create_blueprint, create_service_blueprint
 from app.chat.membership import Membership
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
-from app.chat.service_api import create_service_blueprint
 from app.contracts import ChatDomain, LocalDelivery
 from app.presence_client import PresenceClient
-from app.service_http import ServiceHttp
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.registry import SubscriptionRegistry
@@ -96,7 +95,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
                               message_max_chars=settings.message_max_chars)
     blueprints = [
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
-                         markers=read_side, files=read_side, writer=writer, bus=bus, verifier=verifier),
+                         markers=read_side, files=read_side, messaging=messaging, verifier=verifier),
         create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
     ]
     return ChatDomain(application=application, blueprints=blueprints,

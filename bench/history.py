@@ -56,7 +56,7 @@ COLUMNS = ["query", "stored_messages", "requests", "p50_ms", "p99_ms", "max_ms",
 
 
 def _docs(start: int, count: int) -> list[dict[str, Any]]:
-    from app.backends.base import ChatMessage
+    from app.chat.model import ChatMessage
     from app.backends.mongo_schema import to_document
 
     docs = []

@@ -49,8 +49,8 @@ from typing import Any, Callable  # noqa: E402
 import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
 
-from app.backends.base import TOPICS  # noqa: E402
 from app.chat import events  # noqa: E402
+from app.chat.model import TOPICS  # noqa: E402
 from app.embedded import start_kafka  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.procstat import cpu_seconds  # noqa: E402

@@ -23,7 +23,7 @@ from typing import Callable, Protocol, Sequence
 
 import gevent
 
-from app.backends.base import TOPICS
+from app.chat.model import TOPICS
 from app.chat.events import pushes_for
 from app.contracts import LocalDelivery
 

@@ -31,7 +31,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
-from app.backends.base import TOPICS
+from app.chat.model import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.backends.base import ChatMessage, RoomActivity, RoomKind
+from app.chat.model import ChatMessage, RoomActivity
+from app.destinations import RoomKind, membership_entry, room_key
 from app.errors import BackendError, BackendUnavailable
-from app.presence_client import LogoutResult, Move  # the fake returns the real client's types
 
 __all__ = [
     "MemoryMessageStore",
@@ -174,8 +174,8 @@ class MemoryMembership:
         return self.channels.get(channel_id) == community_id or channel_id in self.unindexed.get(community_id, ())
 
     def user_rooms(self, user_id: int) -> list[str]:
-        rooms = [f"community/{c}" for c, members in sorted(self.communities.items()) if user_id in members]
-        rooms += [f"direct/{r}" for r, members in sorted(self.rooms.items()) if user_id in members]
+        rooms = [membership_entry("community", c) for c, members in sorted(self.communities.items()) if user_id in members]
+        rooms += [membership_entry("direct", r) for r, members in sorted(self.rooms.items()) if user_id in members]
         return rooms
 
 
@@ -196,10 +196,27 @@ class MemoryReadMarkers:
 
     def _activity(self, user_id: int, room_id: int) -> RoomActivity:
         messages = self._store.in_room("direct", room_id) if self._store is not None else []
-        mark = self.read.get(f"r-{room_id}", {}).get(user_id)
+        mark = self.read.get(room_key("direct", room_id), {}).get(user_id)
         unread = [m for m in messages if m.user_id != user_id and (mark is None or m.created_at > mark)]
         latest = max((m.created_at for m in messages), default=None)
         return RoomActivity(room_id, len(unread), latest)
+
+
+@dataclass(frozen=True)
+class LogoutResult:
+    """What ``app.presence_client.PresenceClient.logout`` answers (same fields)."""
+
+    user_id: int | None
+    location: str | None
+    last_session: bool
+
+
+@dataclass(frozen=True)
+class Move:
+    """What ``app.presence_client.PresenceClient.move`` answers (same fields)."""
+
+    last: str | None
+    now: str
 
 
 @dataclass

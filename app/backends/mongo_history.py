@@ -1,6 +1,6 @@
 """The MongoDB read side: history pages, reply parents, read markers, unread counts, files.
 
-``MongoReadSide(db)`` implements three Protocols of ``app.backends.base``:
+``MongoReadSide(db)`` implements three Protocols of ``app.chat.ports``:
 
 - ``HistoryReader``: ``page`` (newest first, by page number or by a stable ``before`` cursor)
   and ``get_many`` (the parents of a page, looked up by id with ``find_unique_in``);
@@ -49,7 +49,6 @@ is a bounded index range; on MongoDB they are index seeks.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from datetime import datetime
 from typing import Any, BinaryIO, Iterable, Sequence
@@ -62,13 +61,14 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from app.backends.base import ChatMessage, RoomActivity, RoomKind, StoredFile
 from app.backends.mongo_recent import Density, DensityCache, newest_documents, nth_newest_position
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, find_unique_in, from_document, object_id
 from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
+from app.chat.model import ChatMessage, RoomActivity, StoredFile
+from app.destinations import RoomKind, parse_room_key, room_key
 from app.errors import BackendUnavailable, BadRequest
 
-__all__ = ["MongoReadSide", "FILE_BUCKET", "is_text_location"]
+__all__ = ["MongoReadSide", "FILE_BUCKET"]
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,6 @@ FILE_BUCKET = "uploads"
 # price is the copies' bytes on the wire (a reply's parentContent).
 STALE_PARENT_FIELDS = ("parentName", "parentContent")
 EMPTY_ROOM = RoomSummary(messages=0)
-# Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
-# garbage such as `null` are ignored (W-13).
-_TEXT_LOCATION = re.compile(r"[cr]-[1-9][0-9]{0,18}")
-
-
-def is_text_location(location: str) -> bool:
-    return isinstance(location, str) and _TEXT_LOCATION.fullmatch(location) is not None
 
 
 class MongoReadSide:
@@ -151,7 +144,9 @@ class MongoReadSide:
 
     def mark_read(self, location: str, user_id: int, at: datetime) -> None:
         """``messageTime[location].read[user_id] = at`` as one atomic upsert."""
-        if not is_text_location(location):
+        # Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
+        # garbage such as `null` are ignored (W-13).
+        if not isinstance(location, str) or parse_room_key(location) is None:
             return
         update = {"$set": {f"read.{int(user_id)}": at}}
         markers = self._db[READ_MARKERS]
@@ -256,12 +251,13 @@ class MongoReadSide:
             return {}
         field = f"read.{int(user_id)}"
         docs = _guarded(lambda: find_unique_in(self._db[READ_MARKERS], "channelId",  # one per location
-                                               [f"r-{room}" for room in rooms], {"channelId": 1, field: 1}))
+                                               [room_key("direct", room) for room in rooms], {"channelId": 1, field: 1}))
         marks: dict[int, datetime] = {}
         for doc in docs:
             at = (doc.get("read") or {}).get(str(int(user_id)))
-            if isinstance(at, datetime):
-                marks[int(doc["channelId"][2:])] = at
+            key = parse_room_key(doc["channelId"])
+            if isinstance(at, datetime) and key is not None:
+                marks[key.ident] = at
         return marks
 
     # -- FileStore -----------------------------------------------------------------------

@@ -30,9 +30,10 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
 from app.backends.mongo_summaries import RoomSummaries, rebuild
+from app.chat.model import ChatMessage
+from app.destinations import RoomKind
 from app.errors import BackendError, BackendUnavailable
 from app.settings import Settings
 

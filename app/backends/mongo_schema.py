@@ -26,7 +26,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from app.backends.base import ChatMessage, RoomKind
+from app.chat.model import ChatMessage
+from app.destinations import RoomKind
 
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "IN_CHUNK", "find_unique_in",
            "summary_id", "to_document", "from_document", "ensure_indexes", "object_id"]

@@ -55,9 +55,10 @@ from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from app.backends.base import ChatMessage, RoomKind
 from app.backends.mongo_recent import Density, newest_documents
 from app.backends.mongo_schema import COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, find_unique_in, summary_id
+from app.chat.model import ChatMessage
+from app.destinations import RoomKind
 
 __all__ = ["RoomSummary", "RoomSummaries", "rebuild", "REBUILD_COMMAND"]
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 import gevent
 import redis
 
+from app.destinations import membership_entry, parse_membership_entry
 from app.errors import BackendUnavailable
 
 __all__ = ["RedisMembershipCache", "MembershipChanges", "CHANGES_CHANNEL"]
@@ -86,11 +87,11 @@ class RedisMembershipCache:
         return self._read_ids(f"CHN{community_id}", "channels")
 
     def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None:
-        self._replace(f"R{room_id}", "members", user_ids, _user_index_updater(f"direct/{room_id}", self._ttl_s))
+        self._replace(f"R{room_id}", "members", user_ids, _user_index_updater(membership_entry("direct", room_id), self._ttl_s))
 
     def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None:
         self._replace(f"CH{community_id}", "members", user_ids,
-                      _user_index_updater(f"community/{community_id}", self._ttl_s))
+                      _user_index_updater(membership_entry("community", community_id), self._ttl_s))
 
     def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
         self._replace(f"CHN{community_id}", "channels", channel_ids,
@@ -258,9 +259,10 @@ def _ids_from_raw(raw: str | None, field: str) -> list[int] | None:
 
 
 def _room_entry_order(entry: str) -> tuple[int, int]:
-    kind, _, number = entry.partition("/")
+    parsed = parse_membership_entry(entry)
+    kind, number = parsed if parsed is not None else (entry.partition("/")[0], 0)
     # Communities first, then DM rooms, as the original room-list endpoint answers.
-    return (0 if kind == "community" else 1, int(number) if number.isdigit() else 0)
+    return (0 if kind == "community" else 1, number)
 
 
 def _dumps(value: Any) -> str:

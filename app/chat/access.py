@@ -14,16 +14,14 @@ ERROR instead of a silent allow.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import Protocol
 
 from app.chat.payloads import JoinLocation, RoomRef
+from app.destinations import parse_topic
 from app.errors import BadRequest, Forbidden, NotFound
 
 __all__ = ["MembershipLookup", "Access"]
-
-_SUBSCRIPTION = re.compile(r"/topic/(direct|group|community)/([0-9]{1,19})")
 
 
 class MembershipLookup(Protocol):
@@ -88,16 +86,15 @@ class Access:
             self.require_channel(user_id, location.ident)
 
     def authorize_subscription(self, user_id: int, destination: str) -> None:
-        match = _SUBSCRIPTION.fullmatch(destination)
-        if match is None:
+        room = parse_topic(destination)
+        if room is None:
             raise NotFound("unknown destination")
-        kind, ident = match.group(1), int(match.group(2))
-        if kind == "direct":
-            self._require_room_member(ident, user_id)
-        elif kind == "group":
-            self.require_channel(user_id, ident)
+        if room.kind == "direct":
+            self._require_room_member(room.ident, user_id)
+        elif room.kind == "group":
+            self.require_channel(user_id, room.ident)
         else:
-            self.require_community(user_id, ident)
+            self.require_community(user_id, room.ident)
 
     def _require_room_member(self, room_id: int, user_id: int) -> None:
         if not self._membership.is_room_member(room_id, user_id):

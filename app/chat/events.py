@@ -10,7 +10,7 @@ Two shapes live here, and nothing else builds them:
   (every value a JSON string except in the file push and the voice snapshot). A body is
   serialised once per record, however many destinations or subscribers receive it.
 
-Record shapes per topic (``TOPICS`` in app/backends/base.py)::
+Record shapes per topic (``TOPICS`` in app/chat/model.py)::
 
     chat-server-topic     {"type":"message","id","channelId","userId","name","profileImage","content","time"}
     channel-server-topic  same + "communityId"
@@ -18,7 +18,8 @@ Record shapes per topic (``TOPICS`` in app/backends/base.py)::
     etc-community-topic   {"type":"reply", <message fields>, "parentId","parentName","parentContent"}
                           {"type":"modify","id","channelId","userId","content","time","editedAt"}
                           {"type":"delete","id","channelId"}
-    file-topic            the file push body itself (FileUploadResponse of §2.7), pushed verbatim
+    file-topic            the file push body itself (FileUploadResponse of §2.7, ``file_push_body``),
+                          pushed verbatim
     state-topic           {"type":"connect"|"disconnect","userId","ids":["community/3","direct/17"]}
                           {"type":"before-enter"|"enter","communityId","state":"<occupancy JSON>"}
                           {"type":"exit-community","typeForExit":"out","communityId","channelId","ids"}
@@ -30,8 +31,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable
 
-from app.backends.base import TOPICS, ChatMessage, RoomKind
-from app.chat.timefmt import java_local_datetime
+from app.chat.model import TOPICS, ChatMessage
+from app.chat.timefmt import iso_local, java_local_datetime
+from app.destinations import RoomKind, parse_membership_entry, topic
 
 __all__ = [
     "encode",
@@ -55,7 +57,7 @@ __all__ = [
 
 Push = tuple[str, bytes]
 
-_ROOM_TOPIC_PREFIX = {"direct": "/topic/direct/", "channel": "/topic/group/"}
+_ROOM_TOPIC_KIND = {"direct": "direct", "channel": "group"}
 
 
 def encode(obj: Any) -> bytes:
@@ -76,8 +78,9 @@ def etc_topic(kind: RoomKind) -> str:
     return TOPICS["direct_etc" if kind == "direct" else "channel_etc"]
 
 
-def room_destination(kind: RoomKind, channel_id: int | str) -> str:
-    return f"{_ROOM_TOPIC_PREFIX[kind]}{channel_id}"
+def room_destination(kind: RoomKind, channel_id: int) -> str:
+    """Where a room's pushes go: ``/topic/direct/{roomId}`` or ``/topic/group/{channelId}``."""
+    return topic(_ROOM_TOPIC_KIND[kind], channel_id)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- records (produced)
@@ -142,17 +145,17 @@ def exit_room_record(room_id: int, ids: list[str], type_for_exit: str = "out") -
                    "channelId": str(room_id), "ids": ids})
 
 
-def file_push_body(*, message_id: str, user_id: int, name: str | None, profile_image: str | None,
-                   url: str | None, thumbnail: str | None, channel_id: int, kind: RoomKind,
-                   file_type: str, time: str) -> bytes:
-    """The file-topic record, which is also its push body (§2.7 FileUploadResponse).
+def file_push_body(message: ChatMessage) -> bytes:
+    """The file-topic record of a stored file message, which is also its push body (§2.7
+    FileUploadResponse).
 
-    ``channelId`` is a JSON number and ``type`` the room kind (``direct``/``community``).
+    ``userId`` is a JSON string, ``channelId`` a JSON number, ``message`` the file's URL path,
+    ``type`` the room kind (``direct``/``community``) and ``fileType`` the message's type.
     """
-    return encode({"id": message_id, "name": name, "profileImage": profile_image, "message": url,
-                   "thumbnail": thumbnail, "userId": str(user_id), "channelId": channel_id,
-                   "type": "direct" if kind == "direct" else "community",
-                   "fileType": file_type, "time": time})
+    return encode({"id": message.id, "name": message.name, "profileImage": message.profile_image,
+                   "message": message.content, "thumbnail": message.thumbnail, "userId": str(message.user_id),
+                   "channelId": message.channel_id, "type": "direct" if message.kind == "direct" else "community",
+                   "fileType": message.type, "time": iso_local(message.created_at)})
 
 
 # ---------------------------------------------------------------- pushes (consumed)
@@ -227,12 +230,8 @@ def _file_pushes(value: bytes) -> list[Push]:
 
 def _presence_pushes(record: dict[str, Any]) -> list[Push]:
     body = encode({"type": record["type"], "userId": _s(record.get("userId"))})
-    return [(f"/topic/{room}", body) for room in record.get("ids") or () if _is_room_entry(room)]
-
-
-def _is_room_entry(room: Any) -> bool:
-    kind, _, ident = str(room).partition("/")
-    return kind in ("community", "direct") and ident.isdigit()
+    entries = (parse_membership_entry(str(room)) for room in record.get("ids") or ())
+    return [(topic(*entry), body) for entry in entries if entry is not None]
 
 
 def _state_pushes(value: bytes) -> list[Push]:
@@ -242,15 +241,15 @@ def _state_pushes(value: bytes) -> list[Push]:
         return _presence_pushes(record)
     if event in ("before-enter", "enter"):
         state = record["state"]
-        return [(f"/topic/community/{int(record['communityId'])}", state.encode())]
+        return [(topic("community", int(record["communityId"])), state.encode())]
     if event == "exit-community":
         body = {"type": _s(record.get("typeForExit")), "communityId": _s(record.get("communityId")),
                 "channelId": _s(record.get("channelId")), "ids": [str(i) for i in record.get("ids") or ()]}
-        return [(f"/topic/community/{int(record['communityId'])}", encode(body))]
+        return [(topic("community", int(record["communityId"])), encode(body))]
     if event == "exit-room":
         body = {"type": _s(record.get("typeForExit")), "channelId": _s(record.get("channelId")),
                 "ids": [str(i) for i in record.get("ids") or ()]}
-        return [(f"/topic/direct/{int(record['channelId'])}", encode(body))]
+        return [(topic("direct", int(record["channelId"])), encode(body))]
     raise ValueError(f"unknown state record type {event!r}")
 
 

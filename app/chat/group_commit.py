@@ -1,9 +1,9 @@
 """Group commit of new messages: one ``insert_many`` per round, published in submission order.
 
-Owns :class:`GroupCommit`, the only path by which SENT messages and replies reach MongoDB and
-Kafka. A SEND handler submits its message and returns at once; one committer greenlet per
-process stores everything submitted since its last round with one ``insert_many`` and then
-hands each stored message to its ``publish`` callback (which only queues the record with the
+Owns :class:`GroupCommit`, the only path by which new messages (SENT messages, replies and
+uploaded files' messages) reach MongoDB and Kafka. A SEND handler submits its message and
+returns at once; one committer greenlet per process stores everything submitted since its
+last round with one ``insert_many`` and then hands each stored message to its ``publish`` callback (which only queues the record with the
 Kafka producer), in the order the messages were submitted.
 
 Why: storing one message at a time made each connection's reader wait a MongoDB round trip
@@ -27,7 +27,8 @@ from typing import Any, Callable, Generic, Sequence, TypeVar
 import gevent
 from gevent.event import Event
 
-from app.backends.base import ChatMessage, MessageWriter
+from app.chat.model import ChatMessage
+from app.chat.ports import MessageWriter
 from app.errors import BackendError
 
 __all__ = ["GroupCommit", "Submitted", "MAX_BATCH"]

@@ -1,4 +1,5 @@
-"""The message SEND handlers: send, reply, modify, delete and typing (issue 3 items 2, 4, 6).
+"""The message pipeline: send, reply, modify, delete and typing SENDs, and file messages
+(issue 3 items 2, 4, 6).
 
 Every handler runs: validate (payloads.py) → authorize (access.py) → store in MongoDB →
 hand the record to the Kafka producer → wait for the broker's ack → schedule push
@@ -18,6 +19,12 @@ take the record but its ack was lost, subscribers saw a change that the undo rev
 a retry re-sends it. That is the rarer, visible failure, chosen over silently stored but
 never-delivered messages.)
 
+A file message (``post_file``, called by the HTTP upload once it stored the files and
+checked the room) takes the same path as a sent message: group commit, ``file-topic`` record,
+ack, undo on failure. It differs in two ways the upload answer depends on: the caller waits
+for the stored message (its id is in the answer), and no push notification is sent, as before
+uploads went through this pipeline.
+
 Identity and ids are server-owned (W-1, W-9): the author is the connection's user; ids
 and timestamps are generated here; author name/avatar come from the auth service when it
 is configured, otherwise from the client's ``name``/``profileImage``.
@@ -30,13 +37,15 @@ import time
 from datetime import datetime
 from typing import Callable, NamedTuple, Protocol
 
-from app.backends.base import ChatMessage, EventBus, MessageWriter, PublishAck, RoomKind
 from app.chat import events
 from app.chat.access import Access
 from app.chat.group_commit import GroupCommit, Submitted
+from app.chat.model import TOPICS, ChatMessage
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
+from app.chat.ports import EventBus, MessageWriter, PublishAck
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
+from app.destinations import RoomKind
 from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
 __all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Published",
@@ -176,6 +185,21 @@ class Messaging:
                               parent_content=parent.content)
         return Committed(self._commit.submit(message, lambda stored: self._publish_new(
             events.etc_topic(stored.kind), stored, events.reply_record(stored))))
+
+    def post_file(self, message: ChatMessage) -> ChatMessage:
+        """Store and publish a file message whose room the caller already checked; the stored message.
+
+        Blocks until stored and acknowledged; raises why not (a failed publish was undone).
+        """
+        stored_messages: list[ChatMessage] = []
+
+        def publish(stored: ChatMessage) -> Published:
+            stored_messages.append(stored)
+            return self._publish(TOPICS["file"], stored.channel_id, events.file_push_body(stored),
+                                 undo=lambda: self._store.remove(stored.kind, stored.id))
+
+        Committed(self._commit.submit(message, publish)).wait()
+        return stored_messages[0]
 
     def modify(self, connection: ClientConnection, command: Modify) -> None:
         room = self._access.require_room(connection.user_id, command.room)

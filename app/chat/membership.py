@@ -27,20 +27,18 @@ change that bypassed the feed (a hand edit in Redis) stays unseen.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any, Callable, Sequence
 
-from app.backends.base import MembershipCache
+from app.backends.http_services import ServiceHttp, ServiceRefused
+from app.chat.ports import MembershipCache
+from app.destinations import parse_id, parse_membership_entry
 from app.errors import BackendError, BackendUnavailable
-from app.service_http import ServiceHttp, ServiceRefused
 from app.settings import Settings
 
 __all__ = ["Membership", "LocalLists"]
 
 log = logging.getLogger(__name__)
-
-_ROOM_ENTRY = re.compile(r"(community|direct)/[1-9][0-9]{0,18}")
 
 Key = tuple[str, int]
 
@@ -227,7 +225,7 @@ class Membership:
         if not isinstance(body, list) or not all(isinstance(e, str) for e in body):
             raise BackendUnavailable("community service sent a bad room list")
         # Entries become /topic/ suffixes: only the two known shapes may pass.
-        return [entry for entry in body if _ROOM_ENTRY.fullmatch(entry)]
+        return [entry for entry in body if parse_membership_entry(entry) is not None]
 
 
 def _result_ids(body: Any, field: str) -> list[int] | None:
@@ -248,6 +246,6 @@ def _result_ids(body: Any, field: str) -> list[int] | None:
 def _positive_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        return parse_id(value)
     return value if isinstance(value, int) and value > 0 else None

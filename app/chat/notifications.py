@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from gevent.pool import Pool
 
-from app.backends.base import ChatMessage
 from app.chat.access import MembershipLookup
+from app.chat.model import ChatMessage
+from app.destinations import room_key
 from app.errors import BackendError
 from app.settings import Settings
 
@@ -89,16 +90,15 @@ class Notifier:
 
     def targets(self, message: ChatMessage) -> list[int]:
         if message.kind == "direct":
-            members, room_key = self._membership.room_members(message.channel_id), f"r-{message.channel_id}"
+            members = self._membership.room_members(message.channel_id)
         else:
             assert message.community_id is not None
             members = self._membership.community_members(message.community_id)
-            room_key = f"c-{message.channel_id}"
         others = [m for m in members if m != message.user_id]
         if not others:
             return []
         try:
-            return list(self._presence.notify_targets(room_key, others))
+            return list(self._presence.notify_targets(room_key(message.kind, message.channel_id), others))
         except BackendError:
             return others  # presence down: better a notification too many than none
 

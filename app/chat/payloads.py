@@ -7,8 +7,8 @@ Rules (issue 3 item 1-2, protocol.md §2.6, W-1/W-8/W-9/W-29):
   ``id`` on send/reply, ``localDateTime``, ``read``, ``thumbnail``...).
 - A missing or invalid field raises ``BadRequest("<field>: <what is wrong>")`` before
   anything is stored.
-- Ids are positive integers; numeric strings (``"5"``) are accepted, anything else
-  (``"Optional(5)"``, ``5.5``, ``true``) is refused.
+- Ids are positive int64 integers; canonical id strings (``"5"``, see ``app.destinations``)
+  are accepted, anything else (``"05"``, ``"Optional(5)"``, ``5.5``, ``true``) is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from app.backends.base import RoomKind
+from app.destinations import HOME, MAX_ID, RoomKind, parse_id, parse_room_key, parse_voice_channel
 from app.errors import BadRequest
 
 __all__ = [
@@ -47,10 +47,7 @@ __all__ = [
 
 NAME_MAX_CHARS = 100
 URL_MAX_CHARS = 2048
-MAX_ID = 2**63 - 1  # ids are stored as int64
-_DIGITS = re.compile(r"[0-9]{1,19}")
 _MESSAGE_ID = re.compile(r"[0-9a-fA-F]{24}")
-_LOCATION = re.compile(r"(c|r)-([0-9]{1,19})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +142,8 @@ def positive_id(payload: dict[str, Any], *names: str, required: bool = True) -> 
         if required:
             raise BadRequest(f"{names[0]}: required")
         return None
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        value = int(value)
+    if isinstance(value, str):
+        value = parse_id(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
         raise BadRequest(f"{names[0]}: must be a positive integer")
     return value
@@ -244,14 +241,12 @@ def parse_join(body: bytes) -> JoinLocation:
     value = _first(payload, ("channel_id", "channelId"))
     if value is None:
         raise BadRequest("channel_id: required")
-    if value == "home":
-        return JoinLocation("home", "home", None)
-    match = _LOCATION.fullmatch(value) if isinstance(value, str) else None
-    ident = int(match.group(2)) if match else 0
-    if match is None or not 0 < ident <= MAX_ID:
+    if value == HOME:
+        return JoinLocation(HOME, HOME, None)
+    key = parse_room_key(value) if isinstance(value, str) else None
+    if key is None:
         raise BadRequest("channel_id: must be home, c-<channelId> or r-<roomId>")
-    kind = "channel" if match.group(1) == "c" else "direct"
-    return JoinLocation(f"{match.group(1)}-{ident}", kind, ident)
+    return JoinLocation(str(key), key.kind, key.ident)
 
 
 def parse_community_signaling(body: bytes) -> EnterCommunity:
@@ -264,9 +259,17 @@ def parse_community_signaling(body: bytes) -> EnterCommunity:
 def parse_voice_signaling(body: bytes) -> EnterVoice:
     payload = parse_object(body)
     community_id = positive_id(payload, "community_id", "communityId")
+    assert community_id is not None
+    return EnterVoice(community_id, _voice_channel(payload))
+
+
+def _voice_channel(payload: dict[str, Any]) -> int:
+    """The voice channel of ``c-12``, ``"12"`` or ``12``."""
     value = _first(payload, ("channel_id", "channelId"))
-    if isinstance(value, str) and value.startswith("c-"):
-        value = value[2:]
+    if isinstance(value, str):
+        value = parse_voice_channel(value)
+        if value is None:
+            raise BadRequest("channel_id: must be a positive integer")
     voice = positive_id({"channel_id": value}, "channel_id")
-    assert community_id is not None and voice is not None
-    return EnterVoice(community_id, voice)
+    assert voice is not None
+    return voice

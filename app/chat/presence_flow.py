@@ -20,26 +20,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections import Counter
 from datetime import datetime
 from typing import Callable, Mapping, NamedTuple, Protocol
 
-from app.backends.base import TOPICS, EventBus, ReadMarkers
 from app.chat import events
 from app.chat.access import Access, MembershipLookup
+from app.chat.model import TOPICS
 from app.chat.payloads import EnterCommunity, EnterVoice, JoinLocation
+from app.chat.ports import EventBus, ReadMarkers
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
+from app.destinations import parse_room_key
 from app.errors import BackendError, BadRequest, ChatServerError
 from app.settings import Settings
 
-__all__ = ["PresenceApi", "PresenceFlow", "worker_node_id", "is_text_location"]
+__all__ = ["PresenceApi", "PresenceFlow", "worker_node_id", "has_read_marks"]
 
 log = logging.getLogger(__name__)
 
 LOCATION_KEY = "location"  # ClientConnection.attributes: last location this connection joined
-_TEXT_LOCATION = re.compile(r"[cr]-[0-9]{1,19}")
 
 
 class _LogoutResult(Protocol):
@@ -85,9 +85,9 @@ def worker_node_id(settings: Settings) -> str:
     return f"{settings.effective_node_id}-{os.getpid()}"
 
 
-def is_text_location(location: str | None) -> bool:
+def has_read_marks(location: str | None) -> bool:
     """``c-{id}``/``r-{id}`` get last-read marks; ``home`` and voice locations do not."""
-    return location is not None and _TEXT_LOCATION.fullmatch(location) is not None
+    return location is not None and parse_room_key(location) is not None
 
 
 class PresenceFlow:
@@ -146,10 +146,6 @@ class PresenceFlow:
     def renew_lease(self) -> None:
         self._presence.renew_lease(self._node_id())
 
-    @property
-    def live_sessions(self) -> Mapping[str, int]:
-        return dict(self._sessions)
-
     # -- SEND handlers ---------------------------------------------------------------------
 
     def join(self, connection: ClientConnection, command: JoinLocation) -> None:
@@ -194,7 +190,7 @@ class PresenceFlow:
             return _Left(connection.attributes.get(LOCATION_KEY), False)
 
     def _mark(self, location: str | None, user_id: int, at: datetime, *, raise_errors: bool = False) -> None:
-        if not is_text_location(location):
+        if not has_read_marks(location):
             return
         assert location is not None
         try:

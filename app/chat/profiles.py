@@ -16,8 +16,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
+from app.backends.http_services import ServiceHttp
+from app.destinations import parse_id
 from app.errors import BackendError
-from app.service_http import ServiceHttp
 from app.settings import Settings
 
 __all__ = ["Profile", "Profiles", "JsonCache"]
@@ -88,8 +89,8 @@ class Profiles:
         if not isinstance(result, dict):
             return {}
         wanted = set(ids)
-        profiles = {int(key): profile for key, value in result.items()
-                    if str(key).isdigit() and (profile := _profile(value)) is not None}
+        profiles = {user_id: profile for key, value in result.items()
+                    if (user_id := parse_id(str(key))) is not None and (profile := _profile(value)) is not None}
         return {user_id: p for user_id, p in profiles.items() if user_id in wanted}
 
     def _store(self, profiles: dict[int, Profile]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from app.backends.base import TOPICS
+from app.chat.model import TOPICS
 from tests.conftest import make_settings
 from tests.support.chat_api import CannedService, ChatApi, fresh_id
 from tests.support.rooms import set_community, set_room_members

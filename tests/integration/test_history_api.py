@@ -13,7 +13,7 @@ import pytest
 from bson import ObjectId
 
 from app.auth import mint_token
-from app.chat.http_history import DELETED_PARENT
+from app.chat.http.history import DELETED_PARENT
 from app.chat.timefmt import iso_local
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, CannedService, ChatApi, fresh_id, insert_message, timeline

@@ -14,10 +14,10 @@ from bson.int64 import Int64
 from pymongo import DESCENDING
 
 from app.backends import mongo_recent
-from app.backends.base import ChatMessage
 from app.backends.mongo_messages import MongoMessageWriter
 from app.backends.mongo_schema import SUMMARIES, summary_id
 from app.backends.mongo_summaries import rebuild
+from app.chat.model import ChatMessage
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
 from tests.support.mongo_commands import CommandLog

@@ -9,10 +9,10 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from app.backends import kafka_bus
-from app.backends.base import TOPICS
 from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
 from app.backends.memory import RecordingDelivery
 from app.chat import events
+from app.chat.model import TOPICS
 from app.embedded import free_port
 from app.errors import BackendUnavailable
 from tests.conftest import MS, make_settings

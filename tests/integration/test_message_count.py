@@ -23,11 +23,11 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from app.backends.base import ChatMessage
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.backends.mongo_schema import IN_CHUNK, SUMMARY_MARKER_ID
 from app.backends.mongo_summaries import rebuild
+from app.chat.model import ChatMessage
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
 from tests.support.mongo_commands import CommandLog

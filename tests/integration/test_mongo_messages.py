@@ -9,9 +9,9 @@ from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import MongoClient, monitoring
 
-from app.backends.base import ChatMessage
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.backends.mongo_schema import ensure_indexes
+from app.chat.model import ChatMessage
 
 T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
 T1 = datetime(2022, 2, 21, 5, 0, 0)

@@ -2,9 +2,10 @@
 
 - ``ChatApi``: the real blueprint in a Flask app (test client, in process) over the real
   MongoDB-wire server and Redis of the ``embedded`` fixture, with a fresh database.
-- ``DocumentWriter``: a minimal MessageWriter that inserts through ``mongo_schema`` (the
+- ``DocumentWriter``: a minimal message store that inserts through ``mongo_schema`` (the
   messaging engineer's writer is not needed to test the read side).
 - ``RecordingBus``: an EventBus that records what was published, or fails on demand.
+- ``NoNotifications``: the message observer of the HTTP tests (uploads send none).
 - ``CannedService``: a real HTTP server (gevent pywsgi, free port) answering canned JSON,
   standing in for the auth or community service, recording every request.
 - ``insert_message``: store a message as the write side would.
@@ -16,7 +17,7 @@ import itertools
 import json
 import random
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gevent
 from bson import ObjectId
@@ -25,19 +26,22 @@ from gevent.pywsgi import WSGIServer
 from pymongo import MongoClient
 
 from app.auth import TokenVerifier, mint_token
-from app.backends.base import ChatMessage, RoomKind
+from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
 from app.backends.redis_cache import RedisMembershipCache
-from app.chat.http_api import create_blueprint
+from app.chat.access import Access
+from app.chat.handlers import Authors, Messaging
+from app.chat.http import create_blueprint
 from app.chat.membership import Membership
+from app.chat.model import ChatMessage
 from app.chat.profiles import Profiles
-from app.errors import BackendUnavailable
+from app.destinations import RoomKind
+from app.errors import BackendError, BackendUnavailable
 from app.http_envelope import register_error_handlers
-from app.service_http import ServiceHttp
 from app.settings import Settings
 
-__all__ = ["ChatApi", "DocumentWriter", "RecordingBus", "CannedService", "insert_message", "fresh_id", "timeline",
+__all__ = ["ChatApi", "DocumentWriter", "RecordingBus", "NoNotifications", "CannedService", "insert_message", "fresh_id", "timeline",
            "BASE_TIME"]
 
 BASE_TIME = datetime(2024, 3, 1, 12, 0, 0)
@@ -58,7 +62,7 @@ def insert_message(db: Any, kind: RoomKind, channel_id: int, user_id: int, conte
 
 
 class DocumentWriter:
-    """MessageWriter subset (insert/delete/get) storing through ``mongo_schema``."""
+    """Message store subset (insert, insert_many, get, delete, remove) storing through ``mongo_schema``."""
 
     def __init__(self, db: Any) -> None:
         self.db = db
@@ -69,6 +73,18 @@ class DocumentWriter:
             raise BackendUnavailable("database unavailable")
         result = self.db[COLLECTIONS[message.kind]].insert_one(to_document(message))
         return message.with_id(str(result.inserted_id))
+
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        results: list[ChatMessage | BackendError] = []
+        for message in messages:
+            try:
+                results.append(self.insert(message))
+            except BackendError as exc:
+                results.append(exc)
+        return results
+
+    def remove(self, kind: RoomKind, message_id: str) -> None:
+        self.db[COLLECTIONS[kind]].delete_one({"_id": ObjectId(message_id)})
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         doc = self.db[COLLECTIONS[kind]].find_one({"_id": object_id(message_id)})
@@ -92,6 +108,20 @@ class RecordingBus:
         if self.fail:
             raise BackendUnavailable("event bus unavailable")
         self.published.append((topic, key, value))
+
+    def publish_nowait(self, topic: str, key: str, value: bytes) -> "_Acked":
+        self.publish(topic, key, value)
+        return _Acked()
+
+
+class _Acked:
+    def wait(self) -> None:
+        return None
+
+
+class NoNotifications:
+    def message_stored(self, message: ChatMessage) -> None:
+        return None
 
 
 class CannedService:
@@ -148,11 +178,14 @@ class ChatApi:
         self.read_side = MongoReadSide(self.db)
         self.writer = writer if writer is not None else DocumentWriter(self.db)
         self.bus = RecordingBus()
+        messaging = Messaging(store=self.writer, bus=self.bus, access=Access(self.membership),
+                              authors=Authors(self.profiles), observer=NoNotifications(),
+                              typing_interval_s=settings.typing_interval_s)
         app = Flask(__name__)
         register_error_handlers(app)
         app.register_blueprint(create_blueprint(
             settings, membership=self.membership, profiles=self.profiles, history=self.read_side,
-            markers=self.read_side, files=self.read_side, writer=self.writer, bus=self.bus,
+            markers=self.read_side, files=self.read_side, messaging=messaging,
             verifier=TokenVerifier(settings.jwt_secret)))
         self.client = app.test_client()
 

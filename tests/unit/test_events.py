@@ -5,8 +5,8 @@ from datetime import datetime
 
 import pytest
 
-from app.backends.base import TOPICS, ChatMessage
 from app.chat import events
+from app.chat.model import TOPICS, ChatMessage
 
 T = datetime(2022, 2, 21, 4, 5, 7, 123000)
 
@@ -89,9 +89,12 @@ def test_exit_events():
 
 
 def test_file_record_is_forwarded_byte_for_byte():
-    value = events.file_push_body(message_id="m1", user_id=5, name="kim", profile_image=None,
-                                  url="/chat-server/files/k", thumbnail=None, channel_id=12,
-                                  kind="channel", file_type="image", time="2022-02-10T14:21:05.367")
+    value = events.file_push_body(ChatMessage(
+        kind="channel", channel_id=12, community_id=3, user_id=5, name="kim", content="/chat-server/files/k",
+        created_at=datetime(2022, 2, 10, 14, 21, 5, 367000), type="image").with_id("m1"))
+    assert value == (b'{"id":"m1","name":"kim","profileImage":null,"message":"/chat-server/files/k",'
+                     b'"thumbnail":null,"userId":"5","channelId":12,"type":"community","fileType":"image",'
+                     b'"time":"2022-02-10T14:21:05.367"}')
     pushes = events.pushes_for(TOPICS["file"], value)
     assert pushes == [("/topic/group/12", value)]
     body = json.loads(value)

@@ -7,9 +7,9 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from app.backends.base import ChatMessage
 from app.backends.memory import MemoryMessageStore
 from app.chat.group_commit import GroupCommit
+from app.chat.model import ChatMessage
 from app.errors import BackendError
 
 T0 = datetime(2022, 2, 21, 4, 5, 7)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from app.auth import Principal
-from app.backends.base import TOPICS
+from app.chat.model import TOPICS
 from app.backends.memory import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles,
                                  MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
 from app.chat.access import Access
@@ -255,7 +255,7 @@ class RefusingStore(MemoryMessageStore):
 
 
 def the_message_template():
-    return __import__("app.backends.base", fromlist=["ChatMessage"]).ChatMessage(
+    return __import__("app.chat.model", fromlist=["ChatMessage"]).ChatMessage(
         kind="direct", channel_id=ROOM, user_id=BOB, content="original", created_at=T0, name="Bob")
 
 
@@ -389,6 +389,11 @@ class TestSubscriptions:
         with pytest.raises(error):
             h.app.authorize_subscription(h.connection(EVE), destination)
 
+    @pytest.mark.parametrize("destination", [f"/topic/direct/0{ROOM}", "/topic/direct/0", f"/topic/group/+{CHANNEL}"])
+    def test_only_canonical_ids_name_a_room(self, h, alice, destination):
+        with pytest.raises(NotFound):
+            h.app.authorize_subscription(alice, destination)
+
 
 class TestPresenceHooks:
     def test_first_session_announces_connect_last_announces_disconnect(self, h):
@@ -511,6 +516,41 @@ class TestNotifications:
         assert h.http.posts == []
 
 
+class TestFileMessages:
+    """``post_file``: an uploaded file's message takes the SEND pipeline (group commit, publish, ack)."""
+
+    @staticmethod
+    def file_message():
+        return __import__("app.chat.model", fromlist=["ChatMessage"]).ChatMessage(
+            kind="direct", channel_id=ROOM, user_id=ALICE, content="/chat-server/file/k", created_at=T0,
+            name="Alice", type="image")
+
+    def test_stores_and_publishes_the_file_push_once_without_a_notification(self):
+        h = Harness(notification_url="http://notify")
+        stored = h.messaging.post_file(self.file_message())
+        assert h.store.messages[("direct", stored.id)] == stored and h.store.batches == [1]
+        [record] = h.bus.records
+        assert (record.topic, record.key) == (TOPICS["file"], str(ROOM))
+        assert json.loads(record.value) == {
+            "id": stored.id, "name": "Alice", "profileImage": None, "message": "/chat-server/file/k",
+            "thumbnail": None, "userId": str(ALICE), "channelId": ROOM, "type": "direct", "fileType": "image",
+            "time": "2022-02-21T04:05:07.123"}
+        h.notifier.join(timeout=5)
+        assert h.http.posts == []
+
+    def test_a_failed_publish_removes_the_message_and_raises(self, h):
+        h.bus.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.messaging.post_file(self.file_message())
+        assert h.store.messages == {}
+
+    def test_a_failed_store_raises_and_publishes_nothing(self, h):
+        h.store.fail = True
+        with pytest.raises(BackendUnavailable):
+            h.messaging.post_file(self.file_message())
+        assert h.bus.records == []
+
+
 class TestServiceApi:
     """The presence → chat endpoints with a recording bus (flask test client, no network)."""
 
@@ -518,7 +558,7 @@ class TestServiceApi:
     def client(h, service_token=""):
         from flask import Flask
 
-        from app.chat.service_api import create_service_blueprint
+        from app.chat.http import create_service_blueprint
         from app.http_envelope import register_error_handlers
         web = Flask("test")
         register_error_handlers(web)

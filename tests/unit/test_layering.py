@@ -3,6 +3,8 @@
 - The STOMP codec and the presence line codec are pure: stdlib (and app.errors) only.
 - Only a backend's own module imports its client library.
 - Only app/settings.py (and gunicorn.conf.py) reads the environment.
+- The chat backends import, of the chat domain, only its model and ports.
+- In the chat domain only ``app.chat.http`` is Flask code.
 """
 
 import ast
@@ -68,4 +70,32 @@ def test_only_settings_reads_the_environment():
         text = path.read_text()
         if "os.environ" in text or "os.getenv" in text:
             offenders.append(relative)
+    assert not offenders, offenders
+
+
+BACKEND_MAY_IMPORT_FROM_APP = {"app.chat.model", "app.chat.ports", "app.destinations", "app.errors", "app.settings"}
+PRESENCE_BACKENDS = {"redis_presence.py"}  # the presence server's store, under the presence package's rules
+
+
+def test_chat_backends_see_only_the_chat_model_and_ports():
+    offenders = []
+    for path in sorted((ROOT / "app" / "backends").glob("*.py")):
+        if path.name in PRESENCE_BACKENDS:
+            continue
+        relative = str(path.relative_to(ROOT))
+        for name in _imports(path):
+            if name.startswith("app.") and not name.startswith("app.backends.") \
+                    and name not in BACKEND_MAY_IMPORT_FROM_APP:
+                offenders.append(f"{relative} imports {name}")
+    assert not offenders, offenders
+
+
+def test_only_the_chat_http_package_imports_flask_in_the_chat_domain():
+    offenders = []
+    for path in sorted((ROOT / "app" / "chat").rglob("*.py")):
+        relative = str(path.relative_to(ROOT))
+        if relative.startswith("app/chat/http/"):
+            continue
+        offenders += [f"{relative} imports {name}" for name in _imports(path)
+                      if name.split(".")[0] in ("flask", "werkzeug") or name.startswith("app.chat.http")]
     assert not offenders, offenders

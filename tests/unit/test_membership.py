@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 import pytest
 
+from app.backends.http_services import ServiceRefused
 from app.chat.membership import Membership
 from app.errors import BackendUnavailable
-from app.service_http import ServiceRefused
 from app.settings import Settings
 
 BASE = "http://community.test/community-server"

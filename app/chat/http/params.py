@@ -1,13 +1,9 @@
-"""Shared pieces of the chat HTTP API: the response wrapper and strict input parsing.
+"""Strict parsing of the chat HTTP API's input: query parameters, JSON bodies and ids in them.
 
-Responses use the original wrapper (protocol.md §6.1): success is
-``{"isSuccess":true,"code":1000,"message":"요청에 성공하였습니다.","result":…}`` (keys in that
-order, ``result`` only when there is one); an error is
-``{"isSuccess":false,"code":<HTTP status>,"message":"<short fixed text>"}`` with that 4xx/5xx.
-
-Request data never reaches a query as anything but a validated ``int`` or ``str``:
-query parameters are read by exact name, must appear once and must be plain digits, so
-``ch_id[$ne]=1`` is simply a missing ``ch_id``.
+Request data never reaches a query as anything but a validated ``int`` or ``str``: query
+parameters are read by exact name and must appear once, so ``ch_id[$ne]=1`` is simply a
+missing ``ch_id``. Ids (query, path or body) are canonical ids of ``app.destinations``;
+page numbers and sizes are plain non-negative integers.
 """
 
 from __future__ import annotations
@@ -18,20 +14,19 @@ from typing import Any
 
 from flask import request
 
+from app.destinations import MAX_ID, parse_id
 from app.errors import BadRequest, ChatServerError
 
 __all__ = [
-    "query_int",
     "query_str",
+    "query_int",
+    "query_id",
     "json_body",
     "positive_int",
     "positive_int_list",
 ]
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
-
-
-# -- input parsing -----------------------------------------------------------------------
+_PLAIN_NUMBER = re.compile(r"[0-9]{1,18}")
 
 
 def query_str(name: str) -> str | None:
@@ -43,19 +38,30 @@ def query_str(name: str) -> str | None:
 
 
 def query_int(name: str, *, default: int | None = None, minimum: int = 0, maximum: int | None = None) -> int:
-    """A plain-digits query parameter within ``[minimum, maximum]``; missing → ``default`` or 400."""
+    """A plain-digits count (page, size) within ``[minimum, maximum]``; missing → ``default`` or 400."""
     raw = query_str(name)
     if raw is None or raw == "":
         if default is None:
             raise BadRequest(f"{name}: required")
         return default
-    if not _DIGITS.fullmatch(raw):
+    if not _PLAIN_NUMBER.fullmatch(raw):
         raise BadRequest(f"{name}: must be a non-negative integer")
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
         raise BadRequest(f"{name}: must be {bounds}")
     return value
+
+
+def query_id(name: str) -> int:
+    """A required query parameter holding a canonical id."""
+    raw = query_str(name)
+    if raw is None or raw == "":
+        raise BadRequest(f"{name}: required")
+    ident = parse_id(raw)
+    if ident is None:
+        raise BadRequest(f"{name}: must be a positive integer")
+    return ident
 
 
 def json_body(max_bytes: int) -> Any:
@@ -73,15 +79,16 @@ def json_body(max_bytes: int) -> Any:
 
 
 def positive_int(value: Any, field: str) -> int:
-    """A JSON number or a string of digits, > 0 (``true`` is not a number here)."""
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+    """An id sent as a JSON number or as a canonical id string (``true`` is not a number here)."""
+    if isinstance(value, str):
+        value = parse_id(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
         raise BadRequest(f"{field}: must be a positive integer")
     return value
 
 
 def positive_int_list(value: Any, field: str, max_items: int) -> list[int]:
+    """A JSON array of ids, duplicates dropped (first place kept), at most ``max_items`` long."""
     if not isinstance(value, list):
         raise BadRequest(f"{field}: must be an array of ids")
     if len(value) > max_items:

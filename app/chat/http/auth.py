@@ -20,8 +20,8 @@ from typing import Callable
 from flask import request
 
 from app.auth import Principal, TokenVerifier, token_from_headers
-from app.backends.base import RoomKind
 from app.chat.membership import Membership
+from app.destinations import RoomKind
 from app.errors import AuthError, Forbidden
 from app.settings import Settings
 

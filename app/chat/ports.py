@@ -1,26 +1,20 @@
-"""The message model and the small interfaces every storage backend implements.
+"""The small interfaces the chat domain needs from storage and the broker; backends implement them.
 
-Only ``app/backends/<backend>.py`` modules import a client library (pymongo, redis,
-kafka). Everything above them depends on these Protocols, which is also what the
-in-memory fakes of the unit tests implement.
-
-Times are naive UTC ``datetime`` values (MongoDB returns them that way; the wire
-formats of protocol.md §2.7 have no zone).
+Only ``app/backends/<backend>.py`` modules import a client library (pymongo, redis, kafka).
+The chat domain depends on these Protocols, which is also what the in-memory fakes of the
+unit tests (``app.backends.memory``) implement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import BinaryIO, Iterable, Literal, Protocol, Sequence
+from typing import BinaryIO, Iterable, Protocol, Sequence
 
+from app.chat.model import ChatMessage, RoomActivity, StoredFile
+from app.destinations import RoomKind
 from app.errors import BackendError
 
 __all__ = [
-    "RoomKind",
-    "ChatMessage",
-    "RoomActivity",
-    "StoredFile",
     "MessageWriter",
     "HistoryReader",
     "ReadMarkers",
@@ -28,72 +22,7 @@ __all__ = [
     "MembershipCache",
     "EventBus",
     "PublishAck",
-    "TOPICS",
 ]
-
-RoomKind = Literal["direct", "channel"]
-
-# Kafka topics of protocol.md §3.1 (names kept for compatibility).
-TOPICS = {
-    "direct": "chat-server-topic",
-    "channel": "channel-server-topic",
-    "direct_etc": "etc-direct-topic",
-    "channel_etc": "etc-community-topic",
-    "file": "file-topic",
-    "state": "state-topic",
-}
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    """One stored message of a DM room (``direct``) or a community text channel (``channel``).
-
-    ``type`` is what protocol.md §4.1 stores: None for text, ``reply``, or the upload's
-    ``fileType`` (``image``, ``video``, ``file``...). ``channel_id`` is the DM room id for
-    ``direct`` messages.
-    """
-
-    kind: RoomKind
-    channel_id: int
-    user_id: int
-    content: str
-    created_at: datetime
-    id: str = ""
-    community_id: int | None = None
-    name: str | None = None
-    profile_image: str | None = None
-    type: str | None = None
-    thumbnail: str | None = None
-    parent_id: str | None = None
-    parent_name: str | None = None
-    parent_content: str | None = None
-    edited_at: datetime | None = None
-
-    def with_id(self, message_id: str) -> "ChatMessage":
-        return replace(self, id=message_id)
-
-
-@dataclass(frozen=True)
-class RoomActivity:
-    """Unread count and latest activity of one DM room for one user (message-count)."""
-
-    room_id: int
-    count: int
-    latest: datetime | None
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """Metadata of an uploaded file kept in GridFS."""
-
-    key: str
-    filename: str
-    content_type: str
-    length: int
-    kind: RoomKind
-    channel_id: int
-    uploader_id: int
-    uploaded_at: datetime = field(default_factory=datetime.utcnow)
 
 
 class MessageWriter(Protocol):
@@ -147,9 +76,15 @@ class ReadMarkers(Protocol):
 
 
 class FileStore(Protocol):
+    """Uploaded files under server-generated keys (GridFS in production)."""
+
     def save(self, data: BinaryIO, meta: StoredFile) -> StoredFile: ...
 
     def open(self, key: str) -> tuple[StoredFile, BinaryIO] | None: ...
+
+    def delete(self, key: str) -> None:
+        """Remove a file (undo of an upload whose message was not stored or published)."""
+        ...
 
 
 class MembershipCache(Protocol):

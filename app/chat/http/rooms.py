@@ -1,4 +1,4 @@
-"""Service-facing endpoints: unread counts for the DM list and the membership overwrites.
+"""Room endpoints the community service and clients call: unread counts and membership overwrites.
 
 ``POST /chat-server/message-count`` (§4.4, W-18). Body ``{"userId":5,"roomIds":[1,2,3]}``.
 A user may ask only for themself (``userId`` omitted or equal to the token's id, else
@@ -13,33 +13,33 @@ people's messages newer than the user's last-read mark (never read → all of th
 
 ``PUT /chat-server/room-user-list/{roomId}``, ``PUT /chat-server/community-user-list/{id}``
 and ``PUT /chat-server/community-channel-list/{id}`` (new): the body, a JSON array of
-positive ids (digit strings accepted, at most ``MAX_LIST_IDS``), replaces the cached list
+positive ids (canonical id strings accepted, at most ``MAX_LIST_IDS``), replaces the cached list
 (W-28: the body always wins).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Sequence
 
 from flask import Blueprint, Response
 
-from app.backends.base import ReadMarkers, RoomActivity
-from app.chat.http_auth import RequestAuth
-from app.chat.http_common import json_body, positive_int, positive_int_list
-from app.http_envelope import json_response, success
+from app.chat.http.auth import RequestAuth
+from app.chat.http.params import json_body, positive_int, positive_int_list
 from app.chat.membership import Membership
+from app.chat.model import RoomActivity
+from app.chat.ports import ReadMarkers
 from app.chat.timefmt import compact_millis
+from app.destinations import parse_id
 from app.errors import BadRequest, Forbidden
+from app.http_envelope import json_response, success
 from app.settings import Settings
 
-__all__ = ["register_service_endpoints", "order_by_latest", "MAX_LIST_IDS"]
+__all__ = ["register_room_endpoints", "order_by_latest", "MAX_LIST_IDS"]
 
 MAX_LIST_IDS = 100_000
-_PATH_ID = re.compile(r"[1-9][0-9]{0,17}")
 
 
-def register_service_endpoints(bp: Blueprint, settings: Settings, *, auth: RequestAuth,
+def register_room_endpoints(bp: Blueprint, settings: Settings, *, auth: RequestAuth,
                                membership: Membership, markers: ReadMarkers) -> None:
     def message_count() -> Response:
         caller = auth.service_or_user()
@@ -66,10 +66,11 @@ def _overwrite_rule(bp: Blueprint, auth: RequestAuth, rule: str, endpoint: str,
                     store: Callable[[int, Sequence[int]], None]) -> None:
     def overwrite(ident: str) -> Response:
         auth.service()
-        if not _PATH_ID.fullmatch(ident):
+        entity_id = parse_id(ident)
+        if entity_id is None:
             raise BadRequest("id: must be a positive integer")
         ids = positive_int_list(json_body(max_bytes=24 * MAX_LIST_IDS), "body", MAX_LIST_IDS)
-        store(int(ident), ids)
+        store(entity_id, ids)
         return success()
 
     bp.add_url_rule(rule, endpoint, overwrite, methods=["PUT"])

@@ -1,4 +1,5 @@
-"""A tiny JSON client for calls to the other services (auth, community, notification).
+"""The outbound JSON client to the other services (auth, community, notification): the one
+module that talks to them.
 
 Standard library only (``urllib``), so it cooperates with gevent once ``socket`` is
 monkey-patched, and it adds no dependency. Every call has a timeout. Failures map onto

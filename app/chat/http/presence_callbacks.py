@@ -1,4 +1,4 @@
-"""Service-to-service endpoints the presence server calls (protocol.md §6.2, §7.3, §8).
+"""The service endpoints the presence server calls back on (protocol.md §6.2, §7.3, §8).
 
 - ``POST /chat-server/signaling-list-community`` ``{"type":"out","communityId":"3","channelId":"c-12","ids":["9"]}``
   → ``state-topic`` ``exit-community`` → every node pushes the body to ``/topic/community/3``.
@@ -23,28 +23,25 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 import re
 from typing import Any, Callable, Protocol
 
 from flask import Blueprint, Response, request
 
 from app.auth import TokenVerifier, token_from_headers
-from app.backends.base import TOPICS, EventBus
 from app.chat import events
+from app.chat.http.auth import SERVICE_TOKEN_HEADER
+from app.chat.model import TOPICS
+from app.chat.ports import EventBus
+from app.destinations import (is_text_location, parse_id, parse_room_key, parse_voice_location,
+                              room_key)
 from app.errors import AuthError, BadRequest
 from app.settings import Settings
 
-__all__ = ["create_service_blueprint", "SERVICE_TOKEN_HEADER", "OfflineHandler"]
+__all__ = ["create_service_blueprint", "OfflineHandler"]
 
-log = logging.getLogger(__name__)
-
-SERVICE_TOKEN_HEADER = "X-Service-Token"
 MAX_IDS = 10_000
-_ID = re.compile(r"[0-9]{1,19}")
 _TYPE = re.compile(r"[a-z-]{1,32}")
-_VOICE_CHANNEL = re.compile(r"c-([0-9]{1,19})")
-_LOCATION = re.compile(r"home|[cr]-[0-9]{1,19}|com[0-9]{1,19},c-[0-9]{1,19}")
 
 
 class OfflineHandler(Protocol):
@@ -105,11 +102,13 @@ def _json_object() -> dict[str, Any]:
 
 
 def _id(body: dict[str, Any], field: str) -> int:
+    """A canonical id sent as a JSON number or a string."""
     value = body.get(field)
     text = str(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
-    if not _ID.fullmatch(text) or int(text) == 0:
+    ident = parse_id(text)
+    if ident is None:
         raise BadRequest(f"{field}: must be a positive integer")
-    return int(text)
+    return ident
 
 
 def _ids(body: dict[str, Any]) -> list[str]:
@@ -131,25 +130,36 @@ def _exit_type(body: dict[str, Any]) -> str:
 def _publish_exit_community(bus: EventBus, body: dict[str, Any]) -> None:
     community_id = _id(body, "communityId")
     channel = body.get("channelId")
-    match = _VOICE_CHANNEL.fullmatch(channel) if isinstance(channel, str) else None
-    if match is None:
+    key = parse_room_key(channel) if isinstance(channel, str) else None
+    if key is None or key.kind != "channel":
         raise BadRequest("channelId: must be c-<voiceChannelId>")
-    record = events.exit_community_record(community_id, f"c-{int(match.group(1))}", _ids(body), _exit_type(body))
+    record = events.exit_community_record(community_id, room_key("channel", key.ident), _ids(body),
+                                          _exit_type(body))
     bus.publish(TOPICS["state"], events.record_key(community_id), record)
 
 
 def _publish_exit_room(bus: EventBus, body: dict[str, Any]) -> None:
-    channel = body.get("channelId")
-    if isinstance(channel, str) and channel.startswith("r-"):
-        channel = channel[2:]
-    room_id = _id({"channelId": channel}, "channelId")
+    room_id = _exit_room_id(body.get("channelId"))
     record = events.exit_room_record(room_id, _ids(body), _exit_type(body))
     bus.publish(TOPICS["state"], events.record_key(room_id), record)
+
+
+def _exit_room_id(channel: Any) -> int:
+    """The DM room of ``r-17`` or of a bare ``17`` (both are sent)."""
+    key = parse_room_key(channel) if isinstance(channel, str) else None
+    if key is not None and key.kind == "direct":
+        return key.ident
+    return _id({"channelId": channel}, "channelId")
 
 
 def _offline_args(body: dict[str, Any]) -> tuple[int, str | None]:
     user_id = _id(body, "userId")
     location = body.get("location")
-    if location is not None and (not isinstance(location, str) or not _LOCATION.fullmatch(location)):
+    if location is not None and not _is_presence_location(location):
         raise BadRequest("location: must be a presence location")
     return user_id, location
+
+
+def _is_presence_location(location: Any) -> bool:
+    """``home``, a room key or a voice location, as presence records them."""
+    return isinstance(location, str) and (is_text_location(location) or parse_voice_location(location) is not None)

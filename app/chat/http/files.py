@@ -10,9 +10,11 @@ Each file is checked (non-empty, at most ``settings.upload_max_bytes`` → else 
 type starting with one of ``settings.upload_type_prefixes`` → else 415), then stored under
 a random server key; the client's file name is kept, sanitised, as metadata for
 ``Content-Disposition`` only. The message (``type`` = fileType, ``content`` = the file's
-URL path) is stored through the MessageWriter and the §2.7 FileUploadResponse is published
-once to ``file-topic`` keyed by the room id. If storing or publishing fails, what was
-stored is removed again and the answer is 503: nothing is left half-done.
+URL path) then goes through the message pipeline (``Messaging.post_file`` in
+app/chat/handlers.py: group commit, the §2.7 FileUploadResponse published once to
+``file-topic`` keyed by the room id, ack). If storing or publishing fails, the pipeline
+removes the message, this module removes the files, and the answer is 503: nothing is left
+half-done.
 """
 
 from __future__ import annotations
@@ -21,22 +23,25 @@ import logging
 import os
 import re
 import unicodedata
-from typing import Any, BinaryIO, Iterator, Protocol
+from typing import Any, BinaryIO, Iterator
 from urllib.parse import quote
 
 from flask import Blueprint, Response, request
 from werkzeug.datastructures import FileStorage
 
-from app.backends.base import TOPICS, ChatMessage, EventBus, MessageWriter, RoomKind, StoredFile
-from app.chat.http_auth import RequestAuth
-from app.chat.http_common import positive_int
-from app.http_envelope import json_response, success
+from app.chat.handlers import Messaging
+from app.chat.http.auth import RequestAuth
+from app.chat.http.params import positive_int
+from app.chat.model import ChatMessage, StoredFile
+from app.chat.ports import FileStore
 from app.chat.profiles import Profiles
-from app.chat.timefmt import iso_local, utcnow
+from app.chat.timefmt import utcnow
+from app.destinations import RoomKind
 from app.errors import BackendUnavailable, BadRequest, ChatServerError, NotFound
+from app.http_envelope import success
 from app.settings import Settings
 
-__all__ = ["register_files", "FileStorageBackend", "file_url", "sanitize_filename"]
+__all__ = ["register_files", "file_url", "sanitize_filename"]
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +55,6 @@ _INLINE_PREFIXES = ("image/", "video/", "audio/")
 _UNSAFE_NAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]')
 
 
-class FileStorageBackend(Protocol):
-    """``FileStore`` plus ``delete`` (``MongoReadSide`` provides both)."""
-
-    def save(self, data: BinaryIO, meta: StoredFile) -> StoredFile: ...
-
-    def open(self, key: str) -> tuple[StoredFile, BinaryIO] | None: ...
-
-    def delete(self, key: str) -> None: ...
-
-
 class _TooLarge(ChatServerError):
     wire_message = "file too large"
     http_status = 413
@@ -71,25 +66,25 @@ class _UnsupportedType(ChatServerError):
 
 
 def file_url(key: str) -> str:
+    """The download path of stored file ``key``, which is also a file message's content."""
     return FILE_PATH + key
 
 
-def register_files(bp: Blueprint, settings: Settings, *, auth: RequestAuth, files: FileStorageBackend,
-                   writer: MessageWriter, bus: EventBus, profiles: Profiles) -> None:
-    uploads = _Uploads(settings, auth=auth, files=files, writer=writer, bus=bus, profiles=profiles)
+def register_files(bp: Blueprint, settings: Settings, *, auth: RequestAuth, files: FileStore,
+                   messaging: Messaging, profiles: Profiles) -> None:
+    uploads = _Uploads(settings, auth=auth, files=files, messaging=messaging, profiles=profiles)
     bp.add_url_rule("/file", "upload_direct_file", lambda: uploads.upload("direct"), methods=["POST"])
     bp.add_url_rule("/channel/file", "upload_channel_file", lambda: uploads.upload("channel"), methods=["POST"])
     bp.add_url_rule("/file/<key>", "download_file", uploads.download, methods=["GET"])
 
 
 class _Uploads:
-    def __init__(self, settings: Settings, *, auth: RequestAuth, files: FileStorageBackend,
-                 writer: MessageWriter, bus: EventBus, profiles: Profiles) -> None:
+    def __init__(self, settings: Settings, *, auth: RequestAuth, files: FileStore, messaging: Messaging,
+                 profiles: Profiles) -> None:
         self._settings = settings
         self._auth = auth
         self._files = files
-        self._writer = writer
-        self._bus = bus
+        self._messaging = messaging
         self._profiles = profiles
 
     def upload(self, kind: RoomKind) -> Response:
@@ -100,16 +95,12 @@ class _Uploads:
         channel_id = positive_int(form.get("channelId"), "channelId")
         community_id = positive_int(form.get("communityId"), "communityId") if kind == "channel" else None
         file_type = _file_type(form.get("fileType"))
-        if community_id is None:
-            self._auth.require_room(kind, channel_id, user_id)
-        else:
-            self._auth.require_channel_of(channel_id, community_id, user_id)
+        room = _Room(kind, channel_id, community_id, user_id)
+        self._authorize(room)
         image = self._checked(parts.get("image"), "image")
         thumbnail = self._checked(parts.get("thumbnail"), "thumbnail") if _sent(parts.get("thumbnail")) else None
         name, avatar = self._author(user_id, form.get("name"), form.get("profileImage"))
-        room = _Room(kind, channel_id, community_id, user_id)
-        result = self._store_and_publish(room, file_type, name, avatar, image, thumbnail)
-        return success(result)
+        return success(self._store(room, file_type, name, avatar, image, thumbnail))
 
     def download(self, key: str) -> Response:
         user_id = self._auth.user().user_id
@@ -125,6 +116,13 @@ class _Uploads:
         return Response(_chunks(stream), status=200, headers=_download_headers(meta), direct_passthrough=True)
 
     # -- upload steps --------------------------------------------------------------------
+
+    def _authorize(self, room: "_Room") -> None:
+        """A DM room needs membership; a channel upload names its community, which must own it."""
+        if room.community_id is None:
+            self._auth.require_room(room.kind, room.channel_id, room.user_id)
+        else:
+            self._auth.require_channel_of(room.channel_id, room.community_id, room.user_id)
 
     def _checked(self, part: FileStorage | None, field: str) -> FileStorage:
         if not _sent(part):
@@ -146,41 +144,39 @@ class _Uploads:
             return profile.name, profile.image
         return _bounded(form_name, "name"), _bounded(form_avatar, "profileImage")
 
-    def _store_and_publish(self, room: "_Room", file_type: str, name: str | None, avatar: str | None,
-                           image: FileStorage, thumbnail: FileStorage | None) -> dict[str, Any]:
-        stored: list[str] = []
-        message: ChatMessage | None = None
+    def _store(self, room: "_Room", file_type: str, name: str | None, avatar: str | None,
+               image: FileStorage, thumbnail: FileStorage | None) -> dict[str, Any]:
+        """Save the files, then post the message; on any failure remove the files again."""
+        saved: list[str] = []
         try:
-            image_key = self._save(image, room, stored)
-            thumb_key = self._save(thumbnail, room, stored) if thumbnail is not None else None
-            message = self._writer.insert(ChatMessage(
+            image_key = self._save(image, room, saved)
+            thumb_key = self._save(thumbnail, room, saved) if thumbnail is not None else None
+            message = self._messaging.post_file(ChatMessage(
                 kind=room.kind, channel_id=room.channel_id, community_id=room.community_id,
                 user_id=room.user_id, content=file_url(image_key), created_at=utcnow(), name=name,
                 profile_image=avatar, type=file_type,
                 thumbnail=file_url(thumb_key) if thumb_key else None))
-            self._bus.publish(TOPICS["file"], str(room.channel_id), _file_push(message, room))
         except Exception as exc:
-            self._undo(room, message, stored)
+            self._remove(saved)
             if isinstance(exc, ChatServerError) and exc.http_status < 500:
                 raise
             log.warning("file upload rolled back: %s", type(exc).__name__)
             raise BackendUnavailable("upload failed, try again") from exc
         return {"id": message.id, "url": message.content, "thumbnail": message.thumbnail}
 
-    def _save(self, part: FileStorage, room: "_Room", stored: list[str]) -> str:
+    def _save(self, part: FileStorage, room: "_Room", saved_keys: list[str]) -> str:
+        """Store one uploaded part under a new key, noted in ``saved_keys`` for the undo."""
         part.stream.seek(0)
         meta = StoredFile(key="", filename=sanitize_filename(part.filename), content_type=_mime(part.mimetype),
                           length=0, kind=room.kind, channel_id=room.channel_id, uploader_id=room.user_id,
                           uploaded_at=utcnow())
-        saved = self._files.save(part.stream, meta)
-        stored.append(saved.key)
-        return saved.key
+        stored = self._files.save(part.stream, meta)
+        saved_keys.append(stored.key)
+        return stored.key
 
-    def _undo(self, room: "_Room", message: ChatMessage | None, stored: list[str]) -> None:
+    def _remove(self, keys: list[str]) -> None:
         try:
-            if message is not None:
-                self._writer.delete(room.kind, message.id, room.user_id)
-            for key in stored:
+            for key in keys:
                 self._files.delete(key)
         except Exception:  # the original failure is what the client must hear about
             log.exception("could not undo a failed upload")
@@ -191,23 +187,6 @@ class _Room:
 
     def __init__(self, kind: RoomKind, channel_id: int, community_id: int | None, user_id: int) -> None:
         self.kind, self.channel_id, self.community_id, self.user_id = kind, channel_id, community_id, user_id
-
-
-def _file_push(message: ChatMessage, room: _Room) -> bytes:
-    """§2.7 FileUploadResponse, serialised once (``userId`` a string, ``channelId`` a number)."""
-    body = {
-        "id": message.id,
-        "name": message.name,
-        "profileImage": message.profile_image,
-        "message": message.content,
-        "thumbnail": message.thumbnail,
-        "userId": str(room.user_id),
-        "channelId": room.channel_id,
-        "type": "direct" if room.kind == "direct" else "community",
-        "fileType": message.type,
-        "time": iso_local(message.created_at),
-    }
-    return json_response(body).get_data()
 
 
 def _sent(part: FileStorage | None) -> bool:

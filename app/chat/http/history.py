@@ -5,8 +5,8 @@ Query: ``ch_id`` (DM room id, or text channel id for ``/community``; required), 
 ``settings.history_max_page_size`` is refused with 400 rather than clamped, so a client
 that relies on "fewer than size items means no more pages" is never misled) and the
 optional stable cursor ``before=<messageId>`` (messages strictly older than that message
-of this room; unknown or foreign → 400). Every value must be plain digits (or a 24-hex
-id for ``before``).
+of this room; unknown or foreign → 400). ``ch_id`` is a canonical id, ``page`` and ``size``
+plain digits, ``before`` a 24-hex id.
 
 The page is the newest ``size`` messages that match, returned oldest-first, each in the
 §4.4 MessageResponse shape plus ``edited``. Names and avatars are the authors' current
@@ -26,13 +26,15 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from app.backends.base import ChatMessage, HistoryReader, RoomKind
-from app.chat.http_auth import RequestAuth
-from app.chat.http_common import query_int, query_str
-from app.http_envelope import success
+from app.chat.http.auth import RequestAuth
+from app.chat.http.params import query_id, query_int, query_str
+from app.chat.model import ChatMessage
+from app.chat.ports import HistoryReader
 from app.chat.profiles import Profile, Profiles
 from app.chat.timefmt import iso_local
+from app.destinations import RoomKind
 from app.errors import BadRequest
+from app.http_envelope import success
 from app.settings import Settings
 
 __all__ = ["register_history", "message_response", "DELETED_PARENT"]
@@ -46,7 +48,7 @@ def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, hi
                      profiles: Profiles) -> None:
     def read(kind: RoomKind) -> Response:
         principal = auth.user()
-        channel_id = query_int("ch_id", minimum=1)
+        channel_id = query_id("ch_id")
         page = query_int("page", default=0, maximum=MAX_PAGE_NUMBER)
         size = query_int("size", default=settings.history_default_page_size, minimum=1,
                          maximum=settings.history_max_page_size)

@@ -1,0 +1,79 @@
+"""The chat domain's model: stored messages, room activity, uploaded files, and the Kafka topics.
+
+Times are naive UTC ``datetime`` values (MongoDB returns them that way; the wire formats of
+protocol.md §2.7 have no zone). A room's kind (``direct`` or ``channel``) is
+``app.destinations.RoomKind``. Pure: stdlib and ``app.destinations`` only, so the storage
+backends can import it without importing the rest of the chat package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Final
+
+from app.destinations import RoomKind
+
+__all__ = ["ChatMessage", "RoomActivity", "StoredFile", "TOPICS"]
+
+# Kafka topics of protocol.md §3.1 (names kept for compatibility).
+TOPICS: Final = {
+    "direct": "chat-server-topic",
+    "channel": "channel-server-topic",
+    "direct_etc": "etc-direct-topic",
+    "channel_etc": "etc-community-topic",
+    "file": "file-topic",
+    "state": "state-topic",
+}
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One stored message of a DM room (``direct``) or a community text channel (``channel``).
+
+    ``type`` is what protocol.md §4.1 stores: None for text, ``reply``, or the upload's
+    ``fileType`` (``image``, ``video``, ``file``...). ``channel_id`` is the DM room id for
+    ``direct`` messages.
+    """
+
+    kind: RoomKind
+    channel_id: int
+    user_id: int
+    content: str
+    created_at: datetime
+    id: str = ""
+    community_id: int | None = None
+    name: str | None = None
+    profile_image: str | None = None
+    type: str | None = None
+    thumbnail: str | None = None
+    parent_id: str | None = None
+    parent_name: str | None = None
+    parent_content: str | None = None
+    edited_at: datetime | None = None
+
+    def with_id(self, message_id: str) -> "ChatMessage":
+        return replace(self, id=message_id)
+
+
+@dataclass(frozen=True)
+class RoomActivity:
+    """Unread count and latest activity of one DM room for one user (message-count)."""
+
+    room_id: int
+    count: int
+    latest: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Metadata of an uploaded file kept in GridFS."""
+
+    key: str
+    filename: str
+    content_type: str
+    length: int
+    kind: RoomKind
+    channel_id: int
+    uploader_id: int
+    uploaded_at: datetime = field(default_factory=datetime.utcnow)
