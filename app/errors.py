@@ -12,7 +12,8 @@
     ├── BadRequest               a payload or parameter that fails validation (names the field)
     ├── NotFound                 a message, file or destination that does not exist
     ├── BackendError             a dependency failed
-    │   └── BackendUnavailable   a dependency is down or timed out
+    │   ├── BackendUnavailable   a dependency is down or timed out
+    │   └── ServiceRefused       another service answered 4xx (``status`` says which)
 
 Each class carries ``wire_message``: the fixed, short text that may be sent to a client.
 Handlers put ``wire_message`` (or the explicit message a raiser chose) on the wire, never
@@ -33,6 +34,7 @@ __all__ = [
     "NotFound",
     "BackendError",
     "BackendUnavailable",
+    "ServiceRefused",
 ]
 
 
@@ -93,3 +95,13 @@ class BackendError(ChatServerError):
 class BackendUnavailable(BackendError):
     wire_message = "service unavailable"
     http_status = 503
+
+
+class ServiceRefused(BackendError):
+    """Another service (auth, community, notification) answered with a 4xx status."""
+
+    wire_message = "service refused the request"
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status

@@ -21,25 +21,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from app.errors import BackendError, BackendUnavailable
+from app.errors import BackendUnavailable, ServiceRefused
 
-__all__ = ["ServiceHttp", "ServiceRefused"]
+__all__ = ["ServiceHttp"]
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
-class ServiceRefused(BackendError):
-    """The service answered with a 4xx status."""
-
-    wire_message = "service refused the request"
-
-    def __init__(self, status: int) -> None:
-        super().__init__()
-        self.status = status
-
-
 class ServiceHttp:
-    """``get_json``/``post_json`` with one timeout for connect and each read."""
+    """``get_json``/``post_json`` with one timeout for connect and each read (``app.chat.ports.ServiceClient``)."""
 
     def __init__(self, timeout_s: float) -> None:
         self._timeout_s = float(timeout_s)

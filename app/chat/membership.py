@@ -30,10 +30,9 @@ import logging
 import time
 from typing import Any, Callable, Sequence
 
-from app.backends.http_services import ServiceHttp, ServiceRefused
-from app.chat.ports import MembershipCache
+from app.chat.ports import MembershipCache, ServiceClient
 from app.destinations import parse_id, parse_membership_entry
-from app.errors import BackendError, BackendUnavailable
+from app.errors import BackendError, BackendUnavailable, ServiceRefused
 from app.settings import Settings
 
 __all__ = ["Membership", "LocalLists"]
@@ -91,7 +90,7 @@ class LocalLists:
 class Membership:
     """Membership questions the chat server asks, answered from cache or community service."""
 
-    def __init__(self, settings: Settings, cache: MembershipCache, http: ServiceHttp | None, *,
+    def __init__(self, settings: Settings, cache: MembershipCache, http: ServiceClient | None, *,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._cache = cache
         self._local = LocalLists(settings.membership_local_ttl_s, monotonic=monotonic)

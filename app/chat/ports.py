@@ -8,7 +8,7 @@ unit tests (``app.backends.memory``) implement.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import BinaryIO, Iterable, Protocol, Sequence
+from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 from app.chat.model import ChatMessage, RoomActivity, StoredFile
 from app.destinations import RoomKind
@@ -22,6 +22,7 @@ __all__ = [
     "MembershipCache",
     "EventBus",
     "PublishAck",
+    "ServiceClient",
 ]
 
 
@@ -138,4 +139,20 @@ class EventBus(Protocol):
         Raises:
             BackendUnavailable: the producer could not even take the record.
         """
+        ...
+
+
+class ServiceClient(Protocol):
+    """The JSON client to the other services (``app.backends.http_services``).
+
+    Raises ``BackendUnavailable`` when the service is down or broken and
+    ``app.errors.ServiceRefused`` when it answered 4xx.
+    """
+
+    def get_json(self, url: str) -> Any:
+        """The decoded JSON body of ``GET url``."""
+        ...
+
+    def post_json(self, url: str, body: Any) -> Any:
+        """The decoded JSON body of ``POST url`` with ``body`` as JSON (None for an empty reply)."""
         ...

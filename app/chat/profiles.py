@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
-from app.backends.http_services import ServiceHttp
+from app.chat.ports import ServiceClient
 from app.destinations import parse_id
 from app.errors import BackendError
 from app.settings import Settings
@@ -43,7 +43,7 @@ class JsonCache(Protocol):
 class Profiles:
     """``lookup``/``lookup_many``: current author profiles, or nothing when unknown."""
 
-    def __init__(self, settings: Settings, redis_cache: JsonCache, http: ServiceHttp | None) -> None:
+    def __init__(self, settings: Settings, redis_cache: JsonCache, http: ServiceClient | None) -> None:
         base = settings.auth_service_url.rstrip("/")
         self._url = f"{base}/find-id-list" if base and http is not None else ""
         self._cache = redis_cache

@@ -8,7 +8,8 @@ from typing import Iterator
 
 import pytest
 
-from app.backends.http_services import ServiceHttp, ServiceRefused
+from app.backends.http_services import ServiceHttp
+from app.errors import ServiceRefused
 from app.errors import BackendUnavailable
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, CannedService, ChatApi, fresh_id, insert_message

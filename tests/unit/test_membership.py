@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from app.backends.http_services import ServiceRefused
+from app.errors import ServiceRefused
 from app.chat.membership import Membership
 from app.errors import BackendUnavailable
 from app.settings import Settings
