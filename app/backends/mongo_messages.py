@@ -26,6 +26,7 @@ import threading
 from datetime import datetime
 from typing import Any, Callable, Sequence, TypeVar
 
+from bson.errors import BSONError
 from pymongo import MongoClient, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
@@ -46,6 +47,8 @@ T = TypeVar("T")
 SERVER_SELECTION_TIMEOUT_MS = 3000
 CONNECT_TIMEOUT_MS = 3000
 SOCKET_TIMEOUT_MS = 10000
+# What pymongo raises for a document it cannot encode (a lone surrogate: UnicodeEncodeError).
+_UNENCODABLE = (BSONError, UnicodeEncodeError)
 # What a summary needs to count a removed message out.
 _COUNTED_FIELDS = {"channelId": 1, "userId": 1, "localDateTime": 1}
 
@@ -129,6 +132,10 @@ class MongoMessageWriter:
         failed: dict[int, BackendError] = {}
         try:
             self._collection(kind).insert_many(documents, ordered=False)
+        except _UNENCODABLE:
+            # A document that cannot be encoded fails the whole request before it is sent:
+            # store them one by one, so only the offending ones fail.
+            failed = self._insert_each(kind, documents)
         except BulkWriteError as exc:
             for error in exc.details.get("writeErrors", ()):
                 failed[error["index"]] = BackendError("message not stored")
@@ -139,6 +146,20 @@ class MongoMessageWriter:
             failed = {index: BackendUnavailable("database unavailable") for index in range(len(batch))}
         for index, (position, message, document) in enumerate(zip(positions, batch, documents)):
             results[position] = failed.get(index) or message.with_id(str(document["_id"]))
+
+    def _insert_each(self, kind: RoomKind, documents: list[dict[str, Any]]) -> dict[int, BackendError]:
+        failed: dict[int, BackendError] = {}
+        for index, document in enumerate(documents):
+            document.pop("_id", None)  # insert_many may have set one before it gave up
+            try:
+                self._collection(kind).insert_one(document)
+            except _UNENCODABLE:
+                failed[index] = BackendError("message not stored")
+            except PyMongoError as exc:
+                log.warning("mongodb call failed: %s", type(exc).__name__)
+                failed[index] = BackendUnavailable("database unavailable")
+        log.warning("mongodb insert_many: %d of %d documents could not be encoded", len(failed), len(documents))
+        return failed
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         oid = object_id(message_id)

@@ -9,6 +9,11 @@ Rules (issue 3 item 1-2, protocol.md §2.6, W-1/W-8/W-9/W-29):
   anything is stored.
 - Ids are positive int64 integers; canonical id strings (``"5"``, see ``app.destinations``)
   are accepted, anything else (``"05"``, ``"Optional(5)"``, ``5.5``, ``true``) is refused.
+- Text that cannot be stored (a lone surrogate such as ``"\udc80"``, which JSON can spell
+  but UTF-8 cannot) is refused here, naming its field, so one bad message never reaches a
+  batch write it would fail for everyone else in it.
+- A body that is not a JSON object, including one nested deeper than the parser's
+  recursion allows, is refused as such.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = [
     "EnterVoice",
     "parse_object",
     "positive_id",
+    "storable",
     "parse_send_message",
     "parse_send_reply",
     "parse_typing",
@@ -121,7 +127,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     """The SEND body as a JSON object, or ``BadRequest``."""
     try:
         value = json.loads(body.decode("utf-8")) if body.strip() else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("body: must be a JSON object") from None
     if not isinstance(value, dict):
         raise BadRequest("body: must be a JSON object")
@@ -159,7 +165,7 @@ def _content(payload: dict[str, Any], max_chars: int) -> str:
         raise BadRequest("content: must not be empty")
     if len(value) > max_chars:
         raise BadRequest(f"content: longer than {max_chars} characters")
-    return value
+    return storable(value, "content")
 
 
 def _optional_text(payload: dict[str, Any], field: str, max_chars: int) -> str | None:
@@ -170,6 +176,15 @@ def _optional_text(payload: dict[str, Any], field: str, max_chars: int) -> str |
         raise BadRequest(f"{field}: must be a string")
     if len(value) > max_chars:
         raise BadRequest(f"{field}: longer than {max_chars} characters")
+    return storable(value, field)
+
+
+def storable(value: str, field: str) -> str:
+    """``value`` if it can be stored as UTF-8; a lone surrogate cannot."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{field}: invalid Unicode") from None
     return value
 
 

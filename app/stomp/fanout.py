@@ -13,8 +13,9 @@ when its poll batch is done), hands each session all of its frames with one
 ``Outbox.offer_many``. When Kafka returns several records in one fetch, a subscriber then
 gets them in one write (one system call) instead of one each: the send system call is most
 of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the order of the
-``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, from a
-greenlet of its own, so it never slows the others.
+``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, and one
+whose frame cannot be built (a subscription id that cannot be written in its STOMP version)
+is closed with an ERROR, each from a greenlet of its own: neither stops delivery to the others.
 """
 
 from __future__ import annotations
@@ -63,23 +64,31 @@ class FanoutDelivery:
         gathered = self._gathered
         if not gathered:
             gevent.get_hub().loop.run_callback(self.flush)
+        broken: list[Session] = []
         for session, subscription_id in subscribers:
-            template = templates.get(session.version)
-            if template is None:
-                template = templates[session.version] = MessageTemplate(
-                    destination, message_id, body, version=session.version)
-            cached = session.subscription_bytes
-            subscription = cached.get(subscription_id)
-            if subscription is None:
-                if len(cached) >= SUBSCRIPTION_BYTES_MAX:
-                    cached.clear()
-                subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
-            frame = template.for_subscription_bytes(subscription)
+            try:
+                template = templates.get(session.version)
+                if template is None:
+                    template = templates[session.version] = MessageTemplate(
+                        destination, message_id, body, version=session.version)
+                cached = session.subscription_bytes
+                subscription = cached.get(subscription_id)
+                if subscription is None:
+                    if len(cached) >= SUBSCRIPTION_BYTES_MAX:
+                        cached.clear()
+                    subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
+                frame = template.for_subscription_bytes(subscription)
+            except Exception:  # noqa: BLE001 - one subscriber's frame must not cost the others theirs
+                log.exception("cannot build a MESSAGE for session %s", session.session_id)
+                broken.append(session)
+                continue
             owed = gathered.get(session)
             if owed is None:
                 gathered[session] = [frame]
             else:
                 owed.append(frame)
+        if broken:
+            gevent.spawn(_close_undeliverable, broken)
         return len(subscribers)
 
     def flush(self) -> None:
@@ -102,3 +111,11 @@ def _close_slow_consumers(sessions: list[Session]) -> None:
             session.close_slow_consumer()
         except Exception:  # noqa: BLE001 - one failed close must not spare the others
             log.exception("could not close slow consumer %s", session.session_id)
+
+
+def _close_undeliverable(sessions: list[Session]) -> None:
+    for session in sessions:
+        try:
+            session.close_undeliverable()
+        except Exception:  # noqa: BLE001 - one failed close must not spare the others
+            log.exception("could not close undeliverable session %s", session.session_id)

@@ -26,7 +26,7 @@ from typing import Callable, Hashable, TypeVar
 
 from app.auth import TokenVerifier, token_from_headers
 from app.contracts import ChatApplication, ClientConnection, Pending
-from app.errors import AuthError, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
+from app.errors import AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
 from app.stomp import frames as f
 from app.stomp.frames import Frame
 from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
@@ -194,6 +194,8 @@ class StompHandler:
             if self.version != "1.0":
                 raise InvalidFrame("missing id header")
             subscription_id = destination  # STOMP 1.0 made the id optional
+        _require_echoable(subscription_id, self.version, f.MESSAGE, "id")
+        _require_echoable(frame.header("receipt"), self.version, f.RECEIPT, "receipt")
         if self._registry.holds(self._subscriber, subscription_id):
             raise InvalidFrame("duplicate subscription id")
         if self._registry.count(self._subscriber) >= self._max_subscriptions:
@@ -257,6 +259,16 @@ def _required(frame: Frame, name: str) -> str:
     if value is None or value == "":
         raise InvalidFrame(f"missing {name} header")
     return value
+
+
+def _require_echoable(value: str | None, version: str, command: str, name: str) -> None:
+    """Refuse a header value the server would have to send back but cannot write in ``version``."""
+    if value is None:
+        return
+    try:
+        f.escape_header(value, version, command)
+    except ValueError:
+        raise BadRequest(f"{name}: cannot be sent back in a STOMP {version} header") from None
 
 
 def _receipt_for(frame: Frame) -> tuple[Frame, ...]:

@@ -269,6 +269,11 @@ class Session:
                         self.session_id, len(self.outbox))
             self.close(f.error("slow consumer"), code=POLICY_VIOLATION, discard_backlog=True)
 
+    def close_undeliverable(self) -> None:
+        """Fan-out could not build a frame for one of this session's subscriptions: ERROR, close."""
+        if self.state == OPEN:
+            self.close(f.error("subscription cannot be delivered"), code=POLICY_VIOLATION)
+
     def abort(self) -> None:
         """Give up on a graceful end: run the abort hooks now."""
         if self.state == OPEN:

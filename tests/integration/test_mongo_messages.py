@@ -120,6 +120,18 @@ def test_insert_many_reports_a_dead_server_for_every_message(settings):
     assert [type(r) for r in results] == [BackendUnavailable, BackendUnavailable]
 
 
+def test_one_unencodable_message_fails_alone_in_its_batch(writer, mongo):
+    """A lone surrogate cannot be BSON-encoded; the rest of the round is stored (issue 12 item 4)."""
+    from app.errors import BackendError
+
+    batch = [message(content="before"), message(content="bad \udc80"), message(content="after"),
+             message(kind="direct", channel_id=7, community_id=None, name="x\udc80")]
+    results = writer.insert_many(batch)
+    assert [type(r) is ChatMessage for r in results] == [True, False, True, False]
+    assert all(isinstance(r, BackendError) for r in (results[1], results[3]))
+    assert [writer.get(m.kind, m.id).content for m in (results[0], results[2])] == ["before", "after"]
+
+
 # -- room summaries ----------------------------------------------------------------------
 
 

@@ -17,9 +17,13 @@ class FakeSession:
         self.subscription_bytes = {}
         self.outbox = RecordingOutbox(max_frames)
         self.closed_slow = False
+        self.closed_undeliverable = False
 
     def close_slow_consumer(self):
         self.closed_slow = True
+
+    def close_undeliverable(self):
+        self.closed_undeliverable = True
 
 
 class RecordingOutbox(Outbox):
@@ -83,3 +87,21 @@ def test_a_full_outbox_closes_that_session_only():
     gevent.sleep(0)  # the close runs in a greenlet of its own
     assert slow.closed_slow and len(slow.outbox) == 0  # all or nothing: none queued
     assert not fine.closed_slow and len(messages(fine.outbox)) == 3
+
+
+def test_a_subscription_whose_frame_cannot_be_built_closes_only_its_session():
+    """A STOMP 1.0 id with a raw CR cannot be written; the subscribers after it still get theirs."""
+    alice, broken, bob = FakeSession("a"), FakeSession("broken"), FakeSession("b")
+    broken.version = "1.0"
+    registry, delivery = setup()
+    registry.add(alice, "s1", "/topic/direct/1")
+    registry.add(broken, "bad\rid", "/topic/direct/1")
+    registry.add(bob, "s2", "/topic/direct/1")
+    delivery.deliver("/topic/direct/1", b'{"n":1}')
+    delivery.deliver("/topic/direct/1", b'{"n":2}')
+    gevent.sleep(0)
+    gevent.sleep(0)
+    assert [body for _, _, body in messages(alice.outbox)] == [b'{"n":1}', b'{"n":2}']
+    assert [body for _, _, body in messages(bob.outbox)] == [b'{"n":1}', b'{"n":2}']
+    assert broken.closed_undeliverable and len(broken.outbox) == 0
+

@@ -129,3 +129,24 @@ class TestPresencePayloads:
         assert bad(payloads.parse_voice_signaling, body(community_id="3")) == "channel_id: required"
         assert bad(payloads.parse_community_signaling, body(community_id="x")) \
             == "community_id: must be a positive integer"
+
+
+class TestUnstorableText:
+    """Text JSON can spell but UTF-8 cannot store is refused naming its field (issue 12 item 4)."""
+
+    @pytest.mark.parametrize("field", ["content", "name", "profileImage"])
+    def test_a_lone_surrogate_is_refused_naming_its_field(self, field):
+        raw = json.dumps({"channelId": 1, "content": "ok", field: "a\udc80b"}).encode()
+        assert bad(payloads.parse_send_message, raw, "direct", MAX) == f"{field}: invalid Unicode"
+
+    def test_a_lone_surrogate_in_an_edit_is_refused(self):
+        raw = json.dumps({"channelId": 1, "id": "a" * 24, "content": "\ud800"}).encode()
+        assert bad(payloads.parse_modify, raw, "direct", MAX) == "content: invalid Unicode"
+
+    def test_a_paired_surrogate_is_a_character_and_is_kept(self):
+        raw = json.dumps({"channelId": 1, "content": "\ud83d\ude00"}).encode()
+        assert payloads.parse_send_message(raw, "direct", MAX).content == "\U0001F600"
+
+    def test_nesting_deeper_than_the_parser_allows_is_refused_not_a_crash(self):
+        raw = b"[" * 100_000 + b"]" * 100_000
+        assert bad(payloads.parse_send_message, raw, "direct", MAX) == "body: must be a JSON object"

@@ -342,3 +342,14 @@ def test_a_send_left_in_flight_is_returned_as_pending_not_waited_for(app, regist
     outcome = handler.receive_frame(frame("SEND", b"x", destination="/kafka/later", receipt="r1"))
     assert outcome.pending is later and outcome.receipt_id == "r1"
     assert outcome.frames == () and not outcome.close
+
+
+@pytest.mark.parametrize("header", ["id", "receipt"])
+def test_subscribe_refuses_what_it_could_not_echo_in_a_stomp_1_0_header(app, registry, header):
+    handler = new_handler(app, registry)
+    handler.receive_frame(frame("CONNECT", accept_version="1.0", access_token=token()))
+    headers = {"destination": "/topic/direct/1", "id": "sub-1", "receipt": "r-1", header: "a\rb"}
+    outcome = handler.receive_frame(frame("SUBSCRIBE", **headers))
+    (error,) = outcome.frames
+    assert error.command == "ERROR" and error.header("message") == f"{header}: cannot be sent back in a STOMP 1.0 header"
+    assert not outcome.close and registry.count("me") == 0
