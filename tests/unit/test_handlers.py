@@ -8,8 +8,6 @@ import pytest
 
 from app.auth import Principal
 from app.chat.model import TOPICS
-from app.backends.memory import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles,
-                                 MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
 from app.chat.access import Access
 from app.chat.application import DESTINATIONS, ChatService
 from app.chat.handlers import Authors, Messaging
@@ -18,6 +16,8 @@ from app.chat.presence_flow import PresenceFlow
 from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
 from app.settings import Settings
+from tests.fakes import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles, MemoryReadMarkers,
+                         Profile, RecordingEventBus, RecordingHttp)
 
 ALICE, BOB, EVE = 5, 9, 66
 ROOM, COMMUNITY, CHANNEL, OTHER_CHANNEL, VOICE = 17, 3, 12, 40, 77

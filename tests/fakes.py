@@ -1,7 +1,7 @@
-"""In-memory stand-ins for the chat pipeline's backends, for unit tests.
+"""In-memory stand-ins for the chat pipeline's backends, for unit tests (test code only).
 
-Each fake implements the same interface as its real counterpart and records what it was
-asked to do, so a test can assert on effects (what was stored, what was published, what
+Each fake implements the same interface as its real counterpart (``tests/contract`` runs the
+same cases against a fake and its real backend) and records what it was asked to do, so a test can assert on effects (what was stored, what was published, what
 was delivered) without a broker, MongoDB, Redis or presence. ``fail_*`` switches make a
 dependency fail the way the real one does (``BackendUnavailable``).
 """
