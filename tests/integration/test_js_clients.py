@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.chat import run_js_client
 
-pytestmark = pytest.mark.integration
 
 def run_node_client(**options):
     """Run the JS round trip, which must succeed; its JSON result."""

@@ -17,8 +17,6 @@ from app.stomp.session import OPEN
 from tests.conftest import MS
 from tests.support.chat import ChatClient
 
-pytestmark = pytest.mark.integration
-
 WAIT = 5000 * MS
 ROOM = "/topic/group/1"
 BODY = b"x" * 32_768

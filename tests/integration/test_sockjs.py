@@ -20,8 +20,6 @@ from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
 from tests.conftest import MS
 
-pytestmark = pytest.mark.integration
-
 WAIT = 5000 * MS
 
 

@@ -20,8 +20,6 @@ from tests.conftest import MS
 from tests.support.chat import ChatClient, RecordingApplication
 from tests.support.pending import Deferred
 
-pytestmark = pytest.mark.integration
-
 WAIT = 5000 * MS  # upper bound for anything that must happen "soon"
 
 

@@ -15,8 +15,6 @@ from app.stomp.frames import Frame
 from tests.conftest import MS
 from tests.support.chat import ChatClient, StompError, message_json
 
-pytestmark = pytest.mark.integration
-
 WAIT = 5000 * MS  # upper bound for anything that must happen "soon"
 
 
