@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Mapping, Sequence
 
 from app.chat.model import ChatMessage, RoomActivity
-from app.destinations import RoomKind, membership_entry, parse_room_key, room_key
-from app.errors import BackendError, BackendUnavailable
+from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
+                              voice_location)
+from app.errors import BackendError, BackendUnavailable, BadRequest
 
 __all__ = [
     "MemoryMessageStore",
@@ -265,7 +266,13 @@ class Move:
 
 @dataclass
 class MemoryPresence:
-    """Presence with per-session refcounts and per-user locations; ``down`` fails every call."""
+    """``PresenceClient`` on dicts; ``down`` fails every call; ``calls`` records them.
+
+    As the presence server does: a new session starts at ``home``; a move must name a text
+    location and a notification target list a room key (``BadRequest`` otherwise); entering a
+    voice channel leaves the previous one; the user's last logout leaves voice too; occupancy
+    lists only users with a live session.
+    """
 
     down: bool = False
     sessions: dict[str, int] = field(default_factory=dict)
@@ -282,7 +289,7 @@ class MemoryPresence:
         self._call("login", session_id, user_id, node_id)
         first = user_id not in self.sessions.values()
         self.sessions[session_id] = user_id
-        self.locations.setdefault(user_id, "home")
+        self.locations.setdefault(user_id, HOME)
         return first
 
     def logout(self, session_id: str) -> LogoutResult:
@@ -292,16 +299,22 @@ class MemoryPresence:
             return LogoutResult(None, None, False)
         last = user_id not in self.sessions.values()
         location = self.locations.pop(user_id, None) if last else self.locations.get(user_id)
+        if last:
+            self._leave_voice(user_id)
         return LogoutResult(user_id, location, last)
 
     def move(self, user_id: int, session_id: str, location: str) -> Move:
         self._call("move", user_id, session_id, location)
+        if not is_text_location(location):
+            raise BadRequest("channel_id: must be a text location")
         last = self.locations.get(user_id)
         self.locations[user_id] = location
         return Move(last, location)
 
     def notify_targets(self, room_key: str, member_ids: Sequence[int]) -> list[int]:
         self._call("notify_targets", room_key, list(member_ids))
+        if parse_room_key(room_key) is None:
+            raise BadRequest(f"not a room key: {room_key!r}")
         return [m for m in member_ids if self.locations.get(m) != room_key]
 
     def before_enter(self, user_id: int, community_id: int) -> str:
@@ -310,8 +323,11 @@ class MemoryPresence:
 
     def enter(self, user_id: int, community_id: int, voice_channel_id: int) -> str:
         self._call("enter", user_id, community_id, voice_channel_id)
+        self._leave_voice(user_id)
         channels = self.voice.setdefault(community_id, {})
         channels.setdefault(voice_channel_id, []).append(str(user_id))
+        if user_id in self.locations:
+            self.locations[user_id] = voice_location(community_id, voice_channel_id)
         return self._snapshot(community_id)
 
     def renew_lease(self, node_id: str) -> None:
@@ -324,9 +340,17 @@ class MemoryPresence:
     def close(self) -> None:
         pass
 
+    def _leave_voice(self, user_id: int) -> None:
+        for channels in self.voice.values():
+            for users in channels.values():
+                while str(user_id) in users:
+                    users.remove(str(user_id))
+
     def _snapshot(self, community_id: int) -> str:
+        online = {str(user) for user in self.sessions.values()}
         channels = self.voice.get(community_id, {})
-        return json.dumps({str(c): users for c, users in channels.items()}, separators=(",", ":"))
+        return json.dumps({str(c): [u for u in users if u in online] for c, users in channels.items()},
+                          separators=(",", ":"))
 
 
 @dataclass(frozen=True)
