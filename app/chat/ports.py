@@ -2,7 +2,7 @@
 
 Only ``app/backends/<backend>.py`` modules import a client library (pymongo, redis, kafka).
 The chat domain depends on these Protocols, which is also what the in-memory fakes of the
-unit tests (``app.backends.memory``) implement.
+unit tests (``tests/fakes.py``, held to the real backends by ``tests/contract``) implement.
 """
 
 from __future__ import annotations

@@ -25,8 +25,6 @@ import pytest
 
 from tests.support.processes import REPO
 
-pytestmark = pytest.mark.integration
-
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
 CHAT_BUILT = (REPO / "gunicorn.conf.py").exists()
 needs_chat = pytest.mark.skipif(not CHAT_BUILT, reason="chat server not built yet (no gunicorn.conf.py)")

@@ -14,8 +14,6 @@ import pytest
 from tests.conftest import MS, make_settings
 from tests.support.chat import ChatClient, run_js_client, running_chat_server
 
-pytestmark = pytest.mark.integration
-
 WAIT = 10_000 * MS
 
 

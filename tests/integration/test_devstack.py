@@ -13,15 +13,12 @@ import subprocess
 import sys
 
 import psutil
-import pytest
 
 from app.embedded import free_port
 from app.settings import Settings
 from tests.conftest import MS
 from tests.support.chat import ChatClient
 from tests.support.processes import REPO, wait_ready
-
-pytestmark = pytest.mark.integration
 
 READY_TIMEOUT_S = 120_000 * MS
 EXIT_TIMEOUT_S = 60

@@ -14,8 +14,6 @@ from tests.conftest import make_settings
 from tests.support.chat_api import CannedService, ChatApi, fresh_id
 from tests.support.rooms import set_community, set_room_members
 
-pytestmark = pytest.mark.integration
-
 LIMIT = 1000
 PNG = b"\x89PNG\r\n\x1a\n" + b"p" * 100
 THUMB = b"\x89PNG\r\n\x1a\n" + b"t" * 20

@@ -5,15 +5,12 @@ import urllib.error
 import urllib.request
 
 import gevent
-import pytest
 from flask import Blueprint, request
 
 from app.contracts import ChatDomain
 from app.errors import Forbidden
 from app.settings import Settings
 from tests.support.chat import RecordingApplication, in_process_chat_server
-
-pytestmark = pytest.mark.integration
 
 
 def fetch(url, method="GET", data=None):

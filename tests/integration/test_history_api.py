@@ -20,8 +20,6 @@ from tests.support.chat_api import BASE_TIME, CannedService, ChatApi, fresh_id, 
 from tests.support.mongo_commands import CommandLog
 from tests.support.rooms import set_community, set_room_members
 
-pytestmark = pytest.mark.integration
-
 ALICE_NAME = "앨리스"
 
 

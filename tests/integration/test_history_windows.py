@@ -22,8 +22,6 @@ from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
 from tests.support.mongo_commands import CommandLog
 
-pytestmark = pytest.mark.integration
-
 COMMUNITY = 3
 
 

@@ -6,15 +6,10 @@ and wait for its RECEIPT. sockjs-client is also forced onto its HTTP fallbacks, 
 proxy blocks WebSocket.
 """
 
-import contextlib
-
 import pytest
 
-from app.contracts import ChatDomain
-from app.settings import Settings
-from tests.support.chat import RecordingApplication, in_process_chat_server, run_js_client
+from tests.support.chat import run_js_client
 
-pytestmark = pytest.mark.integration
 
 def run_node_client(**options):
     """Run the JS round trip, which must succeed; its JSON result."""
@@ -24,17 +19,9 @@ def run_node_client(**options):
 
 
 @pytest.fixture
-def application():
-    return RecordingApplication()
-
-
-@pytest.fixture
-def server(application):
-    settings = Settings.from_env({})  # the default 10000,10000 heart-beat offer
-    with contextlib.ExitStack() as stack:
-        server = stack.enter_context(in_process_chat_server(settings, ChatDomain(application=application)))
-        application.delivery = server.chat.delivery
-        yield server
+def server_settings():
+    """The default settings: the clients must see the default 10000,10000 heart-beat offer."""
+    return {}
 
 
 def assert_round_trip(result, application, token_user=5):

@@ -10,11 +10,11 @@ from kafka.admin import KafkaAdminClient
 
 from app.backends import kafka_bus
 from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
-from app.backends.memory import RecordingDelivery
 from app.chat import events
 from app.chat.model import TOPICS
 from app.embedded import free_port
 from app.errors import BackendUnavailable
+from tests.fakes import RecordingDelivery
 from tests.conftest import MS, make_settings
 from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
 

@@ -14,8 +14,6 @@ from app.errors import BackendUnavailable
 from tests.conftest import make_settings
 from tests.support.chat_api import BASE_TIME, CannedService, ChatApi, fresh_id, insert_message
 
-pytestmark = pytest.mark.integration
-
 SERVICE_TOKEN = "community-to-chat-secret"
 SUCCESS = {"isSuccess": True, "code": 1000, "message": "요청에 성공하였습니다."}
 

@@ -33,8 +33,6 @@ from tests.support.chat_api import BASE_TIME, ChatApi, fresh_id, insert_message
 from tests.support.mongo_commands import CommandLog
 from tests.support.rooms import set_room_members
 
-pytestmark = pytest.mark.integration
-
 SERVICE_TOKEN = "s3rvice-t0ken"
 T = BASE_TIME.replace(hour=15)  # afternoon: a 12-hour clock would write 03
 

@@ -20,12 +20,12 @@ from flask import Flask
 from pymongo import MongoClient
 
 from app.auth import Principal, mint_token
-from app.backends.memory import RecordingDelivery
 from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
 from app.http_envelope import register_error_handlers
 from app.settings import Settings
 from app.composition import build_chat_domain, create_topics
+from tests.fakes import RecordingDelivery
 from tests.conftest import MS
 from tests.support.presence import presence_settings
 from tests.support.processes import presence_server_process

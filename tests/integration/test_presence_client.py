@@ -22,8 +22,6 @@ from tests.conftest import MS
 from tests.support.presence import fresh_user_ids, http_json, presence_settings
 from tests.support.processes import ServiceProcess, presence_server_process
 
-pytestmark = pytest.mark.integration
-
 MAX_LINE = 2048
 
 

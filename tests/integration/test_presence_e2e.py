@@ -37,8 +37,6 @@ from tests.support.presence import LineClient, fresh_user_ids, http_json
 from tests.support.processes import ServiceProcess, presence_server_process, wait_ready
 from tests.support.rooms import set_community, set_room_members
 
-pytestmark = pytest.mark.integration
-
 PRESENCE_DB = 12
 LEASE_S = 3.0
 OK_REPLY = "반환메세지\r\n".encode("utf-8")

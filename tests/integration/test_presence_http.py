@@ -13,8 +13,6 @@ from app.embedded import EmbeddedStack, free_port
 from tests.support.presence import LineClient, fresh_user_ids, http_json, presence_settings
 from tests.support.processes import ServiceProcess, presence_server_process
 
-pytestmark = pytest.mark.integration
-
 WRAPPER = {"isSuccess": True, "code": 1000, "message": "요청에 성공하였습니다."}
 
 

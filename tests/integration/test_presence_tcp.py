@@ -34,8 +34,6 @@ from tests.support.presence import (
 )
 from tests.support.processes import ServiceProcess, presence_server_process
 
-pytestmark = pytest.mark.integration
-
 OK = "반환메세지\r\n".encode("utf-8")
 LEASE_S = 1.0
 MAX_LINE = 1024

@@ -17,8 +17,6 @@ from app.errors import BackendUnavailable
 from app.settings import Settings
 from tests.support.rooms import set_community, set_room_members
 
-pytestmark = pytest.mark.integration
-
 TTL = Settings().membership_ttl_s
 # Ids far from the small ones other tests use, so the shared Redis never mixes them.
 _ids = itertools.count(random.randint(10**9, 2 * 10**9) // 1000 * 1000)

@@ -13,13 +13,9 @@ import socket
 import gevent
 import pytest
 
-from app.contracts import ChatDomain
 from app.stomp.session import OPEN
-from app.settings import Settings
 from tests.conftest import MS
-from tests.support.chat import ChatClient, RecordingApplication, in_process_chat_server
-
-pytestmark = pytest.mark.integration
+from tests.support.chat import ChatClient
 
 WAIT = 5000 * MS
 ROOM = "/topic/group/1"
@@ -28,15 +24,9 @@ MAX_EVENTS = 3000  # far more than loopback buffers hold: the stall must show be
 
 
 @pytest.fixture
-def application():
-    return RecordingApplication()
-
-
-@pytest.fixture
-def server(application):
-    settings = Settings.from_env({}, outbox_max_frames=8, heartbeat_ms=0)
-    with in_process_chat_server(settings, ChatDomain(application=application)) as server:
-        yield server
+def server_settings():
+    """An outbox of a few frames, so a stalled subscriber overflows it quickly; no heart-beats."""
+    return {"outbox_max_frames": 8, "heartbeat_ms": 0}
 
 
 def subscribed_client(server, token, **kwargs):

@@ -16,39 +16,17 @@ import gevent
 import pytest
 import websocket
 
-from app.contracts import ChatDomain
-from app.settings import Settings
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
 from tests.conftest import MS
-from tests.support.chat import RecordingApplication, in_process_chat_server
-
-pytestmark = pytest.mark.integration
 
 WAIT = 5000 * MS
 
 
 @pytest.fixture
-def application():
-    return RecordingApplication()
-
-
-@pytest.fixture
-def start_server(application):
-    """start_server(**settings_overrides) -> InProcessChatServer, stopped after the test."""
-    with contextlib.ExitStack() as stack:
-        def start(**overrides):
-            settings = Settings.from_env({}, **{"heartbeat_ms": 0, "sockjs_heartbeat_s": 25.0, **overrides})
-            server = stack.enter_context(in_process_chat_server(settings, ChatDomain(application=application)))
-            application.delivery = server.chat.delivery
-            return server
-
-        yield start
-
-
-@pytest.fixture
-def server(start_server):
-    return start_server()
+def server_settings():
+    """No STOMP heart-beats; SockJS heart-beats at the SockJS default of 25 s."""
+    return {"heartbeat_ms": 0, "sockjs_heartbeat_s": 25.0}
 
 
 def connect_frame(token, **extra):
@@ -88,6 +66,17 @@ class Http:
             return response.status, response.headers, response.read()
         finally:
             conn.close()
+
+
+def wait_receiver_attached(server, session_id):
+    """Return once a request is attached as the HTTP session's receiver (a poll is waiting)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        session = server.chat.hub.get(session_id)
+        if session is not None and getattr(session.carrier, "receiver", None) is not None:
+            return
+        assert time.monotonic() < deadline, f"no receiver attached to {session_id}"
+        gevent.sleep(0.01)
 
 
 class XhrSession:
@@ -279,7 +268,7 @@ class TestXhrTransports:
         xhr = XhrSession(server, "dup")
         xhr.poll()
         waiting = gevent.spawn(xhr.poll)
-        gevent.sleep(0.2)
+        wait_receiver_attached(server, "dup")
         assert xhr.poll() == b'c[2010,"Another connection still open"]\n'
         xhr.send(connect_frame(token_for(5)))
         assert waiting.get(timeout=WAIT).startswith(b"a[")

@@ -13,16 +13,12 @@ import urllib.request
 import gevent
 import pytest
 
-from app.contracts import ChatDomain
 from app.errors import BackendUnavailable
-from app.settings import Settings
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
 from tests.conftest import MS
-from tests.support.chat import ChatClient, RecordingApplication, in_process_chat_server
+from tests.support.chat import ChatClient, RecordingApplication
 from tests.support.pending import Deferred
-
-pytestmark = pytest.mark.integration
 
 WAIT = 5000 * MS  # upper bound for anything that must happen "soon"
 
@@ -55,14 +51,6 @@ class DeferringApplication(RecordingApplication):
 @pytest.fixture
 def application():
     return DeferringApplication()
-
-
-@pytest.fixture
-def server(application):
-    settings = Settings.from_env({}, heartbeat_ms=0)
-    with in_process_chat_server(settings, ChatDomain(application=application)) as running:
-        application.delivery = running.chat.delivery
-        yield running
 
 
 def stomp(command, body=b"", **headers):
@@ -120,27 +108,29 @@ def test_a_connection_that_vanishes_with_sends_in_flight_ends_once(server, appli
     application.wait_disconnected(session_id, WAIT)
     for pending in sends:  # the acks come in after the connection is gone: nothing to send them to
         pending.succeed()
-    gevent.sleep(0.05)
-    assert [c.session_id for c in application.disconnections] == [session_id]
+    for pending in sends:
+        assert pending.collected.wait(WAIT), "the server never took the ack"
     with ChatClient(server.ws_url, timeout=WAIT) as other:  # the server still serves
         other.connect(token_for(6))
         assert other.send("/kafka/echo", b"still here").command == "RECEIPT"
+        # The acks were taken before this round trip began: a second disconnected() they
+        # caused would be in the list by now.
+        assert [c.session_id for c in application.disconnections] == [session_id]
 
 
-def test_the_inflight_limit_setting_reaches_the_connection(application, token_for):
-    settings = Settings.from_env({}, heartbeat_ms=0, stomp_max_inflight_sends=1)
-    with in_process_chat_server(settings, ChatDomain(application=application)) as server:
-        with ChatClient(server.ws_url, timeout=WAIT) as client:
-            client.connect(token_for(5))
-            # One WebSocket message: the reader meets the second SEND right after the first,
-            # without yielding, so it has started it too unless the limit holds it back.
-            client.send_raw(b"".join(stomp("SEND", f"m{n}".encode(), destination="/kafka/defer",
-                                           receipt=f"s{n}").serialize() for n in range(2)))
-            first = application.wait_started(1)[0]
-            assert len(application.started) == 1
-            first.succeed()
-            application.wait_started(2)[1].succeed()
-            assert replies(frames_until_receipt(client, "s1")) == [("RECEIPT", "s0", None), ("RECEIPT", "s1", None)]
+def test_the_inflight_limit_setting_reaches_the_connection(start_server, application, token_for):
+    server = start_server(stomp_max_inflight_sends=1)
+    with ChatClient(server.ws_url, timeout=WAIT) as client:
+        client.connect(token_for(5))
+        # One WebSocket message: the reader meets the second SEND right after the first,
+        # without yielding, so it has started it too unless the limit holds it back.
+        client.send_raw(b"".join(stomp("SEND", f"m{n}".encode(), destination="/kafka/defer",
+                                       receipt=f"s{n}").serialize() for n in range(2)))
+        first = application.wait_started(1)[0]
+        assert len(application.started) == 1
+        first.succeed()
+        application.wait_started(2)[1].succeed()
+        assert replies(frames_until_receipt(client, "s1")) == [("RECEIPT", "s0", None), ("RECEIPT", "s1", None)]
 
 
 class Xhr:

@@ -11,43 +11,11 @@ import gevent
 import pytest
 import websocket
 
-from app.contracts import ChatDomain
-from app.settings import Settings
 from app.stomp.frames import Frame
 from tests.conftest import MS
-from tests.support.chat import ChatClient, RecordingApplication, StompError, in_process_chat_server, message_json
-
-pytestmark = pytest.mark.integration
+from tests.support.chat import ChatClient, StompError, message_json
 
 WAIT = 5000 * MS  # upper bound for anything that must happen "soon"
-
-
-@pytest.fixture
-def application():
-    return RecordingApplication()
-
-
-@pytest.fixture
-def start_server(application):
-    """start_server(**settings_overrides) -> InProcessChatServer, stopped after the test."""
-    servers = []
-
-    def start(**overrides):
-        settings = Settings.from_env({}, **{"heartbeat_ms": 0, **overrides})
-        manager = in_process_chat_server(settings, ChatDomain(application=application))
-        server = manager.__enter__()
-        application.delivery = server.chat.delivery
-        servers.append(manager)
-        return server
-
-    yield start
-    for manager in servers:
-        manager.__exit__(None, None, None)
-
-
-@pytest.fixture
-def server(start_server):
-    return start_server()
 
 
 @pytest.fixture
@@ -66,6 +34,19 @@ def assert_server_serves(server, token_for):
     with ChatClient(server.ws_url, timeout=WAIT) as other:
         assert other.connect(token_for(77)).command == "CONNECTED"
         assert other.send("/kafka/echo", b"still here").command == "RECEIPT"
+
+
+def probe_disconnection(server, application, token_for):
+    """A later client connects, DISCONNECTs and is gone: its STOMP session id, once the
+    application saw its disconnected(). Whatever an earlier, finished connection still had to
+    do reached the application before this probe's, so a test can assert "nothing more" by
+    order: the probe's disconnection is the next one."""
+    with ChatClient(server.ws_url, timeout=WAIT) as probe:
+        session_id = probe.connect(token_for(78)).header("session")
+        probe.disconnect()
+        assert probe.wait_closed(WAIT)
+    application.wait_disconnected(session_id, WAIT)
+    return session_id
 
 
 def assert_error_then_closed(chat, message):
@@ -107,8 +88,8 @@ class TestConnect:
         gone = application.wait_disconnected(session_id, WAIT)
         assert gone.user_id == 5
         assert [c.stomp_session for c in application.connections] == [session_id]
-        gevent.sleep(0.1)
-        assert [c.stomp_session for c in application.disconnections] == [session_id]  # exactly once
+        probe = probe_disconnection(server, application, token_for)
+        assert [c.stomp_session for c in application.disconnections] == [session_id, probe]  # exactly once
 
     def test_each_raw_connection_gets_its_own_session_id(self, server, token_for):
         with ChatClient(server.ws_url) as one, ChatClient(server.ws_url) as two:
@@ -371,9 +352,11 @@ class TestHeartbeats:
         with ChatClient(server.ws_url) as chat:
             reply = chat.connect(token_for(5), heart_beat="0,100")
             assert reply.header("heart-beat") == "100,0"
-            with pytest.raises(TimeoutError):
-                chat.receive_frame(1000 * MS)  # nothing but heart-beats arrives meanwhile
-            assert chat.heartbeats_received >= 3
+            chat.wait_heartbeats(3, WAIT)
+            # Nothing but heart-beats arrived meanwhile: a probe's RECEIPT is the next frame.
+            chat.send_frame(Frame("SEND", (("destination", "/kafka/echo"), ("receipt", "probe")), b"probe"))
+            reply = chat.receive_frame(WAIT)
+            assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "probe")
 
     def test_silent_client_is_closed_after_tolerance(self, start_server, application, token_for):
         server = start_server(heartbeat_ms=100, heartbeat_tolerance=2.0)
@@ -413,6 +396,6 @@ class TestEndings:
             with pytest.raises(StompError):
                 chat.connect("bad")
             chat.wait_closed(WAIT)
-        gevent.sleep(0.1)
-        assert application.disconnections == []
+        probe = probe_disconnection(server, application, token_for)
+        assert [c.stomp_session for c in application.disconnections] == [probe]  # none for the failed one
         assert len(server.chat.hub) == 0

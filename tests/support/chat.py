@@ -229,6 +229,20 @@ class ChatClient:
         finally:
             self._pending.extend(skipped)
 
+    def wait_heartbeats(self, count: int, timeout: float | None = None) -> None:
+        """Read until ``count`` heart-beats in all have arrived (frames meanwhile are kept);
+        TimeoutError if they do not arrive in time."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            for event in self._parser.events_received():
+                if event is HEARTBEAT_EVENT:
+                    self.heartbeats_received += 1
+                else:
+                    self._pending.append(event)
+            if self.heartbeats_received >= count:
+                return
+            self._parser.receive_data(self._recv_message(deadline))
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Read (keeping frames) until the server closes the connection; False on timeout."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from gevent.event import AsyncResult
+from gevent.event import AsyncResult, Event
 
 __all__ = ["Deferred"]
 
 
 class Deferred:
-    """Finished by ``succeed()`` or ``fail(exc)``; ``wait()`` gives up after ``timeout`` seconds."""
+    """Finished by ``succeed()`` or ``fail(exc)``; ``wait()`` gives up after ``timeout`` seconds.
+
+    ``collected`` is set once a ``wait()`` has returned or raised: whoever waited (the
+    server's acknowledger) has taken the outcome, so a test can wait for that instead of
+    sleeping.
+    """
 
     def __init__(self, name: str = "", *, timeout: float) -> None:
         self.name = name
         self._timeout = timeout
         self._result: AsyncResult = AsyncResult()
+        self.collected = Event()
 
     def succeed(self) -> None:
         self._result.set(None)
@@ -22,4 +28,7 @@ class Deferred:
         self._result.set_exception(exc)
 
     def wait(self) -> None:
-        self._result.get(timeout=self._timeout)
+        try:
+            self._result.get(timeout=self._timeout)
+        finally:
+            self.collected.set()

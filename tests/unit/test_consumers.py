@@ -3,10 +3,10 @@
 import gevent
 import pytest
 
-from app.backends.memory import RecordingDelivery
 from app.chat import events
 from app.chat.model import TOPICS
 from app.errors import BackendUnavailable
+from tests.fakes import RecordingDelivery
 from tests.conftest import MS
 from workers.consumers import BACKOFF_CAP_S, FanoutConsumer, backoff_delay
 from workers.lifecycle import LeaseRenewer, WorkerRuntime

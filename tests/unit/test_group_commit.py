@@ -7,10 +7,10 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from app.backends.memory import MemoryMessageStore
 from app.chat.group_commit import GroupCommit
 from app.chat.model import ChatMessage
 from app.errors import BackendError
+from tests.fakes import MemoryMessageStore
 
 T0 = datetime(2022, 2, 21, 4, 5, 7)
 

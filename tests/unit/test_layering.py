@@ -242,8 +242,8 @@ class TestTheRulesCatchViolations:
 
     def test_a_backend_that_imports_a_server_or_a_client(self):
         graph = {"app.backends.redis_presence": {"app.tcp_presence.handler", "app.tcp_presence.store"},
-                 "app.backends.memory": {"app.presence_client", "app.chat.model"}}
-        assert backend_violations(graph) == ["app.backends.memory imports app.presence_client",
+                 "app.backends.redis_cache": {"app.presence_client", "app.chat.model"}}
+        assert backend_violations(graph) == ["app.backends.redis_cache imports app.presence_client",
                                              "app.backends.redis_presence imports app.tcp_presence.handler"]
 
     def test_a_transport_that_imports_the_domain(self):

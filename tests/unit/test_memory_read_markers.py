@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from app.backends.memory import MemoryMessageStore, MemoryReadMarkers
 from app.chat.model import ChatMessage, RoomActivity
+from tests.fakes import MemoryMessageStore, MemoryReadMarkers
 
 T0 = datetime(2025, 3, 1, 12, 0)
 ME, PEER = 1, 2

@@ -1,7 +1,7 @@
-"""In-memory stand-ins for the chat pipeline's backends, for unit tests.
+"""In-memory stand-ins for the chat pipeline's backends, for unit tests (test code only).
 
-Each fake implements the same interface as its real counterpart and records what it was
-asked to do, so a test can assert on effects (what was stored, what was published, what
+Each fake implements the same interface as its real counterpart (``tests/contract`` runs the
+same cases against a fake and its real backend) and records what it was asked to do, so a test can assert on effects (what was stored, what was published, what
 was delivered) without a broker, MongoDB, Redis or presence. ``fail_*`` switches make a
 dependency fail the way the real one does (``BackendUnavailable``).
 """
@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Mapping, Sequence
 
 from app.chat.model import ChatMessage, RoomActivity
-from app.destinations import RoomKind, membership_entry, room_key
-from app.errors import BackendError, BackendUnavailable
+from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
+                              voice_location)
+from app.errors import BackendError, BackendUnavailable, BadRequest
 
 __all__ = [
     "MemoryMessageStore",
@@ -86,13 +87,22 @@ class MemoryMessageStore:
         return self.messages.pop((kind, message_id))
 
     def remove(self, kind: RoomKind, message_id: str) -> None:
+        self._check()
         self.messages.pop((kind, message_id), None)
 
     def restore(self, message: ChatMessage) -> None:
+        if not _is_object_id(message.id):
+            raise ValueError("restore needs the message's stored id")
+        self._check()
         self.messages[(message.kind, message.id)] = message
 
     def in_room(self, kind: RoomKind, channel_id: int) -> list[ChatMessage]:
         return [m for (k, _), m in self.messages.items() if k == kind and m.channel_id == channel_id]
+
+
+def _is_object_id(value: str) -> bool:
+    """Whether ``value`` could be a stored id (24 hex digits), as the real store checks."""
+    return len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 @dataclass(frozen=True)
@@ -138,45 +148,78 @@ class RecordingEventBus:
 
 
 class MemoryMembership:
-    """Membership lists set by the test; unknown rooms have no members."""
+    """``app.chat.membership.Membership`` without a community service: lists set by the test.
+
+    The setters are those of the membership PUT endpoints (``set_room_members``, ...);
+    ``set_room``/``set_community`` are shorthands. As on Redis, a list keeps its first
+    occurrence of each id, a channel's community is the last one whose list named it (until a
+    list drops it), and an unknown room has no members.
+    """
 
     def __init__(self) -> None:
         self.rooms: dict[int, list[int]] = {}
         self.communities: dict[int, list[int]] = {}
-        self.channels: dict[int, int] = {}
+        self.channel_lists: dict[int, list[int]] = {}  # community -> its text channels
+        self.channels: dict[int, int] = {}  # channel -> owning community (the reverse index)
         # Channels only the community service knows (not in the reverse index yet).
         self.unindexed: dict[int, list[int]] = {}
 
-    def set_room(self, room_id: int, members: Sequence[int]) -> None:
-        self.rooms[room_id] = list(members)
+    # -- overwrites --------------------------------------------------------------------------
 
-    def set_community(self, community_id: int, members: Sequence[int], channels: Sequence[int] = ()) -> None:
-        self.communities[community_id] = list(members)
-        for channel_id in channels:
+    def set_room_members(self, room_id: int, user_ids: Sequence[int]) -> None:
+        self.rooms[room_id] = _unique(user_ids)
+
+    def set_community_members(self, community_id: int, user_ids: Sequence[int]) -> None:
+        self.communities[community_id] = _unique(user_ids)
+
+    def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
+        wanted = _unique(channel_ids)
+        for channel_id in set(self.channel_lists.get(community_id, ())) - set(wanted):
+            self.channels.pop(channel_id, None)
+        self.channel_lists[community_id] = wanted
+        for channel_id in wanted:
             self.channels[channel_id] = community_id
 
+    def set_room(self, room_id: int, members: Sequence[int]) -> None:
+        self.set_room_members(room_id, members)
+
+    def set_community(self, community_id: int, members: Sequence[int], channels: Sequence[int] | None = None) -> None:
+        """Members, and the channel list too when ``channels`` is given."""
+        self.set_community_members(community_id, members)
+        if channels is not None:
+            self.set_community_channels(community_id, channels)
+
+    # -- questions ---------------------------------------------------------------------------
+
     def is_room_member(self, room_id: int, user_id: int) -> bool:
-        return user_id in self.rooms.get(room_id, ())
+        return user_id in self.room_members(room_id)
 
     def room_members(self, room_id: int) -> list[int]:
         return list(self.rooms.get(room_id, ()))
 
     def is_community_member(self, community_id: int, user_id: int) -> bool:
-        return user_id in self.communities.get(community_id, ())
+        return user_id in self.community_members(community_id)
 
     def community_members(self, community_id: int) -> list[int]:
         return list(self.communities.get(community_id, ()))
+
+    def community_channels(self, community_id: int) -> list[int]:
+        return list(self.channel_lists.get(community_id, ())) + list(self.unindexed.get(community_id, ()))
 
     def channel_community(self, channel_id: int) -> int | None:
         return self.channels.get(channel_id)
 
     def channel_in_community(self, channel_id: int, community_id: int) -> bool:
-        return self.channels.get(channel_id) == community_id or channel_id in self.unindexed.get(community_id, ())
+        return channel_id in self.community_channels(community_id)
 
     def user_rooms(self, user_id: int) -> list[str]:
         rooms = [membership_entry("community", c) for c, members in sorted(self.communities.items()) if user_id in members]
         rooms += [membership_entry("direct", r) for r, members in sorted(self.rooms.items()) if user_id in members]
         return rooms
+
+
+def _unique(ids: Sequence[int]) -> list[int]:
+    return list(dict.fromkeys(int(i) for i in ids))
 
 
 class MemoryReadMarkers:
@@ -189,6 +232,8 @@ class MemoryReadMarkers:
         self._store = store
 
     def mark_read(self, location: str, user_id: int, at: datetime) -> None:
+        if parse_room_key(location) is None:
+            return  # only text channels and DM rooms have marks: home, voice and junk are ignored
         self.read.setdefault(location, {})[user_id] = at
 
     def room_activity(self, user_id: int, room_ids: Sequence[int]) -> list[RoomActivity]:
@@ -221,7 +266,13 @@ class Move:
 
 @dataclass
 class MemoryPresence:
-    """Presence with per-session refcounts and per-user locations; ``down`` fails every call."""
+    """``PresenceClient`` on dicts; ``down`` fails every call; ``calls`` records them.
+
+    As the presence server does: a new session starts at ``home``; a move must name a text
+    location and a notification target list a room key (``BadRequest`` otherwise); entering a
+    voice channel leaves the previous one; the user's last logout leaves voice too; occupancy
+    lists only users with a live session.
+    """
 
     down: bool = False
     sessions: dict[str, int] = field(default_factory=dict)
@@ -238,7 +289,7 @@ class MemoryPresence:
         self._call("login", session_id, user_id, node_id)
         first = user_id not in self.sessions.values()
         self.sessions[session_id] = user_id
-        self.locations.setdefault(user_id, "home")
+        self.locations.setdefault(user_id, HOME)
         return first
 
     def logout(self, session_id: str) -> LogoutResult:
@@ -248,16 +299,22 @@ class MemoryPresence:
             return LogoutResult(None, None, False)
         last = user_id not in self.sessions.values()
         location = self.locations.pop(user_id, None) if last else self.locations.get(user_id)
+        if last:
+            self._leave_voice(user_id)
         return LogoutResult(user_id, location, last)
 
     def move(self, user_id: int, session_id: str, location: str) -> Move:
         self._call("move", user_id, session_id, location)
+        if not is_text_location(location):
+            raise BadRequest("channel_id: must be a text location")
         last = self.locations.get(user_id)
         self.locations[user_id] = location
         return Move(last, location)
 
     def notify_targets(self, room_key: str, member_ids: Sequence[int]) -> list[int]:
         self._call("notify_targets", room_key, list(member_ids))
+        if parse_room_key(room_key) is None:
+            raise BadRequest(f"not a room key: {room_key!r}")
         return [m for m in member_ids if self.locations.get(m) != room_key]
 
     def before_enter(self, user_id: int, community_id: int) -> str:
@@ -266,8 +323,11 @@ class MemoryPresence:
 
     def enter(self, user_id: int, community_id: int, voice_channel_id: int) -> str:
         self._call("enter", user_id, community_id, voice_channel_id)
+        self._leave_voice(user_id)
         channels = self.voice.setdefault(community_id, {})
         channels.setdefault(voice_channel_id, []).append(str(user_id))
+        if user_id in self.locations:
+            self.locations[user_id] = voice_location(community_id, voice_channel_id)
         return self._snapshot(community_id)
 
     def renew_lease(self, node_id: str) -> None:
@@ -280,9 +340,17 @@ class MemoryPresence:
     def close(self) -> None:
         pass
 
+    def _leave_voice(self, user_id: int) -> None:
+        for channels in self.voice.values():
+            for users in channels.values():
+                while str(user_id) in users:
+                    users.remove(str(user_id))
+
     def _snapshot(self, community_id: int) -> str:
+        online = {str(user) for user in self.sessions.values()}
         channels = self.voice.get(community_id, {})
-        return json.dumps({str(c): users for c, users in channels.items()}, separators=(",", ":"))
+        return json.dumps({str(c): [u for u in users if u in online] for c, users in channels.items()},
+                          separators=(",", ":"))
 
 
 @dataclass(frozen=True)
