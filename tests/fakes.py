@@ -18,6 +18,7 @@ from app.chat.model import ChatMessage, RoomActivity
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest
+from app.presence_client import LogoutResult, Move  # the fake answers in the real client's types
 
 __all__ = [
     "MemoryMessageStore",
@@ -245,23 +246,6 @@ class MemoryReadMarkers:
         unread = [m for m in messages if m.user_id != user_id and (mark is None or m.created_at > mark)]
         latest = max((m.created_at for m in messages), default=None)
         return RoomActivity(room_id, len(unread), latest)
-
-
-@dataclass(frozen=True)
-class LogoutResult:
-    """What ``app.presence_client.PresenceClient.logout`` answers (same fields)."""
-
-    user_id: int | None
-    location: str | None
-    last_session: bool
-
-
-@dataclass(frozen=True)
-class Move:
-    """What ``app.presence_client.PresenceClient.move`` answers (same fields)."""
-
-    last: str | None
-    now: str
 
 
 @dataclass

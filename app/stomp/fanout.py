@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
+from typing import Callable
 
 import gevent
 
@@ -88,7 +89,7 @@ class FanoutDelivery:
             else:
                 owed.append(frame)
         if broken:
-            gevent.spawn(_close_undeliverable, broken)
+            gevent.spawn(_close_each, broken, lambda session: session.close_undeliverable())
         return len(subscribers)
 
     def flush(self) -> None:
@@ -102,20 +103,12 @@ class FanoutDelivery:
             except Exception:  # noqa: BLE001 - in the hub: one session's failure must not cost the others
                 log.exception("fan-out to session %s failed", session.session_id)
         if overflowed:
-            gevent.spawn(_close_slow_consumers, overflowed)
+            gevent.spawn(_close_each, overflowed, lambda session: session.close_slow_consumer())
 
 
-def _close_slow_consumers(sessions: list[Session]) -> None:
+def _close_each(sessions: list[Session], close: Callable[[Session], None]) -> None:
     for session in sessions:
         try:
-            session.close_slow_consumer()
+            close(session)
         except Exception:  # noqa: BLE001 - one failed close must not spare the others
-            log.exception("could not close slow consumer %s", session.session_id)
-
-
-def _close_undeliverable(sessions: list[Session]) -> None:
-    for session in sessions:
-        try:
-            session.close_undeliverable()
-        except Exception:  # noqa: BLE001 - one failed close must not spare the others
-            log.exception("could not close undeliverable session %s", session.session_id)
+            log.exception("could not close session %s", session.session_id)

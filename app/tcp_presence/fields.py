@@ -57,25 +57,26 @@ def call_community_id(request: Request) -> int | None:
     return optional_id(request, "community_id")
 
 
-def id_list(request: Request, name: str) -> list[int]:
-    """A required list of ids (``ids=[9, 12]`` or ``"ids":["9",12]``)."""
+def _required_list(request: Request, name: str) -> tuple[list[Any], RequestError]:
+    """The list field ``name`` and the error for a bad item of it."""
     value = request.fields.get(name)
     if value is None:
         raise request.error(f"missing field {name}")
     invalid = request.error(f"invalid field {name}")
     if not isinstance(value, list):
         raise invalid
+    return value, invalid
+
+
+def id_list(request: Request, name: str) -> list[int]:
+    """A required list of ids (``ids=[9, 12]`` or ``"ids":["9",12]``)."""
+    value, invalid = _required_list(request, name)
     return [_id_item(item, invalid) for item in value]
 
 
 def session_pairs(request: Request, name: str) -> list[tuple[str, int]]:
     """``[["sid","5"], ...]`` (sync): session ids with their user ids."""
-    value = request.fields.get(name)
-    if value is None:
-        raise request.error(f"missing field {name}")
-    invalid = request.error(f"invalid field {name}")
-    if not isinstance(value, list):
-        raise invalid
+    value, invalid = _required_list(request, name)
     pairs = []
     for item in value:
         if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
