@@ -3,8 +3,10 @@
 Values come from ``Settings.from_env()`` (this file and app/settings.py are the only
 readers of the environment). Each worker is a gevent worker with gevent-websocket's
 handler (subclassed to echo the STOMP sub-protocol); after fork it starts its own
-services (the Kafka fan-out consumers), and on shutdown it first closes every STOMP
-session so that long-lived WebSockets do not hold the graceful timeout.
+services (the Kafka fan-out consumer and the outbox relay). On SIGTERM it stops accepting at
+once, every session answers the SENDs it took and tells its client to reconnect elsewhere,
+and ``worker_exit`` then stops the services (the relay publishes what it still holds) well
+inside the graceful timeout.
 """
 
 # Patch before anything imports ssl or socket: the master imports the worker class (and
@@ -44,22 +46,14 @@ def _chat_server(worker):
 
 
 def post_worker_init(worker):
-    import gevent
-
     from workers.lifecycle import tune_gc
 
     server = _chat_server(worker)
     tune_gc(_settings.gc_gen0_threshold)
     server.start()
-    gevent.spawn(_close_sessions_when_stopping, worker, server)
-
-
-def _close_sessions_when_stopping(worker, server):
-    import gevent
-
-    while worker.alive:
-        gevent.sleep(0.5)
-    server.close_sessions()
+    # SIGTERM: the worker closes its listeners at once, then this drains the sessions
+    # (app/stomp/ws.py StompWebSocketWorker).
+    worker.on_stop = server.drain
 
 
 def worker_exit(arbiter, worker):

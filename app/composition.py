@@ -22,6 +22,7 @@ from app.backends import kafka_bus
 from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_outbox import MongoOutbox
 from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
 from app.chat.access import Access
 from app.chat.application import ChatService
@@ -31,6 +32,7 @@ from app.chat.membership import Membership
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
+from app.chat.relay import Relay
 from app.contracts import ChatDomain, LocalDelivery
 from app.presence_client import PresenceClient
 from app.settings import Settings
@@ -58,10 +60,10 @@ def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: Subsc
                       delivery: FanoutDelivery) -> ChatServer:
     """The transport and the web app around ``domain``, whose pushes go to ``delivery``."""
     hub = SessionHub(settings, domain.application, TokenVerifier(settings.jwt_secret), registry,
-                     settings.effective_node_id, close_grace_s=CLOSE_GRACE_S)
+                     settings.effective_node_id, close_grace_s=CLOSE_GRACE_S, delivering=domain.delivering)
     endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings))
     flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=domain.blueprints,
-                                 readiness=domain.readiness)
+                                 readiness=domain.readiness, info=domain.info)
     return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app)
 
 
@@ -76,11 +78,15 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     presence = PresenceClient(settings)
     profiles = Profiles(settings, cache, http)
     writer = MongoMessageWriter(mongo)
+    outbox = MongoOutbox(mongo)
+    relay = Relay(bus=bus, outbox=outbox, messages=writer, max_backlog=settings.outbox_max_backlog,
+                  stale_s=settings.outbox_stale_s, retention_s=settings.idempotency_retention_s,
+                  ensure_topics=lambda: kafka_bus.create_topics(settings))
     verifier = TokenVerifier(settings.jwt_secret)
     access = Access(membership)
     notifier = Notifier(settings, http=http, presence=presence, membership=membership)
-    messaging = Messaging(store=writer, bus=bus, access=access, authors=Authors(profiles), observer=notifier,
-                          typing_interval_s=settings.typing_interval_s)
+    messaging = Messaging(store=writer, outbox=outbox, relay=relay, bus=bus, access=access,
+                          authors=Authors(profiles), observer=notifier, typing_interval_s=settings.typing_interval_s)
     flow = PresenceFlow(presence=presence, bus=bus, membership=membership, read_markers=read_side,
                         access=access, node_id=lambda: worker_node_id(settings))
     # The client runs on_recovered in its own greenlet when presence answers again.
@@ -88,7 +94,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     runtime = WorkerRuntime(
         consumer=_fanout_consumer(settings, delivery),
         lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
-        background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all)],
+        background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
         closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
     application = ChatService(messaging=messaging, presence=flow, access=access,
@@ -100,6 +106,8 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     ]
     return ChatDomain(application=application, blueprints=blueprints,
                       readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
+                      info={"outbox_backlog": lambda: relay.backlog},
+                      delivering=runtime.consumer_positioned,
                       start=runtime.start, stop=runtime.stop)
 
 

@@ -60,19 +60,21 @@ class ClientConnection:
 class Pending(Protocol):
     """The rest of a SEND that its handler started and did not wait for."""
 
-    def wait(self) -> None:
-        """Return once it succeeded; raise ``ChatServerError`` if it failed (after undoing).
+    def wait(self) -> Mapping[str, str] | None:
+        """Return once it succeeded, with headers the RECEIPT adds (``message-id``); raise
+        ``ChatServerError`` if it failed.
 
         Called once, from the connection's acknowledger greenlet rather than the handler's,
-        in SEND order. Must return or raise within a bounded time (the Kafka ack timeout).
+        in SEND order. Must return or raise within a bounded time.
         """
         ...
 
 
-SendHandler = Callable[[ClientConnection, bytes], Pending | None]
+SendHandler = Callable[[ClientConnection, bytes, str | None], Pending | None]
 """Handles the body of a SEND to one exact ``/kafka/...`` destination; raises to refuse.
 
-Returns None when done, or a ``Pending`` whose success the RECEIPT waits for.
+The third argument is the frame's ``idempotency-key`` header (None without one). Returns
+None when done, or a ``Pending`` whose success the RECEIPT waits for.
 """
 
 
@@ -110,7 +112,9 @@ class ChatDomain:
     """The chat application of one process and what runs beside it (``app/composition.py``).
 
     ``blueprints`` are Flask blueprints of the application's HTTP API. ``readiness`` maps a
-    dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down.
+    dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down;
+    ``info`` maps a name to a figure ``/readyz`` shows beside them (``outbox_backlog``).
+    ``delivering`` says whether the fan-out consumer is positioned (SUBSCRIBEs wait for it).
     ``start()`` starts the Kafka consumer and background tasks after the worker forked;
     ``stop()`` closes them (consumers must be closed, see field-notes.md).
     """
@@ -118,5 +122,7 @@ class ChatDomain:
     application: ChatApplication
     blueprints: list[Any] = field(default_factory=list)
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
+    info: dict[str, Callable[[], object]] = field(default_factory=dict)
+    delivering: Callable[[], bool] = lambda: True
     start: Callable[[], None] = lambda: None
     stop: Callable[[], None] = lambda: None

@@ -13,6 +13,7 @@
     ├── NotFound                 a message, file or destination that does not exist
     ├── BackendError             a dependency failed
     │   ├── BackendUnavailable   a dependency is down or timed out
+    │   │   └── BacklogFull      too many stored events wait for the broker: new SENDs are refused
     │   └── ServiceRefused       another service answered 4xx (``status`` says which)
 
 Each class carries ``wire_message``: the fixed, short text that may be sent to a client.
@@ -35,6 +36,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ServiceRefused",
+    "BacklogFull",
 ]
 
 
@@ -105,3 +107,9 @@ class ServiceRefused(BackendError):
     def __init__(self, status: int) -> None:
         super().__init__()
         self.status = status
+
+
+class BacklogFull(BackendUnavailable):
+    """This worker holds ``OUTBOX_MAX_BACKLOG`` stored events the broker has not taken yet."""
+
+    wire_message = "delivery backlog full, try again later"

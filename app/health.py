@@ -1,8 +1,10 @@
 """Liveness and readiness endpoints of the chat server.
 
 ``/healthz`` answers 200 while the process serves HTTP. ``/readyz`` runs every check of
-``Services.readiness`` at once, each bounded by a timeout, and answers 200 when all pass or
-503 naming what is down. Check failures are logged; the body carries only fixed words.
+``ChatDomain.readiness`` at once, each bounded by a timeout, and answers 200 when all pass or
+503 naming what is down, with the figures of ``ChatDomain.info`` (``outbox_backlog``: stored
+events waiting for the broker) beside them. Check failures are logged; the body carries only
+fixed words and numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ DOWN = "down"
 TIMEOUT = "timeout"
 
 
-def health_blueprint(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> Blueprint:
-    """``/healthz`` and ``/readyz`` over ``readiness`` (dependency name -> check that raises)."""
+def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[str, Callable[[], object]], *,
+                     timeout_s: float) -> Blueprint:
+    """``/healthz`` and ``/readyz`` over ``readiness`` (dependency name -> check that raises) and ``info``."""
     blueprint = Blueprint("health", __name__)
 
     @blueprint.get("/healthz")
@@ -35,10 +38,11 @@ def health_blueprint(readiness: Mapping[str, Callable[[], None]], *, timeout_s: 
     @blueprint.get("/readyz")
     def readyz() -> tuple[Response, int]:
         results = run_checks(readiness, timeout_s=timeout_s)
+        figures = {name: figure() for name, figure in info.items()}
         down = sorted(name for name, result in results.items() if result != OK)
         if down:
-            return jsonify(status="unavailable", checks=results, down=down), 503
-        return jsonify(status="ready", checks=results), 200
+            return jsonify(status="unavailable", checks=results, down=down, **figures), 503
+        return jsonify(status="ready", checks=results, **figures), 200
 
     return blueprint
 

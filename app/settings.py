@@ -29,8 +29,9 @@ class SettingsError(ValueError):
     """An environment variable holds a value its setting cannot accept."""
 
 
-def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum})
+def _setting(env: str, default: Any, doc: str, *, minimum: float | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "minimum": minimum, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ class Settings:
         "PRESENCE_REDIS_URL", "", "Redis URL for presence state (default: REDIS_URL, keys prefixed `presence:`)"
     )
     data_dir: str = _setting("SMOOTH_DATA_DIR", "var", "Where the embedded servers keep data and logs")
+    mongo_write_concern: str = _setting(
+        "MONGO_WRITE_CONCERN", "journaled",
+        "What a message write waits for before its RECEIPT: `journaled` (w:1, j:true: on the primary's "
+        "disk) or `majority` (w:majority, j:true: on a majority of a replica set's disks)",
+        choices=("journaled", "majority"),
+    )
 
     # Other services (all optional)
     auth_service_url: str = _setting(
@@ -167,8 +174,23 @@ class Settings:
         "KAFKA_LINGER_MS", 0,
         "Producer linger (records still batch while a request is in flight; bench/kafka_micro.py)", minimum=0)
     kafka_send_timeout_s: float = _setting(
-        "KAFKA_SEND_TIMEOUT_S", 5.0, "How long a SEND waits for the broker's acknowledgement", minimum=0.1
+        "KAFKA_SEND_TIMEOUT_S", 5.0, "How long one produce waits for the broker's acknowledgement before it is "
+        "retried (typing events are not retried)", minimum=0.1
     )
+
+    # Delivery
+    outbox_max_backlog: int = _setting(
+        "OUTBOX_MAX_BACKLOG", 10_000,
+        "Stored events one worker may hold unpublished (broker down or slow) before new SENDs are refused "
+        "with ERROR \"delivery backlog full\"", minimum=1)
+    outbox_stale_s: float = _setting(
+        "OUTBOX_STALE_S", 30.0,
+        "How long a stored event may stay unpublished before any worker's sweep publishes it (a crashed "
+        "worker's backlog); longer than KAFKA_SEND_TIMEOUT_S", minimum=1.0)
+    idempotency_retention_s: int = _setting(
+        "IDEMPOTENCY_RETENTION_S", DAY,
+        "How long a SEND's `nonce` (or `idempotency-key` header) is remembered: a repeat within it stores "
+        "nothing new and gets the original RECEIPT", minimum=DAY)
 
     # Presence
     presence_retention_s: int = _setting("PRESENCE_RETENTION_S", 14 * DAY, "How long presence state is kept", minimum=1)
@@ -207,6 +229,9 @@ class Settings:
             value = getattr(self, spec.name)
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{spec.metadata['env']} must be >= {minimum}, got {value!r}")
+            choices = spec.metadata["choices"]
+            if choices is not None and value not in choices:
+                raise SettingsError(f"{spec.metadata['env']} must be one of {', '.join(choices)}, got {value!r}")
 
     # Derived values: computed, never stored, so overrides stay consistent.
     @property

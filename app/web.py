@@ -66,22 +66,27 @@ class ChatServer:
         """Start the per-process services (after gunicorn forked this worker)."""
         self.domain.start()
 
-    def close_sessions(self) -> None:
-        """Tell every client the server is going away and close them (graceful shutdown)."""
-        self.hub.close_all()
+    def drain(self) -> None:
+        """The worker stops taking connections: every session answers the SENDs it took, tells
+        its client to reconnect elsewhere, and closes."""
+        self.hub.drain()
+
+    close_sessions = drain
 
     def stop(self) -> None:
-        self.close_sessions()
+        """Drain, then stop the domain (the relay publishes what it still holds)."""
+        self.drain()
         self.domain.stop()
 
 
 def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints: Sequence[Blueprint],
-                     readiness: Mapping[str, Callable[[], None]]) -> Flask:
+                     readiness: Mapping[str, Callable[[], None]],
+                     info: Mapping[str, Callable[[], object]] | None = None) -> Flask:
     """The Flask app of everything the chat server answers over plain HTTP."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.upload_max_bytes + _FORM_OVERHEAD_BYTES
     app.register_blueprint(endpoint.blueprint)
-    app.register_blueprint(health_blueprint(readiness, timeout_s=settings.service_timeout_s))
+    app.register_blueprint(health_blueprint(readiness, info or {}, timeout_s=settings.service_timeout_s))
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     register_error_handlers(app)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.chat.model import ChatMessage, RoomActivity
+from app.chat.model import ChatMessage, Claimed, PendingChange, Repeated, RoomActivity
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest
@@ -22,6 +22,7 @@ from app.presence_client import LogoutResult, Move  # the fake answers in the re
 
 __all__ = [
     "MemoryMessageStore",
+    "MemoryOutbox",
     "RecordingEventBus",
     "MemoryAck",
     "MemoryMembership",
@@ -38,33 +39,55 @@ __all__ = [
 
 
 class MemoryMessageStore:
-    """``MessageWriter`` (+ ``remove``/``restore``) on a dict; ids look like ObjectIds."""
+    """``MessageWriter`` on a dict; ids look like ObjectIds.
+
+    As on MongoDB, ``insert_many`` marks each new message unpublished (``unpublished``: the
+    outbox, see :class:`MemoryOutbox`) and maps an author's repeated nonce to the message
+    stored the first time (``Repeated``).
+    """
 
     def __init__(self) -> None:
         self.messages: dict[tuple[RoomKind, str], ChatMessage] = {}
+        self.unpublished: dict[tuple[RoomKind, str], datetime] = {}  # ref -> unpublished since
+        self.claimed_by: dict[tuple[RoomKind, str], str] = {}
         self._ids = itertools.count(1)
         self.fail = False
         self.batches: list[int] = []  # the size of each insert_many call, in order
+        self.now = datetime.utcnow
 
     def _check(self) -> None:
         if self.fail:
             raise BackendUnavailable()
 
     def insert(self, message: ChatMessage) -> ChatMessage:
+        """One message stored as already published (seeding)."""
         self._check()
         stored = message.with_id(f"{next(self._ids):024x}")
         self.messages[(stored.kind, stored.id)] = stored
         return stored
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | BackendError]:
         self.batches.append(len(messages))
-        results: list[ChatMessage | BackendError] = []
+        results: list[ChatMessage | Repeated | BackendError] = []
         for message in messages:
+            original = self._same_nonce(message)
+            if original is not None:
+                results.append(Repeated(original))
+                continue
             try:
-                results.append(self.insert(message))
+                stored = self.insert(message)
             except BackendError as exc:
                 results.append(exc)
+                continue
+            self.unpublished[(stored.kind, stored.id)] = self.now()
+            results.append(stored)
         return results
+
+    def _same_nonce(self, message: ChatMessage) -> ChatMessage | None:
+        if message.nonce is None:
+            return None
+        return next((m for (kind, _), m in self.messages.items()
+                     if kind == message.kind and m.user_id == message.user_id and m.nonce == message.nonce), None)
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         self._check()
@@ -85,25 +108,63 @@ class MemoryMessageStore:
         current = self.messages.get((kind, message_id))
         if current is None or current.user_id != author_id:
             return None
+        self.unpublished.pop((kind, message_id), None)
         return self.messages.pop((kind, message_id))
-
-    def remove(self, kind: RoomKind, message_id: str) -> None:
-        self._check()
-        self.messages.pop((kind, message_id), None)
-
-    def restore(self, message: ChatMessage) -> None:
-        if not _is_object_id(message.id):
-            raise ValueError("restore needs the message's stored id")
-        self._check()
-        self.messages[(message.kind, message.id)] = message
 
     def in_room(self, kind: RoomKind, channel_id: int) -> list[ChatMessage]:
         return [m for (k, _), m in self.messages.items() if k == kind and m.channel_id == channel_id]
 
 
-def _is_object_id(value: str) -> bool:
-    """Whether ``value`` could be a stored id (24 hex digits), as the real store checks."""
-    return len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value)
+class MemoryOutbox:
+    """``Outbox`` over a :class:`MemoryMessageStore`'s unpublished marks and recorded changes."""
+
+    def __init__(self, store: MemoryMessageStore) -> None:
+        self.store = store
+        self.changes: dict[str, tuple[PendingChange, datetime, str | None]] = {}  # id -> (change, since, claimer)
+        self._ids = itertools.count(1)
+        self.fail = False
+
+    def _check(self) -> None:
+        if self.fail:
+            raise BackendUnavailable()
+
+    def add_change(self, change: PendingChange) -> PendingChange:
+        self._check()
+        recorded = replace(change, id=f"{next(self._ids):024x}")
+        self.changes[recorded.id] = (recorded, self.store.now(), None)
+        return recorded
+
+    def drop_change(self, change_id: str) -> None:
+        self._check()
+        self.changes.pop(change_id, None)
+
+    def published(self, refs: Sequence[tuple[str, str]]) -> None:
+        self._check()
+        for place, ident in refs:
+            if place == "change":
+                self.changes.pop(ident, None)
+            else:
+                self.store.unpublished.pop((place, ident), None)  # type: ignore[arg-type]
+
+    def claim_stale(self, older_than: datetime, owner: str, limit: int) -> Claimed:
+        self._check()
+        now = self.store.now()
+        stale = [ref for ref, since in self.store.unpublished.items() if since < older_than][:limit]
+        for ref in stale:
+            self.store.unpublished[ref] = now
+        messages = [self.store.messages[ref] for ref in stale if ref in self.store.messages]
+        changes = [change for change, since, _ in self.changes.values() if since < older_than][:limit]
+        for change in changes:
+            self.changes[change.id] = (change, now, owner)
+        return Claimed(messages=messages, changes=changes)
+
+    def forget_nonces(self, older_than: datetime) -> int:
+        self._check()
+        old = [key for key, message in self.store.messages.items()
+               if message.nonce is not None and message.created_at < older_than]
+        for key in old:
+            self.store.messages[key] = replace(self.store.messages[key], nonce=None)
+        return len(old)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,15 @@ every partition of all six in one request, which is what an idle worker mostly d
 must see every record (field-notes.md), so the source reads every partition and commits
 under a group id unique to the process start (``fanout-group-{node}-{pid}-{token}``).
 
-Loop shape (style-examples.md §7.7): poll → for each record, ``events.pushes_for`` builds the
+Loop shape (style-examples.md §7.7): poll → for each record, ``events.decode`` builds the
 §2.7 bodies (serialised once per record; the record's topic says which kind) →
 ``delivery.deliver(destination, body)``, which only queues. A record that fails is logged
 and skipped; a consumer that fails is closed and reopened after a capped, jittered backoff.
 Nothing in the loop blocks except the poll.
+
+The outbox relay publishes at least once (app/chat/relay.py), so a stored event may arrive
+twice: :class:`RecentEvents` remembers the identities of the last ``RECENT_EVENTS`` events
+pushed, and a record whose event was already pushed is dropped.
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from typing import Callable, Protocol, Sequence
 import gevent
 
 from app.chat.model import TOPICS
-from app.chat.events import pushes_for
+from app.chat.events import decode
 from app.contracts import LocalDelivery
 
-__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer"]
+__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
+           "RecentEvents", "RECENT_EVENTS"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,27 @@ POLL_TIMEOUT_MS = 200  # also how quickly stop() is noticed
 MAX_RECORDS = 500
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
+# Identities of pushed events remembered for dropping re-published ones: a sweep re-publishes
+# after OUTBOX_STALE_S, so this covers that long at thousands of events per second (~100 B each).
+RECENT_EVENTS = 100_000
+
+
+class RecentEvents:
+    """The identities of the last ``capacity`` events pushed, oldest forgotten first."""
+
+    def __init__(self, capacity: int = RECENT_EVENTS) -> None:
+        self._capacity = capacity
+        self._seen: dict[tuple[str, ...], None] = {}
+
+    def first_time(self, identity: tuple[str, ...]) -> bool:
+        """Whether ``identity`` is new (it is remembered from now on)."""
+        seen = self._seen
+        if identity in seen:
+            return False
+        seen[identity] = None
+        if len(seen) > self._capacity:
+            del seen[next(iter(seen))]
+        return True
 
 
 class _Record(Protocol):
@@ -88,6 +114,8 @@ class FanoutConsumer:
         self._greenlet: gevent.Greenlet | None = None
         self.failures = 0
         self.skipped = 0
+        self.duplicates = 0
+        self._recent = RecentEvents()
 
     @property
     def ready(self) -> bool:
@@ -131,7 +159,11 @@ class FanoutConsumer:
 
     def _deliver(self, record: _Record) -> None:
         try:
-            for destination, body in pushes_for(record.topic, record.value):
+            identity, pushes = decode(record.topic, record.value)
+            if identity is not None and not self._recent.first_time(identity):
+                self.duplicates += 1
+                return
+            for destination, body in pushes:
                 self._delivery.deliver(destination, body)
         except Exception:  # noqa: BLE001 - one bad record must not stop the others
             self.skipped += 1

@@ -108,6 +108,10 @@ class WorkerRuntime:
         for close in self._closers:
             self._best_effort(close)
 
+    def consumer_positioned(self) -> bool:
+        """Whether the fan-out consumer reads every partition from a known position."""
+        return self._started and self._consumer.ready
+
     def kafka_ready(self) -> None:
         """Readiness: raises until the fan-out consumer has a position on its partitions."""
         if not self._started:

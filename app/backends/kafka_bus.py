@@ -49,6 +49,11 @@ PARTITION_CHECK_S = 1.0
 RECONNECT_BACKOFF_MAX_MS = 2000
 # A source that has read no record for this long fetches with the idle wait.
 IDLE_AFTER_S = 2.0
+# How often a source may try to create topics it found missing.
+TOPIC_CREATION_RETRY_S = 5.0
+# How often a source compares its positions with the ends of the logs (a broker that lost
+# its log says nothing: fetches past the new end just come back empty).
+LOG_CHECK_S = 2.0
 
 
 def _bootstrap(settings: Settings) -> list[str]:
@@ -108,7 +113,9 @@ class KafkaEventBus:
                 request_timeout_ms=max(timeout_ms, 1000),
                 # delivery_timeout_ms must cover linger + request timeout (client check).
                 delivery_timeout_ms=max(timeout_ms, 1000) + self._settings.kafka_linger_ms + 1,
-                allow_auto_create_topics=True,
+                # A topic touched after a broker lost its log would come back with the broker's
+                # default partition count; topics are created by create_topics only.
+                allow_auto_create_topics=False,
                 bootstrap_timeout_ms=timeout_ms,
                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 # Sensors recorded on every append, batch and request, read by nobody
@@ -194,14 +201,26 @@ class RecordSource:
     position: a record produced after that is delivered. Partitions added to a topic
     later are picked up within ``METADATA_MAX_AGE_MS`` and read from their beginning.
     Each ``poll`` sets the fetch wait its ``FetchPace`` gives.
+
+    A log that went backwards (a broker restarted without its data, a topic recreated) is
+    read again from its start, so what was produced since is not skipped: every
+    ``LOG_CHECK_S`` the source compares its positions with the ends of the logs, and an
+    out-of-range position resets to the earliest offset. A source starts at the offset its
+    group committed, or at the end of a partition it never read.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
-                 open_consumer: Callable[..., Any] = KafkaConsumer) -> None:
+                 open_consumer: Callable[..., Any] = KafkaConsumer,
+                 create_missing: Callable[[Settings, list[str]], list[str]] | None = None) -> None:
         self.group_id = group_id
         self.topics = list(topics)
+        self._settings = settings
+        self._create_missing = create_missing or create_topics
+        self._next_topic_creation = 0.0
         self._assigned: set[TopicPartition] = set()
         self._next_check = 0.0
+        self._next_log_check = time.monotonic() + LOG_CHECK_S
+        self.rewinds = 0
         self._pace = FetchPace(settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms,
                                idle_after_s=IDLE_AFTER_S)
         self._fetch_wait_ms = settings.kafka_fetch_max_wait_ms
@@ -210,7 +229,10 @@ class RecordSource:
                 bootstrap_servers=_bootstrap(settings),
                 group_id=group_id,
                 client_id=group_id,
-                auto_offset_reset="latest",
+                # Where an out-of-range position goes: the start of the log, which after a
+                # broker lost its log holds only what was produced since (a fresh source
+                # starts at the end; see _assign_new_partitions).
+                auto_offset_reset="earliest",
                 enable_auto_commit=True,
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
@@ -220,6 +242,7 @@ class RecordSource:
                 # validates the CRC when a batch is produced and TCP checksums the hop to us;
                 # a record corrupted anyway most likely fails JSON decoding and is skipped.
                 check_crcs=False,
+                allow_auto_create_topics=False,
                 bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
@@ -235,6 +258,8 @@ class RecordSource:
         try:
             if time.monotonic() >= self._next_check:
                 self._assign_new_partitions()
+            if self._assigned and time.monotonic() >= self._next_log_check:
+                self._rewind_logs_that_went_backwards()
             if not self._assigned:  # no topic exists yet; kafka-python refuses to poll nothing
                 time.sleep(timeout_ms / 1000)
                 return []
@@ -271,7 +296,8 @@ class RecordSource:
     def _assign_new_partitions(self) -> None:
         self._next_check = time.monotonic() + PARTITION_CHECK_S
         found = {TopicPartition(topic, partition) for topic in self.topics
-                 for partition in self._consumer.partitions_for_topic(topic)}
+                 for partition in self._consumer.partitions_for_topic(topic) or ()}
+        self._create_missing_topics({partition.topic for partition in found})
         added = found - self._assigned
         if not added:
             return
@@ -279,11 +305,41 @@ class RecordSource:
         self._consumer.assign(sorted(self._assigned | added))
         if late:  # created after this source started: everything in them is new to it
             self._consumer.seek_to_beginning(*added)
+        else:
+            never_read = [partition for partition in added if self._consumer.committed(partition) is None]
+            if never_read:
+                self._consumer.seek_to_end(*never_read)
         # position() resolves the committed or 'latest' offset now, so every record
         # produced after ``ready`` turns true is consumed.
         for partition in added:
             self._consumer.position(partition)
         self._assigned |= added
+
+    def _create_missing_topics(self, present: set[str]) -> None:
+        """Topics are never auto-created (see KafkaEventBus): a missing one (a new cluster, a
+        broker that lost its log) is created here, with ``KAFKA_PARTITIONS``."""
+        missing = [topic for topic in self.topics if topic not in present]
+        if not missing or time.monotonic() < self._next_topic_creation:
+            return
+        self._next_topic_creation = time.monotonic() + TOPIC_CREATION_RETRY_S
+        try:
+            created = self._create_missing(self._settings, missing)
+        except BackendUnavailable:
+            return
+        if created:
+            log.warning("created missing topics %s with %d partitions", ", ".join(created),
+                        self._settings.kafka_partitions)
+
+    def _rewind_logs_that_went_backwards(self) -> None:
+        self._next_log_check = time.monotonic() + LOG_CHECK_S
+        ends = self._consumer.end_offsets(sorted(self._assigned))
+        for partition, end in ends.items():
+            position = self._consumer.position(partition)
+            if end is not None and position is not None and position > end:
+                log.warning("%s[%d]: position %d is past the log's end %d (the broker lost its log?); "
+                            "reading it again from its start", partition.topic, partition.partition, position, end)
+                self._consumer.seek_to_beginning(partition)
+                self.rewinds += 1
 
     @property
     def ready(self) -> bool:

@@ -4,7 +4,12 @@ Collections and field names are those of protocol.md §4, so data written by the
 Java server stays readable: ``directMessage`` and ``channelMessage`` (``_id`` ObjectId,
 ``channelId``/``userId``/``communityId`` int64, ``localDateTime`` Date, ``content``, ``type``,
 ``name``, ``profileImage``, ``thumbnail``, ``parentId``, ``parentName``, ``parentContent``)
-and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). ``editedAt`` is new.
+and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). New fields:
+``editedAt``; ``nonce`` (the client's idempotency key, unique per author while kept:
+``NONCE_INDEX``); ``pub`` (present while the message is not published to Kafka yet, the time
+since when; ``pubBy``, the worker that claimed it last: the outbox of ``mongo_outbox``).
+
+``pendingChange`` is new: one document per edit or delete not published yet (``mongo_outbox``).
 
 ``roomSummary`` is new (maintained by ``mongo_summaries``): one document per room, ``_id``
 ``"<kind>:<channelId>"`` (``summary_id``), plus one marker document (``SUMMARY_MARKER_ID``)
@@ -29,14 +34,17 @@ from pymongo.database import Database
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "IN_CHUNK", "find_unique_in",
-           "summary_id", "to_document", "from_document", "ensure_indexes", "object_id"]
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "NONCE_INDEX",
+           "IN_CHUNK", "find_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
+           "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
 READ_MARKERS = "messageTime"
 SUMMARIES = "roomSummary"
 # The marker's _id cannot collide with a room's: those are "direct:<id>" / "channel:<id>".
 SUMMARY_MARKER_ID = "summaries-complete"
+PENDING_CHANGES = "pendingChange"
+NONCE_INDEX = "author_nonce_unique"
 
 _OPTIONAL_FIELDS = {
     "name": "name",
@@ -47,6 +55,7 @@ _OPTIONAL_FIELDS = {
     "parent_name": "parentName",
     "parent_content": "parentContent",
     "edited_at": "editedAt",
+    "nonce": "nonce",
 }
 
 
@@ -117,6 +126,14 @@ def ensure_indexes(db: Database[Any]) -> None:
         # History pages sort by (localDateTime, _id) so ties are stable; this serves that sort.
         db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING), ("_id", DESCENDING)],
                               name="channel_time_id")
+        # A repeated SEND (same author, same nonce) is refused by the index itself, so the rule
+        # holds across workers, nodes and restarts.
+        db[name].create_index([("userId", ASCENDING), ("nonce", ASCENDING)], unique=True, name=NONCE_INDEX,
+                              partialFilterExpression={"nonce": {"$exists": True}})
+        # Only unpublished messages carry ``pub``: the sweep reads a small index.
+        db[name].create_index([("pub", ASCENDING)], sparse=True, name="unpublished")
+        db[name].create_index([("pubBy", ASCENDING)], sparse=True, name="unpublished_claims")
+    db[PENDING_CHANGES].create_index([("pub", ASCENDING)], name="pending_since")
     db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
     _claim_empty_database(db)
 

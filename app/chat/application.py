@@ -57,22 +57,24 @@ class ChatService:
         m, p, limit = self._messaging, self._presence, self._max_chars
         table: dict[str, SendHandler] = {}
         for kind in ("direct", "channel"):
-            table[f"send-{kind}-message"] = _bind(m.send_message, lambda b, k=kind: payloads.parse_send_message(b, k, limit))
-            table[f"send-{kind}-reply"] = _bind(m.send_reply, lambda b, k=kind: payloads.parse_send_reply(b, k, limit))
-            table[f"send-{kind}-modify"] = _bind(m.modify, lambda b, k=kind: payloads.parse_modify(b, k, limit))
-            table[f"send-{kind}-delete"] = _bind(m.delete, lambda b, k=kind: payloads.parse_delete(b, k))
-            table[f"send-{kind}-typing"] = _bind(m.typing, lambda b, k=kind: payloads.parse_typing(b, k))
-        table["join-channel"] = _bind(p.join, payloads.parse_join)
-        table["community-signaling"] = _bind(p.enter_community, payloads.parse_community_signaling)
-        table["signaling"] = _bind(p.enter_voice, payloads.parse_voice_signaling)
+            table[f"send-{kind}-message"] = _bind(
+                m.send_message, lambda b, key, k=kind: payloads.parse_send_message(b, k, limit, key))
+            table[f"send-{kind}-reply"] = _bind(
+                m.send_reply, lambda b, key, k=kind: payloads.parse_send_reply(b, k, limit, key))
+            table[f"send-{kind}-modify"] = _bind(m.modify, lambda b, key, k=kind: payloads.parse_modify(b, k, limit))
+            table[f"send-{kind}-delete"] = _bind(m.delete, lambda b, key, k=kind: payloads.parse_delete(b, k))
+            table[f"send-{kind}-typing"] = _bind(m.typing, lambda b, key, k=kind: payloads.parse_typing(b, k))
+        table["join-channel"] = _bind(p.join, lambda b, key: payloads.parse_join(b))
+        table["community-signaling"] = _bind(p.enter_community, lambda b, key: payloads.parse_community_signaling(b))
+        table["signaling"] = _bind(p.enter_voice, lambda b, key: payloads.parse_voice_signaling(b))
         handlers = {APP_PREFIX + name: handler for name, handler in table.items()}
         assert set(handlers) == set(DESTINATIONS)
         return handlers
 
 
 def _bind(handle: Callable[[ClientConnection, Any], Pending | None],
-          parse: Callable[[bytes], object]) -> SendHandler:
+          parse: Callable[[bytes, str | None], object]) -> SendHandler:
     """A ``SendHandler``: parse first (nothing happens on a bad body), then handle."""
-    def handler(connection: ClientConnection, body: bytes) -> Pending | None:
-        return handle(connection, parse(body))
+    def handler(connection: ClientConnection, body: bytes, idempotency_key: str | None = None) -> Pending | None:
+        return handle(connection, parse(body, idempotency_key))
     return handler

@@ -29,9 +29,9 @@ Record shapes per topic (``TOPICS`` in app/chat/model.py)::
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
-from app.chat.model import TOPICS, ChatMessage
+from app.chat.model import TOPICS, ChatMessage, PendingChange
 from app.chat.timefmt import iso_local, java_local_datetime
 from app.destinations import RoomKind, parse_membership_entry, topic
 
@@ -51,11 +51,28 @@ __all__ = [
     "exit_community_record",
     "exit_room_record",
     "file_push_body",
+    "new_message_record",
+    "change_record",
     "pushes_for",
+    "decode",
+    "Decoded",
     "Push",
+    "Record",
 ]
 
 Push = tuple[str, bytes]
+
+
+class Decoded(NamedTuple):
+    """One consumed record: its identity (None for events that are never re-published, such as
+    typing) and the pushes it becomes. Two records with one identity are the same stored event."""
+
+    identity: tuple[str, ...] | None
+    pushes: list[Push]
+
+
+# (topic, key, value) of one record to produce.
+Record = tuple[str, str, bytes]
 
 _ROOM_TOPIC_KIND = {"direct": "direct", "channel": "group"}
 
@@ -158,6 +175,25 @@ def file_push_body(message: ChatMessage) -> bytes:
                    "fileType": message.type, "time": iso_local(message.created_at)})
 
 
+def new_message_record(message: ChatMessage) -> Record:
+    """The record of a stored new message: a text message, a reply or a file message."""
+    key = record_key(message.channel_id)
+    if message.type is None:
+        return message_topic(message.kind), key, message_record(message)
+    if message.type == "reply":
+        return etc_topic(message.kind), key, reply_record(message)
+    return TOPICS["file"], key, file_push_body(message)
+
+
+def change_record(change: PendingChange, message: ChatMessage | None) -> Record:
+    """The record of a stored edit (``message`` as edited) or delete."""
+    key = record_key(change.channel_id)
+    if change.action == "delete":
+        return etc_topic(change.kind), key, delete_record(change.channel_id, change.message_id)
+    assert message is not None
+    return etc_topic(change.kind), key, modify_record(message)
+
+
 # ---------------------------------------------------------------- pushes (consumed)
 
 def _s(value: Any) -> str | None:
@@ -204,34 +240,49 @@ def _room_pushes(kind: RoomKind, record: dict[str, Any], body: dict[str, Any]) -
     return [(room_destination(kind, int(record["channelId"])), encode(body))]
 
 
-def _message_pushes(kind: RoomKind) -> Callable[[bytes], list[Push]]:
-    def pushes(value: bytes) -> list[Push]:
+def _message_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
+    def decoded(value: bytes) -> Decoded:
         record = json.loads(value)
-        return _room_pushes(kind, record, _message_push(record))
-    return pushes
+        return Decoded(("message", str(record["id"])), _room_pushes(kind, record, _message_push(record)))
+    return decoded
 
 
-def _etc_pushes(kind: RoomKind) -> Callable[[bytes], list[Push]]:
-    def pushes(value: bytes) -> list[Push]:
+def _etc_identity(record: dict[str, Any]) -> tuple[str, ...] | None:
+    event = record.get("type")
+    if event == "reply":
+        return ("message", str(record["id"]))
+    if event == "modify":
+        return ("modify", str(record["id"]), str(record.get("editedAt")), str(record.get("content")))
+    if event == "delete":
+        return ("delete", str(record["id"]))
+    return None
+
+
+def _etc_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
+    def decoded(value: bytes) -> Decoded:
         record = json.loads(value)
         build = _ETC_PUSHES.get(record.get("type"))
         if build is None:
             raise ValueError(f"unknown etc record type {record.get('type')!r}")
-        return _room_pushes(kind, record, build(record))
-    return pushes
+        return Decoded(_etc_identity(record), _room_pushes(kind, record, build(record)))
+    return decoded
 
 
-def _file_pushes(value: bytes) -> list[Push]:
+def _file_decoded(value: bytes) -> Decoded:
     record = json.loads(value)
     kind: RoomKind = "direct" if record.get("type") == "direct" else "channel"
     # The record is the push body: forward the producer's bytes untouched.
-    return [(room_destination(kind, int(record["channelId"])), value)]
+    return Decoded(("message", str(record["id"])), [(room_destination(kind, int(record["channelId"])), value)])
 
 
 def _presence_pushes(record: dict[str, Any]) -> list[Push]:
     body = encode({"type": record["type"], "userId": _s(record.get("userId"))})
     entries = (parse_membership_entry(str(room)) for room in record.get("ids") or ())
     return [(topic(*entry), body) for entry in entries if entry is not None]
+
+
+def _state_decoded(value: bytes) -> Decoded:
+    return Decoded(None, _state_pushes(value))
 
 
 def _state_pushes(value: bytes) -> list[Push]:
@@ -253,19 +304,24 @@ def _state_pushes(value: bytes) -> list[Push]:
     raise ValueError(f"unknown state record type {event!r}")
 
 
-_PUSHES_BY_TOPIC: dict[str, Callable[[bytes], list[Push]]] = {
-    TOPICS["direct"]: _message_pushes("direct"),
-    TOPICS["channel"]: _message_pushes("channel"),
-    TOPICS["direct_etc"]: _etc_pushes("direct"),
-    TOPICS["channel_etc"]: _etc_pushes("channel"),
-    TOPICS["file"]: _file_pushes,
-    TOPICS["state"]: _state_pushes,
+_DECODERS: dict[str, Callable[[bytes], Decoded]] = {
+    TOPICS["direct"]: _message_decoder("direct"),
+    TOPICS["channel"]: _message_decoder("channel"),
+    TOPICS["direct_etc"]: _etc_decoder("direct"),
+    TOPICS["channel_etc"]: _etc_decoder("channel"),
+    TOPICS["file"]: _file_decoded,
+    TOPICS["state"]: _state_decoded,
 }
 
 
-def pushes_for(topic: str, value: bytes) -> list[Push]:
-    """The ``(destination, body)`` pushes one consumed record becomes.
+def decode(topic: str, value: bytes) -> Decoded:
+    """The identity and the ``(destination, body)`` pushes of one consumed record.
 
     Raises ``ValueError``/``KeyError`` on a malformed record; the consumer logs and skips it.
     """
-    return _PUSHES_BY_TOPIC[topic](value)
+    return _DECODERS[topic](value)
+
+
+def pushes_for(topic: str, value: bytes) -> list[Push]:
+    """The ``(destination, body)`` pushes one consumed record becomes (see ``decode``)."""
+    return decode(topic, value).pushes

@@ -1,10 +1,11 @@
-"""Group commit of new messages: one ``insert_many`` per round, published in submission order.
+"""Group commit of new messages: one ``insert_many`` per round, handed on in submission order.
 
 Owns :class:`GroupCommit`, the only path by which new messages (SENT messages, replies and
-uploaded files' messages) reach MongoDB and Kafka. A SEND handler submits its message and
-returns at once; one committer greenlet per process stores everything submitted since its
-last round with one ``insert_many`` and then hands each stored message to its ``publish`` callback (which only queues the record with the
-Kafka producer), in the order the messages were submitted.
+uploaded files' messages) are stored. A SEND handler submits its message and returns at
+once; one committer greenlet per process stores everything submitted since its last round
+with one ``insert_many`` (durably, each message marked unpublished in the same write) and
+then hands each newly stored message to its ``after_store`` callback (which only queues it
+with the outbox relay), in the order the messages were submitted.
 
 Why: storing one message at a time made each connection's reader wait a MongoDB round trip
 per SEND, which capped a single sender's rate, and made the database's per-request cost
@@ -14,20 +15,22 @@ stores each message at once and a busy one stores many per round trip. There is 
 no added delay.
 
 Ordering: a connection's reader submits its SENDs in frame order, and rounds run one after
-another, each publishing in submission order, so every connection's messages reach Kafka in
-the order it sent them (the per-room order subscribers see). A message that failed to store
-is reported to its own sender; it does not hold back or fail the others of its round.
+another, each handing on in submission order, so every connection's messages reach the relay
+(and Kafka) in the order it sent them (the per-room order subscribers see). A message that
+failed to store is reported to its own sender; it does not hold back or fail the others of
+its round. A message whose nonce its author already used is not stored again: its sender is
+answered with the original (``Repeated``), which is not handed on a second time.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 import gevent
 from gevent.event import Event
 
-from app.chat.model import ChatMessage
+from app.chat.model import ChatMessage, Repeated
 from app.chat.ports import MessageWriter
 from app.errors import BackendError
 
@@ -35,42 +38,44 @@ __all__ = ["GroupCommit", "Submitted", "MAX_BATCH"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 # The most messages stored by one insert_many: bounds the request size and how long the
 # first message of a huge round waits for the last one's bytes to be encoded.
 MAX_BATCH = 256
 
 
-class Submitted(Generic[T]):
-    """One submitted message: ``wait()`` returns what its ``publish`` returned, or raises why not."""
+class Submitted:
+    """One submitted message: ``wait()`` returns it as stored (or as stored the first time)."""
 
-    __slots__ = ("message", "_publish", "_done", "_result", "_error")
+    __slots__ = ("message", "_after_store", "_done", "_result", "_error")
 
-    def __init__(self, message: ChatMessage, publish: Callable[[ChatMessage], T]) -> None:
+    def __init__(self, message: ChatMessage, after_store: Callable[[ChatMessage], None]) -> None:
         self.message = message
-        self._publish = publish
+        self._after_store = after_store
         self._done = Event()
-        self._result: T | None = None
+        self._result: ChatMessage | None = None
         self._error: BaseException | None = None
 
-    def wait(self) -> T:
-        """Block until the message was stored and handed to ``publish``.
+    def wait(self) -> ChatMessage:
+        """Block until the message was stored; the stored message (the original, for a repeated nonce).
 
         Raises:
-            BackendError: the message was not stored (nothing to undo).
-            Exception: whatever ``publish`` raised (it undoes its own store first).
+            BackendError: the message was not stored.
         """
         self._done.wait()
         if self._error is not None:
             raise self._error
-        return self._result  # type: ignore[return-value]
+        assert self._result is not None
+        return self._result
 
-    def _stored(self, stored: ChatMessage) -> None:
-        try:
-            self._result = self._publish(stored)
-        except Exception as exc:  # noqa: BLE001 - delivered to the waiting sender
-            self._error = exc
+    def _stored(self, stored: ChatMessage | Repeated) -> None:
+        if isinstance(stored, Repeated):
+            self._result = stored.original
+        else:
+            self._result = stored
+            try:
+                self._after_store(stored)
+            except Exception:  # noqa: BLE001 - stored is stored: the relay's sweep publishes it
+                log.exception("after-store step failed for message %s", stored.id)
         self._done.set()
 
     def _failed(self, error: BaseException) -> None:
@@ -79,7 +84,7 @@ class Submitted(Generic[T]):
 
 
 class GroupCommit:
-    """Stores submitted messages in rounds and publishes each in submission order.
+    """Stores submitted messages in rounds and hands each on in submission order.
 
     Args:
         store: where messages go (``insert_many`` reports each message's own outcome).
@@ -92,12 +97,12 @@ class GroupCommit:
         self._store = store
         self._max_batch = max_batch
         self._spawn = spawn
-        self._queued: list[Submitted[Any]] = []
+        self._queued: list[Submitted] = []
         self._running = False
 
-    def submit(self, message: ChatMessage, publish: Callable[[ChatMessage], T]) -> Submitted[T]:
-        """Queue ``message``; once stored, ``publish(stored)`` runs in the committer. Never blocks."""
-        submitted = Submitted(message, publish)
+    def submit(self, message: ChatMessage, after_store: Callable[[ChatMessage], None]) -> Submitted:
+        """Queue ``message``; once stored, ``after_store(stored)`` runs in the committer. Never blocks."""
+        submitted = Submitted(message, after_store)
         self._queued.append(submitted)
         if not self._running:
             self._running = True
@@ -118,9 +123,9 @@ class GroupCommit:
         finally:
             self._running = False
 
-    def _commit(self, batch: Sequence[Submitted[Any]]) -> None:
+    def _commit(self, batch: Sequence[Submitted]) -> None:
         try:
-            results: Sequence[ChatMessage | BaseException] = self._store.insert_many(
+            results: Sequence[ChatMessage | Repeated | BaseException] = self._store.insert_many(
                 [submitted.message for submitted in batch])
         except Exception as exc:  # noqa: BLE001 - a store bug must still answer every sender
             log.exception("insert_many failed")

@@ -1,29 +1,27 @@
-"""The message pipeline: send, reply, modify, delete and typing SENDs, and file messages
-(issue 3 items 2, 4, 6).
+"""The message pipeline: send, reply, modify, delete and typing SENDs, and file messages.
 
-Every handler runs: validate (payloads.py) → authorize (access.py) → store in MongoDB →
-hand the record to the Kafka producer → wait for the broker's ack → schedule push
-notifications. Sending a message or a reply returns a ``Pending`` (app/contracts.py) right
-after authorizing: the store and the hand-over to Kafka happen in the process's group commit
-(group_commit.py: many SENDs per ``insert_many``, published in submission order), and the
-transport reads the connection's next SEND meanwhile and calls ``wait()`` in SEND order.
-Typing returns the broker's pending ack. Modify and delete wait before returning:
-their undo writes back the whole earlier version of the message, which would wipe out a
-later change to it still in flight. Once a handler, or its ``Pending``, returned, both the
-store and the publish succeeded and the transport may send the RECEIPT.
+Every handler runs: validate (payloads.py) → authorize (access.py) → store in MongoDB,
+durably → hand the change to the outbox relay (relay.py), which publishes it to Kafka for as
+long as it takes → schedule push notifications. What a RECEIPT promises is therefore: the
+change is stored durably and will be delivered. Nothing stored is ever undone.
 
-When the publish fails after the store succeeded, the change is undone (the new message
-removed, the edited/deleted message restored) and the error propagates: the client gets
-an ERROR, may retry, and nothing it was not told about stays half-done. (If the broker did
-take the record but its ack was lost, subscribers saw a change that the undo reverted;
-a retry re-sends it. That is the rarer, visible failure, chosen over silently stored but
-never-delivered messages.)
+- Sending a message or a reply returns a ``Pending`` (app/contracts.py) right after
+  authorizing: the store happens in the process's group commit (group_commit.py: many SENDs
+  per ``insert_many``), the transport reads the connection's next SEND meanwhile and calls
+  ``wait()`` in SEND order, which returns the RECEIPT's ``message-id``.
+- A message may carry an idempotency key (``nonce`` in the body, or the ``idempotency-key``
+  header): a repeat from the same author stores nothing and is answered with the original
+  message's id.
+- An edit or a delete is recorded in the outbox before it is made (so a crash between the
+  two cannot lose a change that was made, nor publish one that was not), then made, then
+  handed to the relay; it returns when stored.
+- Typing is not stored: it is published and its broker acknowledgement is the ``Pending``.
+- While the relay's backlog is full (the broker has been away long), new messages, edits
+  and deletes are refused with ``BacklogFull`` before anything is stored.
 
 A file message (``post_file``, called by the HTTP upload once it stored the files and
-checked the room) takes the same path as a sent message: group commit, ``file-topic`` record,
-ack, undo on failure. It differs in two ways the upload answer depends on: the caller waits
-for the stored message (its id is in the answer), and no push notification is sent, as before
-uploads went through this pipeline.
+checked the room) takes the same path as a sent message, and returns the stored message
+(its id is in the upload's answer). No push notification is sent for it.
 
 Identity and ids are server-owned (W-1, W-9): the author is the connection's user; ids
 and timestamps are generated here; author name/avatar come from the auth service when it
@@ -35,37 +33,28 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from typing import Callable, NamedTuple, Protocol
+from typing import Callable, Mapping, NamedTuple, Protocol
 
 from app.chat import events
 from app.chat.access import Access
 from app.chat.group_commit import GroupCommit, Submitted
-from app.chat.model import TOPICS, ChatMessage
+from app.chat.model import ChatMessage, PendingChange
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
-from app.chat.ports import EventBus, MessageWriter, PublishAck
+from app.chat.ports import EventBus, MessageWriter, Outbox, PublishAck
+from app.chat.relay import Relay
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
 from app.destinations import RoomKind
 from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
-__all__ = ["MessageStore", "ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Published",
-           "Committed"]
+__all__ = ["ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Stored", "MESSAGE_ID_HEADER"]
+
+# The RECEIPT header that carries a stored message's id (an addition to protocol.md).
+MESSAGE_ID_HEADER = "message-id"
 
 log = logging.getLogger(__name__)
 
 _EDITABLE_TYPES = (None, "reply")
-
-
-class MessageStore(MessageWriter, Protocol):
-    """``MessageWriter`` plus the two undo operations used when a publish fails."""
-
-    def remove(self, kind: RoomKind, message_id: str) -> None:
-        """Delete a message by id, whoever wrote it (undo of an insert)."""
-        ...
-
-    def restore(self, message: ChatMessage) -> None:
-        """Put ``message`` back exactly as given, under its id (undo of an edit or delete)."""
-        ...
 
 
 class _Profile(Protocol):
@@ -149,11 +138,13 @@ class TypingLimiter:
 class Messaging:
     """The message handlers; one instance per process."""
 
-    def __init__(self, *, store: MessageStore, bus: EventBus, access: Access, authors: Authors,
-                 observer: MessageObserver, typing_interval_s: float,
+    def __init__(self, *, store: MessageWriter, outbox: Outbox, relay: Relay, bus: EventBus, access: Access,
+                 authors: Authors, observer: MessageObserver, typing_interval_s: float,
                  now: Callable[[], datetime] = utcnow,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._outbox = outbox
+        self._relay = relay
         self._bus = bus
         self._access = access
         self._authors = authors
@@ -162,17 +153,19 @@ class Messaging:
         self._typing = TypingLimiter(typing_interval_s, monotonic)
         self._commit = GroupCommit(store)
 
-    def send_message(self, connection: ClientConnection, command: SendMessage) -> Committed:
+    def send_message(self, connection: ClientConnection, command: SendMessage) -> Stored:
         room = self._access.require_room(connection.user_id, command.room)
+        self._relay.check_capacity()
         author = self._authors.resolve(connection.user_id, command.name, command.profile_image)
         message = ChatMessage(kind=room.kind, channel_id=room.channel_id, community_id=room.community_id,
                               user_id=connection.user_id, content=command.content,
-                              created_at=self._now(), name=author.name, profile_image=author.image)
-        return Committed(self._commit.submit(message, lambda stored: self._publish_new(
-            events.message_topic(stored.kind), stored, events.message_record(stored))))
+                              created_at=self._now(), name=author.name, profile_image=author.image,
+                              nonce=command.nonce)
+        return Stored(self._commit.submit(message, self._stored_new))
 
-    def send_reply(self, connection: ClientConnection, command: SendReply) -> Committed:
+    def send_reply(self, connection: ClientConnection, command: SendReply) -> Stored:
         room = self._access.require_room(connection.user_id, command.room)
+        self._relay.check_capacity()
         parent = self._store.get(room.kind, command.parent_id)
         if parent is None or parent.channel_id != room.channel_id:
             raise NotFound("parentId: no such message in this room")
@@ -182,45 +175,42 @@ class Messaging:
                               created_at=self._now(), name=author.name, profile_image=author.image,
                               type="reply", parent_id=parent.id,
                               parent_name=self._authors.name_of(parent.user_id, parent.name),
-                              parent_content=parent.content)
-        return Committed(self._commit.submit(message, lambda stored: self._publish_new(
-            events.etc_topic(stored.kind), stored, events.reply_record(stored))))
+                              parent_content=parent.content, nonce=command.nonce)
+        return Stored(self._commit.submit(message, self._stored_new))
 
     def post_file(self, message: ChatMessage) -> ChatMessage:
-        """Store and publish a file message whose room the caller already checked; the stored message.
+        """Store a file message whose room the caller already checked; the stored message.
 
-        Blocks until stored and acknowledged; raises why not (a failed publish was undone).
+        Blocks until stored; raises why not. The relay publishes it.
         """
-        stored_messages: list[ChatMessage] = []
-
-        def publish(stored: ChatMessage) -> Published:
-            stored_messages.append(stored)
-            return self._publish(TOPICS["file"], stored.channel_id, events.file_push_body(stored),
-                                 undo=lambda: self._store.remove(stored.kind, stored.id))
-
-        Committed(self._commit.submit(message, publish)).wait()
-        return stored_messages[0]
+        self._relay.check_capacity()
+        return self._commit.submit(message, self._relay.message_stored).wait()
 
     def modify(self, connection: ClientConnection, command: Modify) -> None:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
         if original.type not in _EDITABLE_TYPES:
             raise BadRequest("id: only text messages can be edited")  # a file message's content is its URL
-        edited = self._store.edit(room.kind, original.id, connection.user_id, command.content, self._now())
+        self._relay.check_capacity()
+        change = self._outbox.add_change(PendingChange("modify", room.kind, room.channel_id, original.id,
+                                                       content=command.content, edited_at=self._now()))
+        assert change.edited_at is not None
+        edited = self._store.edit(room.kind, original.id, connection.user_id, command.content, change.edited_at)
         if edited is None:
+            self._outbox.drop_change(change.id)
             raise NotFound("id: no such message")  # deleted between the read and the edit
-        self._publish(events.etc_topic(room.kind), room.channel_id, events.modify_record(edited),
-                      undo=lambda: self._store.restore(original)).wait()
+        self._relay.change_stored(change, edited)
 
     def delete(self, connection: ClientConnection, command: Delete) -> None:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
+        self._relay.check_capacity()
+        change = self._outbox.add_change(PendingChange("delete", room.kind, room.channel_id, original.id))
         removed = self._store.delete(room.kind, original.id, connection.user_id)
         if removed is None:
+            self._outbox.drop_change(change.id)
             raise NotFound("id: no such message")
-        self._publish(events.etc_topic(room.kind), room.channel_id,
-                      events.delete_record(room.channel_id, removed.id),
-                      undo=lambda: self._store.restore(removed)).wait()
+        self._relay.change_stored(change, None)
 
     def typing(self, connection: ClientConnection, command: Typing) -> PublishAck | None:
         """Publish a typing event; None when rate-limited (dropped, still acknowledged)."""
@@ -239,55 +229,20 @@ class Messaging:
             raise Forbidden("only the author may change a message")
         return message
 
-    def _publish_new(self, topic: str, stored: ChatMessage, value: bytes) -> Published:
-        """Publish a just-stored message (in the committer); undone by removing it."""
-        return self._publish(topic, stored.channel_id, value,
-                             undo=lambda: self._store.remove(stored.kind, stored.id),
-                             then=lambda: self._observer.message_stored(stored))
-
-    def _publish(self, topic: str, room_id: int, value: bytes, *, undo: Callable[[], None],
-                 then: Callable[[], None] = lambda: None) -> Published:
-        """Hand a stored change to Kafka; the result waits for the ack (undoing on failure)."""
-        try:
-            ack = self._bus.publish_nowait(topic, events.record_key(room_id), value)
-        except Exception:
-            _undo(undo)
-            raise
-        return Published(ack, undo=undo, then=then)
+    def _stored_new(self, stored: ChatMessage) -> None:
+        """A new message or reply was stored (in the committer): publish it, notify."""
+        self._relay.message_stored(stored)
+        self._observer.message_stored(stored)
 
 
-class Committed:
-    """The ``Pending`` of a submitted message: stored and handed to Kafka in the group commit, then acked."""
+class Stored:
+    """The ``Pending`` of a submitted message: returns once it is stored, with its id for the RECEIPT."""
 
-    def __init__(self, submitted: Submitted[Published]) -> None:
+    __slots__ = ("_submitted",)
+
+    def __init__(self, submitted: Submitted) -> None:
         self._submitted = submitted
 
-    def wait(self) -> None:
-        """Return once stored and acknowledged; raise why not (a failed publish was undone)."""
-        self._submitted.wait().wait()
-
-
-class Published:
-    """The ``Pending`` of a stored change: the broker's ack, then ``then``; on failure, ``undo``."""
-
-    def __init__(self, ack: PublishAck, *, undo: Callable[[], None], then: Callable[[], None]) -> None:
-        self._ack = ack
-        self._undo = undo
-        self._then = then
-
-    def wait(self) -> None:
-        """Return once the broker acknowledged; otherwise undo the change and raise."""
-        try:
-            self._ack.wait()
-        except Exception:
-            _undo(self._undo)
-            raise
-        self._then()
-
-
-def _undo(undo: Callable[[], None]) -> None:
-    try:
-        undo()
-    except Exception:  # noqa: BLE001 - the publish error is the one to report
-        log.exception("could not undo a stored change after a failed publish")
-
+    def wait(self) -> Mapping[str, str]:
+        """The RECEIPT's added headers once stored durably; raise why not."""
+        return {MESSAGE_ID_HEADER: self._submitted.wait().id}

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal
 
 from app.destinations import RoomKind
 
-__all__ = ["ChatMessage", "RoomActivity", "StoredFile", "TOPICS"]
+__all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "Claimed", "RoomActivity", "StoredFile",
+           "TOPICS", "NONCE_MAX_CHARS"]
+
+# The longest idempotency key a client may send with a message (Discord's nonce is 25).
+NONCE_MAX_CHARS = 64
 
 # Kafka topics of protocol.md §3.1 (names kept for compatibility).
 TOPICS: Final = {
@@ -33,7 +37,8 @@ class ChatMessage:
 
     ``type`` is what protocol.md §4.1 stores: None for text, ``reply``, or the upload's
     ``fileType`` (``image``, ``video``, ``file``...). ``channel_id`` is the DM room id for
-    ``direct`` messages.
+    ``direct`` messages. ``nonce`` is the client's idempotency key, if it sent one: a second
+    message of the same author with the same nonce is not stored (see :class:`Repeated`).
     """
 
     kind: RoomKind
@@ -51,9 +56,47 @@ class ChatMessage:
     parent_name: str | None = None
     parent_content: str | None = None
     edited_at: datetime | None = None
+    nonce: str | None = None
 
     def with_id(self, message_id: str) -> "ChatMessage":
         return replace(self, id=message_id)
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """A message whose author already sent one with its nonce: ``original`` is what was stored."""
+
+    original: ChatMessage
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """An edit or a delete that is being stored or was stored and is not published yet.
+
+    Written before the change itself (an intent), so a crash between the two is noticed: a
+    change is published only once the message shows it happened (``app/chat/relay.py``).
+    """
+
+    action: Literal["modify", "delete"]
+    kind: RoomKind
+    channel_id: int
+    message_id: str
+    content: str | None = None
+    edited_at: datetime | None = None
+    id: str = ""
+
+
+# Where an unpublished event is kept: ("direct" | "channel", message id) for a new message,
+# ("change", change id) for an edit or a delete.
+OutboxRef = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Unpublished events a sweep took over from whoever stored them (a crashed worker)."""
+
+    messages: list[ChatMessage]
+    changes: list[PendingChange]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from app.chat.model import NONCE_MAX_CHARS
 from app.destinations import HOME, MAX_ID, RoomKind, parse_id, parse_room_key, parse_voice_channel
 from app.errors import BadRequest
 
@@ -71,6 +72,7 @@ class SendMessage:
     content: str
     name: str | None
     profile_image: str | None
+    nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class SendReply:
     name: str | None
     profile_image: str | None
     parent_id: str
+    nonce: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,23 @@ def storable(value: str, field: str) -> str:
     return value
 
 
+def _nonce(payload: dict[str, Any], header: str | None) -> str | None:
+    """The idempotency key: the ``idempotency-key`` header, else the body's ``nonce`` (string or integer)."""
+    if header is not None:
+        field, value = "idempotency-key", header
+    else:
+        field, value = "nonce", payload.get("nonce")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{field}: must be a non-empty string")
+    if len(value) > NONCE_MAX_CHARS:
+        raise BadRequest(f"{field}: longer than {NONCE_MAX_CHARS} characters")
+    return storable(value, field)
+
+
 def _message_id(payload: dict[str, Any], field: str) -> str:
     value = payload.get(field)
     if value is None:
@@ -208,17 +228,20 @@ def _room(payload: dict[str, Any], kind: RoomKind, *, community_required: bool) 
 
 # ---------------------------------------------------------------- commands
 
-def parse_send_message(body: bytes, kind: RoomKind, max_chars: int) -> SendMessage:
+def parse_send_message(body: bytes, kind: RoomKind, max_chars: int,
+                       idempotency_key: str | None = None) -> SendMessage:
     payload = parse_object(body)
     return SendMessage(
         room=_room(payload, kind, community_required=True),
         content=_content(payload, max_chars),
         name=_optional_text(payload, "name", NAME_MAX_CHARS),
         profile_image=_optional_text(payload, "profileImage", URL_MAX_CHARS),
+        nonce=_nonce(payload, idempotency_key),
     )
 
 
-def parse_send_reply(body: bytes, kind: RoomKind, max_chars: int) -> SendReply:
+def parse_send_reply(body: bytes, kind: RoomKind, max_chars: int,
+                     idempotency_key: str | None = None) -> SendReply:
     payload = parse_object(body)
     # parentName/parentContent from the client are not trusted: the handler looks them up.
     return SendReply(
@@ -227,6 +250,7 @@ def parse_send_reply(body: bytes, kind: RoomKind, max_chars: int) -> SendReply:
         name=_optional_text(payload, "name", NAME_MAX_CHARS),
         profile_image=_optional_text(payload, "profileImage", URL_MAX_CHARS),
         parent_id=_message_id(payload, "parentId"),
+        nonce=_nonce(payload, idempotency_key),
     )
 
 

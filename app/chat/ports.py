@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
-from app.chat.model import ChatMessage, RoomActivity, StoredFile
+from app.chat.model import ChatMessage, Claimed, OutboxRef, PendingChange, Repeated, RoomActivity, StoredFile
 from app.destinations import RoomKind
 from app.errors import BackendError
 
@@ -23,6 +23,7 @@ __all__ = [
     "EventBus",
     "PublishAck",
     "ServiceClient",
+    "Outbox",
 ]
 
 
@@ -33,11 +34,14 @@ class MessageWriter(Protocol):
         """Store a new message under a server-generated id; returns it with ``id`` set."""
         ...
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | BackendError]:
         """Store several new messages at once (group commit), each under a server-generated id.
 
-        Returns one entry per input, in order: the stored message with ``id`` set, or the
-        ``BackendError`` that kept that one message out. One failure does not stop the others.
+        Each is stored durably (the configured write concern) and marked unpublished (the
+        outbox, see :class:`Outbox`). Returns one entry per input, in order: the stored
+        message with ``id`` set; ``Repeated`` when its author already stored a message with
+        the same ``nonce``; or the ``BackendError`` that kept that one message out. One
+        failure does not stop the others.
         """
         ...
 
@@ -155,4 +159,33 @@ class ServiceClient(Protocol):
 
     def post_json(self, url: str, body: Any) -> Any:
         """The decoded JSON body of ``POST url`` with ``body`` as JSON (None for an empty reply)."""
+        ...
+
+
+class Outbox(Protocol):
+    """The transactional outbox: stored events the broker has not acknowledged yet.
+
+    A new message is unpublished from the write that stores it (``MessageWriter.insert_many``).
+    An edit or a delete is recorded as a :class:`PendingChange` before it is made. Once the
+    broker acknowledged an event, ``published`` forgets it.
+    """
+
+    def add_change(self, change: PendingChange) -> PendingChange:
+        """Record an edit or a delete about to be made; returns it with its ``id``."""
+        ...
+
+    def drop_change(self, change_id: str) -> None:
+        """Forget a recorded change that did not happen (the message was not the author's, or gone)."""
+        ...
+
+    def published(self, refs: Sequence[OutboxRef]) -> None:
+        """The broker acknowledged these events."""
+        ...
+
+    def claim_stale(self, older_than: datetime, owner: str, limit: int) -> Claimed:
+        """Take over unpublished events older than ``older_than`` (oldest first); each goes to one claimer."""
+        ...
+
+    def forget_nonces(self, older_than: datetime) -> int:
+        """Let nonces of messages stored before ``older_than`` be used again; how many were forgotten."""
         ...

@@ -9,7 +9,7 @@ Decoding lives in :mod:`app.stomp.parser`. This module imports only the standard
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -163,9 +163,9 @@ def connected(version: str, heart_beat: tuple[int, int], session: str, server: s
     )
 
 
-def receipt(receipt_id: str) -> Frame:
-    """The RECEIPT frame acknowledging a client frame that carried ``receipt``."""
-    return Frame(RECEIPT, (("receipt-id", receipt_id),))
+def receipt(receipt_id: str, extra: Iterable[tuple[str, str]] = ()) -> Frame:
+    """The RECEIPT frame acknowledging a client frame that carried ``receipt``; ``extra`` headers follow."""
+    return Frame(RECEIPT, (("receipt-id", receipt_id), *extra))
 
 
 def _one_line(message: str) -> str:

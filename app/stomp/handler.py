@@ -34,9 +34,13 @@ from app.stomp.parser import negotiate_version
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
-__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED"]
+__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY"]
 
 log = logging.getLogger(__name__)
+
+# The SEND header by which a client makes a retried SEND store nothing new (the domain decides
+# what that means; the transport only hands it over).
+IDEMPOTENCY_KEY = "idempotency-key"
 
 AWAITING_CONNECT = "awaiting-connect"
 CONNECTED = "connected"
@@ -182,7 +186,8 @@ class StompHandler:
         if frame.header("transaction") is not None:
             raise ProtocolError("transactions not supported")
         handler = resolve_send(destination, self._application.send_handlers)
-        pending: Pending | None = self._call_application(handler, self.connection, frame.body)
+        pending: Pending | None = self._call_application(handler, self.connection, frame.body,
+                                                         frame.header(IDEMPOTENCY_KEY))
         if pending is None:
             return Outcome(_receipt_for(frame))
         return Outcome(pending=pending, receipt_id=frame.header("receipt"))

@@ -45,9 +45,9 @@ Deliver = Callable[[tuple[Frame, ...]], None]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    frames: tuple[Frame, ...]  # ready frames, or the RECEIPT owed once ``pending`` succeeded
+    frames: tuple[Frame, ...] = ()  # ready frames (no ``pending``)
     pending: Pending | None = None
-    receipt_id: str | None = None  # what the ERROR carries if ``pending`` fails
+    receipt_id: str | None = None  # what the RECEIPT (or the ERROR) of ``pending`` carries
 
 
 class InflightSends:
@@ -81,8 +81,7 @@ class InflightSends:
 
     def add_pending(self, pending: Pending, receipt_id: str | None) -> None:
         """Owe the reply of a SEND whose handler returned ``pending``: RECEIPT if asked for, or ERROR."""
-        receipt = (f.receipt(receipt_id),) if receipt_id is not None else ()
-        self._add(_Entry(receipt, pending, receipt_id))
+        self._add(_Entry(pending=pending, receipt_id=receipt_id))
 
     def add_ready(self, frames: tuple[Frame, ...]) -> None:
         """Queue frames that are ready now behind everything owed before them."""
@@ -116,14 +115,17 @@ class InflightSends:
 
 
 def _replies(entry: _Entry) -> tuple[Frame, ...]:
-    """What ``entry`` owes: its frames once its Pending (if any) succeeded, else an ERROR."""
+    """What ``entry`` owes: its frames, or its RECEIPT (with the headers the Pending added) once
+    the Pending succeeded, else an ERROR."""
     if entry.pending is None:
         return entry.frames
     try:
-        entry.pending.wait()
+        added = entry.pending.wait()
     except ChatServerError as exc:
         return (f.error(exc.message, receipt_id=entry.receipt_id),)
     except Exception:  # noqa: BLE001 - never put an unknown exception's text on the wire
         log.exception("a SEND failed after its handler returned")
         return (f.error(ChatServerError.wire_message, receipt_id=entry.receipt_id),)
-    return entry.frames
+    if entry.receipt_id is None:
+        return ()
+    return (f.receipt(entry.receipt_id, added.items() if added else ()),)

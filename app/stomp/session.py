@@ -51,7 +51,7 @@ from app.stomp.outbox import GOING_AWAY, NORMAL, POLICY_VIOLATION, PROTOCOL_ERRO
 from app.stomp.parser import FrameParser
 from app.stomp.registry import SubscriptionRegistry
 
-__all__ = ["Session", "SessionHub", "OPEN", "CLOSING", "CLOSED", "CLOSE_GRACE_S"]
+__all__ = ["Session", "SessionHub", "OPEN", "CLOSING", "CLOSED", "CLOSE_GRACE_S", "SHUTDOWN_MESSAGE"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,13 @@ CLOSED = "closed"
 CLOSE_GRACE_S = 5.0
 # Timers wake this much after a deadline, since is_overdue() is strict.
 _TIMER_SLACK_S = 0.005
+# What every client is told when its worker stops (it reconnects, to another worker).
+SHUTDOWN_MESSAGE = "server shutting down"
+# How long a stopping worker gives its sessions to answer the SENDs they took.
+DRAIN_S = 5.0
+# How long a SUBSCRIBE on a worker that just started waits for its fan-out.
+READY_WAIT_S = 10.0
+READY_POLL_S = 0.05
 
 
 @dataclass(eq=False)
@@ -76,6 +83,10 @@ class SessionHub:
     registry: SubscriptionRegistry["Session"]
     node_id: str
     close_grace_s: float = CLOSE_GRACE_S
+    # Whether this process's fan-out is positioned: until then a SUBSCRIBE waits (up to
+    # ready_wait_s), so nothing published after its RECEIPT can be missed.
+    delivering: Callable[[], bool] = lambda: True
+    ready_wait_s: float = READY_WAIT_S
     _live: dict[str, "Session"] = field(default_factory=dict)
 
     def open_session(self, session_id: str, transport: str) -> "Session | None":
@@ -93,10 +104,22 @@ class SessionHub:
     def get(self, session_id: str) -> "Session | None":
         return self._live.get(session_id)
 
-    def close_all(self, message: str = "server shutting down") -> None:
-        """Close every session (worker shutdown): ERROR, then each connection ends."""
-        for session in list(self._live.values()):
-            session.close(f.error(message), code=GOING_AWAY)
+    def drain(self, message: str = SHUTDOWN_MESSAGE, timeout_s: float = DRAIN_S) -> None:
+        """Worker shutdown: every session answers the SENDs it took, then ERROR ``message`` and closes.
+
+        Returns once all have (or after ``timeout_s``); their writers flush meanwhile.
+        """
+        greenlets = [gevent.spawn(session.drain, message) for session in list(self._live.values())]
+        gevent.joinall(greenlets, timeout=timeout_s)
+
+    def wait_delivering(self) -> bool:
+        """Wait (up to ``ready_wait_s``) until the fan-out is positioned; whether it is."""
+        deadline = time.monotonic() + self.ready_wait_s
+        while not self.delivering():
+            if time.monotonic() >= deadline:
+                return False
+            gevent.sleep(READY_POLL_S)
+        return True
 
     def __len__(self) -> int:
         return len(self._live)
@@ -134,6 +157,7 @@ class Session:
         self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
         self._abort_hooks: list[Callable[[], None]] = []
+        self._draining = False
 
     def __repr__(self) -> str:
         return f"<Session {self.session_id} {self.transport} {self.state}>"
@@ -173,14 +197,18 @@ class Session:
 
     def receive_data(self, data: bytes) -> None:
         """Bytes from the client, in order; handles every complete frame they finish."""
-        if self.state != OPEN:
+        if self.state != OPEN or self._draining:
             return
         self.last_received = time.monotonic()
         self._parser.receive_data(data)
         for event in self._parser.events_received():
-            if self.state != OPEN:
+            if self.state != OPEN or self._draining:
                 return
             if isinstance(event, Frame):
+                if event.command == f.SUBSCRIBE and not self._hub.wait_delivering():
+                    self.send_frames((f.error("server not ready, try again",
+                                              receipt_id=event.header("receipt")),))
+                    continue
                 if self._inflight is not None:
                     self._inflight.wait_for_room()  # back-pressure: the client's next frames stay unread
                     if self.state != OPEN:  # the connection ended meanwhile: start nothing new
@@ -268,6 +296,16 @@ class Session:
             log.warning("session %s is a slow consumer (%d frames queued); closing it",
                         self.session_id, len(self.outbox))
             self.close(f.error("slow consumer"), code=POLICY_VIOLATION, discard_backlog=True)
+
+    def drain(self, message: str) -> None:
+        """The worker stops: take no new frame, answer every SEND taken, then ERROR ``message``."""
+        if self.state != OPEN:
+            return
+        self._draining = True
+        while self._inflight:  # the reader may have owed one more while the last drain ran
+            self._inflight.drain()
+            gevent.sleep(0)
+        self.close(f.error(message), code=GOING_AWAY)
 
     def close_undeliverable(self) -> None:
         """Fan-out could not build a frame for one of this session's subscriptions: ERROR, close."""

@@ -1,6 +1,6 @@
 """gevent-websocket glue: the WebSocket read loop, sub-protocol echo, and the gunicorn worker.
 
-The only module that imports ``geventwebsocket``. Owns:
+The only module that imports ``geventwebsocket`` (and gunicorn). Owns:
 
 - :class:`StompWebSocket`: gevent-websocket's ``WebSocket`` with what it lacks for a
   server facing the Internet: a message-size limit checked from each frame header before
@@ -10,7 +10,7 @@ The only module that imports ``geventwebsocket``. Owns:
 - :class:`StompWebSocketHandler` / :class:`StompWebSocketWorker`: the handler echoes the
   best STOMP sub-protocol the client offered (browsers abort the socket otherwise) and
   installs :class:`StompWebSocket`; the worker is gevent-websocket's gunicorn worker with
-  that handler.
+  that handler, and a stop that closes its listeners at once and drains.
 - :func:`serve_websocket`: one connection from upgrade to close: session, the outbox's
   push writer (:class:`PushWriter`: direct sends, and a writer greenlet
   (:func:`drain_websocket`) only while there is a backlog), SockJS idle ticks, read loop,
@@ -29,9 +29,13 @@ from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 import gevent
 from geventwebsocket.exceptions import ProtocolError as WebSocketProtocolError
 from geventwebsocket.exceptions import WebSocketError
+from gevent.pool import Pool
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
+from gunicorn.http.wsgi import base_environ
+from gunicorn.sock import ssl_context
+from gunicorn.workers.ggevent import VERSION as GUNICORN_VERSION
 
 from app.errors import FrameTooLarge, InvalidFrame
 from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
@@ -62,6 +66,9 @@ INVALID_PAYLOAD = 1007
 
 
 READ_BUFFER_BYTES = 256
+# How often a worker looks whether it was told to stop, and tells the arbiter it is alive.
+STOP_CHECK_S = 0.1
+NOTIFY_EVERY_S = 1.0
 
 
 def text_frame(data: bytes) -> bytes:
@@ -263,9 +270,52 @@ class StompWebSocketHandler(WebSocketHandler):
 
 
 class StompWebSocketWorker(GeventWebSocketWorker):
-    """gevent-websocket's gunicorn worker, with :class:`StompWebSocketHandler`."""
+    """gevent-websocket's gunicorn worker, with :class:`StompWebSocketHandler` and a prompt stop.
+
+    gunicorn's gevent worker notices SIGTERM at its next 1 s tick and accepts connections
+    until then, so clients that reconnect at once land on the stopping worker again. This one
+    looks every ``STOP_CHECK_S``, closes its listeners as soon as it is told to stop, starts
+    ``on_stop`` (the chat server's drain, set by gunicorn.conf.py) in a greenlet of its own,
+    and waits up to ``graceful_timeout`` for its connections to end.
+    """
 
     wsgi_handler = StompWebSocketHandler
+    on_stop: Callable[[], None] | None = None
+
+    def run(self) -> None:
+        servers = [self._serve(listener) for listener in self.sockets]
+        notified = 0.0
+        while self.alive:
+            if time.monotonic() - notified >= NOTIFY_EVERY_S:
+                self.notify()
+                notified = time.monotonic()
+            gevent.sleep(STOP_CHECK_S)
+        for server in servers:
+            server.close()  # no new connection from now on
+        if self.on_stop is not None:
+            gevent.spawn(self.on_stop)
+        self._wait_for_connections(servers)
+
+    def _serve(self, listener: Any) -> Any:
+        listener.setblocking(1)
+        environ = base_environ(self.cfg)
+        environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": GUNICORN_VERSION})
+        ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
+        server = self.server_class(listener, application=self.wsgi, spawn=Pool(self.worker_connections),
+                                   log=self.log, handler_class=self.wsgi_handler, environ=environ, **ssl_args)
+        server.start()
+        return server
+
+    def _wait_for_connections(self, servers: list[Any]) -> None:
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while time.monotonic() < deadline:
+            if all(server.pool.free_count() == server.pool.size for server in servers):
+                return
+            self.notify()
+            gevent.sleep(STOP_CHECK_S)
+        self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+        for server in servers:
+            server.stop(timeout=1)
 
 
 class PushWriter:

@@ -1,8 +1,8 @@
-"""``MessageWriter`` (+ ``remove``/``restore``): ``MemoryMessageStore`` against
-``MongoMessageWriter`` on the MongoDB-wire server.
+"""``MessageWriter``: ``MemoryMessageStore`` against ``MongoMessageWriter`` on the MongoDB-wire
+server.
 
 The cases are what the unit tests rely on the fake for: server-made ids, stored messages read
-back equal, author-only edit and delete, and the undo operations of a failed publish.
+back equal, author-only edit and delete, and a repeated nonce answered with the original.
 Times are whole milliseconds, the precision MongoDB keeps.
 """
 
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app.chat.model import ChatMessage
+from app.chat.model import ChatMessage, Repeated
 from tests.fakes import MemoryMessageStore
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123000)
@@ -90,28 +90,23 @@ class MessageWriterContract:
         assert store.delete("direct", stored.id, OTHER) is None
         assert store.get("direct", stored.id) == stored
 
-    def test_remove_undoes_an_insert_and_a_second_remove_changes_nothing(self, store):
-        stored = store.insert(message())
-        store.remove("direct", stored.id)
-        assert store.get("direct", stored.id) is None
-        store.remove("direct", stored.id)
-        store.remove("direct", "not-an-id")
+    def test_a_repeated_nonce_of_the_same_author_is_the_original_message(self, store):
+        first, = store.insert_many([message("first", nonce="n-1")])
+        again, other_author, other_nonce = store.insert_many(
+            [message("again", nonce="n-1"), message("b", user_id=OTHER, nonce="n-1"), message("c", nonce="n-2")])
+        assert isinstance(again, Repeated) and again.original == first
+        assert isinstance(other_author, ChatMessage) and isinstance(other_nonce, ChatMessage)
+        assert store.get("direct", first.id).nonce == "n-1"
 
-    def test_restore_puts_back_a_deleted_message_under_its_id(self, store):
-        stored = store.insert(message())
-        store.delete("direct", stored.id, AUTHOR)
-        store.restore(stored)
-        assert store.get("direct", stored.id) == stored
+    def test_the_same_nonce_twice_in_one_batch_stores_one_message(self, store):
+        results = store.insert_many([message("a", nonce="n"), message("b", nonce="n")])
+        stored = [r for r in results if isinstance(r, ChatMessage)]
+        repeated = [r for r in results if isinstance(r, Repeated)]
+        assert len(stored) == 1 and len(repeated) == 1 and repeated[0].original == stored[0]
 
-    def test_restore_undoes_an_edit(self, store):
-        stored = store.insert(message("v1"))
-        store.edit("direct", stored.id, AUTHOR, "v2", T0 + timedelta(minutes=1))
-        store.restore(stored)
-        assert store.get("direct", stored.id) == stored
-
-    def test_restore_needs_the_stored_id(self, store):
-        with pytest.raises(ValueError):
-            store.restore(message())
+    def test_messages_without_a_nonce_never_collide(self, store):
+        results = store.insert_many([message("a"), message("b")])
+        assert all(isinstance(r, ChatMessage) for r in results)
 
 
 class TestFakeMessageStore(MessageWriterContract):

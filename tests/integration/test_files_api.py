@@ -1,5 +1,6 @@
 """File messages over HTTP against real MongoDB (GridFS) and Redis: upload, limits, the
-file push, rollback when publishing fails, and the authorised download (W-17, W-3)."""
+file push (published by the outbox relay, also after the broker was away), rollback when the
+message cannot be stored, and the authorised download (W-17, W-3)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,11 @@ def dm_form(room_id: int, *, image: Any = "default", thumbnail: Any = None, **fi
 
 
 def upload(api: ChatApi, user: int, form: dict[str, Any], path: str = "/chat-server/file") -> Any:
-    return api.client.post(path, data=form, headers=api.auth(user), content_type="multipart/form-data")
+    """POST the form; once answered, wait for the relay to publish what was stored (broker up)."""
+    response = api.client.post(path, data=form, headers=api.auth(user), content_type="multipart/form-data")
+    if not api.bus.fail:
+        api.delivered()
+    return response
 
 
 def nothing_stored(api: ChatApi) -> bool:
@@ -208,12 +213,17 @@ def test_an_upload_without_token_is_401(api, room):
     assert nothing_stored(api)
 
 
-def test_a_failed_publish_removes_what_was_stored_and_is_503(api, room):
+def test_while_the_broker_is_down_an_upload_is_stored_answered_and_published_later(api, room):
     room_id, alice, _ = room
     api.bus.fail = True
     response = upload(api, alice, dm_form(room_id, thumbnail=(io.BytesIO(THUMB), "t.png", "image/png")))
-    assert response.status_code == 503 and response.get_json()["isSuccess"] is False
-    assert nothing_stored(api)
+    assert response.status_code == 200, response.get_json()
+    message_id = response.get_json()["result"]["id"]
+    assert api.db.directMessage.count_documents({}) == 1 and api.bus.published == []
+    api.bus.fail = False
+    api.delivered()
+    [(topic, _, value)] = api.bus.published
+    assert topic == TOPICS["file"] and json.loads(value)["id"] == message_id
 
 
 def test_a_failed_message_insert_removes_the_files_and_is_503(api, room):
@@ -271,7 +281,7 @@ def test_names_come_from_the_auth_service_when_it_knows_the_user(embedded):
             chat.close()
 
 
-def test_the_real_message_writer_stores_and_undoes_file_messages(embedded):
+def test_the_real_message_writer_stores_file_messages_and_never_undoes_them(embedded):
     from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 
     settings = make_settings(embedded, upload_max_bytes=LIMIT)
@@ -283,9 +293,13 @@ def test_the_real_message_writer_stores_and_undoes_file_messages(embedded):
         result = upload(chat, alice, dm_form(room_id)).get_json()["result"]
         assert chat.db.directMessage.find_one({})["content"] == result["url"]
         chat.bus.fail = True
-        assert upload(chat, alice, dm_form(room_id)).status_code == 503
-        assert chat.db.directMessage.count_documents({}) == 1
-        assert chat.db["uploads.files"].count_documents({}) == 1
+        assert upload(chat, alice, dm_form(room_id)).status_code == 200
+        assert chat.db.directMessage.count_documents({}) == 2
+        assert chat.db.directMessage.count_documents({"pub": {"$exists": True}}) == 1  # the second waits
+        assert chat.db["uploads.files"].count_documents({}) == 2
+        chat.bus.fail = False
+        chat.delivered()
+        assert chat.db.directMessage.count_documents({"pub": {"$exists": True}}) == 0
     finally:
         chat.close()
         connection.close()

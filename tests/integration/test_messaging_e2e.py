@@ -75,10 +75,9 @@ class Node:
         return connection
 
     def send(self, connection, destination, **payload):
-        """As the transport does it: the handler, then its Pending (if any) to the end."""
+        """As the transport does it: the handler, then its Pending (if any) to the end; the RECEIPT's headers."""
         pending = self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
-        if pending is not None:
-            pending.wait()
+        return pending.wait() if pending is not None else None
 
     def pushes(self, destination):
         return [json.loads(body) for dest, body in self.delivery.delivered if dest == destination]
@@ -299,17 +298,20 @@ def test_service_endpoints_publish_voice_exits(nodes, world, stack_settings):
                 lambda body: body == {"type": "disconnect", "userId": str(world.bob)})
 
 
-def test_publish_failure_leaves_nothing_stored(stack_settings, world, db):
-    """With the broker unreachable, the SEND fails and the stored message is removed again."""
+def test_with_the_broker_unreachable_a_send_is_stored_acknowledged_and_waits_in_the_outbox(stack_settings, world, db):
+    """No broker: the SEND is still stored durably and acknowledged, and waits to be published."""
     from app.embedded import free_port
     settings = Settings.from_env({}, **{**_fields(stack_settings), "node_id": "node-dead-kafka",
                                         "kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
                                         "kafka_send_timeout_s": 0.5})
     node = Node(settings)
     try:
-        with pytest.raises(BackendUnavailable):
-            node.send(node.connect(world.alice), "send-direct-message", channelId=world.room, content="lost?")
-        assert db.directMessage.count_documents({"channelId": world.room}) == 0
+        receipt = node.send(node.connect(world.alice), "send-direct-message", channelId=world.room,
+                            content="kept while the broker is away")
+        stored = db.directMessage.find_one({"channelId": world.room, "content": "kept while the broker is away"})
+        assert stored is not None and receipt == {"message-id": str(stored["_id"])}
+        assert "pub" in stored  # not published yet
+        assert node.domain.info["outbox_backlog"]() == 1
     finally:
         node.domain.stop()
 

@@ -1,15 +1,16 @@
 """The MongoDB message writer against the real MongoDB-wire server, and the room summaries it
-keeps on every write path (insert, insert_many, delete, remove, restore, edit)."""
+keeps on every write path (insert, insert_many, delete, edit), the write concern, the
+unpublished mark and the nonce index."""
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import MongoClient, monitoring
 
-from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_messages import WRITE_CONCERNS, MongoConnection, MongoMessageWriter
 from app.backends.mongo_schema import ensure_indexes
 from app.chat.model import ChatMessage
 
@@ -69,18 +70,6 @@ def test_delete_is_for_the_author_only(writer):
     assert writer.delete("direct", stored.id, 66) is None
     assert writer.delete("direct", stored.id, 5) == stored
     assert writer.get("direct", stored.id) is None
-
-
-def test_restore_and_remove_undo_changes(writer):
-    stored = writer.insert(message())
-    writer.edit("channel", stored.id, 5, "changed", T1)
-    writer.restore(stored)
-    assert writer.get("channel", stored.id) == stored
-    writer.delete("channel", stored.id, 5)
-    writer.restore(stored)
-    assert writer.get("channel", stored.id) == stored
-    writer.remove("channel", stored.id)
-    assert writer.get("channel", stored.id) is None
 
 
 def test_reply_fields_round_trip(writer):
@@ -173,6 +162,10 @@ class ListenedConnection:
     def __init__(self, settings, listener) -> None:
         self.client = MongoClient(settings.mongo_url, event_listeners=[listener])
         self.db = self.client[settings.mongo_db]
+        self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
+
+    def durable(self, name):
+        return self.db.get_collection(name, write_concern=self._write_concern)
 
     def ensure_indexes(self) -> None:
         ensure_indexes(self.db)
@@ -215,22 +208,50 @@ def test_deleting_an_older_message_keeps_latest(writer, mongo):
     assert summary(mongo) == (1, {5: 1}, T1, T0)
 
 
-def test_undo_paths_keep_the_summary_exact(writer, mongo):
-    kept = writer.insert(message(created_at=T0))
-    stored = writer.insert(message(user_id=6, created_at=T1))
-    writer.remove("channel", stored.id)  # a failed publish of a new message
-    writer.remove("channel", stored.id)  # already gone: not counted out twice
-    assert summary(mongo) == (1, {5: 1}, T0, T0)
-    removed = writer.delete("channel", kept.id, 5)
-    writer.restore(removed)  # a failed publish of a delete
-    assert summary(mongo) == (1, {5: 1}, T0, T0)
-    writer.edit("channel", kept.id, 5, "changed", T1)
-    writer.restore(kept)  # a failed publish of an edit: replaced, still one message
-    assert summary(mongo) == (1, {5: 1}, T0, T0)
-
-
 def test_a_room_without_a_summary_does_not_get_one_from_a_delete(writer, mongo):
     doc = {"channelId": Int64(12), "userId": Int64(5), "content": "from before summaries", "localDateTime": T0}
     oid = mongo.db.channelMessage.insert_one(doc).inserted_id
     assert writer.delete("channel", str(oid), 5) is not None
     assert summary(mongo) is None  # not a summary claiming -1 messages
+
+
+# -- durability, the outbox mark and the nonce index (issue 12) -------------------------------
+
+
+@pytest.mark.parametrize("concern, expected", [("journaled", {"w": 1, "j": True}),
+                                               ("majority", {"w": "majority", "j": True})])
+def test_message_writes_wait_for_the_configured_write_concern(settings, concern, expected):
+    """What a RECEIPT promises rests on this: inserts, edits and deletes ask for the journal."""
+    from dataclasses import replace as replace_settings
+
+    from tests.support.mongo_commands import CommandLog
+
+    log = CommandLog()
+    connection = ListenedConnection(replace_settings(settings, mongo_write_concern=concern), log)
+    try:
+        connection.ensure_indexes()
+        writer = MongoMessageWriter(connection)
+        log.clear()
+        stored, = writer.insert_many([message()])
+        writer.edit("channel", stored.id, 5, "v2", T1)
+        writer.delete("channel", stored.id, 5)
+        writes = log.named("insert") + log.named("findAndModify")
+        assert len(writes) >= 3
+        concerns = [(doc.get("insert") or doc.get("findAndModify"), doc.get("writeConcern")) for doc in writes]
+        assert all(concern == expected for collection, concern in concerns if collection == "channelMessage"), concerns
+    finally:
+        connection.client.drop_database(settings.mongo_db)
+        connection.client.close()
+
+
+def test_insert_many_marks_each_new_message_unpublished(writer, mongo):
+    before = datetime.utcnow() - timedelta(seconds=1)
+    stored, = writer.insert_many([message()])
+    doc = mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})
+    assert doc["pub"] >= before.replace(microsecond=0) and "pubBy" not in doc
+
+
+def test_a_seeded_message_is_not_in_the_outbox(writer, mongo):
+    stored = writer.insert(message())
+    assert "pub" not in mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})
+

@@ -34,7 +34,7 @@ class DeferringApplication(RecordingApplication):
     def send_handlers(self):
         return {**super().send_handlers, "/kafka/defer": self._defer}
 
-    def _defer(self, connection, body):
+    def _defer(self, connection, body, key=None):
         pending = Deferred(body.decode(), timeout=WAIT)
         self.started.append(pending)
         return pending

@@ -304,7 +304,7 @@ class RecordingApplication:
     disconnections: list[ClientConnection] = field(default_factory=list)
 
     @property
-    def send_handlers(self) -> dict[str, Callable[[ClientConnection, bytes], None]]:
+    def send_handlers(self) -> dict[str, Callable[[ClientConnection, bytes, str | None], None]]:
         return {
             "/kafka/echo": self._echo,
             "/kafka/publish": self._publish,
@@ -313,20 +313,20 @@ class RecordingApplication:
             "/kafka/sleep": self._sleep,
         }
 
-    def _echo(self, connection: ClientConnection, body: bytes) -> None:
+    def _echo(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         self.received.append((connection.user_id, body))
 
-    def _publish(self, connection: ClientConnection, body: bytes) -> None:
+    def _publish(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         event = json.loads(body)
         self.delivery.deliver(event["destination"], event["body"].encode("utf-8"))
 
-    def _refuse(self, connection: ClientConnection, body: bytes) -> None:
+    def _refuse(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         raise BadRequest("refused by the application")
 
-    def _crash(self, connection: ClientConnection, body: bytes) -> None:
+    def _crash(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         raise RuntimeError("internal detail that must not leak")
 
-    def _sleep(self, connection: ClientConnection, body: bytes) -> None:
+    def _sleep(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         gevent.sleep(float(body or b"0.2"))
         self.received.append((connection.user_id, b"slept"))
 

@@ -28,6 +28,8 @@ from pymongo import MongoClient
 from app.auth import TokenVerifier, mint_token
 from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
+from app.backends.mongo_messages import MongoConnection
+from app.backends.mongo_outbox import MongoOutbox
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
 from app.backends.redis_cache import RedisMembershipCache
 from app.chat.access import Access
@@ -36,6 +38,7 @@ from app.chat.http import create_blueprint
 from app.chat.membership import Membership
 from app.chat.model import ChatMessage
 from app.chat.profiles import Profiles
+from app.chat.relay import Relay
 from app.destinations import RoomKind
 from app.errors import BackendError, BackendUnavailable
 from app.http_envelope import register_error_handlers
@@ -75,16 +78,16 @@ class DocumentWriter:
         return message.with_id(str(result.inserted_id))
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
+        """Each message stored and marked unpublished, as the real writer does."""
         results: list[ChatMessage | BackendError] = []
         for message in messages:
-            try:
-                results.append(self.insert(message))
-            except BackendError as exc:
-                results.append(exc)
+            if self.fail_insert:
+                results.append(BackendUnavailable("database unavailable"))
+                continue
+            document = {**to_document(message), "pub": datetime.utcnow()}
+            result = self.db[COLLECTIONS[message.kind]].insert_one(document)
+            results.append(message.with_id(str(result.inserted_id)))
         return results
-
-    def remove(self, kind: RoomKind, message_id: str) -> None:
-        self.db[COLLECTIONS[kind]].delete_one({"_id": ObjectId(message_id)})
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         doc = self.db[COLLECTIONS[kind]].find_one({"_id": object_id(message_id)})
@@ -178,9 +181,13 @@ class ChatApi:
         self.read_side = MongoReadSide(self.db)
         self.writer = writer if writer is not None else DocumentWriter(self.db)
         self.bus = RecordingBus()
-        messaging = Messaging(store=self.writer, bus=self.bus, access=Access(self.membership),
-                              authors=Authors(self.profiles), observer=NoNotifications(),
-                              typing_interval_s=settings.typing_interval_s)
+        self.connection = MongoConnection(settings)
+        outbox = MongoOutbox(self.connection)
+        self.relay = Relay(bus=self.bus, outbox=outbox, messages=self.writer, max_backlog=settings.outbox_max_backlog,
+                           stale_s=settings.outbox_stale_s, retention_s=settings.idempotency_retention_s)
+        messaging = Messaging(store=self.writer, outbox=outbox, relay=self.relay, bus=self.bus,
+                              access=Access(self.membership), authors=Authors(self.profiles),
+                              observer=NoNotifications(), typing_interval_s=settings.typing_interval_s)
         app = Flask(__name__)
         register_error_handlers(app)
         app.register_blueprint(create_blueprint(
@@ -192,9 +199,14 @@ class ChatApi:
     def auth(self, user_id: int, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.settings.jwt_secret, user_id)}", **headers}
 
+    def delivered(self, timeout_s: float = 5.0) -> None:
+        """Wait until the relay published every stored message (the broker must be up)."""
+        assert self.relay.flush(timeout_s), f"{self.relay.backlog} messages still unpublished"
+
     def close(self) -> None:
         self.mongo.drop_database(self.settings.mongo_db)
         self.mongo.close()
+        self.connection.close()
         self.cache.close()
 
 

@@ -21,14 +21,15 @@ class Deferred:
         self._result: AsyncResult = AsyncResult()
         self.collected = Event()
 
-    def succeed(self) -> None:
-        self._result.set(None)
+    def succeed(self, receipt_headers: dict[str, str] | None = None) -> None:
+        """Finish it; ``receipt_headers`` are what ``wait()`` returns (the RECEIPT's added headers)."""
+        self._result.set(receipt_headers)
 
     def fail(self, exc: BaseException) -> None:
         self._result.set_exception(exc)
 
-    def wait(self) -> None:
+    def wait(self) -> dict[str, str] | None:
         try:
-            self._result.get(timeout=self._timeout)
+            return self._result.get(timeout=self._timeout)  # type: ignore[no-any-return]
         finally:
             self.collected.set()

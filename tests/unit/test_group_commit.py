@@ -1,6 +1,8 @@
 """GroupCommit (app/chat/group_commit.py): rounds form while the store is busy, order is kept,
-and every sender hears its own outcome. In-memory store; no timing is asserted."""
+every sender hears its own outcome, and a repeated nonce is answered with the original message
+without being handed on again. In-memory store; no timing is asserted."""
 
+from dataclasses import replace
 from datetime import datetime
 
 import gevent
@@ -48,22 +50,27 @@ def test_messages_submitted_while_a_round_is_in_the_database_form_the_next_round
 def test_a_round_never_exceeds_max_batch():
     store = MemoryMessageStore()
     commit = GroupCommit(store, max_batch=4)
-    submitted = [commit.submit(message(str(n)), lambda m: m.id) for n in range(10)]
-    ids = [s.wait() for s in submitted]
+    submitted = [commit.submit(message(str(n)), lambda m: None) for n in range(10)]
+    ids = [s.wait().id for s in submitted]
     assert store.batches == [4, 4, 2] and len(set(ids)) == 10
 
 
-def test_wait_returns_what_publish_returned_and_raises_what_it_raised():
+def test_wait_returns_the_stored_message_even_if_the_after_store_step_fails():
     commit = GroupCommit(MemoryMessageStore())
-    ok = commit.submit(message("ok"), lambda m: ("published", m.content))
 
     def refuse(stored):
-        raise LookupError("broker said no")
+        raise LookupError("relay said no")
 
-    bad = commit.submit(message("bad"), refuse)
-    assert ok.wait() == ("published", "ok")
-    with pytest.raises(LookupError):
-        bad.wait()
+    stored = commit.submit(message("kept"), refuse).wait()
+    assert stored.content == "kept" and stored.id  # stored is stored: the relay's sweep publishes it
+
+
+def test_a_repeated_nonce_answers_the_original_and_is_not_handed_on_again():
+    store, handed_on = MemoryMessageStore(), []
+    commit = GroupCommit(store)
+    first = commit.submit(replace(message("a"), nonce="n"), handed_on.append).wait()
+    again = commit.submit(replace(message("a, retried"), nonce="n"), handed_on.append).wait()
+    assert again == first and handed_on == [first]
 
 
 def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_still_runs():
@@ -81,7 +88,7 @@ def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_
     for submitted in lost:
         with pytest.raises(BackendError):
             submitted.wait()
-    assert commit.submit(message("later"), lambda m: m.content).wait() == "later"
+    assert commit.submit(message("later"), lambda m: None).wait().content == "later"
 
 
 def test_a_dead_store_reports_its_error_to_each_sender_and_publishes_nothing():

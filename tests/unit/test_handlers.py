@@ -1,5 +1,6 @@
-"""The chat application with in-memory backends: authorization, store-then-publish, extras,
-presence hooks and notifications."""
+"""The chat application with in-memory backends: authorization, store then publish through the
+outbox relay (acknowledged once stored; published when the broker takes it; never undone),
+idempotent SENDs, extras, presence hooks and notifications."""
 
 import json
 from datetime import datetime, timedelta
@@ -13,15 +14,18 @@ from app.chat.application import DESTINATIONS, ChatService
 from app.chat.handlers import Authors, Messaging
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow
+from app.chat.relay import Relay
 from app.contracts import ClientConnection
-from app.errors import BackendUnavailable, BadRequest, Forbidden, NotFound
+from app.errors import BackendUnavailable, BacklogFull, BadRequest, Forbidden, NotFound
 from app.settings import Settings
-from tests.fakes import (MemoryMembership, MemoryMessageStore, MemoryPresence, MemoryProfiles, MemoryReadMarkers,
-                         Profile, RecordingEventBus, RecordingHttp)
+from tests.conftest import MS
+from tests.fakes import (MemoryMembership, MemoryMessageStore, MemoryOutbox, MemoryPresence, MemoryProfiles,
+                         MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
 
 ALICE, BOB, EVE = 5, 9, 66
 ROOM, COMMUNITY, CHANNEL, OTHER_CHANNEL, VOICE = 17, 3, 12, 40, 77
 T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
+WAIT = 5000 * MS
 
 
 class Clock:
@@ -35,7 +39,7 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, *, profiles=None, notification_url="", store=None):
+    def __init__(self, *, profiles=None, notification_url="", store=None, max_backlog=100):
         self.settings = Settings.from_env({}, typing_interval_s=3.0, message_max_chars=100,
                                           notification_service_url=notification_url)
         self.clock = Clock()
@@ -51,9 +55,13 @@ class Harness:
         access = Access(self.membership)
         self.notifier = Notifier(self.settings, http=self.http, presence=self.presence,
                                  membership=self.membership)
-        self.messaging = Messaging(store=self.store, bus=self.bus, access=access, authors=Authors(profiles),
-                                   observer=self.notifier, typing_interval_s=3.0,
-                                   now=lambda: self.clock.now, monotonic=lambda: self.clock.mono)
+        self.outbox = MemoryOutbox(self.store)
+        self.relay = Relay(bus=self.bus, outbox=self.outbox, messages=self.store, max_backlog=max_backlog,
+                           stale_s=15, retention_s=86400, sweep_interval_s=0.01)
+        self.messaging = Messaging(store=self.store, outbox=self.outbox, relay=self.relay, bus=self.bus,
+                                   access=access, authors=Authors(profiles), observer=self.notifier,
+                                   typing_interval_s=3.0, now=lambda: self.clock.now,
+                                   monotonic=lambda: self.clock.mono)
         self.flow = PresenceFlow(presence=self.presence, bus=self.bus, membership=self.membership,
                                  read_markers=self.markers, access=access, node_id=lambda: "node-1",
                                  now=lambda: self.clock.now)
@@ -66,15 +74,23 @@ class Harness:
         return ClientConnection(session_id=f"s{self._sessions}", principal=Principal(user_id, f"u{user_id}@x"),
                                 node_id="node", transport="websocket")
 
-    def send(self, connection, destination, **payload):
-        """SEND as the transport does it: the handler, then its Pending (if any) to the end."""
-        pending = self.start(connection, destination, **payload)
-        if pending is not None:
-            pending.wait()
+    def send(self, connection, destination, idempotency_key=None, **payload):
+        """SEND as the transport does it: the handler, then its Pending (if any) to the end, then
+        (while the broker is up) until the relay published what was stored. The RECEIPT's headers."""
+        pending = self.start(connection, destination, idempotency_key, **payload)
+        headers = pending.wait() if pending is not None else None
+        self.delivered()
+        return headers
 
-    def start(self, connection, destination, **payload):
+    def start(self, connection, destination, idempotency_key=None, **payload):
         """Only the handler: returns its Pending (or None)."""
-        return self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode())
+        return self.app.send_handlers[f"/kafka/{destination}"](connection, json.dumps(payload).encode(),
+                                                               idempotency_key)
+
+    def delivered(self):
+        """Wait for the relay to publish everything stored, unless the broker is down."""
+        if not self.bus.fail:
+            assert self.relay.flush(WAIT)
 
     def published(self, topic_name):
         return [json.loads(r.value) for r in self.bus.on(TOPICS[topic_name])]
@@ -115,6 +131,37 @@ class TestSendMessage:
         (record,) = h.bus.on(TOPICS["direct"])
         assert record.key == str(ROOM)
         assert json.loads(record.value)["id"] == stored.id
+
+    @pytest.mark.parametrize("how", ["nonce", "header"])
+    def test_a_repeated_idempotency_key_stores_nothing_new_and_answers_the_original(self, h, alice, how):
+        def send(content):
+            if how == "header":
+                return h.send(alice, "send-direct-message", "key-1", channelId=ROOM, content=content)
+            return h.send(alice, "send-direct-message", channelId=ROOM, content=content, nonce="key-1")
+
+        first = send("hi")
+        again = send("hi, retried")
+        assert first == again == {"message-id": the_message(h).id}
+        assert [r["content"] for r in h.published("direct")] == ["hi"]
+
+    def test_the_same_key_from_another_author_is_another_message(self, h, alice, bob):
+        h.send(alice, "send-direct-message", channelId=ROOM, content="a", nonce=7)
+        h.send(bob, "send-direct-message", channelId=ROOM, content="b", nonce=7)
+        assert sorted(m.content for m in h.store.messages.values()) == ["a", "b"]
+
+    def test_a_reply_takes_a_key_too(self, h, alice):
+        parent = h.store.insert(the_message_template())
+        first = h.send(alice, "send-direct-reply", channelId=ROOM, content="r", parentId=parent.id, nonce="k")
+        again = h.send(alice, "send-direct-reply", channelId=ROOM, content="r", parentId=parent.id, nonce="k")
+        assert first == again and len(h.published("direct_etc")) == 1
+
+    @pytest.mark.parametrize("nonce, error", [("", "nonce: must be a non-empty string"),
+                                              ("x" * 65, "nonce: longer than 64 characters"),
+                                              ([1], "nonce: must be a non-empty string")])
+    def test_a_bad_key_is_refused_naming_it(self, h, alice, nonce, error):
+        with pytest.raises(BadRequest) as refused:
+            h.send(alice, "send-direct-message", channelId=ROOM, content="hi", nonce=nonce)
+        assert refused.value.message == error and h.store.messages == {}
 
     def test_forged_user_id_and_client_id_are_ignored(self, h, alice):
         existing = h.store.insert(the_message_template())
@@ -162,11 +209,16 @@ class TestSendMessage:
         with pytest.raises(NotFound):  # a community that does not list the channel is not believed
             h.send(alice, "send-channel-message", channelId=78, communityId=COMMUNITY, content="hey")
 
-    def test_failed_publish_removes_the_stored_message_and_raises(self, h, alice):
+    def test_while_the_broker_is_down_a_send_is_stored_acknowledged_and_published_later(self, h, alice):
         h.bus.fail = True
-        with pytest.raises(BackendUnavailable):
-            h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
-        assert h.store.messages == {}
+        receipt = h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
+        stored = the_message(h)
+        assert receipt == {"message-id": stored.id} and h.bus.records == []
+        assert h.relay.backlog == 1 and ("direct", stored.id) in h.store.unpublished
+        h.bus.fail = False
+        h.delivered()
+        assert [r["id"] for r in h.published("direct")] == [stored.id]
+        assert h.store.unpublished == {}
 
     def test_failed_store_publishes_nothing(self, h, alice):
         h.store.fail = True
@@ -188,7 +240,9 @@ class TestPipelinedSends:
         assert pending is not None
         assert len(h.store.messages) == before and h.bus.records == []  # the reader did not wait for either
         pending.wait()
-        assert len(h.store.messages) == before + 1 and len(h.bus.records) == 1
+        assert len(h.store.messages) == before + 1
+        h.delivered()
+        assert len(h.bus.records) == 1
 
     def test_sends_queued_together_are_stored_in_one_round_and_published_in_order(self, h, alice, bob):
         first = h.start(alice, "send-direct-message", channelId=ROOM, content="a1")
@@ -196,6 +250,7 @@ class TestPipelinedSends:
                               for who, text in ((bob, "b1"), (alice, "a2"), (bob, "b2"))]
         for pending in pendings:
             pending.wait()
+        h.delivered()
         assert h.store.batches == [4]
         assert [r["content"] for r in h.published("direct")] == ["a1", "b1", "a2", "b2"]
 
@@ -208,17 +263,15 @@ class TestPipelinedSends:
         with pytest.raises(BackendUnavailable):
             pendings[1].wait()
         pendings[2].wait()
+        h.delivered()
         assert sorted(m.content for m in h.store.messages.values()) == ["ok1", "ok2"]
         assert [r["content"] for r in h.published("direct")] == ["ok1", "ok2"]
 
-    def test_a_failed_ack_undoes_the_store_in_the_wait(self, h, alice):
-        h.bus.fail = True
-        pending = h.start(alice, "send-direct-message", channelId=ROOM, content="hi")
-        with pytest.raises(BackendUnavailable):
-            pending.wait()
-        assert h.store.messages == {} and h.store.batches == [1]  # it was stored, then removed
+    def test_the_receipt_carries_the_stored_message_id(self, h, alice):
+        receipt = h.send(alice, "send-direct-message", channelId=ROOM, content="hi")
+        assert receipt == {"message-id": the_message(h).id}
 
-    def test_notification_waits_for_the_ack(self, h, alice, monkeypatch):
+    def test_notification_comes_once_stored(self, h, alice, monkeypatch):
         notified = []
         monkeypatch.setattr(h.notifier, "message_stored", notified.append)
         pending = h.start(alice, "send-direct-message", channelId=ROOM, content="hi")
@@ -227,14 +280,26 @@ class TestPipelinedSends:
         assert [m.content for m in notified] == ["hi"]
 
     def test_modify_and_delete_finish_before_returning(self, h, alice):
-        # Their undo writes back a whole earlier version: another change of the same message
-        # must not be in flight behind them, so they do not pipeline.
         h.send(alice, "send-direct-message", channelId=ROOM, content="v1")
         posted = the_message(h)
         assert h.start(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2") is None
+        h.delivered()
         assert h.store.get("direct", posted.id).content == "v2" and len(h.published("direct_etc")) == 1
         assert h.start(alice, "send-direct-delete", channelId=ROOM, id=posted.id) is None
         assert h.store.messages == {}
+
+    def test_a_full_backlog_refuses_messages_edits_and_deletes_before_storing(self):
+        h = Harness(max_backlog=1)
+        alice = h.connection(ALICE)
+        h.bus.fail = True
+        h.send(alice, "send-direct-message", channelId=ROOM, content="v1")
+        posted = the_message(h)
+        for destination, payload in (("send-direct-message", {"content": "v2"}),
+                                     ("send-direct-modify", {"id": posted.id, "content": "v2"}),
+                                     ("send-direct-delete", {"id": posted.id})):
+            with pytest.raises(BacklogFull):
+                h.send(alice, destination, channelId=ROOM, **payload)
+        assert list(h.store.messages.values()) == [posted] and h.outbox.changes == {}
 
     def test_typing_returns_the_ack_or_none_when_rate_limited(self, h, alice):
         assert h.start(alice, "send-direct-typing", channelId=ROOM, content="Alice") is not None
@@ -314,11 +379,21 @@ class TestModifyDelete:
             h.send(bob, "send-direct-modify", channelId=ROOM, id=posted.id, content="hacked", userId=ALICE)
         assert h.store.get("direct", posted.id).content == "v1" and h.published("direct_etc") == []
 
-    def test_failed_publish_restores_the_original_content(self, h, alice, posted):
+    def test_an_edit_made_while_the_broker_is_down_is_kept_and_published_later(self, h, alice, posted):
         h.bus.fail = True
-        with pytest.raises(BackendUnavailable):
+        h.send(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2")
+        assert h.store.get("direct", posted.id).content == "v2" and len(h.outbox.changes) == 1
+        h.bus.fail = False
+        h.delivered()
+        assert [r["content"] for r in h.published("direct_etc")] == ["v2"] and h.outbox.changes == {}
+
+    def test_an_edit_of_a_message_gone_meanwhile_records_nothing(self, h, alice, posted):
+        h.store.delete("direct", posted.id, ALICE)
+        h.store.messages[("direct", posted.id)] = posted  # the read still finds it ...
+        h.store.edit = lambda *args: None  # ... but the edit does not
+        with pytest.raises(NotFound):
             h.send(alice, "send-direct-modify", channelId=ROOM, id=posted.id, content="v2")
-        assert h.store.get("direct", posted.id) == posted
+        assert h.outbox.changes == {} and h.published("direct_etc") == []
 
     def test_author_deletes(self, h, alice, posted):
         h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
@@ -330,11 +405,13 @@ class TestModifyDelete:
             h.send(bob, "send-direct-delete", channelId=ROOM, id=posted.id, userId=ALICE)
         assert h.store.get("direct", posted.id) == posted
 
-    def test_failed_publish_restores_the_deleted_message(self, h, alice, posted):
+    def test_a_delete_made_while_the_broker_is_down_is_kept_and_published_later(self, h, alice, posted):
         h.bus.fail = True
-        with pytest.raises(BackendUnavailable):
-            h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
-        assert h.store.get("direct", posted.id) == posted
+        h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
+        assert h.store.get("direct", posted.id) is None
+        h.bus.fail = False
+        h.delivered()
+        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM}]
 
     def test_unknown_or_foreign_room_message_is_not_found(self, h, alice, posted):
         with pytest.raises(NotFound):
@@ -531,6 +608,7 @@ class TestFileMessages:
         h = Harness(notification_url="http://notify")
         stored = h.messaging.post_file(self.file_message())
         assert h.store.messages[("direct", stored.id)] == stored and h.store.batches == [1]
+        h.delivered()
         [record] = h.bus.records
         assert (record.topic, record.key) == (TOPICS["file"], str(ROOM))
         assert json.loads(record.value) == {
@@ -540,11 +618,13 @@ class TestFileMessages:
         h.notifier.join(timeout=5)
         assert h.http.posts == []
 
-    def test_a_failed_publish_removes_the_message_and_raises(self, h):
+    def test_while_the_broker_is_down_the_file_message_is_stored_and_published_later(self, h):
         h.bus.fail = True
-        with pytest.raises(BackendUnavailable):
-            h.messaging.post_file(self.file_message())
-        assert h.store.messages == {}
+        stored = h.messaging.post_file(self.file_message())
+        assert h.store.messages[("direct", stored.id)] == stored and h.bus.records == []
+        h.bus.fail = False
+        h.delivered()
+        assert [json.loads(r.value)["id"] for r in h.bus.on(TOPICS["file"])] == [stored.id]
 
     def test_a_failed_store_raises_and_publishes_nothing(self, h):
         h.store.fail = True

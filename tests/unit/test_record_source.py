@@ -31,6 +31,10 @@ class FakeConsumer:
         self.partitions = partitions
         self.assigned: list[TopicPartition] = []
         self.from_beginning: set[TopicPartition] = set()
+        self.to_end: set[TopicPartition] = set()
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.positions: dict[TopicPartition, int] = {}
+        self.ends: dict[TopicPartition, int] = {}
         self.positioned: list[TopicPartition] = []
         self.polls = 0
         self.fail_poll = False
@@ -45,10 +49,21 @@ class FakeConsumer:
 
     def seek_to_beginning(self, *partitions):
         self.from_beginning.update(partitions)
+        for partition in partitions:
+            self.positions[partition] = 0
+
+    def seek_to_end(self, *partitions):
+        self.to_end.update(partitions)
+
+    def committed(self, partition):
+        return self.committed_offsets.get(partition)
+
+    def end_offsets(self, partitions):
+        return {partition: self.ends.get(partition, 0) for partition in partitions}
 
     def position(self, partition):
         self.positioned.append(partition)
-        return 0
+        return self.positions.get(partition, 0)
 
     def poll(self, timeout_ms, max_records):
         self.polls += 1
@@ -78,8 +93,12 @@ def open_source(partitions, topics=("t1", "t2"), consumer_class=None):
 
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092", kafka_fetch_max_wait_ms=20,
                         kafka_idle_fetch_max_wait_ms=100)
-    source = RecordSource(settings, list(topics), "g-node-1-abcd", open_consumer=open_consumer)
+    source = RecordSource(settings, list(topics), "g-node-1-abcd", open_consumer=open_consumer,
+                          create_missing=lambda settings, names: CREATED.extend(names) or [])
     return source, consumers[0]
+
+
+CREATED: list[str] = []  # topics the sources asked to create
 
 
 def tp(topic, partition):
@@ -93,7 +112,7 @@ def test_every_partition_is_assigned_and_positioned_at_once(clock):
     assert set(consumer.positioned) == set(consumer.assigned)
     assert consumer.from_beginning == set()  # committed or latest offsets, not the whole log
     assert consumer.config["group_id"] == "g-node-1-abcd"
-    assert consumer.config["auto_offset_reset"] == "latest"
+    assert consumer.to_end == set(consumer.assigned)  # a fresh source starts at the end of every partition
 
 
 def test_a_partition_added_later_is_read_from_its_beginning(clock):
@@ -215,3 +234,46 @@ def test_fetch_pace_switches_on_the_idle_time_and_never_waits_less_than_active()
     pace.saw_records()
     assert pace.wait_ms() == 20
     assert kafka_bus.FetchPace(50, 10).idle_ms == 50  # a shorter idle wait would poll more, not less
+
+
+def test_a_fresh_source_starts_at_the_end_and_a_reopened_one_where_its_group_committed(clock):
+    source, consumer = open_source({"t1": {0, 1}, "t2": set()}, topics=("t1",))
+    assert consumer.to_end == {tp("t1", 0), tp("t1", 1)}
+
+    class Resuming(FakeConsumer):
+        def committed(self, partition):
+            return 42 if partition == tp("t1", 0) else None
+
+    source, consumer = open_source({"t1": {0, 1}}, topics=("t1",), consumer_class=Resuming)
+    assert consumer.to_end == {tp("t1", 1)}
+
+
+def test_a_log_that_went_backwards_is_read_again_from_its_start(clock):
+    """A broker that lost its log: positions past the new end would read nothing, silently."""
+    source, consumer = open_source({"t1": {0, 1}}, topics=("t1",))
+    consumer.positions = {tp("t1", 0): 500, tp("t1", 1): 7}
+    consumer.ends = {tp("t1", 0): 3, tp("t1", 1): 9}
+    source.poll(10)
+    assert consumer.from_beginning == set()  # not yet: the check runs every LOG_CHECK_S
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
+    assert consumer.positions[tp("t1", 1)] == 7
+
+
+def test_the_source_never_asks_the_broker_to_create_topics(clock):
+    source, consumer = open_source({"t1": {0}}, topics=("t1",))
+    assert consumer.config["allow_auto_create_topics"] is False
+    assert consumer.config["auto_offset_reset"] == "earliest"
+
+
+def test_a_missing_topic_is_created_and_not_asked_for_again_at_once(clock):
+    CREATED.clear()
+    source, consumer = open_source({"t1": {0}}, topics=("t1", "t2"))
+    assert CREATED == ["t2"]
+    source.poll(10)
+    assert CREATED == ["t2"]  # not again before TOPIC_CREATION_RETRY_S
+    clock[0] += kafka_bus.TOPIC_CREATION_RETRY_S
+    source.poll(10)
+    assert CREATED == ["t2", "t2"]
+

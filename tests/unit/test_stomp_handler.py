@@ -21,15 +21,15 @@ class Application:
         self.sent = []
         self.authorized = []
         self.send_handlers = {
-            "/kafka/echo": lambda conn, body: self.sent.append((conn.user_id, body)),
+            "/kafka/echo": lambda conn, body, key=None: self.sent.append((conn.user_id, body)),
             "/kafka/refuse": self._refuse,
             "/kafka/crash": self._crash,
         }
 
-    def _refuse(self, conn, body):
+    def _refuse(self, conn, body, key=None):
         raise BadRequest("content is required")
 
-    def _crash(self, conn, body):
+    def _crash(self, conn, body, key=None):
         raise RuntimeError("secret internal detail")
 
     def authorize_subscription(self, conn, destination):
@@ -336,7 +336,7 @@ def test_a_send_left_in_flight_is_returned_as_pending_not_waited_for(app, regist
             raise AssertionError("the handler must not wait")
 
     later = Later()
-    app.send_handlers["/kafka/later"] = lambda conn, body: later
+    app.send_handlers["/kafka/later"] = lambda conn, body, key=None: later
     handler = new_handler(app, registry)
     handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
     outcome = handler.receive_frame(frame("SEND", b"x", destination="/kafka/later", receipt="r1"))
@@ -353,3 +353,14 @@ def test_subscribe_refuses_what_it_could_not_echo_in_a_stomp_1_0_header(app, reg
     (error,) = outcome.frames
     assert error.command == "ERROR" and error.header("message") == f"{header}: cannot be sent back in a STOMP 1.0 header"
     assert not outcome.close and registry.count("me") == 0
+
+
+def test_a_send_hands_its_idempotency_key_to_the_application(app, registry):
+    keys = []
+    app.send_handlers["/kafka/keyed"] = lambda conn, body, key=None: keys.append(key)
+    handler = new_handler(app, registry)
+    handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+    handler.receive_frame(frame("SEND", b"x", destination="/kafka/keyed", idempotency_key="k-1"))
+    handler.receive_frame(frame("SEND", b"x", destination="/kafka/keyed"))
+    assert keys == ["k-1", None]
+

@@ -156,15 +156,15 @@ class DeferringApplication:
 
     def __init__(self):
         self.started = []
-        self.send_handlers = {"/kafka/defer": self._defer, "/kafka/now": lambda conn, body: None,
+        self.send_handlers = {"/kafka/defer": self._defer, "/kafka/now": lambda conn, body, key=None: None,
                               "/kafka/refuse": self._refuse}
 
-    def _defer(self, conn, body):
+    def _defer(self, conn, body, key=None):
         pending = Deferred(body.decode(), timeout=WAIT)
         self.started.append(pending)
         return pending
 
-    def _refuse(self, conn, body):
+    def _refuse(self, conn, body, key=None):
         raise BadRequest("refused")
 
     def authorize_subscription(self, conn, destination):
@@ -313,6 +313,17 @@ class TestSessionOrdering:
         send(session, "a:b", destination="/kafka/now")
         assert session.outbox.take(10) == [b"RECEIPT\nreceipt-id:a\\cb\n\n\x00"]
         session.finish()
+
+    def test_a_receipt_carries_the_headers_its_pending_added(self, session, app):
+        send(session, "s0")
+        app.started[0].succeed({"message-id": "65a1b2c3d4e5f60718293a4b"})
+        session.receive_data(wire(frame("DISCONNECT")))
+        parser = FrameParser(max_frame_bytes=1 << 20, max_header_lines=100, max_header_bytes=1 << 16,
+                             accepted_commands=SERVER_COMMANDS)
+        for data in session.outbox.take(10):
+            parser.receive_data(data)
+        (receipt_frame,) = [event for event in parser.events_received() if isinstance(event, Frame)]
+        assert receipt_frame.headers == (("receipt-id", "s0"), ("message-id", "65a1b2c3d4e5f60718293a4b"))
 
     def test_a_full_outbox_closes_the_slow_consumer(self, app):
         session = open_session(app, outbox_max_frames=1)

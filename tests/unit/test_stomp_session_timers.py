@@ -43,7 +43,14 @@ def wait_until(predicate, timeout=WAIT):
 
 def greenlets_alive():
     gc.collect()
-    return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and not obj.dead)
+    return sum(1 for obj in gc.get_objects() if _is_live_greenlet(obj))
+
+
+def _is_live_greenlet(obj):
+    try:
+        return isinstance(obj, greenlet.greenlet) and not obj.dead
+    except ReferenceError:  # a weak proxy whose referent is gone (another library's)
+        return False
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ type starting with one of ``settings.upload_type_prefixes`` → else 415), then 
 a random server key; the client's file name is kept, sanitised, as metadata for
 ``Content-Disposition`` only. The message (``type`` = fileType, ``content`` = the file's
 URL path) then goes through the message pipeline (``Messaging.post_file`` in
-app/chat/handlers.py: group commit, the §2.7 FileUploadResponse published once to
-``file-topic`` keyed by the room id, ack). If storing or publishing fails, the pipeline
-removes the message, this module removes the files, and the answer is 503: nothing is left
-half-done.
+app/chat/handlers.py: group commit, stored durably; the outbox relay then publishes the §2.7
+FileUploadResponse to ``file-topic`` keyed by the room id). The answer comes once the message
+is stored. If storing it fails, this module removes the files and the answer is 503: nothing
+is left half-done.
 """
 
 from __future__ import annotations

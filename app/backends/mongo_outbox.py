@@ -1,0 +1,118 @@
+"""MongoDB side of the transactional outbox (``app.chat.ports.Outbox``).
+
+A new message is its own outbox entry: ``insert_many`` stores it with ``pub`` (unpublished
+since) in the same write (``mongo_messages``), and :meth:`MongoOutbox.published` unsets it once
+the broker acknowledged the record. An edit or a delete is a ``pendingChange`` document
+written before the change is made and removed once published.
+
+Claiming (``claim_stale``): a sweep takes over entries nobody published for a while (the
+worker that stored them crashed, or is stuck). It reads the oldest stale ids, then one
+``update_many`` over those ids that still are stale moves their ``pub`` to now and sets
+``pubBy`` to the claimer's token. Each document is updated atomically, so an entry is claimed
+by one sweep only, and it is claimable again after the stale time if that claimer dies too.
+
+``forget_nonces`` ends the idempotency retention of old messages (the unique index stops
+covering them once ``nonce`` is gone).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Sequence
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.errors import PyMongoError
+
+from app.backends.mongo_messages import MongoConnection
+from app.backends.mongo_schema import COLLECTIONS, PENDING_CHANGES, from_document
+from app.chat.model import ChatMessage, Claimed, OutboxRef, PendingChange
+from app.destinations import RoomKind
+from app.errors import BackendUnavailable
+
+__all__ = ["MongoOutbox"]
+
+log = logging.getLogger(__name__)
+
+CHANGE = "change"
+
+
+class MongoOutbox:
+    """``Outbox`` over the message collections' ``pub`` field and ``pendingChange``."""
+
+    def __init__(self, connection: MongoConnection) -> None:
+        self._messages = {kind: connection.durable(name) for kind, name in COLLECTIONS.items()}
+        self._changes = connection.durable(PENDING_CHANGES)
+
+    def add_change(self, change: PendingChange) -> PendingChange:
+        document = {"action": change.action, "kind": change.kind, "channelId": change.channel_id,
+                    "messageId": change.message_id, "content": change.content, "editedAt": change.edited_at,
+                    "pub": datetime.utcnow()}
+        result = _guarded(lambda: self._changes.insert_one(document))
+        return replace(change, id=str(result.inserted_id))
+
+    def drop_change(self, change_id: str) -> None:
+        _guarded(lambda: self._changes.delete_one({"_id": ObjectId(change_id)}))
+
+    def published(self, refs: Sequence[OutboxRef]) -> None:
+        by_place: dict[str, list[ObjectId]] = {}
+        for place, ident in refs:
+            by_place.setdefault(place, []).append(ObjectId(ident))
+        for place, ids in by_place.items():
+            if place == CHANGE:
+                _guarded(lambda: self._changes.delete_many({"_id": {"$in": ids}}))
+            else:
+                collection = self._messages[place]  # type: ignore[index]
+                _guarded(lambda: collection.update_many({"_id": {"$in": ids}}, {"$unset": {"pub": "", "pubBy": ""}}))
+
+    def claim_stale(self, older_than: datetime, owner: str, limit: int) -> Claimed:
+        messages: list[ChatMessage] = []
+        for kind, collection in self._messages.items():
+            messages += [from_document(kind, doc) for doc in _claim(collection, older_than, owner, limit)]
+        changes = [_change(doc) for doc in _claim(self._changes, older_than, owner, limit)]
+        return Claimed(messages=messages, changes=changes)
+
+    def forget_nonces(self, older_than: datetime) -> int:
+        forgotten = 0
+        for collection in self._messages.values():
+            result = _guarded(lambda: collection.update_many(
+                {"nonce": {"$exists": True}, "localDateTime": {"$lt": older_than}}, {"$unset": {"nonce": ""}}))
+            forgotten += result.modified_count
+        return forgotten
+
+
+def _claim(collection: Collection[dict[str, Any]], older_than: datetime, owner: str,
+           limit: int) -> list[dict[str, Any]]:
+    """The oldest ``limit`` stale entries of ``collection`` that this claim won, oldest first."""
+    stale = {"pub": {"$lt": older_than}}
+    ids = [doc["_id"] for doc in _guarded(lambda: list(
+        collection.find(stale, {"_id": 1}).sort("_id", ASCENDING).limit(limit)))]
+    if not ids:
+        return []
+    now = _milliseconds(datetime.utcnow())  # what the database keeps, so the read below matches
+    _guarded(lambda: collection.update_many({"_id": {"$in": ids}, **stale}, {"$set": {"pub": now, "pubBy": owner}}))
+    return _guarded(lambda: list(collection.find({"_id": {"$in": ids}, "pubBy": owner, "pub": now})
+                                 .sort("_id", ASCENDING)))
+
+
+def _milliseconds(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _change(doc: dict[str, Any]) -> PendingChange:
+    kind: RoomKind = "direct" if doc["kind"] == "direct" else "channel"
+    return PendingChange(action=doc["action"], kind=kind, channel_id=int(doc["channelId"]),
+                         message_id=str(doc["messageId"]), content=doc.get("content"),
+                         edited_at=doc.get("editedAt"), id=str(doc["_id"]))
+
+
+def _guarded(call: Any) -> Any:
+    try:
+        return call()
+    except (PyMongoError, InvalidId) as exc:
+        log.warning("mongodb outbox call failed: %s", type(exc).__name__)
+        raise BackendUnavailable("database unavailable") from exc
