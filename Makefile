@@ -9,11 +9,12 @@ JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
 USER_ID ?= $(USER)
 
-.PHONY: run test venv token bench clean help
+.PHONY: run test faults venv token bench clean help
 
 help:
 	@echo "make run     start Redis, Kafka broker, MongoDB-wire server, presence and chat"
-	@echo "make test    set up and run the whole test suite"
+	@echo "make test    set up and run the whole test suite (the fault suite included)"
+	@echo "make faults  the fault suite alone, printing its table (var/faults-results.md)"
 	@echo "make token USER=5   mint a dev token for user 5"
 	@echo "make bench   run every benchmark scenario"
 
@@ -34,6 +35,11 @@ run: venv
 
 test: venv $(JSSTAMP)
 	$(PY) -m pytest
+
+faults: venv $(JSSTAMP)
+	rm -f var/faults-results.md
+	$(PY) -m pytest tests/faults -m faults -s -q
+	@cat var/faults-results.md
 
 token: venv
 	@$(PY) -m app.auth mint --user $(USER_ID)

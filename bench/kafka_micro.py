@@ -271,7 +271,7 @@ def _start_consumers(modules: tuple[types.ModuleType, types.ModuleType], setting
     node = f"bench-{uuid.uuid4().hex[:8]}"
 
     def opener(group: str, topics: list[str]) -> Callable[[], Any]:
-        return lambda: bus_module.RecordSource(settings, topics, consumers_module.group_id(group, node))
+        return lambda resume_from=None: bus_module.RecordSource(settings, topics, consumers_module.group_id(group, node))
 
     consumers = _Consumers([consumers_module.FanoutConsumer(group, opener(group, topics), delivery)
                             for group, topics in groups.items()])

@@ -79,6 +79,11 @@ class Source(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition) read so far, the offset after the last record returned."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -103,7 +108,7 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
 class FanoutConsumer:
     """One consumer's loop: poll, build pushes, deliver locally."""
 
-    def __init__(self, name: str, open_source: Callable[[], Source], delivery: LocalDelivery,
+    def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], int]], Source], delivery: LocalDelivery,
                  *, sleep: Callable[[float], None] = gevent.sleep) -> None:
         self.name = name
         self._open_source = open_source
@@ -116,6 +121,7 @@ class FanoutConsumer:
         self.skipped = 0
         self.duplicates = 0
         self._recent = RecentEvents()
+        self._resume_from: dict[tuple[str, int], int] = {}
 
     @property
     def ready(self) -> bool:
@@ -153,7 +159,7 @@ class FanoutConsumer:
 
     def _poll_once(self) -> None:
         if self._source is None:
-            self._source = self._open_source()
+            self._source = self._open_source(self._resume_from)
         for record in self._source.poll(POLL_TIMEOUT_MS, MAX_RECORDS):
             self._deliver(record)
 
@@ -172,4 +178,5 @@ class FanoutConsumer:
     def _close_source(self) -> None:
         source, self._source = self._source, None
         if source is not None:
+            self._resume_from = source.next_offsets  # the next source goes on from here
             source.close()

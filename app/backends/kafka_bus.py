@@ -49,6 +49,9 @@ PARTITION_CHECK_S = 1.0
 RECONNECT_BACKOFF_MAX_MS = 2000
 # A source that has read no record for this long fetches with the idle wait.
 IDLE_AFTER_S = 2.0
+# How much later than the last record read a record must be stamped to show that the log it
+# sits in started again (producers' clocks may differ by less than this).
+RESTART_SKEW_MS = 1000
 # How often a source may try to create topics it found missing.
 TOPIC_CREATION_RETRY_S = 5.0
 # How often a source compares its positions with the ends of the logs (a broker that lost
@@ -205,14 +208,21 @@ class RecordSource:
     A log that went backwards (a broker restarted without its data, a topic recreated) is
     read again from its start, so what was produced since is not skipped: every
     ``LOG_CHECK_S`` the source compares its positions with the ends of the logs, and an
-    out-of-range position resets to the earliest offset. A source starts at the offset its
-    group committed, or at the end of a partition it never read.
+    out-of-range position resets to the earliest offset. A source starts where the source it
+    replaces stopped (``resume_from``, its ``next_offsets``), else at the offset its group
+    committed, else at the end of a partition it never read.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
                  open_consumer: Callable[..., Any] = KafkaConsumer,
-                 create_missing: Callable[[Settings, list[str]], list[str]] | None = None) -> None:
+                 create_missing: Callable[[Settings, list[str]], list[str]] | None = None,
+                 resume_from: dict[tuple[str, int], int] | None = None) -> None:
         self.group_id = group_id
+        # Where a source that replaces a failed one goes on: the failed one's next offsets
+        # (the broker may have lost the offsets it committed, with its log).
+        self._resume = {TopicPartition(topic, partition): offset
+                        for (topic, partition), offset in (resume_from or {}).items()}
+        self._next_offsets: dict[tuple[str, int], int] = {}
         self.topics = list(topics)
         self._settings = settings
         self._create_missing = create_missing or create_topics
@@ -220,6 +230,8 @@ class RecordSource:
         self._assigned: set[TopicPartition] = set()
         self._next_check = 0.0
         self._next_log_check = time.monotonic() + LOG_CHECK_S
+        self._past_end: set[TopicPartition] = set()
+        self._last_timestamps: dict[TopicPartition, int] = {}
         self.rewinds = 0
         self._pace = FetchPace(settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms,
                                idle_after_s=IDLE_AFTER_S)
@@ -269,7 +281,15 @@ class RecordSource:
             raise BackendUnavailable() from exc
         if batches:
             self._pace.saw_records()
+            for partition, batch in batches.items():
+                self._next_offsets[(partition.topic, partition.partition)] = batch[-1].offset + 1
+                self._last_timestamps[partition] = batch[-1].timestamp
         return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
+
+    @property
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """The offset after the last record returned, per (topic, partition) read so far."""
+        return {**{(tp.topic, tp.partition): offset for tp, offset in self._resume.items()}, **self._next_offsets}
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         """The ``max_wait_ms`` of the fetch requests sent from now on.
@@ -306,7 +326,10 @@ class RecordSource:
         if late:  # created after this source started: everything in them is new to it
             self._consumer.seek_to_beginning(*added)
         else:
-            never_read = [partition for partition in added if self._consumer.committed(partition) is None]
+            for partition in added & self._resume.keys():
+                self._consumer.seek(partition, self._resume[partition])
+            never_read = [partition for partition in added - self._resume.keys()
+                          if self._consumer.committed(partition) is None]
             if never_read:
                 self._consumer.seek_to_end(*never_read)
         # position() resolves the committed or 'latest' offset now, so every record
@@ -331,14 +354,49 @@ class RecordSource:
                         self._settings.kafka_partitions)
 
     def _rewind_logs_that_went_backwards(self) -> None:
+        """Read again from its start a partition whose log was replaced under this source.
+
+        Two signs, either suffices:
+
+        - records newer (by ``RESTART_SKEW_MS``) than the last one read sit before the position:
+          the log started again and grew past the position (a broker that lost its log takes
+          seconds to come back, and records written since carry later times);
+        - the position stays past the log's end twice in a row, ``LOG_CHECK_S`` apart (once can
+          be the embedded broker's offsets trailing a fetch by a record).
+        """
         self._next_log_check = time.monotonic() + LOG_CHECK_S
+        self._rewind_logs_with_newer_records_behind()
         ends = self._consumer.end_offsets(sorted(self._assigned))
+        past_end = set()
         for partition, end in ends.items():
             position = self._consumer.position(partition)
-            if end is not None and position is not None and position > end:
-                log.warning("%s[%d]: position %d is past the log's end %d (the broker lost its log?); "
+            if end is None or position is None or position <= end:
+                continue
+            past_end.add(partition)
+            if partition in self._past_end:
+                log.warning("%s[%d]: position %d is past the log's end %d (the broker lost its log); "
                             "reading it again from its start", partition.topic, partition.partition, position, end)
                 self._consumer.seek_to_beginning(partition)
+                past_end.discard(partition)
+                self.rewinds += 1
+        self._past_end = past_end
+
+    def _rewind_logs_with_newer_records_behind(self) -> None:
+        targets = {partition: stamp + RESTART_SKEW_MS for partition, stamp in self._last_timestamps.items()
+                   if partition in self._assigned}
+        if not targets:
+            return
+        for partition, found in self._consumer.offsets_for_times(targets).items():
+            # None, or a timestamp of -1 (the embedded broker's way to say none): nothing newer.
+            if found is None or found.timestamp < 0:
+                continue
+            position = self._consumer.position(partition)
+            if position is not None and found.offset < position - 1:
+                log.warning("%s[%d]: records newer than the last one read sit at offset %d, before position "
+                            "%d (the broker lost its log); reading it again from its start",
+                            partition.topic, partition.partition, found.offset, position)
+                self._consumer.seek_to_beginning(partition)
+                del self._last_timestamps[partition]
                 self.rewinds += 1
 
     @property

@@ -207,6 +207,11 @@ class Ledger:
                          if epoch.ended is None and epoch.started < sent.started]
         return owed
 
+    def undelivered_sent_after(self, moment: float) -> int:
+        """Owed deliveries missing whose SEND started after ``moment``."""
+        return sum(1 for token, _, epoch in self.expected()
+                   if token not in epoch.received and self.sent[token].started > moment)
+
     def missing(self) -> int:
         return sum(1 for token, _, epoch in self.expected() if token not in epoch.received)
 
@@ -245,6 +250,7 @@ class Traffic:
         self._sending = False
         self._stopping = False
         self._greenlets: list[gevent.Greenlet] = []
+        self.disconnects: list[str] = []  # why each client connection ended, for the report
 
     def reseed_membership(self) -> None:
         """Put the member lists back (a restarted Redis lost them; the community service would)."""
@@ -265,7 +271,7 @@ class Traffic:
         deadline = time.monotonic() + timeout_s
         total = len(self.rooms) * SUBSCRIBERS_PER_ROOM
         while sum(1 for epochs in self.ledger.epochs.values() if epochs and epochs[-1].ended is None) < total:
-            assert time.monotonic() < deadline, "subscribers did not (re)subscribe in time"
+            assert time.monotonic() < deadline, f"subscribers did not (re)subscribe in time: {self.disconnects[-5:]}"
             gevent.sleep(0.05)
 
     def stop_sending(self) -> None:
@@ -300,11 +306,13 @@ class Traffic:
                     while not self._stopping:
                         frame = client.receive_frame(timeout=3600)
                         if frame.command == "MESSAGE":
-                            epoch.received.append(json.loads(frame.body)["message"])
+                            body = json.loads(frame.body)
+                            if body.get("type") == "message":  # not the members' connect/disconnect
+                                epoch.received.append(body["message"])
                         elif frame.command == "ERROR":
                             break
-            except Exception:  # noqa: BLE001 - the connection ended (or never came): reconnect
-                pass
+            except Exception as exc:  # noqa: BLE001 - the connection ended (or never came): reconnect
+                self.disconnects.append(f"subscriber {user}: {type(exc).__name__}: {exc}")
             if epoch is not None and not self._stopping:
                 epoch.ended = time.monotonic()
             gevent.sleep(RECONNECT_PAUSE_S)
@@ -314,8 +322,8 @@ class Traffic:
             try:
                 with self._client(user) as client:
                     self._send_on(client, room)
-            except Exception:  # noqa: BLE001 - the connection ended: reconnect
-                pass
+            except Exception as exc:  # noqa: BLE001 - the connection ended: reconnect
+                self.disconnects.append(f"sender {user}: {type(exc).__name__}: {exc}")
             gevent.sleep(RECONNECT_PAUSE_S)
 
     def _send_on(self, client: ChatClient, room: int) -> None:
@@ -353,4 +361,6 @@ def wait_healthy(stack: FaultStack, user_ids: tuple[int, int]) -> None:
         receiver.connect(stack.token(user_ids[1]))
         receiver.subscribe(f"/topic/direct/{room}")
         sender.send("/kafka/send-direct-message", {"channelId": room, "content": "healthy"})
-        assert json.loads(receiver.receive_message(timeout=15).body)["message"] == "healthy"
+        pushed = receiver.wait_for(lambda frame: frame.command == "MESSAGE"
+                                   and json.loads(frame.body).get("type") == "message", timeout=15)
+        assert json.loads(pushed.body)["message"] == "healthy"

@@ -11,8 +11,13 @@ and waits for deliveries to settle. Then the ledger (tests/faults/harness.py) mu
 - no SEND on an open connection left unanswered;
 - the node healthy: /readyz 200 and a new SEND reaches a new subscriber.
 
-``python -m pytest tests/faults -m faults -s`` (or ``make faults``) runs it and prints the table;
-``make test`` runs it too. The one declared exception is the broker losing its log (below).
+``python -m pytest tests/faults -m faults -s`` (or ``make faults``) runs it and prints the table
+(also written to var/faults-results.md); ``make test`` runs it too.
+
+One declared exception, until rooms carry sequence numbers (issue "Resume"): the embedded broker
+keeps its log in memory, so SIGKILL loses the records it had acknowledged and no consumer had
+fetched yet; they were marked published. That case asserts that nothing SENT after the crash
+is undelivered, and reports how many deliveries of messages sent before it were lost.
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ CASES: dict[str, Callable[[FaultStack, Traffic], None]] = {
 }
 
 
-def run_case(case: str, tmp_path: Path) -> tuple[Verdict, float]:
+def run_case(case: str, tmp_path: Path) -> tuple[Verdict, int]:
     with FaultStack(tmp_path / "data", tmp_path / "logs").running() as stack:
         traffic = Traffic(stack)
         traffic.start()
@@ -95,7 +100,7 @@ def run_case(case: str, tmp_path: Path) -> tuple[Verdict, float]:
         verdict = traffic.ledger.verdict(stored_tokens(stack))
         wait_healthy(stack, (traffic.rooms[0][1], traffic.rooms[0][2][0]))
         _record(case, verdict)
-        return verdict, fault_at
+        return verdict, traffic.ledger.undelivered_sent_after(fault_at)
 
 
 def _record(case: str, verdict: Verdict) -> None:
@@ -109,12 +114,18 @@ def _record(case: str, verdict: Verdict) -> None:
     print(verdict.row(case))
 
 
+# Faults after which a delivery may be missing: only of messages sent before the fault.
+LOSES_IN_FLIGHT = {"broker SIGKILL + restart"}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_fault_loses_nothing_acknowledged_and_doubles_nothing(case, tmp_path):
-    verdict, _ = run_case(case, tmp_path)
+    verdict, undelivered_after_fault = run_case(case, tmp_path)
     assert verdict.acknowledged > 0
     assert verdict.stored_missing == 0, verdict
     assert verdict.duplicated == 0, verdict
     assert verdict.ghosts == 0, verdict
     assert verdict.unanswered == 0, verdict
-    assert verdict.undelivered == 0, verdict
+    assert undelivered_after_fault == 0, verdict
+    if case not in LOSES_IN_FLIGHT:
+        assert verdict.undelivered == 0, verdict

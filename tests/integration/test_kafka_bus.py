@@ -44,7 +44,7 @@ def bus(topic_settings):
 
 def consumer_for(settings, topics, delivery, node):
     group = group_id(FANOUT_GROUP, node)
-    return FanoutConsumer(FANOUT_GROUP, lambda: RecordSource(settings, topics, group), delivery)
+    return FanoutConsumer(FANOUT_GROUP, lambda resume_from: RecordSource(settings, topics, group, resume_from=resume_from), delivery)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ class FakeSource:
         self.polls = 0
         self.closed = False
         self.ready = True
+        self.next_offsets = {("t", 0): 7}
 
     def poll(self, timeout_ms, max_records=500):
         self.polls += 1
@@ -61,7 +62,7 @@ def test_records_become_deliveries_and_bad_ones_are_skipped():
     delivery = RecordingDelivery()
     source = FakeSource([[Record(TOPICS["direct_etc"], b"garbage"),
                           Record(TOPICS["direct_etc"], events.delete_record(17, "m1"))]])
-    consumer = FanoutConsumer("direct-etc-server-group", lambda: source, delivery)
+    consumer = FanoutConsumer("direct-etc-server-group", lambda resume_from: source, delivery)
     run_until(consumer, lambda: delivery.delivered)
     assert delivery.delivered == [("/topic/direct/17", b'{"type":"delete","id":"m1"}')]
     assert consumer.skipped == 1
@@ -72,7 +73,10 @@ def test_a_failing_source_is_closed_and_reopened():
     delivery = RecordingDelivery()
     opened = []
 
-    def open_source():
+    resumed = []
+
+    def open_source(resume_from):
+        resumed.append(resume_from)
         source = FakeSource([[Record(TOPICS["channel_etc"], events.typing_record(12, "kim"))]],
                             fail_first=1 if not opened else 0)
         opened.append(source)
@@ -81,13 +85,14 @@ def test_a_failing_source_is_closed_and_reopened():
     consumer = FanoutConsumer("channel-etc-server-group", open_source, delivery, sleep=lambda s: None)
     run_until(consumer, lambda: delivery.delivered)
     assert len(opened) == 2 and opened[0].closed
+    assert resumed == [{}, {("t", 0): 7}]  # the new source goes on where the failed one stopped
     assert delivery.delivered == [("/topic/group/12", b'{"type":"typing","name":"kim"}')]
 
 
 def test_readiness_follows_the_sources():
     source = FakeSource([])
     source.ready = False
-    consumer = FanoutConsumer("state-group", lambda: source, RecordingDelivery())
+    consumer = FanoutConsumer("state-group", lambda resume_from: source, RecordingDelivery())
     runtime = WorkerRuntime(consumer=consumer, lease=None)
     with pytest.raises(BackendUnavailable):
         runtime.kafka_ready()  # not started

@@ -7,6 +7,7 @@ tests/integration/test_kafka_bus.py.
 
 import pytest
 from kafka import TopicPartition
+from kafka.structs import OffsetAndTimestamp
 from kafka.errors import KafkaConnectionError
 
 from app.backends import kafka_bus
@@ -35,6 +36,7 @@ class FakeConsumer:
         self.committed_offsets: dict[TopicPartition, int] = {}
         self.positions: dict[TopicPartition, int] = {}
         self.ends: dict[TopicPartition, int] = {}
+        self.stamps: dict[TopicPartition, dict[int, int]] = {}
         self.positioned: list[TopicPartition] = []
         self.polls = 0
         self.fail_poll = False
@@ -55,11 +57,22 @@ class FakeConsumer:
     def seek_to_end(self, *partitions):
         self.to_end.update(partitions)
 
+    def seek(self, partition, offset):
+        self.positions[partition] = offset
+
     def committed(self, partition):
         return self.committed_offsets.get(partition)
 
     def end_offsets(self, partitions):
         return {partition: self.ends.get(partition, 0) for partition in partitions}
+
+    def offsets_for_times(self, targets):
+        """The first offset stamped at or after each target, as ``self.stamps`` (offset -> ms) say."""
+        found = {}
+        for partition, target in targets.items():
+            hits = sorted(offset for offset, stamp in self.stamps.get(partition, {}).items() if stamp >= target)
+            found[partition] = OffsetAndTimestamp(hits[0], self.stamps[partition][hits[0]], 0) if hits else None
+        return found
 
     def position(self, partition):
         self.positioned.append(partition)
@@ -84,7 +97,7 @@ def clock(monkeypatch):
     return now
 
 
-def open_source(partitions, topics=("t1", "t2"), consumer_class=None):
+def open_source(partitions, topics=("t1", "t2"), consumer_class=None, resume_from=None):
     consumers = []
 
     def open_consumer(**config):
@@ -94,7 +107,8 @@ def open_source(partitions, topics=("t1", "t2"), consumer_class=None):
     settings = Settings(kafka_bootstrap_servers="127.0.0.1:9092", kafka_fetch_max_wait_ms=20,
                         kafka_idle_fetch_max_wait_ms=100)
     source = RecordSource(settings, list(topics), "g-node-1-abcd", open_consumer=open_consumer,
-                          create_missing=lambda settings, names: CREATED.extend(names) or [])
+                          create_missing=lambda settings, names: CREATED.extend(names) or [],
+                          resume_from=resume_from)
     return source, consumers[0]
 
 
@@ -172,8 +186,8 @@ def test_a_failed_first_assignment_closes_the_client(clock):
 
 
 class ConsumerRecord:
-    def __init__(self, topic, value):
-        self.topic, self.key, self.value = topic, b"7", value
+    def __init__(self, topic, value, offset=0, timestamp=0):
+        self.topic, self.key, self.value, self.offset, self.timestamp = topic, b"7", value, offset, timestamp
 
 
 def test_fetches_wait_longer_after_a_quiet_spell_and_short_again_once_a_record_comes(clock):
@@ -257,8 +271,25 @@ def test_a_log_that_went_backwards_is_read_again_from_its_start(clock):
     assert consumer.from_beginning == set()  # not yet: the check runs every LOG_CHECK_S
     clock[0] += kafka_bus.LOG_CHECK_S
     source.poll(10)
+    assert consumer.from_beginning == set()  # past the end once: maybe the broker's offsets trail
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
     assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
     assert consumer.positions[tp("t1", 1)] == 7
+
+
+def test_a_position_past_the_end_only_for_a_moment_is_not_rewound(clock):
+    source, consumer = open_source({"t1": {0}}, topics=("t1",))
+    consumer.positions, consumer.ends = {tp("t1", 0): 390}, {tp("t1", 0): 389}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 391}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 389}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == set() and source.rewinds == 0
 
 
 def test_the_source_never_asks_the_broker_to_create_topics(clock):
@@ -276,4 +307,36 @@ def test_a_missing_topic_is_created_and_not_asked_for_again_at_once(clock):
     clock[0] += kafka_bus.TOPIC_CREATION_RETRY_S
     source.poll(10)
     assert CREATED == ["t2", "t2"]
+
+
+def test_a_replacement_source_goes_on_where_the_failed_one_stopped(clock):
+    """Not at the end and not at the group's commit: a broker that lost its log lost those too."""
+    source, consumer = open_source({"t1": {0, 1}}, topics=("t1",), resume_from={("t1", 0): 120})
+    assert consumer.positions[tp("t1", 0)] == 120 and consumer.to_end == {tp("t1", 1)}
+    assert source.next_offsets == {("t1", 0): 120}
+
+
+def test_a_log_that_started_again_and_grew_past_the_position_is_read_again_from_its_start(clock):
+    """The broker lost its log and took records again: by now the new end is past the old position."""
+    source, consumer = open_source({"t1": {0}}, topics=("t1",))
+    consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}", offset=59, timestamp=10_000)]})
+    consumer.positions = {tp("t1", 0): 60}
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 80}
+    consumer.stamps = {tp("t1", 0): {n: 14_000 + n for n in range(80)}}  # all written after a 4 s gap
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
+
+
+def test_records_later_than_the_position_are_not_a_restart(clock):
+    source, consumer = open_source({"t1": {0}}, topics=("t1",))
+    consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}", offset=59, timestamp=10_000)]})
+    consumer.positions = {tp("t1", 0): 60}
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 80}
+    consumer.stamps = {tp("t1", 0): {n: 10_000 - 59 + n + (5_000 if n >= 60 else 0) for n in range(80)}}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == set() and source.rewinds == 0
 
