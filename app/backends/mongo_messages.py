@@ -11,10 +11,11 @@ so a race cannot let someone else's request through.
 
 Durability: new messages, edits and deletes are written with the configured write concern
 (``MONGO_WRITE_CONCERN``: journaled, or a journaled majority), so what a RECEIPT
-acknowledges survives a crash of the database. ``insert_many`` marks each new message
-unpublished (``pub``) in the same write, which makes the message its own outbox entry
-(``mongo_outbox``), and maps a repeated nonce (the unique index) to the message stored the
-first time.
+acknowledges survives a crash of the database. ``insert_many`` gives each new message its id
+and first writes a mark per message into ``unpublished`` (the outbox, ``mongo_outbox``), then
+the messages: a message is never stored without its mark, and a mark whose message never came
+is dropped by the sweep. It maps a repeated nonce (the unique index) to the message stored the
+first time, and takes back the marks of messages it did not store.
 
 Every write that changes what a room holds also updates the room's summary
 (``mongo_summaries.RoomSummaries``), after the message write: ``insert`` counts it in,
@@ -37,7 +38,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
+from bson import ObjectId
+
+from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, UNPUBLISHED, ensure_indexes, from_document,
+                                       object_id, to_document)
 from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.chat.model import ChatMessage, Repeated
 from app.destinations import RoomKind
@@ -116,6 +120,7 @@ class MongoMessageWriter:
         self._connection = connection
         self._summaries = RoomSummaries(connection.db)
         self._collections = {kind: connection.durable(name) for kind, name in COLLECTIONS.items()}
+        self._unpublished = connection.durable(UNPUBLISHED)
         self._now = now
 
     def _collection(self, kind: RoomKind) -> Collection[dict[str, Any]]:
@@ -142,9 +147,14 @@ class MongoMessageWriter:
 
     def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
                       results: list[ChatMessage | Repeated | BackendError]) -> None:
-        unpublished_since = self._now()
-        documents = [{**to_document(message), "pub": unpublished_since} for message in batch]
+        documents = [{"_id": ObjectId(), **to_document(message)} for message in batch]
         failed: dict[int, BackendError | Repeated] = {}
+        try:
+            self._mark_unpublished(kind, documents)
+        except BackendUnavailable as exc:
+            for position in positions:
+                results[position] = exc
+            return
         try:
             self._collection(kind).insert_many(documents, ordered=False)
         except _UNENCODABLE:
@@ -161,6 +171,22 @@ class MongoMessageWriter:
             failed = {index: BackendUnavailable("database unavailable") for index in range(len(batch))}
         for index, (position, message, document) in enumerate(zip(positions, batch, documents)):
             results[position] = failed.get(index) or message.with_id(str(document["_id"]))
+        self._unmark([documents[index]["_id"] for index in failed])
+
+    def _mark_unpublished(self, kind: RoomKind, documents: list[dict[str, Any]]) -> None:
+        since = self._now()
+        marks = [{"_id": document["_id"], "kind": kind, "pub": since} for document in documents]
+        _guarded(lambda: self._unpublished.insert_many(marks, ordered=False))
+
+    def _unmark(self, ids: list[ObjectId]) -> None:
+        """Take back the marks of messages that were not stored (best effort: the sweep drops the rest)."""
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start:start + IN_CHUNK]
+            try:
+                self._unpublished.delete_many({"_id": {"$in": chunk}})
+            except PyMongoError:
+                log.warning("could not take back %d outbox marks; the sweep will", len(chunk))
+                return
 
     def _write_error(self, kind: RoomKind, document: dict[str, Any], error: dict[str, Any]) -> BackendError | Repeated:
         """A repeated nonce is the original message; anything else fails that message alone."""
@@ -175,7 +201,6 @@ class MongoMessageWriter:
     def _insert_each(self, kind: RoomKind, documents: list[dict[str, Any]]) -> dict[int, BackendError | Repeated]:
         failed: dict[int, BackendError | Repeated] = {}
         for index, document in enumerate(documents):
-            document.pop("_id", None)  # insert_many may have set one before it gave up
             try:
                 self._collection(kind).insert_one(document)
             except _UNENCODABLE:

@@ -6,10 +6,12 @@ Java server stays readable: ``directMessage`` and ``channelMessage`` (``_id`` Ob
 ``name``, ``profileImage``, ``thumbnail``, ``parentId``, ``parentName``, ``parentContent``)
 and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). New fields:
 ``editedAt``; ``nonce`` (the client's idempotency key, unique per author while kept:
-``NONCE_INDEX``); ``pub`` (present while the message is not published to Kafka yet, the time
-since when; ``pubBy``, the worker that claimed it last: the outbox of ``mongo_outbox``).
+``NONCE_INDEX``).
 
-``pendingChange`` is new: one document per edit or delete not published yet (``mongo_outbox``).
+The outbox (``mongo_outbox``) is two small collections, so the message collections carry no
+publishing state and no index for it: ``unpublished``, one mark per new message not published
+to Kafka yet (``_id`` the message's id, ``kind``, ``pub`` since when, ``pubBy`` the worker that
+claimed it last), and ``pendingChange``, one document per edit or delete not published yet.
 
 ``roomSummary`` is new (maintained by ``mongo_summaries``): one document per room, ``_id``
 ``"<kind>:<channelId>"`` (``summary_id``), plus one marker document (``SUMMARY_MARKER_ID``)
@@ -34,7 +36,8 @@ from pymongo.database import Database
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "NONCE_INDEX",
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED",
+           "NONCE_INDEX",
            "IN_CHUNK", "find_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
            "object_id"]
 
@@ -44,6 +47,7 @@ SUMMARIES = "roomSummary"
 # The marker's _id cannot collide with a room's: those are "direct:<id>" / "channel:<id>".
 SUMMARY_MARKER_ID = "summaries-complete"
 PENDING_CHANGES = "pendingChange"
+UNPUBLISHED = "unpublished"
 NONCE_INDEX = "author_nonce_unique"
 
 _OPTIONAL_FIELDS = {
@@ -130,9 +134,10 @@ def ensure_indexes(db: Database[Any]) -> None:
         # holds across workers, nodes and restarts.
         db[name].create_index([("userId", ASCENDING), ("nonce", ASCENDING)], unique=True, name=NONCE_INDEX,
                               partialFilterExpression={"nonce": {"$exists": True}})
-        # Only unpublished messages carry ``pub``: the sweep reads a small index.
-        db[name].create_index([("pub", ASCENDING)], sparse=True, name="unpublished")
-        db[name].create_index([("pubBy", ASCENDING)], sparse=True, name="unpublished_claims")
+        # What the retention sweep reads: only messages that still hold a nonce.
+        db[name].create_index([("localDateTime", ASCENDING)], name="nonce_time",
+                              partialFilterExpression={"nonce": {"$exists": True}})
+    db[UNPUBLISHED].create_index([("pub", ASCENDING)], name="unpublished_since")
     db[PENDING_CHANGES].create_index([("pub", ASCENDING)], name="pending_since")
     db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
     _claim_empty_database(db)

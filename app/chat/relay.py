@@ -51,6 +51,9 @@ NONCE_SWEEP_INTERVAL_S = 3600.0
 BATCH = 256
 RETRY_BASE_S = 0.2
 RETRY_CAP_S = 5.0
+# Acknowledged events are marked published in groups of this many (or when the queue empties):
+# one database call per group instead of one per batch.
+MARK_EVERY = 32
 # How often a failing relay logs its backlog and asks for the topics to be created.
 REPORT_EVERY_S = 10.0
 CHANGE = "change"
@@ -108,6 +111,7 @@ class Relay:
         self._sweeper: Any = None
         self._stopped = False
         self._last_report = float("-inf")
+        self._to_mark: list[OutboxRef] = []
         self.published_count = 0
 
     # -- what the handlers call (never blocks) ----------------------------------------------------
@@ -153,7 +157,7 @@ class Relay:
     def flush(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the queue to empty; whether it did."""
         deadline = self._monotonic() + timeout_s
-        while self._queue and self._monotonic() < deadline:
+        while (self._queue or self._publishing) and self._monotonic() < deadline:
             self._sleep(0.02)
         return not self._queue
 
@@ -180,9 +184,11 @@ class Relay:
                 self._forget(published)
                 failures = failures + 1 if failed else 0
                 if failed:
+                    self._mark_published()
                     self._report_failure(len(failed))
                     self._sleep(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(failures - 1, 8)))
         finally:
+            self._mark_published()
             self._publishing = False
 
     def _publish(self, batch: list[RelayEntry]) -> tuple[list[RelayEntry], list[RelayEntry]]:
@@ -206,15 +212,21 @@ class Relay:
         return published, failed + not_handed
 
     def _forget(self, published: list[RelayEntry]) -> None:
-        if not published:
-            return
         for entry in published:
             self._queued.discard(entry.ref)
         self.published_count += len(published)
+        self._to_mark += [entry.ref for entry in published]
+        if len(self._to_mark) >= MARK_EVERY:
+            self._mark_published()
+
+    def _mark_published(self) -> None:
+        refs, self._to_mark = self._to_mark, []
+        if not refs:
+            return
         try:
-            self._outbox.published([entry.ref for entry in published])
+            self._outbox.published(refs)
         except Exception:  # noqa: BLE001 - delivered anyway; a later sweep re-publishes, consumers drop it
-            log.warning("could not mark %d published events; they may be published again", len(published))
+            log.warning("could not mark %d published events; they may be published again", len(refs))
 
     def _report_failure(self, failed: int) -> None:
         now = self._monotonic()

@@ -295,11 +295,11 @@ def test_the_real_message_writer_stores_file_messages_and_never_undoes_them(embe
         chat.bus.fail = True
         assert upload(chat, alice, dm_form(room_id)).status_code == 200
         assert chat.db.directMessage.count_documents({}) == 2
-        assert chat.db.directMessage.count_documents({"pub": {"$exists": True}}) == 1  # the second waits
+        assert chat.db.unpublished.count_documents({}) == 1  # the second waits
         assert chat.db["uploads.files"].count_documents({}) == 2
         chat.bus.fail = False
         chat.delivered()
-        assert chat.db.directMessage.count_documents({"pub": {"$exists": True}}) == 0
+        assert chat.db.unpublished.count_documents({}) == 0
     finally:
         chat.close()
         connection.close()

@@ -247,11 +247,17 @@ def test_message_writes_wait_for_the_configured_write_concern(settings, concern,
 def test_insert_many_marks_each_new_message_unpublished(writer, mongo):
     before = datetime.utcnow() - timedelta(seconds=1)
     stored, = writer.insert_many([message()])
-    doc = mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})
-    assert doc["pub"] >= before.replace(microsecond=0) and "pubBy" not in doc
+    mark = mongo.db.unpublished.find_one({"_id": ObjectId(stored.id)})
+    assert mark["kind"] == "channel" and mark["pub"] >= before.replace(microsecond=0) and "pubBy" not in mark
+    assert set(mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})) >= {"content", "channelId"}
+
+
+def test_a_message_not_stored_leaves_no_mark(writer, mongo):
+    first, again = writer.insert_many([message(nonce="n-1"), message(nonce="n-1")])
+    assert mongo.db.unpublished.count_documents({}) == 1
 
 
 def test_a_seeded_message_is_not_in_the_outbox(writer, mongo):
-    stored = writer.insert(message())
-    assert "pub" not in mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})
+    writer.insert(message())
+    assert mongo.db.unpublished.count_documents({}) == 0
 

@@ -84,9 +84,10 @@ class DocumentWriter:
             if self.fail_insert:
                 results.append(BackendUnavailable("database unavailable"))
                 continue
-            document = {**to_document(message), "pub": datetime.utcnow()}
-            result = self.db[COLLECTIONS[message.kind]].insert_one(document)
-            results.append(message.with_id(str(result.inserted_id)))
+            document = {"_id": ObjectId(), **to_document(message)}
+            self.db.unpublished.insert_one({"_id": document["_id"], "kind": message.kind, "pub": datetime.utcnow()})
+            self.db[COLLECTIONS[message.kind]].insert_one(document)
+            results.append(message.with_id(str(document["_id"])))
         return results
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:

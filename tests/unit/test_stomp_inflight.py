@@ -325,6 +325,41 @@ class TestSessionOrdering:
         (receipt_frame,) = [event for event in parser.events_received() if isinstance(event, Frame)]
         assert receipt_frame.headers == (("receipt-id", "s0"), ("message-id", "65a1b2c3d4e5f60718293a4b"))
 
+    def test_drain_answers_every_send_taken_then_says_shutting_down(self, session, app):
+        send(session, "s0")
+        send(session, "s1")
+        drainer = gevent.spawn(session.drain, "server shutting down")
+        settle()
+        send(session, "after")  # taken no more: the worker is stopping
+        assert not drainer.dead and [p.name for p in app.started] == ["s0", "s1"]
+        app.started[0].succeed()
+        app.started[1].succeed()
+        drainer.join(timeout=WAIT)
+        assert sent(session) == [receipt("s0"), receipt("s1"), ("ERROR", None, "server shutting down")]
+        assert session.outbox.close_code == 1001
+
+    def test_a_subscribe_waits_until_the_fan_out_is_positioned(self, app):
+        positioned = []
+        session = open_session(app)
+        session._hub.delivering = lambda: bool(positioned)
+        reader = gevent.spawn(session.receive_data,
+                              wire(frame("SUBSCRIBE", destination="/topic/direct/1", id="1", receipt="sub")))
+        settle()
+        assert not reader.dead and sent(session) == []
+        positioned.append(True)
+        reader.join(timeout=WAIT)
+        assert sent(session) == [receipt("sub")]
+        session.finish()
+
+    def test_a_subscribe_on_a_fan_out_that_never_comes_is_refused_not_left_waiting(self, app):
+        session = open_session(app)
+        session._hub.delivering = lambda: False
+        session._hub.ready_wait_s = 0.05
+        session.receive_data(wire(frame("SUBSCRIBE", destination="/topic/direct/1", id="1", receipt="sub")))
+        assert sent(session) == [("ERROR", "sub", "server not ready, try again")]
+        assert session.is_open
+        session.finish()
+
     def test_a_full_outbox_closes_the_slow_consumer(self, app):
         session = open_session(app, outbox_max_frames=1)
         session.receive_data(wire(frame("SUBSCRIBE", destination="/topic/direct/1", id="1", receipt="x")))
