@@ -21,15 +21,15 @@ from typing import Any, Final
 from flask import Flask, Response, jsonify, request
 
 from app.destinations import parse_id
+from app.http_envelope import success
 from app.errors import BackendError
 
 from .store import PresenceStore
 
-__all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS", "SUCCESS_MESSAGE"]
+__all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS"]
 
 log = logging.getLogger(__name__)
 
-SUCCESS_MESSAGE: Final = "요청에 성공하였습니다."
 # One friends-state request looks up at most this many users.
 FRIENDS_STATE_MAX_IDS: Final = 5000
 _BAD_REQUEST_CODE: Final = 2000
@@ -49,7 +49,7 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
             return _failure(_BAD_REQUEST_CODE, "user ids must be a JSON array of digits"), 400
         states = store.friends_state(user_ids)
         result = {str(user): states.get(user) or "offline" for user in user_ids}
-        return jsonify({"isSuccess": True, "code": 1000, "message": SUCCESS_MESSAGE, "result": result}), 200
+        return success(result), 200
 
     @app.get("/presence-server/user-state")
     def user_state() -> tuple[Response, int]:
