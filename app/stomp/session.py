@@ -125,8 +125,6 @@ class SessionHub:
         return len(self._live)
 
 
-
-
 class Session:
     """One client connection: parser, STOMP handler, in-flight SENDs, outbox, timers, close path.
 
