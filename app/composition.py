@@ -107,7 +107,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     return ChatDomain(application=application, blueprints=blueprints,
                       readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
                       info={"outbox_backlog": lambda: relay.backlog},
-                      delivering=runtime.consumer_positioned,
+                      delivering=runtime.consumer_positioned, flush=relay.flush,
                       start=runtime.start, stop=runtime.stop)
 
 

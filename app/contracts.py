@@ -114,7 +114,8 @@ class ChatDomain:
     ``blueprints`` are Flask blueprints of the application's HTTP API. ``readiness`` maps a
     dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down;
     ``info`` maps a name to a figure ``/readyz`` shows beside them (``outbox_backlog``).
-    ``delivering`` says whether the fan-out consumer is positioned (SUBSCRIBEs wait for it).
+    ``delivering`` says whether the fan-out consumer is positioned (SUBSCRIBEs wait for it);
+    ``flush(timeout_s)`` publishes what is stored and not published yet (a stopping worker).
     ``start()`` starts the Kafka consumer and background tasks after the worker forked;
     ``stop()`` closes them (consumers must be closed, see field-notes.md).
     """
@@ -124,5 +125,6 @@ class ChatDomain:
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
     info: dict[str, Callable[[], object]] = field(default_factory=dict)
     delivering: Callable[[], bool] = lambda: True
+    flush: Callable[[float], bool] = lambda timeout_s: True
     start: Callable[[], None] = lambda: None
     stop: Callable[[], None] = lambda: None

@@ -30,6 +30,8 @@ __all__ = ["ChatServer", "create_flask_app"]
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+# How long a stopping worker waits for the relay to publish what its sessions stored.
+FLUSH_S = 3.0
 # Multipart framing around an upload of upload_max_bytes (boundaries, the other fields).
 _FORM_OVERHEAD_BYTES = 1 << 20
 
@@ -68,8 +70,10 @@ class ChatServer:
 
     def drain(self) -> None:
         """The worker stops taking connections: every session answers the SENDs it took, tells
-        its client to reconnect elsewhere, and closes."""
+        its client to reconnect elsewhere, and closes; then what they stored is published
+        (within gunicorn's graceful timeout, before the worker exits)."""
         self.hub.drain()
+        self.domain.flush(FLUSH_S)
 
     close_sessions = drain
 

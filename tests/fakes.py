@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 from app.chat.model import ChatMessage, Claimed, PendingChange, Repeated, RoomActivity
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
-from app.errors import BackendError, BackendUnavailable, BadRequest
+from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
 from app.presence_client import LogoutResult, Move  # the fake answers in the real client's types
 
 __all__ = [
@@ -66,13 +66,16 @@ class MemoryMessageStore:
         self.messages[(stored.kind, stored.id)] = stored
         return stored
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | BackendError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
         self.batches.append(len(messages))
-        results: list[ChatMessage | Repeated | BackendError] = []
+        results: list[ChatMessage | Repeated | ChatServerError] = []
         for message in messages:
             original = self._same_nonce(message)
-            if original is not None:
+            if original is not None and original.channel_id == message.channel_id:
                 results.append(Repeated(original))
+                continue
+            if original is not None:
+                results.append(BadRequest("nonce: already used for a message in another room"))
                 continue
             try:
                 stored = self.insert(message)

@@ -358,9 +358,11 @@ class RecordSource:
 
         Two signs, either suffices:
 
-        - records newer (by ``RESTART_SKEW_MS``) than the last one read sit before the position:
-          the log started again and grew past the position (a broker that lost its log takes
-          seconds to come back, and records written since carry later times);
+        - the log's first record is newer (by ``RESTART_SKEW_MS``) than the last one read, and
+          sits before the position: the log started again and grew past the position (a broker
+          that lost its log takes seconds to come back, and records written since carry later
+          times). Newer records further into a log are normal (a producer's retried batch keeps
+          its earlier time), so only a log newer from its very start counts;
         - the position stays past the log's end twice in a row, ``LOG_CHECK_S`` apart (once can
           be the embedded broker's offsets trailing a fetch by a record).
         """
@@ -386,12 +388,17 @@ class RecordSource:
                    if partition in self._assigned}
         if not targets:
             return
+        suspects = {}
         for partition, found in self._consumer.offsets_for_times(targets).items():
             # None, or a timestamp of -1 (the embedded broker's way to say none): nothing newer.
             if found is None or found.timestamp < 0:
                 continue
             position = self._consumer.position(partition)
             if position is not None and found.offset < position - 1:
+                suspects[partition] = (found, position)
+        starts = self._consumer.beginning_offsets(list(suspects)) if suspects else {}
+        for partition, (found, position) in suspects.items():
+            if found.offset <= starts.get(partition, -1):
                 log.warning("%s[%d]: records newer than the last one read sit at offset %d, before position "
                             "%d (the broker lost its log); reading it again from its start",
                             partition.topic, partition.partition, found.offset, position)

@@ -40,12 +40,12 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from bson import ObjectId
 
-from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, UNPUBLISHED, ensure_indexes, from_document,
-                                       object_id, to_document)
+from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, UNPUBLISHED, ensure_indexes, find_unique_in,
+                                       from_document, object_id, to_document)
 from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.chat.model import ChatMessage, Repeated
 from app.destinations import RoomKind
-from app.errors import BackendError, BackendUnavailable
+from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
 from app.settings import Settings
 
 __all__ = ["MongoConnection", "MongoMessageWriter"]
@@ -60,6 +60,11 @@ SOCKET_TIMEOUT_MS = 10000
 # What pymongo raises for a document it cannot encode (a lone surrogate: UnicodeEncodeError).
 _UNENCODABLE = (BSONError, UnicodeEncodeError)
 DUPLICATE_KEY = 11000
+
+
+class _Unknown(BackendUnavailable):
+    """A message whose write may or may not have reached the server: its mark is kept."""
+
 # MONGO_WRITE_CONCERN -> what a write waits for: on the primary's journal, or a majority's.
 WRITE_CONCERNS = {"journaled": WriteConcern(w=1, j=True), "majority": WriteConcern(w="majority", j=True)}
 
@@ -134,10 +139,10 @@ class MongoMessageWriter:
         self._summaries.added([message])
         return message.with_id(str(result.inserted_id))
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | BackendError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
         """One unordered ``insert_many`` per collection; a document's own error spares the rest."""
         self._ensure_indexes()
-        results: list[ChatMessage | Repeated | BackendError] = list(messages)
+        results: list[ChatMessage | Repeated | ChatServerError] = list(messages)
         for kind in ("direct", "channel"):
             positions = [i for i, message in enumerate(messages) if message.kind == kind]
             if positions:
@@ -146,9 +151,9 @@ class MongoMessageWriter:
         return results
 
     def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
-                      results: list[ChatMessage | Repeated | BackendError]) -> None:
+                      results: list[ChatMessage | Repeated | ChatServerError]) -> None:
         documents = [{"_id": ObjectId(), **to_document(message)} for message in batch]
-        failed: dict[int, BackendError | Repeated] = {}
+        failed: dict[int, ChatServerError | Repeated] = {}
         try:
             self._mark_unpublished(kind, documents)
         except BackendUnavailable as exc:
@@ -166,12 +171,24 @@ class MongoMessageWriter:
                 failed[error["index"]] = self._write_error(kind, documents[error["index"]], error)
             log.info("mongodb insert_many: %d of %d documents not stored", len(failed), len(batch))
         except PyMongoError as exc:
-            # Which documents the server took is unknown: all of them are reported failed.
             log.warning("mongodb call failed: %s", type(exc).__name__)
-            failed = {index: BackendUnavailable("database unavailable") for index in range(len(batch))}
+            failed = self._unknown_outcome(kind, documents)
         for index, (position, message, document) in enumerate(zip(positions, batch, documents)):
             results[position] = failed.get(index) or message.with_id(str(document["_id"]))
-        self._unmark([documents[index]["_id"] for index in failed])
+        self._unmark([documents[index]["_id"] for index, error in failed.items() if not isinstance(error, _Unknown)])
+
+    def _unknown_outcome(self, kind: RoomKind, documents: list[dict[str, Any]]) -> dict[int, ChatServerError | Repeated]:
+        """The write failed on the way (a timeout, a lost connection): which documents did the
+        server take? Those are stored (their RECEIPT goes out); the others failed. When even
+        that cannot be read, each fails as unknown and keeps its mark: the sweep publishes it
+        if it was stored after all (a retry with the same nonce then gets its RECEIPT)."""
+        ids = [document["_id"] for document in documents]
+        try:
+            stored = {doc["_id"] for doc in find_unique_in(self._collection(kind), "_id", ids, {"_id": 1})}
+        except PyMongoError:
+            return {index: _Unknown("database unavailable") for index in range(len(documents))}
+        return {index: BackendUnavailable("database unavailable")
+                for index, ident in enumerate(ids) if ident not in stored}
 
     def _mark_unpublished(self, kind: RoomKind, documents: list[dict[str, Any]]) -> None:
         since = self._now()
@@ -188,18 +205,23 @@ class MongoMessageWriter:
                 log.warning("could not take back %d outbox marks; the sweep will", len(chunk))
                 return
 
-    def _write_error(self, kind: RoomKind, document: dict[str, Any], error: dict[str, Any]) -> BackendError | Repeated:
+    def _write_error(self, kind: RoomKind, document: dict[str, Any],
+                     error: dict[str, Any]) -> BackendError | BadRequest | Repeated:
         """A repeated nonce is the original message; anything else fails that message alone."""
         if error.get("code") == DUPLICATE_KEY and "nonce" in document:
-            original = _guarded(lambda: self._collection(kind).find_one(
-                {"userId": document["userId"], "nonce": document["nonce"]}))
-            if original is not None:
+            try:
+                original = self._collection(kind).find_one({"userId": document["userId"], "nonce": document["nonce"]})
+            except PyMongoError:
+                return BackendUnavailable("database unavailable")  # this one only; its retry finds it
+            if original is not None and original.get("channelId") == document["channelId"]:
                 return Repeated(from_document(kind, original))
+            if original is not None:  # a key reused for another room: not a retry of that message
+                return BadRequest("nonce: already used for a message in another room")
         log.warning("mongodb refused a message: code %s", error.get("code"))
         return BackendError("message not stored")
 
-    def _insert_each(self, kind: RoomKind, documents: list[dict[str, Any]]) -> dict[int, BackendError | Repeated]:
-        failed: dict[int, BackendError | Repeated] = {}
+    def _insert_each(self, kind: RoomKind, documents: list[dict[str, Any]]) -> dict[int, ChatServerError | Repeated]:
+        failed: dict[int, ChatServerError | Repeated] = {}
         for index, document in enumerate(documents):
             try:
                 self._collection(kind).insert_one(document)
@@ -210,7 +232,7 @@ class MongoMessageWriter:
                     failed[index] = self._write_error(kind, document, {"code": DUPLICATE_KEY})
                     continue
                 log.warning("mongodb call failed: %s", type(exc).__name__)
-                failed[index] = BackendUnavailable("database unavailable")
+                failed[index] = _Unknown("database unavailable")
         log.warning("mongodb insert_many: %d of %d documents could not be encoded", len(failed), len(documents))
         return failed
 

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterable, Protocol, Sequence
 
 from app.chat.model import ChatMessage, Claimed, OutboxRef, PendingChange, Repeated, RoomActivity, StoredFile
 from app.destinations import RoomKind
-from app.errors import BackendError
+from app.errors import ChatServerError
 
 __all__ = [
     "MessageWriter",
@@ -34,13 +34,14 @@ class MessageWriter(Protocol):
         """Store a new message under a server-generated id; returns it with ``id`` set."""
         ...
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | BackendError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
         """Store several new messages at once (group commit), each under a server-generated id.
 
         Each is stored durably (the configured write concern) and marked unpublished (the
         outbox, see :class:`Outbox`). Returns one entry per input, in order: the stored
         message with ``id`` set; ``Repeated`` when its author already stored a message with
-        the same ``nonce``; or the ``BackendError`` that kept that one message out. One
+        the same ``nonce`` in the same room; or the error that kept that one message out
+        (``BackendError``, or ``BadRequest`` for a nonce its author used in another room). One
         failure does not stop the others.
         """
         ...

@@ -143,7 +143,7 @@ class Relay:
         self._stopped = False
         self._sweeper = self._spawn(self._sweep_forever)
 
-    def stop(self, timeout_s: float = 5.0) -> bool:
+    def stop(self, timeout_s: float = 2.0) -> bool:
         """Stop sweeping and publish what is queued, for up to ``timeout_s``; whether all of it went."""
         self._stopped = True
         if self._sweeper is not None:
@@ -176,7 +176,12 @@ class Relay:
         """The publisher: batches until the queue is empty (the next event starts another)."""
         failures = 0
         try:
-            while self._queue:
+            # Marking yields (a database call): what was queued meanwhile is published by this
+            # same loop, since _enqueue starts no second publisher while this one runs.
+            while self._queue or self._to_mark:
+                if not self._queue:
+                    self._mark_published()
+                    continue
                 batch = self._queue[:self._batch]
                 published, failed = self._publish(batch)
                 del self._queue[:len(batch)]
@@ -188,7 +193,6 @@ class Relay:
                     self._report_failure(len(failed))
                     self._sleep(min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(failures - 1, 8)))
         finally:
-            self._mark_published()
             self._publishing = False
 
     def _publish(self, batch: list[RelayEntry]) -> tuple[list[RelayEntry], list[RelayEntry]]:
@@ -266,13 +270,22 @@ class Relay:
         queued = 0
         for message in claimed.messages:
             if (message.kind, message.id) not in self._queued:
-                self.message_stored(message)
-                queued += 1
+                queued += self._recover(lambda: self.message_stored(message))
         for change in claimed.changes:
-            queued += self._recover_change(change)
+            queued += self._recover(lambda: self._recover_change(change))
         if queued:
             log.info("outbox sweep queued %d events stored earlier and not published", queued)
         return queued
+
+    @staticmethod
+    def _recover(step: Callable[[], int | None]) -> int:
+        """One claimed entry; its failure costs only itself (it is claimable again later)."""
+        try:
+            queued = step()
+            return 1 if queued is None else queued
+        except Exception:  # noqa: BLE001 - a poison entry must not hold back the rest of the sweep
+            log.warning("outbox sweep skipped an entry it could not queue", exc_info=True)
+            return 0
 
     def _recover_change(self, change: PendingChange) -> int:
         """Queue a recorded change if it happened; forget it if it did not (never acknowledged)."""

@@ -156,6 +156,7 @@ class Session:
         self._abort_timer: gevent.Greenlet | None = None
         self._abort_hooks: list[Callable[[], None]] = []
         self._draining = False
+        self._handling = False  # the reader is inside the handler with a frame
 
     def __repr__(self) -> str:
         return f"<Session {self.session_id} {self.transport} {self.state}>"
@@ -204,14 +205,17 @@ class Session:
                 return
             if isinstance(event, Frame):
                 if event.command == f.SUBSCRIBE and not self._hub.wait_delivering():
-                    self.send_frames((f.error("server not ready, try again",
-                                              receipt_id=event.header("receipt")),))
+                    self._apply(Outcome((f.error("server not ready, try again", receipt_id=event.header("receipt")),)))
                     continue
                 if self._inflight is not None:
                     self._inflight.wait_for_room()  # back-pressure: the client's next frames stay unread
-                    if self.state != OPEN:  # the connection ended meanwhile: start nothing new
+                    if self.state != OPEN or self._draining:  # ended meanwhile: start nothing new
                         return
-                self._apply(self._handler.receive_frame(event))
+                self._handling = True
+                try:
+                    self._apply(self._handler.receive_frame(event))
+                finally:
+                    self._handling = False
         if self._parser.parser_exc is not None:
             self.fail(self._parser.parser_exc)
 
@@ -300,9 +304,11 @@ class Session:
         if self.state != OPEN:
             return
         self._draining = True
-        while self._inflight:  # the reader may have owed one more while the last drain ran
-            self._inflight.drain()
-            gevent.sleep(0)
+        while self._handling or self._inflight:  # the frame in hand first, then every reply owed
+            if self._inflight:
+                self._inflight.drain()
+            else:
+                gevent.sleep(READY_POLL_S)
         self.close(f.error(message), code=GOING_AWAY)
 
     def close_undeliverable(self) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from app.chat.model import ChatMessage, Repeated
+from app.errors import BadRequest
 from tests.fakes import MemoryMessageStore
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123000)
@@ -103,6 +104,11 @@ class MessageWriterContract:
         stored = [r for r in results if isinstance(r, ChatMessage)]
         repeated = [r for r in results if isinstance(r, Repeated)]
         assert len(stored) == 1 and len(repeated) == 1 and repeated[0].original == stored[0]
+
+    def test_a_nonce_reused_in_another_room_is_refused_not_answered_with_the_other_message(self, store):
+        store.insert_many([message("a", nonce="n")])
+        (other_room,) = store.insert_many([message("b", channel_id=ROOM + 1, nonce="n")])
+        assert isinstance(other_room, BadRequest) and other_room.message.startswith("nonce:")
 
     def test_messages_without_a_nonce_never_collide(self, store):
         results = store.insert_many([message("a"), message("b")])

@@ -66,6 +66,9 @@ class FakeConsumer:
     def end_offsets(self, partitions):
         return {partition: self.ends.get(partition, 0) for partition in partitions}
 
+    def beginning_offsets(self, partitions):
+        return {partition: min(self.stamps.get(partition, {0: 0})) for partition in partitions}
+
     def offsets_for_times(self, targets):
         """The first offset stamped at or after each target, as ``self.stamps`` (offset -> ms) say."""
         found = {}
@@ -336,6 +339,21 @@ def test_records_later_than_the_position_are_not_a_restart(clock):
     source.poll(10)
     consumer.ends = {tp("t1", 0): 80}
     consumer.stamps = {tp("t1", 0): {n: 10_000 - 59 + n + (5_000 if n >= 60 else 0) for n in range(80)}}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == set() and source.rewinds == 0
+
+
+def test_a_retried_batch_stamped_earlier_than_its_neighbours_is_not_a_restart(clock):
+    """Two producers: B's batch (later stamp) lands before A's retried one (earlier stamp)."""
+    source, consumer = open_source({"t1": {0}}, topics=("t1",))
+    consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}", offset=103, timestamp=10_000)]})
+    consumer.positions = {tp("t1", 0): 104}
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 104}
+    stamps = {n: 5_000 + n for n in range(100)}
+    stamps.update({100: 11_500, 101: 10_000, 102: 10_000, 103: 10_000})
+    consumer.stamps = {tp("t1", 0): stamps}
     clock[0] += kafka_bus.LOG_CHECK_S
     source.poll(10)
     assert consumer.from_beginning == set() and source.rewinds == 0

@@ -262,3 +262,35 @@ def test_while_failing_it_asks_for_the_topics_to_exist(broker, outbox):
     wait_until(lambda: asked)
     broker.up = True
     wait_until(lambda: relay.backlog == 0)
+
+
+def test_an_event_queued_while_published_ones_are_being_marked_is_published_too(broker, outbox):
+    """Marking yields: the publisher must not leave behind what was queued meanwhile."""
+    relay = make_relay(broker, outbox)
+    marked = outbox.published
+
+    def slow_mark(refs):
+        gevent.sleep(0.01)
+        marked(refs)
+
+    outbox.published = slow_mark
+    relay.message_stored(message(1))
+    wait_until(lambda: broker.records)
+    relay.message_stored(message(2))  # very likely while message 1 is being marked
+    wait_until(lambda: len(broker.records) == 2)
+    wait_until(lambda: not relay._publishing)
+    assert relay.backlog == 0 and len(outbox.marked_published) == 2
+
+
+def test_one_bad_entry_costs_the_sweep_only_itself(broker, outbox):
+    class Broken:
+        kind, id = "direct", "f" * 24
+
+        def __getattr__(self, name):
+            raise ValueError("cannot be built")
+
+    relay = make_relay(broker, outbox)
+    outbox.stale = Claimed(messages=[Broken(), message(2)], changes=[])
+    assert relay.sweep() == 1
+    wait_until(lambda: relay.backlog == 0)
+    assert contents(broker) == [events.message_record(message(2))]

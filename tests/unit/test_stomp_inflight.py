@@ -6,6 +6,7 @@ a greenlet that must be blocked is checked after yielding to every other one.
 """
 
 import gevent
+import gevent.event
 import pytest
 
 from app.auth import TokenVerifier, mint_token
@@ -367,3 +368,20 @@ class TestSessionOrdering:
         assert not session.is_open
         assert session.outbox.take(10)[-1].startswith(b"ERROR\nmessage:slow consumer\n")
         session.finish()
+
+
+def test_drain_waits_for_the_frame_the_reader_is_handling(app):
+    """A SEND whose handler is still running when the worker stops gets its RECEIPT first."""
+    gate = gevent.event.Event()
+    app.send_handlers["/kafka/slow"] = lambda conn, body, key=None: gate.wait() and None
+    session = open_session(app)
+    reader = gevent.spawn(send, session, "slow", "/kafka/slow")
+    settle()
+    drainer = gevent.spawn(session.drain, "server shutting down")
+    settle()
+    assert not drainer.dead
+    gate.set()
+    reader.join(timeout=WAIT)
+    drainer.join(timeout=WAIT)
+    assert sent(session) == [receipt("slow"), ("ERROR", None, "server shutting down")]
+    session.finish()
