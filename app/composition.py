@@ -119,7 +119,7 @@ def create_topics(settings: Settings) -> list[str]:
 def _fanout_consumer(settings: Settings, delivery: LocalDelivery) -> FanoutConsumer:
     group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
 
-    def open_source(resume_from: dict[tuple[str, int], int]) -> kafka_bus.RecordSource:
+    def open_source(resume_from: dict[tuple[str, int], kafka_bus.ReadPosition]) -> kafka_bus.RecordSource:
         return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group, resume_from=resume_from)
 
     return FanoutConsumer(FANOUT_GROUP, open_source, delivery)

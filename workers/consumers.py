@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import gevent
 
@@ -80,8 +80,8 @@ class Source(Protocol):
     def ready(self) -> bool: ...
 
     @property
-    def next_offsets(self) -> dict[tuple[str, int], int]:
-        """Per (topic, partition) read so far, the offset after the last record returned."""
+    def read_positions(self) -> dict[tuple[str, int], Any]:
+        """Per (topic, partition) read so far: where a replacement source goes on."""
         ...
 
     def close(self) -> None: ...
@@ -108,7 +108,7 @@ def backoff_delay(failures: int, rand: Callable[[], float] = random.random) -> f
 class FanoutConsumer:
     """One consumer's loop: poll, build pushes, deliver locally."""
 
-    def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], int]], Source], delivery: LocalDelivery,
+    def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], Any]], Source], delivery: LocalDelivery,
                  *, sleep: Callable[[float], None] = gevent.sleep) -> None:
         self.name = name
         self._open_source = open_source
@@ -121,7 +121,7 @@ class FanoutConsumer:
         self.skipped = 0
         self.duplicates = 0
         self._recent = RecentEvents()
-        self._resume_from: dict[tuple[str, int], int] = {}
+        self._resume_from: dict[tuple[str, int], Any] = {}
 
     @property
     def ready(self) -> bool:
@@ -178,5 +178,5 @@ class FanoutConsumer:
     def _close_source(self) -> None:
         source, self._source = self._source, None
         if source is not None:
-            self._resume_from = source.next_offsets  # the next source goes on from here
+            self._resume_from = source.read_positions  # the next source goes on from here
             source.close()

@@ -35,7 +35,7 @@ from app.chat.model import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "create_topics"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "ReadPosition", "create_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,13 @@ class Record(NamedTuple):
     value: bytes
 
 
+class ReadPosition(NamedTuple):
+    """Where a source stands in one partition: the next offset, and the time of the last record read."""
+
+    offset: int
+    timestamp: int | None
+
+
 class FetchPace:
     """The fetch wait a source's next fetches carry: ``active_ms`` while records arrive,
     ``idle_ms`` once none has for ``idle_after_s``.
@@ -209,20 +216,24 @@ class RecordSource:
     read again from its start, so what was produced since is not skipped: every
     ``LOG_CHECK_S`` the source compares its positions with the ends of the logs, and an
     out-of-range position resets to the earliest offset. A source starts where the source it
-    replaces stopped (``resume_from``, its ``next_offsets``), else at the offset its group
+    replaces stopped (``resume_from``, its ``read_positions``: the next offset and the time of
+    the last record read, so that a log that started again meanwhile is still noticed), else
+    at the offset its group
     committed, else at the end of a partition it never read.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
                  open_consumer: Callable[..., Any] = KafkaConsumer,
                  create_missing: Callable[[Settings, list[str]], list[str]] | None = None,
-                 resume_from: dict[tuple[str, int], int] | None = None) -> None:
+                 resume_from: dict[tuple[str, int], ReadPosition] | None = None) -> None:
         self.group_id = group_id
-        # Where a source that replaces a failed one goes on: the failed one's next offsets
+        # Where a source that replaces a failed one goes on: the failed one's read positions
         # (the broker may have lost the offsets it committed, with its log).
-        self._resume = {TopicPartition(topic, partition): offset
-                        for (topic, partition), offset in (resume_from or {}).items()}
-        self._next_offsets: dict[tuple[str, int], int] = {}
+        resume = {TopicPartition(topic, partition): read for (topic, partition), read in (resume_from or {}).items()}
+        self._resume = {partition: read.offset for partition, read in resume.items()}
+        self._last_timestamps: dict[TopicPartition, int] = {
+            partition: read.timestamp for partition, read in resume.items() if read.timestamp is not None}
+        self._next_offsets: dict[TopicPartition, int] = dict(self._resume)
         self.topics = list(topics)
         self._settings = settings
         self._create_missing = create_missing or create_topics
@@ -231,7 +242,6 @@ class RecordSource:
         self._next_check = 0.0
         self._next_log_check = time.monotonic() + LOG_CHECK_S
         self._past_end: set[TopicPartition] = set()
-        self._last_timestamps: dict[TopicPartition, int] = {}
         self.rewinds = 0
         self._pace = FetchPace(settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms,
                                idle_after_s=IDLE_AFTER_S)
@@ -282,14 +292,15 @@ class RecordSource:
         if batches:
             self._pace.saw_records()
             for partition, batch in batches.items():
-                self._next_offsets[(partition.topic, partition.partition)] = batch[-1].offset + 1
+                self._next_offsets[partition] = batch[-1].offset + 1
                 self._last_timestamps[partition] = batch[-1].timestamp
         return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
 
     @property
-    def next_offsets(self) -> dict[tuple[str, int], int]:
-        """The offset after the last record returned, per (topic, partition) read so far."""
-        return {**{(tp.topic, tp.partition): offset for tp, offset in self._resume.items()}, **self._next_offsets}
+    def read_positions(self) -> dict[tuple[str, int], ReadPosition]:
+        """Per (topic, partition) read so far: the offset after the last record, and its time."""
+        return {(tp.topic, tp.partition): ReadPosition(offset, self._last_timestamps.get(tp))
+                for tp, offset in self._next_offsets.items()}
 
     def _set_fetch_wait(self, wait_ms: int) -> None:
         """The ``max_wait_ms`` of the fetch requests sent from now on.

@@ -26,7 +26,7 @@ class FakeSource:
         self.polls = 0
         self.closed = False
         self.ready = True
-        self.next_offsets = {("t", 0): 7}
+        self.read_positions = {("t", 0): (7, 1_000)}
 
     def poll(self, timeout_ms, max_records=500):
         self.polls += 1
@@ -85,7 +85,7 @@ def test_a_failing_source_is_closed_and_reopened():
     consumer = FanoutConsumer("channel-etc-server-group", open_source, delivery, sleep=lambda s: None)
     run_until(consumer, lambda: delivery.delivered)
     assert len(opened) == 2 and opened[0].closed
-    assert resumed == [{}, {("t", 0): 7}]  # the new source goes on where the failed one stopped
+    assert resumed == [{}, {("t", 0): (7, 1_000)}]  # the new source goes on where the failed one stopped
     assert delivery.delivered == [("/topic/group/12", b'{"type":"typing","name":"kim"}')]
 
 

@@ -314,9 +314,21 @@ def test_a_missing_topic_is_created_and_not_asked_for_again_at_once(clock):
 
 def test_a_replacement_source_goes_on_where_the_failed_one_stopped(clock):
     """Not at the end and not at the group's commit: a broker that lost its log lost those too."""
-    source, consumer = open_source({"t1": {0, 1}}, topics=("t1",), resume_from={("t1", 0): 120})
+    source, consumer = open_source({"t1": {0, 1}}, topics=("t1",),
+                                   resume_from={("t1", 0): kafka_bus.ReadPosition(120, 10_000)})
     assert consumer.positions[tp("t1", 0)] == 120 and consumer.to_end == {tp("t1", 1)}
-    assert source.next_offsets == {("t1", 0): 120}
+    assert source.read_positions == {("t1", 0): (120, 10_000)}
+
+
+def test_a_replacement_source_notices_a_log_that_started_again_while_it_was_away(clock):
+    """The failed source's last record time comes along: a log regrown past the offset is caught."""
+    source, consumer = open_source({"t1": {0}}, topics=("t1",),
+                                   resume_from={("t1", 0): kafka_bus.ReadPosition(60, 10_000)})
+    consumer.ends = {tp("t1", 0): 90}
+    consumer.stamps = {tp("t1", 0): {n: 20_000 + n for n in range(90)}}
+    clock[0] += kafka_bus.LOG_CHECK_S
+    source.poll(10)
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
 
 
 def test_a_log_that_started_again_and_grew_past_the_position_is_read_again_from_its_start(clock):
