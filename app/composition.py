@@ -38,7 +38,7 @@ from app.presence_client import PresenceClient
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.registry import SubscriptionRegistry
-from app.stomp.session import CLOSE_GRACE_S, SessionHub
+from app.stomp.session import SessionHub
 from app.stomp.sockjs import SockJSEndpoint, SockJSOptions
 from app.web import ChatServer, create_flask_app
 from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
@@ -60,8 +60,8 @@ def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: Subsc
                       delivery: FanoutDelivery) -> ChatServer:
     """The transport and the web app around ``domain``, whose pushes go to ``delivery``."""
     hub = SessionHub(settings, domain.application, TokenVerifier(settings.jwt_secret), registry,
-                     settings.effective_node_id, close_grace_s=CLOSE_GRACE_S, delivering=domain.delivering)
-    endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings))
+                     settings.effective_node_id, delivering=domain.delivering)
+    endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings, hub.close_grace_s))
     flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=domain.blueprints,
                                  readiness=domain.readiness, info=domain.info)
     return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app)
@@ -125,9 +125,9 @@ def _fanout_consumer(settings: Settings, delivery: LocalDelivery) -> FanoutConsu
     return FanoutConsumer(FANOUT_GROUP, open_source, delivery)
 
 
-def _sockjs_options(settings: Settings) -> SockJSOptions:
+def _sockjs_options(settings: Settings, close_grace_s: float) -> SockJSOptions:
     return SockJSOptions(max_frame_bytes=settings.stomp_max_frame_bytes,
                          heartbeat_s=settings.sockjs_heartbeat_s,
                          disconnect_delay_s=settings.sockjs_disconnect_delay_s,
                          streaming_bytes=settings.sockjs_streaming_bytes,
-                         close_grace_s=CLOSE_GRACE_S)
+                         close_grace_s=close_grace_s)

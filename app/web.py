@@ -75,8 +75,6 @@ class ChatServer:
         self.hub.drain()
         self.domain.flush(FLUSH_S)
 
-    close_sessions = drain
-
     def stop(self) -> None:
         """Drain, then stop the domain (the relay publishes what it still holds)."""
         self.drain()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.chat.model import ChatMessage, Claimed, PendingChange, Repeated, RoomActivity
+from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Repeated, RoomActivity
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
@@ -144,7 +144,7 @@ class MemoryOutbox:
     def published(self, refs: Sequence[tuple[str, str]]) -> None:
         self._check()
         for place, ident in refs:
-            if place == "change":
+            if place == CHANGE_PLACE:
                 self.changes.pop(ident, None)
             else:
                 self.store.unpublished.pop((place, ident), None)  # type: ignore[arg-type]

@@ -218,8 +218,7 @@ class RecordSource:
     out-of-range position resets to the earliest offset. A source starts where the source it
     replaces stopped (``resume_from``, its ``read_positions``: the next offset and the time of
     the last record read, so that a log that started again meanwhile is still noticed), else
-    at the offset its group
-    committed, else at the end of a partition it never read.
+    at the offset its group committed, else at the end of a partition it never read.
     """
 
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
@@ -387,11 +386,8 @@ class RecordSource:
                 continue
             past_end.add(partition)
             if partition in self._past_end:
-                log.warning("%s[%d]: position %d is past the log's end %d (the broker lost its log); "
-                            "reading it again from its start", partition.topic, partition.partition, position, end)
-                self._consumer.seek_to_beginning(partition)
+                self._rewind(partition, f"position {position} is past the log's end {end}")
                 past_end.discard(partition)
-                self.rewinds += 1
         self._past_end = past_end
 
     def _rewind_logs_with_newer_records_behind(self) -> None:
@@ -410,12 +406,16 @@ class RecordSource:
         starts = self._consumer.beginning_offsets(list(suspects)) if suspects else {}
         for partition, (found, position) in suspects.items():
             if found.offset <= starts.get(partition, -1):
-                log.warning("%s[%d]: records newer than the last one read sit at offset %d, before position "
-                            "%d (the broker lost its log); reading it again from its start",
-                            partition.topic, partition.partition, found.offset, position)
-                self._consumer.seek_to_beginning(partition)
-                del self._last_timestamps[partition]
-                self.rewinds += 1
+                self._rewind(partition, f"records newer than the last one read start the log, before position "
+                                        f"{position}")
+
+    def _rewind(self, partition: TopicPartition, sign: str) -> None:
+        """Read ``partition`` again from its start: its log was replaced (the broker lost it)."""
+        log.warning("%s[%d]: %s (the broker lost its log); reading it again from its start",
+                    partition.topic, partition.partition, sign)
+        self._consumer.seek_to_beginning(partition)
+        self._last_timestamps.pop(partition, None)
+        self.rewinds += 1
 
     @property
     def ready(self) -> bool:

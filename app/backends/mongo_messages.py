@@ -40,7 +40,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from bson import ObjectId
 
-from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, UNPUBLISHED, ensure_indexes, find_unique_in,
+from app.backends.mongo_schema import (COLLECTIONS, UNPUBLISHED, delete_unique_in, ensure_indexes, find_unique_in,
                                        from_document, object_id, to_document)
 from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.chat.model import ChatMessage, Repeated
@@ -197,13 +197,10 @@ class MongoMessageWriter:
 
     def _unmark(self, ids: list[ObjectId]) -> None:
         """Take back the marks of messages that were not stored (best effort: the sweep drops the rest)."""
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start:start + IN_CHUNK]
-            try:
-                self._unpublished.delete_many({"_id": {"$in": chunk}})
-            except PyMongoError:
-                log.warning("could not take back %d outbox marks; the sweep will", len(chunk))
-                return
+        try:
+            delete_unique_in(self._unpublished, "_id", ids)
+        except PyMongoError:
+            log.warning("could not take back %d outbox marks; the sweep will", len(ids))
 
     def _write_error(self, kind: RoomKind, document: dict[str, Any],
                      error: dict[str, Any]) -> BackendError | BadRequest | Repeated:

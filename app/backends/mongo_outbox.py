@@ -31,8 +31,9 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
-from app.backends.mongo_schema import COLLECTIONS, IN_CHUNK, PENDING_CHANGES, UNPUBLISHED, find_unique_in, from_document
-from app.chat.model import ChatMessage, Claimed, OutboxRef, PendingChange
+from app.backends.mongo_schema import (COLLECTIONS, PENDING_CHANGES, UNPUBLISHED, delete_unique_in, find_unique_in,
+                                       from_document)
+from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, OutboxRef, PendingChange, stored_time
 from app.destinations import RoomKind
 from app.errors import BackendUnavailable
 
@@ -40,7 +41,6 @@ __all__ = ["MongoOutbox"]
 
 log = logging.getLogger(__name__)
 
-CHANGE = "change"
 
 
 class MongoOutbox:
@@ -62,12 +62,10 @@ class MongoOutbox:
         _guarded(lambda: self._changes.delete_one({"_id": ObjectId(change_id)}))
 
     def published(self, refs: Sequence[OutboxRef]) -> None:
-        changes = [ObjectId(ident) for place, ident in refs if place == CHANGE]
-        marks = [ObjectId(ident) for place, ident in refs if place != CHANGE]
-        for collection, ids in ((self._changes, changes), (self._marks, marks)):
-            for start in range(0, len(ids), IN_CHUNK):
-                chunk = ids[start:start + IN_CHUNK]
-                _guarded(lambda: collection.delete_many({"_id": {"$in": chunk}}))
+        changes = [ObjectId(ident) for place, ident in refs if place == CHANGE_PLACE]
+        marks = [ObjectId(ident) for place, ident in refs if place != CHANGE_PLACE]
+        _guarded(lambda: delete_unique_in(self._changes, "_id", changes))
+        _guarded(lambda: delete_unique_in(self._marks, "_id", marks))
 
     def claim_stale(self, older_than: datetime, owner: str, limit: int) -> Claimed:
         messages: list[ChatMessage] = []
@@ -82,9 +80,7 @@ class MongoOutbox:
 
     def _drop_orphans(self, ids: list[ObjectId]) -> None:
         """Marks whose message was never stored (its writer failed or died in between)."""
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start:start + IN_CHUNK]
-            _guarded(lambda: self._marks.delete_many({"_id": {"$in": chunk}}))
+        _guarded(lambda: delete_unique_in(self._marks, "_id", ids))
 
     def forget_nonces(self, older_than: datetime) -> int:
         forgotten = 0
@@ -103,14 +99,10 @@ def _claim(collection: Collection[dict[str, Any]], older_than: datetime, owner: 
         collection.find(stale, {"_id": 1}).sort("pub", ASCENDING).limit(limit)))]
     if not ids:
         return []
-    now = _milliseconds(datetime.utcnow())  # what the database keeps, so the read below matches
+    now = stored_time(datetime.utcnow())  # what the database keeps, so the read below matches
     _guarded(lambda: collection.update_many({"_id": {"$in": ids}, **stale}, {"$set": {"pub": now, "pubBy": owner}}))
     claimed = {doc["_id"]: doc for doc in _guarded(lambda: list(collection.find({"pub": now, "pubBy": owner})))}
     return [claimed[ident] for ident in ids if ident in claimed]
-
-
-def _milliseconds(moment: datetime) -> datetime:
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _change(doc: dict[str, Any]) -> PendingChange:

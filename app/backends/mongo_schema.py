@@ -38,7 +38,7 @@ from app.destinations import RoomKind
 
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED",
            "NONCE_INDEX",
-           "IN_CHUNK", "find_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
+           "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
            "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
@@ -78,6 +78,12 @@ def find_unique_in(collection: Collection[Any], field: str, values: Sequence[Any
         # The limit (no more can match) lets the first reply close the cursor: no getMore.
         docs += collection.find({field: {"$in": chunk}}, projection, limit=len(chunk))
     return docs
+
+
+def delete_unique_in(collection: Collection[Any], field: str, values: Sequence[Any]) -> None:
+    """Delete the documents whose ``field`` (unique in ``collection``) is one of ``values``."""
+    for start in range(0, len(values), IN_CHUNK):
+        collection.delete_many({field: {"$in": list(values[start:start + IN_CHUNK])}})
 
 
 def object_id(message_id: str) -> ObjectId | None:

@@ -14,8 +14,8 @@ from typing import Final, Literal
 
 from app.destinations import RoomKind
 
-__all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "Claimed", "RoomActivity", "StoredFile",
-           "TOPICS", "NONCE_MAX_CHARS"]
+__all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "CHANGE_PLACE", "Claimed", "RoomActivity",
+           "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time"]
 
 # The longest idempotency key a client may send with a message (Discord's nonce is 25).
 NONCE_MAX_CHARS = 64
@@ -87,8 +87,14 @@ class PendingChange:
 
 
 # Where an unpublished event is kept: ("direct" | "channel", message id) for a new message,
-# ("change", change id) for an edit or a delete.
+# (CHANGE_PLACE, change id) for an edit or a delete.
 OutboxRef = tuple[str, str]
+CHANGE_PLACE: Final = "change"
+
+
+def stored_time(moment: datetime) -> datetime:
+    """``moment`` as the database keeps it (milliseconds), so stored and in-memory times compare."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Protocol
 import gevent
 
 from app.chat import events
-from app.chat.model import ChatMessage, OutboxRef, PendingChange
+from app.chat.model import CHANGE_PLACE, ChatMessage, OutboxRef, PendingChange, stored_time
 from app.chat.ports import EventBus, Outbox
 from app.chat.timefmt import utcnow
 from app.destinations import RoomKind
@@ -56,7 +56,6 @@ RETRY_CAP_S = 5.0
 MARK_EVERY = 32
 # How often a failing relay logs its backlog and asks for the topics to be created.
 REPORT_EVERY_S = 10.0
-CHANGE = "change"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +111,6 @@ class Relay:
         self._stopped = False
         self._last_report = float("-inf")
         self._to_mark: list[OutboxRef] = []
-        self.published_count = 0
 
     # -- what the handlers call (never blocks) ----------------------------------------------------
 
@@ -134,7 +132,7 @@ class Relay:
     def change_stored(self, change: PendingChange, message: ChatMessage | None) -> None:
         """Publish an edit (``message`` as edited) or a delete that was just made."""
         topic, key, value = events.change_record(change, message)
-        self._enqueue(RelayEntry(topic, key, value, (CHANGE, change.id)))
+        self._enqueue(RelayEntry(topic, key, value, (CHANGE_PLACE, change.id)))
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -218,7 +216,6 @@ class Relay:
     def _forget(self, published: list[RelayEntry]) -> None:
         for entry in published:
             self._queued.discard(entry.ref)
-        self.published_count += len(published)
         self._to_mark += [entry.ref for entry in published]
         if len(self._to_mark) >= MARK_EVERY:
             self._mark_published()
@@ -289,7 +286,7 @@ class Relay:
 
     def _recover_change(self, change: PendingChange) -> int:
         """Queue a recorded change if it happened; forget it if it did not (never acknowledged)."""
-        if (CHANGE, change.id) in self._queued:
+        if (CHANGE_PLACE, change.id) in self._queued:
             return 0
         message = self._messages.get(change.kind, change.message_id)
         if _happened(change, message):
@@ -304,9 +301,4 @@ def _happened(change: PendingChange, message: ChatMessage | None) -> bool:
     if change.action == "delete":
         return message is None
     return message is not None and message.edited_at is not None and change.edited_at is not None \
-        and _ms(message.edited_at) == _ms(change.edited_at)
-
-
-def _ms(moment: datetime) -> datetime:
-    """Times as the database keeps them (milliseconds)."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+        and stored_time(message.edited_at) == stored_time(change.edited_at)

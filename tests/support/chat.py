@@ -380,7 +380,7 @@ def in_process_chat_server(settings: Settings, domain: ChatDomain) -> Iterator[I
     try:
         yield InProcessChatServer(chat, server, chat, *endpoint_urls(server.server_port))
     finally:
-        chat.close_sessions()
+        chat.drain()
         server.stop(timeout=5)
 
 
