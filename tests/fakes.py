@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Repeated, RoomActivity
+from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
@@ -23,6 +23,7 @@ from app.presence_client import LogoutResult, Move  # the fake answers in the re
 __all__ = [
     "MemoryMessageStore",
     "MemoryOutbox",
+    "MemoryEventLog",
     "RecordingEventBus",
     "MemoryAck",
     "MemoryMembership",
@@ -443,3 +444,51 @@ class RecordingHttp:
             raise BackendUnavailable()
         self.posts.append((url, body))
         return None
+
+
+class MemoryEventLog:
+    """``EventLog`` in memory: counters, the log, and when each counter last moved."""
+
+    def __init__(self, now=datetime.utcnow) -> None:
+        self.counters: dict[RoomKey, int] = {}
+        self.moved: dict[RoomKey, datetime] = {}
+        self.events: dict[RoomKey, dict[int, RoomEvent]] = {}
+        self.fail_allocate = False
+        self.fail_append = False
+        self.after_calls: list[tuple[RoomKey, int]] = []
+        self._now = now
+
+    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+        if self.fail_allocate:
+            raise BackendUnavailable("database unavailable")
+        firsts = {}
+        for room, count in counts.items():
+            firsts[room] = self.counters.get(room, 0) + 1
+            self.counters[room] = firsts[room] + count - 1
+            self.moved[room] = self._now()
+        return firsts
+
+    def append(self, entries: Sequence[RoomEvent]) -> None:
+        if self.fail_append:
+            raise BackendUnavailable("database unavailable")
+        for entry in entries:
+            self.events.setdefault(entry.room, {}).setdefault(entry.seq, entry)
+
+    def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
+        self.after_calls.append((room, seq))
+        kept = self.events.get(room, {})
+        return [kept[n] for n in sorted(kept) if n > seq][:limit]
+
+    def latest(self, room: RoomKey) -> int:
+        return self.counters.get(room, 0)
+
+    def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
+        return {room: self.counters[room] for room, at in self.moved.items() if since <= at < until}
+
+    def prune(self, older_than: datetime) -> int:
+        pruned = 0
+        for kept in self.events.values():
+            for seq in [n for n, event in kept.items() if event.at < older_than]:
+                del kept[seq]
+                pruned += 1
+        return pruned

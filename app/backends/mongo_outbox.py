@@ -54,7 +54,7 @@ class MongoOutbox:
     def add_change(self, change: PendingChange) -> PendingChange:
         document = {"action": change.action, "kind": change.kind, "channelId": change.channel_id,
                     "messageId": change.message_id, "content": change.content, "editedAt": change.edited_at,
-                    "pub": datetime.utcnow()}
+                    "seq": change.seq, "pub": datetime.utcnow()}
         result = _guarded(lambda: self._changes.insert_one(document))
         return replace(change, id=str(result.inserted_id))
 
@@ -109,7 +109,8 @@ def _change(doc: dict[str, Any]) -> PendingChange:
     kind: RoomKind = "direct" if doc["kind"] == "direct" else "channel"
     return PendingChange(action=doc["action"], kind=kind, channel_id=int(doc["channelId"]),
                          message_id=str(doc["messageId"]), content=doc.get("content"),
-                         edited_at=doc.get("editedAt"), id=str(doc["_id"]))
+                         edited_at=doc.get("editedAt"), id=str(doc["_id"]),
+                         seq=int(doc["seq"]) if doc.get("seq") is not None else None)
 
 
 def _guarded(call: Any) -> Any:

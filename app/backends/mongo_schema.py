@@ -6,7 +6,10 @@ Java server stays readable: ``directMessage`` and ``channelMessage`` (``_id`` Ob
 ``name``, ``profileImage``, ``thumbnail``, ``parentId``, ``parentName``, ``parentContent``)
 and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). New fields:
 ``editedAt``; ``nonce`` (the client's idempotency key, unique per author while kept:
-``NONCE_INDEX``).
+``NONCE_INDEX``); ``seq`` (the message's number in its room, ``mongo_event_log``).
+
+Each room's event sequence (``mongo_event_log``) is two collections: ``roomSeq``, one counter
+per room (``_id`` as a summary's), and ``roomEvent``, the numbered events' records.
 
 The outbox (``mongo_outbox``) is two small collections, so the message collections carry no
 publishing state and no index for it: ``unpublished``, one mark per new message not published
@@ -36,7 +39,7 @@ from pymongo.database import Database
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED",
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
            "NONCE_INDEX",
            "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
            "object_id"]
@@ -48,6 +51,8 @@ SUMMARIES = "roomSummary"
 SUMMARY_MARKER_ID = "summaries-complete"
 PENDING_CHANGES = "pendingChange"
 UNPUBLISHED = "unpublished"
+ROOM_SEQUENCES = "roomSeq"
+ROOM_EVENTS = "roomEvent"
 NONCE_INDEX = "author_nonce_unique"
 
 _OPTIONAL_FIELDS = {
@@ -60,6 +65,7 @@ _OPTIONAL_FIELDS = {
     "parent_content": "parentContent",
     "edited_at": "editedAt",
     "nonce": "nonce",
+    "seq": "seq",
 }
 
 
@@ -145,6 +151,11 @@ def ensure_indexes(db: Database[Any]) -> None:
                               partialFilterExpression={"nonce": {"$exists": True}})
     db[UNPUBLISHED].create_index([("pub", ASCENDING)], name="unpublished_since")
     db[PENDING_CHANGES].create_index([("pub", ASCENDING)], name="pending_since")
+    # One event per number and room; replay and gap healing read a room's events by number.
+    db[ROOM_EVENTS].create_index([("room", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq_unique")
+    db[ROOM_EVENTS].create_index([("at", ASCENDING)], name="event_time")
+    # The quiet-room check reads the counters last moved in a time window.
+    db[ROOM_SEQUENCES].create_index([("at", ASCENDING)], name="sequence_time")
     db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
     _claim_empty_database(db)
 

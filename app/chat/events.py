@@ -12,14 +12,18 @@ Two shapes live here, and nothing else builds them:
 
 Record shapes per topic (``TOPICS`` in app/chat/model.py)::
 
-    chat-server-topic     {"type":"message","id","channelId","userId","name","profileImage","content","time"}
+    chat-server-topic     {"type":"message","id","channelId","userId","name","profileImage","content","time","seq"}
     channel-server-topic  same + "communityId"
     etc-direct-topic      {"type":"typing","channelId","name"}
     etc-community-topic   {"type":"reply", <message fields>, "parentId","parentName","parentContent"}
-                          {"type":"modify","id","channelId","userId","content","time","editedAt"}
-                          {"type":"delete","id","channelId"}
+                          {"type":"modify","id","channelId","userId","content","time","editedAt","seq"}
+                          {"type":"delete","id","channelId","seq"}
     file-topic            the file push body itself (FileUploadResponse of §2.7, ``file_push_body``),
                           pushed verbatim
+
+``seq`` is the event's number in its room (app/chat/room_log.py), a JSON number, and is
+passed on in the push as an added field (a number there too: it is compared, not shown).
+Records and pushes of events stored before sequences existed have none.
     state-topic           {"type":"connect"|"disconnect","userId","ids":["community/3","direct/17"]}
                           {"type":"before-enter"|"enter","communityId","state":"<occupancy JSON>"}
                           {"type":"exit-community","typeForExit":"out","communityId","channelId","ids"}
@@ -31,7 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable, NamedTuple
 
-from app.chat.model import TOPICS, ChatMessage, PendingChange
+from app.chat.model import TOPICS, ChatMessage, PendingChange, RoomKey
 from app.chat.timefmt import iso_local, java_local_datetime
 from app.destinations import RoomKind, parse_membership_entry, topic
 
@@ -65,10 +69,13 @@ Push = tuple[str, bytes]
 
 class Decoded(NamedTuple):
     """One consumed record: its identity (None for events that are never re-published, such as
-    typing) and the pushes it becomes. Two records with one identity are the same stored event."""
+    typing), the pushes it becomes, and for a numbered room event its room and ``seq``. Two
+    records with one identity are the same stored event."""
 
     identity: tuple[str, ...] | None
     pushes: list[Push]
+    room: RoomKey | None = None
+    seq: int | None = None
 
 
 # (topic, key, value) of one record to produce.
@@ -114,6 +121,12 @@ def _message_fields(message: ChatMessage) -> dict[str, Any]:
     }
     if message.kind == "channel":
         fields["communityId"] = message.community_id
+    return _numbered(fields, message.seq)
+
+
+def _numbered(fields: dict[str, Any], seq: int | None) -> dict[str, Any]:
+    if seq is not None:
+        fields["seq"] = seq
     return fields
 
 
@@ -126,15 +139,15 @@ def reply_record(message: ChatMessage) -> bytes:
                    "parentName": message.parent_name, "parentContent": message.parent_content})
 
 
-def modify_record(message: ChatMessage) -> bytes:
+def modify_record(message: ChatMessage, seq: int | None = None) -> bytes:
     edited = java_local_datetime(message.edited_at) if message.edited_at else None
-    return encode({"type": "modify", "id": message.id, "channelId": message.channel_id,
-                   "userId": message.user_id, "content": message.content,
-                   "time": java_local_datetime(message.created_at), "editedAt": edited})
+    return encode(_numbered({"type": "modify", "id": message.id, "channelId": message.channel_id,
+                             "userId": message.user_id, "content": message.content,
+                             "time": java_local_datetime(message.created_at), "editedAt": edited}, seq))
 
 
-def delete_record(channel_id: int, message_id: str) -> bytes:
-    return encode({"type": "delete", "id": message_id, "channelId": channel_id})
+def delete_record(channel_id: int, message_id: str, seq: int | None = None) -> bytes:
+    return encode(_numbered({"type": "delete", "id": message_id, "channelId": channel_id}, seq))
 
 
 def typing_record(channel_id: int, name: str | None) -> bytes:
@@ -169,10 +182,11 @@ def file_push_body(message: ChatMessage) -> bytes:
     ``userId`` is a JSON string, ``channelId`` a JSON number, ``message`` the file's URL path,
     ``type`` the room kind (``direct``/``community``) and ``fileType`` the message's type.
     """
-    return encode({"id": message.id, "name": message.name, "profileImage": message.profile_image,
-                   "message": message.content, "thumbnail": message.thumbnail, "userId": str(message.user_id),
-                   "channelId": message.channel_id, "type": "direct" if message.kind == "direct" else "community",
-                   "fileType": message.type, "time": iso_local(message.created_at)})
+    return encode(_numbered({"id": message.id, "name": message.name, "profileImage": message.profile_image,
+                             "message": message.content, "thumbnail": message.thumbnail,
+                             "userId": str(message.user_id), "channelId": message.channel_id,
+                             "type": "direct" if message.kind == "direct" else "community",
+                             "fileType": message.type, "time": iso_local(message.created_at)}, message.seq))
 
 
 def new_message_record(message: ChatMessage) -> Record:
@@ -189,9 +203,9 @@ def change_record(change: PendingChange, message: ChatMessage | None) -> Record:
     """The record of a stored edit (``message`` as edited) or delete."""
     key = record_key(change.channel_id)
     if change.action == "delete":
-        return etc_topic(change.kind), key, delete_record(change.channel_id, change.message_id)
+        return etc_topic(change.kind), key, delete_record(change.channel_id, change.message_id, change.seq)
     assert message is not None
-    return etc_topic(change.kind), key, modify_record(message)
+    return etc_topic(change.kind), key, modify_record(message, change.seq)
 
 
 # ---------------------------------------------------------------- pushes (consumed)
@@ -202,9 +216,18 @@ def _s(value: Any) -> str | None:
 
 
 def _message_push(record: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "message", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
-            "name": _s(record.get("name")), "profileImage": _s(record.get("profileImage")),
-            "message": _s(record.get("content")), "time": _s(record.get("time"))}
+    return _seq_of(record, {"type": "message", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
+                            "name": _s(record.get("name")), "profileImage": _s(record.get("profileImage")),
+                            "message": _s(record.get("content")), "time": _s(record.get("time"))})
+
+
+def _seq_of(record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``seq`` passed on last in the push, where it has one."""
+    seq = record.get("seq")
+    if seq is not None:
+        body.pop("seq", None)  # keep it the last field, after any the push adds
+        body["seq"] = seq
+    return body
 
 
 def _reply_push(record: dict[str, Any]) -> dict[str, Any]:
@@ -212,16 +235,16 @@ def _reply_push(record: dict[str, Any]) -> dict[str, Any]:
     body["type"] = "reply"
     body["parentName"] = _s(record.get("parentName"))
     body["parentContent"] = _s(record.get("parentContent"))
-    return body
+    return _seq_of(record, body)
 
 
 def _modify_push(record: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "modify", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
-            "message": _s(record.get("content")), "time": _s(record.get("time"))}
+    return _seq_of(record, {"type": "modify", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
+                            "message": _s(record.get("content")), "time": _s(record.get("time"))})
 
 
 def _delete_push(record: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "delete", "id": _s(record.get("id"))}
+    return _seq_of(record, {"type": "delete", "id": _s(record.get("id"))})
 
 
 def _typing_push(record: dict[str, Any]) -> dict[str, Any]:
@@ -240,10 +263,18 @@ def _room_pushes(kind: RoomKind, record: dict[str, Any], body: dict[str, Any]) -
     return [(room_destination(kind, int(record["channelId"])), encode(body))]
 
 
+def _numbering(kind: RoomKind, record: dict[str, Any]) -> tuple[RoomKey | None, int | None]:
+    seq = record.get("seq")
+    if seq is None:
+        return None, None
+    return (kind, int(record["channelId"])), int(seq)
+
+
 def _message_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
     def decoded(value: bytes) -> Decoded:
         record = json.loads(value)
-        return Decoded(("message", str(record["id"])), _room_pushes(kind, record, _message_push(record)))
+        return Decoded(("message", str(record["id"])), _room_pushes(kind, record, _message_push(record)),
+                       *_numbering(kind, record))
     return decoded
 
 
@@ -264,7 +295,7 @@ def _etc_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
         build = _ETC_PUSHES.get(record.get("type"))
         if build is None:
             raise ValueError(f"unknown etc record type {record.get('type')!r}")
-        return Decoded(_etc_identity(record), _room_pushes(kind, record, build(record)))
+        return Decoded(_etc_identity(record), _room_pushes(kind, record, build(record)), *_numbering(kind, record))
     return decoded
 
 
@@ -272,7 +303,8 @@ def _file_decoded(value: bytes) -> Decoded:
     record = json.loads(value)
     kind: RoomKind = "direct" if record.get("type") == "direct" else "channel"
     # The record is the push body: forward the producer's bytes untouched.
-    return Decoded(("message", str(record["id"])), [(room_destination(kind, int(record["channelId"])), value)])
+    return Decoded(("message", str(record["id"])), [(room_destination(kind, int(record["channelId"])), value)],
+                   *_numbering(kind, record))
 
 
 def _presence_pushes(record: dict[str, Any]) -> list[Push]:

@@ -15,7 +15,7 @@ from typing import Final, Literal
 from app.destinations import RoomKind
 
 __all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "CHANGE_PLACE", "Claimed", "RoomActivity",
-           "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time"]
+           "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time", "RoomKey", "RoomEvent"]
 
 # The longest idempotency key a client may send with a message (Discord's nonce is 25).
 NONCE_MAX_CHARS = 64
@@ -39,6 +39,8 @@ class ChatMessage:
     ``fileType`` (``image``, ``video``, ``file``...). ``channel_id`` is the DM room id for
     ``direct`` messages. ``nonce`` is the client's idempotency key, if it sent one: a second
     message of the same author with the same nonce is not stored (see :class:`Repeated`).
+    ``seq`` is the message's number in its room's event sequence (``app/chat/room_log.py``);
+    None for messages stored before sequences existed.
     """
 
     kind: RoomKind
@@ -57,6 +59,11 @@ class ChatMessage:
     parent_content: str | None = None
     edited_at: datetime | None = None
     nonce: str | None = None
+    seq: int | None = None
+
+    @property
+    def room(self) -> "RoomKey":
+        return (self.kind, self.channel_id)
 
     def with_id(self, message_id: str) -> "ChatMessage":
         return replace(self, id=message_id)
@@ -75,6 +82,7 @@ class PendingChange:
 
     Written before the change itself (an intent), so a crash between the two is noticed: a
     change is published only once the message shows it happened (``app/chat/relay.py``).
+    ``seq`` is numbered before the intent is written, so whoever publishes it uses one number.
     """
 
     action: Literal["modify", "delete"]
@@ -84,6 +92,30 @@ class PendingChange:
     content: str | None = None
     edited_at: datetime | None = None
     id: str = ""
+    seq: int | None = None
+
+    @property
+    def room(self) -> "RoomKey":
+        return (self.kind, self.channel_id)
+
+
+# A room as the event sequences know it: (kind, channel id).
+RoomKey = tuple[RoomKind, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """One numbered event of a room's log: the Kafka record it was published as.
+
+    ``topic`` and ``value`` are exactly what the relay produced, so replaying the log and
+    consuming Kafka build the same pushes (``app/chat/events.py``).
+    """
+
+    room: RoomKey
+    seq: int
+    topic: str
+    value: bytes
+    at: datetime
 
 
 # Where an unpublished event is kept: ("direct" | "channel", message id) for a new message,

@@ -8,9 +8,10 @@ unit tests (``tests/fakes.py``, held to the real backends by ``tests/contract``)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, BinaryIO, Iterable, Protocol, Sequence
+from typing import Any, BinaryIO, Iterable, Mapping, Protocol, Sequence
 
-from app.chat.model import ChatMessage, Claimed, OutboxRef, PendingChange, Repeated, RoomActivity, StoredFile
+from app.chat.model import (ChatMessage, Claimed, OutboxRef, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey,
+                            StoredFile)
 from app.destinations import RoomKind
 from app.errors import ChatServerError
 
@@ -24,6 +25,7 @@ __all__ = [
     "PublishAck",
     "ServiceClient",
     "Outbox",
+    "EventLog",
 ]
 
 
@@ -189,4 +191,39 @@ class Outbox(Protocol):
 
     def forget_nonces(self, older_than: datetime) -> int:
         """Let nonces of messages stored before ``older_than`` be used again; how many were forgotten."""
+        ...
+
+
+class EventLog(Protocol):
+    """Each room's numbered events (``app/chat/room_log.py``): the counters and the log itself.
+
+    A room's numbers start at 1 and each is handed out once, durably, across every worker
+    and node. The log keeps each event's record for replay and gap healing.
+    """
+
+    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+        """Reserve ``counts[room]`` consecutive numbers in each room; the first of each block.
+
+        One atomic step per room, all rooms in as few calls as the backend can.
+        """
+        ...
+
+    def append(self, entries: Sequence[RoomEvent]) -> None:
+        """Keep these events, durably; an event already kept (same room and seq) is left as it is."""
+        ...
+
+    def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
+        """Up to ``limit`` kept events of ``room`` numbered above ``seq``, lowest first."""
+        ...
+
+    def latest(self, room: RoomKey) -> int:
+        """The highest number handed out in ``room`` (0 before its first event)."""
+        ...
+
+    def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
+        """Rooms whose last number was handed out in [since, until), with that number."""
+        ...
+
+    def prune(self, older_than: datetime) -> int:
+        """Forget events kept before ``older_than``; how many."""
         ...

@@ -1,0 +1,161 @@
+"""MongoDB side of the rooms' event sequences (``app.chat.ports.EventLog``).
+
+Two collections:
+
+- ``roomSeq``: one counter per room, ``_id`` ``"<kind>:<channelId>"`` (``summary_id``)::
+
+      {seq: <highest number handed out>, at: <when>, grants: [{t: <token>, k: <count>}, ...]}
+
+- ``roomEvent``: the log, one document per event, unique on (``room``, ``seq``)::
+
+      {room: "<kind>:<channelId>", seq, topic, value: <record bytes>, at}
+
+**Allocating a whole round in two calls.** ``findAndModify`` returns a counter's new value,
+but it is one call per room, and a group-commit round of DM traffic touches as many rooms as
+it holds messages. So :meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one
+unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
+``grants`` (the last ``GRANTS_KEPT``), and then reads the counters back in one query. The
+update is atomic per document, so ``grants`` lists the increments in the order they were
+applied: this round's block ends where the increments after it (those listed after its
+token) begin. A round whose grant has already scrolled out of ``grants`` (more than
+``GRANTS_KEPT`` other rounds hit the room between the write and the read) takes another
+block by ``findAndModify``; the first block's numbers then stay unused.
+
+Writes wait for the configured write concern: a counter that went back after a crash of the
+database would hand a number out twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from bson import Binary
+from bson.int64 import Int64
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from app.backends.mongo_messages import MongoConnection
+from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, summary_id
+from app.chat.model import RoomEvent, RoomKey
+from app.destinations import RoomKind
+from app.errors import BackendUnavailable
+
+__all__ = ["MongoEventLog", "GRANTS_KEPT", "first_of_block"]
+
+log = logging.getLogger(__name__)
+
+# Increments remembered per counter: how many other rounds may hit a room between one
+# round's write and its read before that round must take a second block.
+GRANTS_KEPT = 64
+DUPLICATE_KEY = 11000
+
+
+def first_of_block(counter: Mapping[str, Any], token: str) -> int | None:
+    """The first number of the block ``token`` was granted, from its counter as read; None if
+    the grant is no longer listed."""
+    later = 0
+    for grant in reversed(counter.get("grants") or ()):
+        if grant.get("t") == token:
+            return int(counter["seq"]) - later - int(grant["k"]) + 1
+        later += int(grant["k"])
+    return None
+
+
+class MongoEventLog:
+    """``EventLog`` over ``roomSeq`` and ``roomEvent``."""
+
+    def __init__(self, connection: MongoConnection) -> None:
+        self._connection = connection
+        self._counters = connection.durable(ROOM_SEQUENCES)
+        self._events = connection.durable(ROOM_EVENTS)
+
+    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+        if not counts:
+            return {}
+        self._ensure_indexes()
+        token = secrets.token_hex(8)
+        now = datetime.utcnow()
+        ids = {summary_id(*room): room for room in counts}
+        updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now), upsert=True)
+                   for ident, room in ids.items()]
+        _guarded(lambda: self._counters.bulk_write(updates, ordered=False))
+        counters = _guarded(lambda: find_unique_in(self._counters, "_id", list(ids)))
+        firsts: dict[RoomKey, int] = {}
+        for counter in counters:
+            first = first_of_block(counter, token)
+            if first is not None:
+                firsts[ids[counter["_id"]]] = first
+        for ident, room in ids.items():
+            if room not in firsts:
+                log.info("room %s: a sequence grant scrolled away; taking another block", ident)
+                firsts[room] = self._allocate_one(ident, counts[room], now)
+        return firsts
+
+    def _allocate_one(self, ident: str, count: int, now: datetime) -> int:
+        token = secrets.token_hex(8)
+        counter = _guarded(lambda: self._counters.find_one_and_update(
+            {"_id": ident}, _grant(count, token, now), upsert=True, return_document=ReturnDocument.AFTER))
+        first = first_of_block(counter, token)
+        assert first is not None  # this very update listed it last
+        return first
+
+    def append(self, entries: Sequence[RoomEvent]) -> None:
+        if not entries:
+            return
+        self._ensure_indexes()
+        documents = [{"room": summary_id(*entry.room), "seq": Int64(entry.seq), "topic": entry.topic,
+                      "value": Binary(entry.value), "at": entry.at} for entry in entries]
+        try:
+            self._events.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            others = [e for e in exc.details.get("writeErrors", ()) if e.get("code") != DUPLICATE_KEY]
+            if others:
+                log.warning("mongodb refused %d room events: code %s", len(others), others[0].get("code"))
+                raise BackendUnavailable("database unavailable") from exc
+        except PyMongoError as exc:
+            log.warning("mongodb call failed: %s", type(exc).__name__)
+            raise BackendUnavailable("database unavailable") from exc
+
+    def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
+        docs = _guarded(lambda: list(self._events.find(
+            {"room": summary_id(*room), "seq": {"$gt": seq}}).sort("seq", ASCENDING).limit(limit)))
+        return [RoomEvent(room, int(doc["seq"]), doc["topic"], bytes(doc["value"]), doc["at"]) for doc in docs]
+
+    def latest(self, room: RoomKey) -> int:
+        counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1}))
+        return int(counter["seq"]) if counter is not None else 0
+
+    def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
+        docs = _guarded(lambda: list(self._counters.find({"at": {"$gte": since, "$lt": until}}, {"seq": 1})))
+        return {_room_of(doc["_id"]): int(doc["seq"]) for doc in docs}
+
+    def prune(self, older_than: datetime) -> int:
+        return _guarded(lambda: self._events.delete_many({"at": {"$lt": older_than}})).deleted_count
+
+    def _ensure_indexes(self) -> None:
+        try:
+            self._connection.ensure_indexes()
+        except BackendUnavailable:
+            pass  # the write below reports the outage; indexes are retried next time
+
+
+def _grant(count: int, token: str, now: datetime) -> dict[str, Any]:
+    return {"$inc": {"seq": count}, "$set": {"at": now},
+            "$push": {"grants": {"$each": [{"t": token, "k": count}], "$slice": -GRANTS_KEPT}}}
+
+
+def _room_of(ident: str) -> RoomKey:
+    kind, _, channel = ident.partition(":")
+    room_kind: RoomKind = "direct" if kind == "direct" else "channel"
+    return room_kind, int(channel)
+
+
+def _guarded(call: Any) -> Any:
+    try:
+        return call()
+    except PyMongoError as exc:
+        log.warning("mongodb event log call failed: %s", type(exc).__name__)
+        raise BackendUnavailable("database unavailable") from exc
