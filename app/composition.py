@@ -22,6 +22,7 @@ from app.backends import kafka_bus
 from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_event_log import MongoEventLog
 from app.backends.mongo_outbox import MongoOutbox
 from app.backends.redis_cache import MembershipChanges, RedisMembershipCache
 from app.chat.access import Access
@@ -33,6 +34,7 @@ from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
 from app.chat.relay import Relay
+from app.chat.room_log import RoomLog
 from app.contracts import ChatDomain, LocalDelivery
 from app.presence_client import PresenceClient
 from app.settings import Settings
@@ -79,20 +81,22 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     profiles = Profiles(settings, cache, http)
     writer = MongoMessageWriter(mongo)
     outbox = MongoOutbox(mongo)
-    relay = Relay(bus=bus, outbox=outbox, messages=writer, max_backlog=settings.outbox_max_backlog,
+    room_log = RoomLog(MongoEventLog(mongo), replay_max_events=settings.resume_max_events,
+                       retention_s=settings.event_retention_s)
+    relay = Relay(bus=bus, outbox=outbox, room_log=room_log, messages=writer, max_backlog=settings.outbox_max_backlog,
                   stale_s=settings.outbox_stale_s, retention_s=settings.idempotency_retention_s,
                   ensure_topics=lambda: kafka_bus.create_topics(settings))
     verifier = TokenVerifier(settings.jwt_secret)
     access = Access(membership)
     notifier = Notifier(settings, http=http, presence=presence, membership=membership)
-    messaging = Messaging(store=writer, outbox=outbox, relay=relay, bus=bus, access=access,
+    messaging = Messaging(store=writer, outbox=outbox, relay=relay, room_log=room_log, bus=bus, access=access,
                           authors=Authors(profiles), observer=notifier, typing_interval_s=settings.typing_interval_s)
     flow = PresenceFlow(presence=presence, bus=bus, membership=membership, read_markers=read_side,
                         access=access, node_id=lambda: worker_node_id(settings))
     # The client runs on_recovered in its own greenlet when presence answers again.
     presence.on_recovered = flow.resync
     runtime = WorkerRuntime(
-        consumer=_fanout_consumer(settings, delivery),
+        consumer=_fanout_consumer(settings, delivery, room_log),
         lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
         background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
@@ -116,13 +120,14 @@ def create_topics(settings: Settings) -> list[str]:
     return kafka_bus.create_topics(settings)
 
 
-def _fanout_consumer(settings: Settings, delivery: LocalDelivery) -> FanoutConsumer:
+def _fanout_consumer(settings: Settings, delivery: LocalDelivery, room_log: RoomLog) -> FanoutConsumer:
     group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
 
     def open_source(resume_from: dict[tuple[str, int], kafka_bus.ReadPosition]) -> kafka_bus.RecordSource:
         return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group, resume_from=resume_from)
 
-    return FanoutConsumer(FANOUT_GROUP, open_source, delivery)
+    return FanoutConsumer(FANOUT_GROUP, open_source, delivery, sequences=room_log,
+                          quiet_check_s=settings.quiet_room_check_s)
 
 
 def _sockjs_options(settings: Settings, close_grace_s: float) -> SockJSOptions:

@@ -191,6 +191,18 @@ class Settings:
         "IDEMPOTENCY_RETENTION_S", DAY,
         "How long a SEND's `nonce` (or `idempotency-key` header) is remembered: a repeat within it stores "
         "nothing new and gets the original RECEIPT", minimum=DAY)
+    resume_max_events: int = _setting(
+        "RESUME_MAX_EVENTS", 5_000,
+        "The most events one resume (`SUBSCRIBE` with `since-seq`) replays; a client further behind gets a "
+        "reset and reloads history", minimum=1)
+    event_retention_s: int = _setting(
+        "EVENT_RETENTION_S", 7 * DAY,
+        "How long each room's event log keeps events for resumes and gap healing; a resume from further back "
+        "gets a reset", minimum=3600)
+    quiet_room_check_s: float = _setting(
+        "QUIET_ROOM_CHECK_S", 5.0,
+        "How often each worker looks for rooms that went quiet with an event it never received (a record the "
+        "broker lost), and delivers it from the log", minimum=0.1)
 
     # Presence
     presence_retention_s: int = _setting("PRESENCE_RETENTION_S", 14 * DAY, "How long presence state is kept", minimum=1)

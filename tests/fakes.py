@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey
+from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Latest, Repeated, RoomActivity, RoomEvent, RoomKey
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
@@ -24,6 +24,7 @@ __all__ = [
     "MemoryMessageStore",
     "MemoryOutbox",
     "MemoryEventLog",
+    "memory_room_log",
     "RecordingEventBus",
     "MemoryAck",
     "MemoryMembership",
@@ -479,8 +480,8 @@ class MemoryEventLog:
         kept = self.events.get(room, {})
         return [kept[n] for n in sorted(kept) if n > seq][:limit]
 
-    def latest(self, room: RoomKey) -> int:
-        return self.counters.get(room, 0)
+    def latest(self, room: RoomKey) -> Latest:
+        return Latest(self.counters.get(room, 0), self.moved.get(room))
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
         return {room: self.counters[room] for room, at in self.moved.items() if since <= at < until}
@@ -492,3 +493,11 @@ class MemoryEventLog:
                 del kept[seq]
                 pruned += 1
         return pruned
+
+
+def memory_room_log(event_log: "MemoryEventLog | None" = None, **options):
+    """A ``RoomLog`` over a ``MemoryEventLog`` (a new one unless given)."""
+    from app.chat.room_log import RoomLog
+    values = dict(replay_max_events=5000, retention_s=7 * 86400)
+    values.update(options)
+    return RoomLog(event_log if event_log is not None else MemoryEventLog(), **values)

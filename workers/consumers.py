@@ -14,8 +14,11 @@ and skipped; a consumer that fails is closed and reopened after a capped, jitter
 Nothing in the loop blocks except the poll.
 
 The outbox relay publishes at least once (app/chat/relay.py), so a stored event may arrive
-twice: :class:`RecentEvents` remembers the identities of the last ``RECENT_EVENTS`` events
-pushed, and a record whose event was already pushed is dropped.
+twice, and a broker that lost records may skip some. A record numbered in its room's
+sequence goes through gap healing (``workers/gap_healing.py``): pushed once, after any
+events of its room this worker missed. For records without a number (events stored before
+sequences existed), :class:`RecentEvents` remembers the identities of the last
+``RECENT_EVENTS`` events pushed, and a record whose event was already pushed is dropped.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from typing import Any, Callable, Protocol, Sequence
 import gevent
 
 from app.chat.model import TOPICS
-from app.chat.events import decode
+from app.chat.events import Decoded, decode
 from app.contracts import LocalDelivery
+from workers.gap_healing import GapHealer, SequenceReader
 
 __all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
            "RecentEvents", "RECENT_EVENTS"]
@@ -109,7 +113,9 @@ class FanoutConsumer:
     """One consumer's loop: poll, build pushes, deliver locally."""
 
     def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], Any]], Source], delivery: LocalDelivery,
-                 *, sleep: Callable[[float], None] = gevent.sleep) -> None:
+                 *, sequences: SequenceReader | None = None, quiet_check_s: float = 5.0,
+                 sleep: Callable[[float], None] = gevent.sleep) -> None:
+        """``sequences``: the room logs gap healing reads (None: numbered records are only deduplicated by identity)."""
         self.name = name
         self._open_source = open_source
         self._delivery = delivery
@@ -120,6 +126,7 @@ class FanoutConsumer:
         self.failures = 0
         self.skipped = 0
         self._recent = RecentEvents()
+        self.healer = GapHealer(sequences, self._push, quiet_check_s=quiet_check_s) if sequences is not None else None
         self._resume_from: dict[tuple[str, int], Any] = {}
 
     @property
@@ -161,17 +168,25 @@ class FanoutConsumer:
             self._source = self._open_source(self._resume_from)
         for record in self._source.poll(POLL_TIMEOUT_MS, MAX_RECORDS):
             self._deliver(record)
+        if self.healer is not None:
+            self.healer.check_quiet()
 
     def _deliver(self, record: _Record) -> None:
         try:
-            identity, pushes = decode(record.topic, record.value)
-            if identity is not None and not self._recent.first_time(identity):
+            decoded = decode(record.topic, record.value)
+            if decoded.seq is not None and self.healer is not None:
+                self.healer.admit(decoded)
+                return
+            if decoded.identity is not None and not self._recent.first_time(decoded.identity):
                 return  # a re-published event (see RecentEvents)
-            for destination, body in pushes:
-                self._delivery.deliver(destination, body)
+            self._push(decoded)
         except Exception:  # noqa: BLE001 - one bad record must not stop the others
             self.skipped += 1
             log.exception("consumer %s skipped a record it could not deliver", self.name)
+
+    def _push(self, decoded: Decoded) -> None:
+        for destination, body in decoded.pushes:
+            self._delivery.deliver(destination, body)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

@@ -39,7 +39,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
 from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, summary_id
-from app.chat.model import RoomEvent, RoomKey
+from app.chat.model import Latest, RoomEvent, RoomKey
 from app.destinations import RoomKind
 from app.errors import BackendUnavailable
 
@@ -124,9 +124,9 @@ class MongoEventLog:
             {"room": summary_id(*room), "seq": {"$gt": seq}}).sort("seq", ASCENDING).limit(limit)))
         return [RoomEvent(room, int(doc["seq"]), doc["topic"], bytes(doc["value"]), doc["at"]) for doc in docs]
 
-    def latest(self, room: RoomKey) -> int:
-        counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1}))
-        return int(counter["seq"]) if counter is not None else 0
+    def latest(self, room: RoomKey) -> Latest:
+        counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1, "at": 1}))
+        return Latest(int(counter["seq"]), counter.get("at")) if counter is not None else Latest(0, None)
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
         docs = _guarded(lambda: list(self._counters.find({"at": {"$gte": since, "$lt": until}}, {"seq": 1})))

@@ -2,10 +2,16 @@
 
 Owns :class:`GroupCommit`, the only path by which new messages (SENT messages, replies and
 uploaded files' messages) are stored. A SEND handler submits its message and returns at
-once; one committer greenlet per process stores everything submitted since its last round
-with one ``insert_many`` (durably, each message marked unpublished in the same write) and
-then hands each newly stored message to its ``after_store`` callback (which only queues it
-with the outbox relay), in the order the messages were submitted.
+once; one committer greenlet per process, per round: numbers everything submitted since its
+last round in its room's sequence (one allocation for every room of the round,
+``room_log.RoomLog``), stores it with one ``insert_many`` (durably, each message marked
+unpublished), keeps the stored messages' records in their rooms' logs (one write), and then
+hands each newly stored message and its record to its ``after_store`` callback (which only
+queues it with the outbox relay), in the order the messages were submitted.
+
+A number whose message was not stored is kept as a void. When the log cannot be written
+after the messages were stored, their senders still get their RECEIPT (the messages are
+stored durably) and nothing is handed on: the relay's sweep keeps and publishes them later.
 
 Why: storing one message at a time made each connection's reader wait a MongoDB round trip
 per SEND, which capped a single sender's rate, and made the database's per-request cost
@@ -30,9 +36,14 @@ from typing import Any, Callable, Sequence
 import gevent
 from gevent.event import Event
 
+from app.chat.events import Record
 from app.chat.model import ChatMessage, Repeated
 from app.chat.ports import MessageWriter
-from app.errors import BackendError
+from app.chat.room_log import Numbered, RoomLog
+from app.errors import BackendError, BackendUnavailable
+
+# What a new message's callback gets once it is stored and kept: the message and its record.
+AfterStore = Callable[[ChatMessage, Record], None]
 
 __all__ = ["GroupCommit", "Submitted", "MAX_BATCH"]
 
@@ -48,7 +59,7 @@ class Submitted:
 
     __slots__ = ("message", "_after_store", "_done", "_result", "_error")
 
-    def __init__(self, message: ChatMessage, after_store: Callable[[ChatMessage], None]) -> None:
+    def __init__(self, message: ChatMessage, after_store: AfterStore) -> None:
         self.message = message
         self._after_store = after_store
         self._done = Event()
@@ -67,13 +78,15 @@ class Submitted:
         assert self._result is not None
         return self._result
 
-    def _stored(self, stored: ChatMessage | Repeated) -> None:
+    def _stored(self, stored: ChatMessage | Repeated, kept: Numbered | None) -> None:
+        """Stored (or a repeat); ``kept`` is its kept record, None when the log was not written."""
         if isinstance(stored, Repeated):
             self._result = stored.original
         else:
             self._result = stored
             try:
-                self._after_store(stored)
+                if kept is not None:
+                    self._after_store(kept.message, kept.record)
             except Exception:  # noqa: BLE001 - stored is stored: the relay's sweep publishes it
                 log.exception("after-store step failed for message %s", stored.id)
         self._done.set()
@@ -88,20 +101,22 @@ class GroupCommit:
 
     Args:
         store: where messages go (``insert_many`` reports each message's own outcome).
+        room_log: numbers the messages and keeps their records.
         max_batch: the most messages per ``insert_many``.
         spawn: starts the committer greenlet (one at a time, only while there is work).
     """
 
-    def __init__(self, store: MessageWriter, *, max_batch: int = MAX_BATCH,
+    def __init__(self, store: MessageWriter, room_log: RoomLog, *, max_batch: int = MAX_BATCH,
                  spawn: Callable[..., Any] = gevent.spawn) -> None:
         self._store = store
+        self._room_log = room_log
         self._max_batch = max_batch
         self._spawn = spawn
         self._queued: list[Submitted] = []
         self._running = False
 
-    def submit(self, message: ChatMessage, after_store: Callable[[ChatMessage], None]) -> Submitted:
-        """Queue ``message``; once stored, ``after_store(stored)`` runs in the committer. Never blocks."""
+    def submit(self, message: ChatMessage, after_store: AfterStore) -> Submitted:
+        """Queue ``message``; once stored, ``after_store(stored, record)`` runs in the committer. Never blocks."""
         submitted = Submitted(message, after_store)
         self._queued.append(submitted)
         if not self._running:
@@ -125,13 +140,31 @@ class GroupCommit:
 
     def _commit(self, batch: Sequence[Submitted]) -> None:
         try:
-            results: Sequence[ChatMessage | Repeated | BaseException] = self._store.insert_many(
-                [submitted.message for submitted in batch])
+            numbered = self._room_log.number([submitted.message for submitted in batch])
+            results: Sequence[ChatMessage | Repeated | BaseException] = self._store.insert_many(numbered)
         except Exception as exc:  # noqa: BLE001 - a store bug must still answer every sender
-            log.exception("insert_many failed")
+            log.log(logging.WARNING if isinstance(exc, BackendError) else logging.ERROR, "round not stored: %r", exc)
             results = [exc if isinstance(exc, BackendError) else BackendError("message not stored")] * len(batch)
+            numbered = []
+        self._room_log.void([(message.room, message.seq) for message, result in zip(numbered, results)
+                             if _surely_not_stored(result) and message.seq is not None])
+        kept = self._keep([result for result in results if isinstance(result, ChatMessage)])
         for submitted, result in zip(batch, results):
             if isinstance(result, BaseException):
                 submitted._failed(result)
             else:
-                submitted._stored(result)
+                submitted._stored(result, kept.get(result.id) if isinstance(result, ChatMessage) else None)
+
+    def _keep(self, stored: list[ChatMessage]) -> dict[str, Numbered]:
+        try:
+            return {numbered.message.id: numbered for numbered in self._room_log.keep(stored)}
+        except Exception:  # noqa: BLE001 - stored durably: answered, and the sweep publishes them
+            log.warning("could not keep the records of %d stored messages; the outbox sweep will", len(stored))
+            return {}
+
+
+def _surely_not_stored(result: object) -> bool:
+    """Whether the round's outcome for one message says it is not stored: not for an outage,
+    where the write may have reached the database after all (the outbox sweep then finds it)."""
+    return isinstance(result, Repeated) or (isinstance(result, BaseException)
+                                             and not isinstance(result, BackendUnavailable))

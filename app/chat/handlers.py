@@ -12,9 +12,11 @@ change is stored durably and will be delivered. Nothing stored is ever undone.
 - A message may carry an idempotency key (``nonce`` in the body, or the ``idempotency-key``
   header): a repeat from the same author stores nothing and is answered with the original
   message's id.
-- An edit or a delete is recorded in the outbox before it is made (so a crash between the
-  two cannot lose a change that was made, nor publish one that was not), then made, then
-  handed to the relay; it returns when stored.
+- An edit or a delete is numbered in its room's sequence and recorded in the outbox before
+  it is made (so a crash between the two cannot lose a change that was made, nor publish one
+  that was not), then made, then kept in the room's log and handed to the relay; it returns
+  when stored. (When the log cannot be written after the change was made, the change is
+  still acknowledged: it is stored, and the relay's sweep keeps and publishes it.)
 - Typing is not stored: it is published and its broker acknowledgement is the ``Pending``.
 - While the relay's backlog is full (the broker has been away long), new messages, edits
   and deletes are refused with ``BacklogFull`` before anything is stored.
@@ -42,6 +44,7 @@ from app.chat.model import ChatMessage, PendingChange
 from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
 from app.chat.ports import EventBus, MessageWriter, Outbox, PublishAck
 from app.chat.relay import Relay
+from app.chat.room_log import RoomLog
 from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
 from app.destinations import RoomKind
@@ -138,8 +141,8 @@ class TypingLimiter:
 class Messaging:
     """The message handlers; one instance per process."""
 
-    def __init__(self, *, store: MessageWriter, outbox: Outbox, relay: Relay, bus: EventBus, access: Access,
-                 authors: Authors, observer: MessageObserver, typing_interval_s: float,
+    def __init__(self, *, store: MessageWriter, outbox: Outbox, relay: Relay, room_log: RoomLog, bus: EventBus,
+                 access: Access, authors: Authors, observer: MessageObserver, typing_interval_s: float,
                  now: Callable[[], datetime] = utcnow,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
@@ -151,7 +154,8 @@ class Messaging:
         self._observer = observer
         self._now = now
         self._typing = TypingLimiter(typing_interval_s, monotonic)
-        self._commit = GroupCommit(store)
+        self._room_log = room_log
+        self._commit = GroupCommit(store, room_log)
 
     def send_message(self, connection: ClientConnection, command: SendMessage) -> Stored:
         room = self._access.require_room(connection.user_id, command.room)
@@ -192,25 +196,42 @@ class Messaging:
         if original.type not in _EDITABLE_TYPES:
             raise BadRequest("id: only text messages can be edited")  # a file message's content is its URL
         self._relay.check_capacity()
-        change = self._outbox.add_change(PendingChange("modify", room.kind, room.channel_id, original.id,
-                                                       content=command.content, edited_at=self._now()))
+        change = self._record(PendingChange("modify", room.kind, room.channel_id, original.id,
+                                            content=command.content, edited_at=self._now()))
         assert change.edited_at is not None
         edited = self._store.edit(room.kind, original.id, connection.user_id, command.content, change.edited_at)
         if edited is None:
-            self._outbox.drop_change(change.id)
+            self._not_made(change)
             raise NotFound("id: no such message")  # deleted between the read and the edit
-        self._relay.change_stored(change, edited)
+        self._made(change, edited)
 
     def delete(self, connection: ClientConnection, command: Delete) -> None:
         room = self._access.require_room(connection.user_id, command.room)
         original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
         self._relay.check_capacity()
-        change = self._outbox.add_change(PendingChange("delete", room.kind, room.channel_id, original.id))
+        change = self._record(PendingChange("delete", room.kind, room.channel_id, original.id))
         removed = self._store.delete(room.kind, original.id, connection.user_id)
         if removed is None:
-            self._outbox.drop_change(change.id)
+            self._not_made(change)
             raise NotFound("id: no such message")
-        self._relay.change_stored(change, None)
+        self._made(change, None)
+
+    def _record(self, change: PendingChange) -> PendingChange:
+        """Number a change and record the intent (so its number is the one the sweep publishes)."""
+        return self._outbox.add_change(self._room_log.number_change(change))
+
+    def _not_made(self, change: PendingChange) -> None:
+        self._outbox.drop_change(change.id)
+        assert change.seq is not None
+        self._room_log.void([(change.room, change.seq)])
+
+    def _made(self, change: PendingChange, message: ChatMessage | None) -> None:
+        try:
+            record = self._room_log.keep_change(change, message)
+        except BackendError:
+            log.warning("could not keep a stored %s in its room's log; the outbox sweep will", change.action)
+            return
+        self._relay.change_stored(change, message, record)
 
     def typing(self, connection: ClientConnection, command: Typing) -> PublishAck | None:
         """Publish a typing event; None when rate-limited (dropped, still acknowledged)."""
@@ -229,9 +250,9 @@ class Messaging:
             raise Forbidden("only the author may change a message")
         return message
 
-    def _stored_new(self, stored: ChatMessage) -> None:
-        """A new message or reply was stored (in the committer): publish it, notify."""
-        self._relay.message_stored(stored)
+    def _stored_new(self, stored: ChatMessage, record: events.Record) -> None:
+        """A new message or reply was stored and kept (in the committer): publish it, notify."""
+        self._relay.message_stored(stored, record)
         self._observer.message_stored(stored)
 
 

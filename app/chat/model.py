@@ -15,7 +15,7 @@ from typing import Final, Literal
 from app.destinations import RoomKind
 
 __all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "CHANGE_PLACE", "Claimed", "RoomActivity",
-           "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time", "RoomKey", "RoomEvent"]
+           "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time", "RoomKey", "RoomEvent", "Latest"]
 
 # The longest idempotency key a client may send with a message (Discord's nonce is 25).
 NONCE_MAX_CHARS = 64
@@ -116,6 +116,14 @@ class RoomEvent:
     topic: str
     value: bytes
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """A room's highest number handed out (0: none yet) and when it was."""
+
+    seq: int
+    at: datetime | None
 
 
 # Where an unpublished event is kept: ("direct" | "channel", message id) for a new message,

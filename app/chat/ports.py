@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, BinaryIO, Iterable, Mapping, Protocol, Sequence
 
-from app.chat.model import (ChatMessage, Claimed, OutboxRef, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey,
+from app.chat.model import (ChatMessage, Claimed, Latest, OutboxRef, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey,
                             StoredFile)
 from app.destinations import RoomKind
 from app.errors import ChatServerError
@@ -216,8 +216,8 @@ class EventLog(Protocol):
         """Up to ``limit`` kept events of ``room`` numbered above ``seq``, lowest first."""
         ...
 
-    def latest(self, room: RoomKey) -> int:
-        """The highest number handed out in ``room`` (0 before its first event)."""
+    def latest(self, room: RoomKey) -> Latest:
+        """The highest number handed out in ``room`` (0 before its first event), and when."""
         ...
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:

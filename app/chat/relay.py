@@ -10,7 +10,8 @@ write (``Outbox``, app/chat/ports.py). From there the relay owns it:
   front of the queue, in order, and is tried again after a capped backoff, for as long as it
   takes: nothing stored is ever undone.
 - A sweep (every ``SWEEP_INTERVAL_S``) claims events that stayed unpublished longer than
-  ``stale_s`` (their worker crashed, or could not reach the broker) and queues them. That is
+  ``stale_s`` (their worker crashed, or could not reach the broker), keeps their records in
+  their rooms' logs if they are not there yet, and queues them. That is
   how a restarted node delivers what a dead one stored. An edit or a delete is recorded
   before it is made, so the sweep publishes it only once the message shows it happened, and
   drops it otherwise (its SEND was never acknowledged).
@@ -37,6 +38,7 @@ import gevent
 from app.chat import events
 from app.chat.model import CHANGE_PLACE, ChatMessage, OutboxRef, PendingChange, stored_time
 from app.chat.ports import EventBus, Outbox
+from app.chat.room_log import RoomLog
 from app.chat.timefmt import utcnow
 from app.destinations import RoomKind
 from app.errors import BacklogFull
@@ -78,6 +80,7 @@ class Relay:
     Args:
         bus: the Kafka producer side.
         outbox: where unpublished events are marked.
+        room_log: keeps the records of what a sweep takes over in their rooms' logs.
         messages: reads a message as it is now (the sweep's check of a recorded change).
         max_backlog: queued events beyond which new SENDs are refused.
         stale_s: how long an event may stay unpublished before a sweep takes it over.
@@ -85,13 +88,14 @@ class Relay:
         ensure_topics: creates missing topics; called while publishing fails.
     """
 
-    def __init__(self, *, bus: EventBus, outbox: Outbox, messages: MessageLookup, max_backlog: int,
+    def __init__(self, *, bus: EventBus, outbox: Outbox, room_log: RoomLog, messages: MessageLookup, max_backlog: int,
                  stale_s: float, retention_s: float, ensure_topics: Callable[[], Any] | None = None,
                  batch: int = BATCH, sweep_interval_s: float = SWEEP_INTERVAL_S,
                  spawn: Callable[..., Any] = gevent.spawn, sleep: Callable[[float], None] = gevent.sleep,
                  now: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._bus = bus
         self._outbox = outbox
+        self._room_log = room_log
         self._messages = messages
         self._max_backlog = max_backlog
         self._stale = timedelta(seconds=stale_s)
@@ -124,14 +128,14 @@ class Relay:
         if len(self._queue) >= self._max_backlog:
             raise BacklogFull()
 
-    def message_stored(self, message: ChatMessage) -> None:
-        """Publish a new message that was just stored."""
-        topic, key, value = events.new_message_record(message)
+    def message_stored(self, message: ChatMessage, record: events.Record) -> None:
+        """Publish a new message that was just stored and kept in its room's log as ``record``."""
+        topic, key, value = record
         self._enqueue(RelayEntry(topic, key, value, (message.kind, message.id)))
 
-    def change_stored(self, change: PendingChange, message: ChatMessage | None) -> None:
-        """Publish an edit (``message`` as edited) or a delete that was just made."""
-        topic, key, value = events.change_record(change, message)
+    def change_stored(self, change: PendingChange, message: ChatMessage | None, record: events.Record) -> None:
+        """Publish an edit (``message`` as edited) or a delete that was just made and kept as ``record``."""
+        topic, key, value = record
         self._enqueue(RelayEntry(topic, key, value, (CHANGE_PLACE, change.id)))
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -251,6 +255,7 @@ class Relay:
                 self.sweep()
                 if self._monotonic() >= next_nonce_sweep:
                     self._outbox.forget_nonces(self._now() - self._retention)
+                    self._room_log.prune()
                     next_nonce_sweep = self._monotonic() + NONCE_SWEEP_INTERVAL_S
                 if failing:
                     log.info("outbox sweep works again")
@@ -265,9 +270,9 @@ class Relay:
         """Take over events that stayed unpublished too long; how many were queued."""
         claimed = self._outbox.claim_stale(self._now() - self._stale, self._owner, self._batch)
         queued = 0
-        for message in claimed.messages:
-            if (message.kind, message.id) not in self._queued:
-                queued += self._recover(lambda: self.message_stored(message))
+        unqueued = [message for message in claimed.messages if (message.kind, message.id) not in self._queued]
+        if unqueued:
+            queued += self._recover(lambda: self._recover_messages(unqueued))
         for change in claimed.changes:
             queued += self._recover(lambda: self._recover_change(change))
         if queued:
@@ -284,15 +289,29 @@ class Relay:
             log.warning("outbox sweep skipped an entry it could not queue", exc_info=True)
             return 0
 
+    def _recover_messages(self, messages: list[ChatMessage]) -> int:
+        """Keep claimed messages in their rooms' logs and queue them; one by one if the batch fails."""
+        try:
+            kept = self._room_log.keep(messages)
+        except Exception:  # noqa: BLE001 - find the entry that fails, so it costs only itself
+            if len(messages) == 1:
+                raise
+            return sum(self._recover(lambda: self._recover_messages([message])) for message in messages)
+        for numbered in kept:
+            self.message_stored(numbered.message, numbered.record)
+        return len(kept)
+
     def _recover_change(self, change: PendingChange) -> int:
         """Queue a recorded change if it happened; forget it if it did not (never acknowledged)."""
         if (CHANGE_PLACE, change.id) in self._queued:
             return 0
         message = self._messages.get(change.kind, change.message_id)
         if _happened(change, message):
-            self.change_stored(change, message)
+            self.change_stored(change, message, self._room_log.keep_change(change, message))
             return 1
         self._outbox.drop_change(change.id)
+        if change.seq is not None:
+            self._room_log.void([(change.room, change.seq)])
         return 0
 
 

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import gevent
 import pytest
 
-from app.backends.mongo_event_log import GRANTS_KEPT, MongoEventLog, first_of_block
-from app.chat.model import RoomEvent
+from app.backends.mongo_event_log import GRANTS_KEPT, MongoEventLog
+from app.chat.model import Latest, RoomEvent
 from tests.fakes import MemoryEventLog
 
 DM = ("direct", 17)
@@ -27,7 +27,9 @@ class EventLogContract:
     def test_numbers_start_at_one_and_come_in_blocks_per_room(self, log):
         assert log.allocate({DM: 3, CHANNEL: 1}) == {DM: 1, CHANNEL: 1}
         assert log.allocate({DM: 2}) == {DM: 4}
-        assert log.latest(DM) == 5 and log.latest(CHANNEL) == 1 and log.latest(("direct", 99)) == 0
+        assert log.latest(DM).seq == 5 and log.latest(CHANNEL).seq == 1
+        assert log.latest(("direct", 99)) == Latest(0, None)
+        assert abs(log.latest(DM).at - datetime.utcnow()) < timedelta(minutes=1)
 
     def test_concurrent_rounds_never_share_a_number(self, log):
         blocks = [gevent.spawn(log.allocate, {DM: k, CHANNEL: 1}) for k in (1, 2, 3, 4, 5)]
@@ -74,25 +76,20 @@ class TestRealEventLog(EventLogContract):
         return MongoEventLog(mongo_connection)
 
 
-def test_a_block_is_found_behind_the_grants_made_after_it():
-    counter = {"seq": 10, "grants": [{"t": "a", "k": 2}, {"t": "mine", "k": 3}, {"t": "b", "k": 4}]}
-    assert first_of_block(counter, "mine") == 4  # 10 - 4 after it - 3 + 1
-    assert first_of_block(counter, "gone") is None
+class TestRealEventLogGrants:
+    def test_a_grant_that_scrolled_away_takes_a_block_of_its_own(self, mongo_connection):
+        log = MongoEventLog(mongo_connection)
+        log.allocate({DM: 1})
+        original = log._counters.bulk_write
 
+        def others_first(updates, **kwargs):  # GRANTS_KEPT rounds land between our write and read
+            result = original(updates, **kwargs)
+            for _ in range(GRANTS_KEPT):
+                log._counters.update_one({"_id": "direct:17"}, {"$inc": {"seq": 1}, "$push": {
+                    "grants": {"$each": [{"t": "other", "k": 1}], "$slice": -GRANTS_KEPT}}})
+            return result
 
-def test_a_grant_that_scrolled_away_takes_a_block_of_its_own(mongo_connection):
-    log = MongoEventLog(mongo_connection)
-    log.allocate({DM: 1})
-    original = log._counters.bulk_write
-
-    def others_first(updates, **kwargs):  # GRANTS_KEPT rounds land between our write and read
-        result = original(updates, **kwargs)
-        for _ in range(GRANTS_KEPT):
-            log._counters.update_one({"_id": "direct:17"}, {"$inc": {"seq": 1}, "$push": {
-                "grants": {"$each": [{"t": "other", "k": 1}], "$slice": -GRANTS_KEPT}}})
-        return result
-
-    log._counters.bulk_write = others_first
-    first = log.allocate({DM: 2})[DM]
-    assert first == 1 + 1 + GRANTS_KEPT + 2  # its first block (2, 3) stays unused
-    assert log.latest(DM) == first + 1
+        log._counters.bulk_write = others_first
+        first = log.allocate({DM: 2})[DM]
+        assert first == 1 + 1 + GRANTS_KEPT + 2  # its first block (2, 3) stays unused
+        assert log.latest(DM).seq == first + 1

@@ -29,6 +29,7 @@ from app.auth import TokenVerifier, mint_token
 from app.backends.http_services import ServiceHttp
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection
+from app.backends.mongo_event_log import MongoEventLog
 from app.backends.mongo_outbox import MongoOutbox
 from app.backends.mongo_schema import COLLECTIONS, ensure_indexes, from_document, object_id, to_document
 from app.backends.redis_cache import RedisMembershipCache
@@ -39,6 +40,7 @@ from app.chat.membership import Membership
 from app.chat.model import ChatMessage
 from app.chat.profiles import Profiles
 from app.chat.relay import Relay
+from app.chat.room_log import RoomLog
 from app.destinations import RoomKind
 from app.errors import BackendError, BackendUnavailable
 from app.http_envelope import register_error_handlers
@@ -184,9 +186,11 @@ class ChatApi:
         self.bus = RecordingBus()
         self.connection = MongoConnection(settings)
         outbox = MongoOutbox(self.connection)
-        self.relay = Relay(bus=self.bus, outbox=outbox, messages=self.writer, max_backlog=settings.outbox_max_backlog,
+        self.room_log = RoomLog(MongoEventLog(self.connection), replay_max_events=settings.resume_max_events,
+                                retention_s=settings.event_retention_s)
+        self.relay = Relay(bus=self.bus, outbox=outbox, room_log=self.room_log, messages=self.writer, max_backlog=settings.outbox_max_backlog,
                            stale_s=settings.outbox_stale_s, retention_s=settings.idempotency_retention_s)
-        messaging = Messaging(store=self.writer, outbox=outbox, relay=self.relay, bus=self.bus,
+        messaging = Messaging(store=self.writer, outbox=outbox, relay=self.relay, room_log=self.room_log, bus=self.bus,
                               access=Access(self.membership), authors=Authors(self.profiles),
                               observer=NoNotifications(), typing_interval_s=settings.typing_interval_s)
         app = Flask(__name__)

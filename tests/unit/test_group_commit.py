@@ -12,7 +12,7 @@ from gevent.event import Event
 from app.chat.group_commit import GroupCommit
 from app.chat.model import ChatMessage
 from app.errors import BackendError
-from tests.fakes import MemoryMessageStore
+from tests.fakes import MemoryMessageStore, memory_room_log
 
 T0 = datetime(2022, 2, 21, 4, 5, 7)
 
@@ -35,10 +35,10 @@ class GatedStore(MemoryMessageStore):
 
 def test_messages_submitted_while_a_round_is_in_the_database_form_the_next_round():
     store, published = GatedStore(), []
-    commit = GroupCommit(store)
-    first = commit.submit(message("m0"), lambda m: published.append(m.content))
+    commit = GroupCommit(store, memory_room_log())
+    first = commit.submit(message("m0"), lambda m, r: published.append(m.content))
     gevent.sleep(0)  # the committer takes m0 and waits in the database
-    rest = [commit.submit(message(f"m{n}"), lambda m: published.append(m.content)) for n in range(1, 6)]
+    rest = [commit.submit(message(f"m{n}"), lambda m, r: published.append(m.content)) for n in range(1, 6)]
     assert len(commit) == 5
     store.gate.set()
     for submitted in [first, *rest]:
@@ -49,16 +49,16 @@ def test_messages_submitted_while_a_round_is_in_the_database_form_the_next_round
 
 def test_a_round_never_exceeds_max_batch():
     store = MemoryMessageStore()
-    commit = GroupCommit(store, max_batch=4)
-    submitted = [commit.submit(message(str(n)), lambda m: None) for n in range(10)]
+    commit = GroupCommit(store, memory_room_log(), max_batch=4)
+    submitted = [commit.submit(message(str(n)), lambda m, r: None) for n in range(10)]
     ids = [s.wait().id for s in submitted]
     assert store.batches == [4, 4, 2] and len(set(ids)) == 10
 
 
 def test_wait_returns_the_stored_message_even_if_the_after_store_step_fails():
-    commit = GroupCommit(MemoryMessageStore())
+    commit = GroupCommit(MemoryMessageStore(), memory_room_log())
 
-    def refuse(stored):
+    def refuse(stored, record):
         raise LookupError("relay said no")
 
     stored = commit.submit(message("kept"), refuse).wait()
@@ -67,9 +67,9 @@ def test_wait_returns_the_stored_message_even_if_the_after_store_step_fails():
 
 def test_a_repeated_nonce_answers_the_original_and_is_not_handed_on_again():
     store, handed_on = MemoryMessageStore(), []
-    commit = GroupCommit(store)
-    first = commit.submit(replace(message("a"), nonce="n"), handed_on.append).wait()
-    again = commit.submit(replace(message("a, retried"), nonce="n"), handed_on.append).wait()
+    commit = GroupCommit(store, memory_room_log())
+    first = commit.submit(replace(message("a"), nonce="n"), lambda m, r: handed_on.append(m)).wait()
+    again = commit.submit(replace(message("a, retried"), nonce="n"), lambda m, r: handed_on.append(m)).wait()
     assert again == first and handed_on == [first]
 
 
@@ -83,19 +83,19 @@ def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_
                 raise RuntimeError("bug")
             return super().insert_many(messages)
 
-    commit = GroupCommit(BrokenOnce())
-    lost = [commit.submit(message(str(n)), lambda m: m.content) for n in range(3)]
+    commit = GroupCommit(BrokenOnce(), memory_room_log())
+    lost = [commit.submit(message(str(n)), lambda m, r: m.content) for n in range(3)]
     for submitted in lost:
         with pytest.raises(BackendError):
             submitted.wait()
-    assert commit.submit(message("later"), lambda m: None).wait().content == "later"
+    assert commit.submit(message("later"), lambda m, r: None).wait().content == "later"
 
 
 def test_a_dead_store_reports_its_error_to_each_sender_and_publishes_nothing():
     store, published = MemoryMessageStore(), []
     store.fail = True
-    commit = GroupCommit(store)
-    submitted = commit.submit(message("x"), published.append)
+    commit = GroupCommit(store, memory_room_log())
+    submitted = commit.submit(message("x"), lambda m, r: published.append(m))
     with pytest.raises(BackendError):
         submitted.wait()
     assert published == []

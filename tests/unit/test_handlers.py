@@ -19,7 +19,7 @@ from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BacklogFull, BadRequest, Forbidden, NotFound
 from app.settings import Settings
 from tests.conftest import MS
-from tests.fakes import (MemoryMembership, MemoryMessageStore, MemoryOutbox, MemoryPresence, MemoryProfiles,
+from tests.fakes import (MemoryEventLog, memory_room_log, MemoryMembership, MemoryMessageStore, MemoryOutbox, MemoryPresence, MemoryProfiles,
                          MemoryReadMarkers, Profile, RecordingEventBus, RecordingHttp)
 
 ALICE, BOB, EVE = 5, 9, 66
@@ -56,9 +56,13 @@ class Harness:
         self.notifier = Notifier(self.settings, http=self.http, presence=self.presence,
                                  membership=self.membership)
         self.outbox = MemoryOutbox(self.store)
-        self.relay = Relay(bus=self.bus, outbox=self.outbox, messages=self.store, max_backlog=max_backlog,
+        self.event_log = MemoryEventLog()
+        self.room_log = memory_room_log(self.event_log)
+        self.relay = Relay(bus=self.bus, outbox=self.outbox, room_log=self.room_log, messages=self.store,
+                           max_backlog=max_backlog,
                            stale_s=15, retention_s=86400, sweep_interval_s=0.01)
-        self.messaging = Messaging(store=self.store, outbox=self.outbox, relay=self.relay, bus=self.bus,
+        self.messaging = Messaging(store=self.store, outbox=self.outbox, relay=self.relay, room_log=self.room_log,
+                                   bus=self.bus,
                                    access=access, authors=Authors(profiles), observer=self.notifier,
                                    typing_interval_s=3.0, now=lambda: self.clock.now,
                                    monotonic=lambda: self.clock.mono)
@@ -398,7 +402,7 @@ class TestModifyDelete:
     def test_author_deletes(self, h, alice, posted):
         h.send(alice, "send-direct-delete", channelId=ROOM, id=posted.id)
         assert h.store.messages == {}
-        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM}]
+        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM, "seq": 2}]
 
     def test_only_the_author_may_delete(self, h, bob, posted):
         with pytest.raises(Forbidden):
@@ -411,7 +415,7 @@ class TestModifyDelete:
         assert h.store.get("direct", posted.id) is None
         h.bus.fail = False
         h.delivered()
-        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM}]
+        assert h.published("direct_etc") == [{"type": "delete", "id": posted.id, "channelId": ROOM, "seq": 2}]
 
     def test_unknown_or_foreign_room_message_is_not_found(self, h, alice, posted):
         with pytest.raises(NotFound):
@@ -613,7 +617,7 @@ class TestFileMessages:
         assert (record.topic, record.key) == (TOPICS["file"], str(ROOM))
         assert json.loads(record.value) == {
             "id": stored.id, "name": "Alice", "profileImage": None, "message": "/chat-server/file/k",
-            "thumbnail": None, "userId": str(ALICE), "channelId": ROOM, "type": "direct", "fileType": "image",
+            "thumbnail": None, "userId": str(ALICE), "channelId": ROOM, "type": "direct", "fileType": "image", "seq": 1,
             "time": "2022-02-21T04:05:07.123"}
         h.notifier.join(timeout=5)
         assert h.http.posts == []

@@ -18,6 +18,7 @@ from app.chat.model import ChatMessage, Claimed, PendingChange
 from app.chat.relay import Relay
 from app.errors import BackendUnavailable, BacklogFull
 from tests.conftest import MS
+from tests.fakes import memory_room_log
 
 WAIT = 5000 * MS
 T0 = datetime(2026, 12, 5, 12, 0, 0)
@@ -113,8 +114,13 @@ def outbox():
 
 
 def make_relay(broker, outbox, messages=None, **options):
-    defaults = dict(max_backlog=100, stale_s=15, retention_s=86400, sweep_interval_s=0.01, now=lambda: T0)
+    defaults = dict(max_backlog=100, stale_s=15, retention_s=86400, sweep_interval_s=0.01, now=lambda: T0,
+                    room_log=memory_room_log())
     return Relay(bus=broker, outbox=outbox, messages=messages or Messages(), **{**defaults, **options})
+
+
+def stored(relay, message):
+    relay.message_stored(message, events.new_message_record(message))
 
 
 def contents(broker):
@@ -124,7 +130,7 @@ def contents(broker):
 def test_stored_messages_are_published_in_order_and_marked(broker, outbox):
     relay = make_relay(broker, outbox)
     for n in range(3):
-        relay.message_stored(message(n))
+        stored(relay, message(n))
     wait_until(lambda: relay.backlog == 0)
     assert contents(broker) == [events.message_record(message(n)) for n in range(3)]
     assert outbox.marked_published == [("direct", message(n).id) for n in range(3)]
@@ -132,9 +138,9 @@ def test_stored_messages_are_published_in_order_and_marked(broker, outbox):
 
 def test_each_kind_of_message_goes_to_its_topic(broker, outbox):
     relay = make_relay(broker, outbox)
-    relay.message_stored(message(1))
-    relay.message_stored(message(2, type="reply", parent_id="p" * 24))
-    relay.message_stored(message(3, type="image"))
+    stored(relay, message(1))
+    stored(relay, message(2, type="reply", parent_id="p" * 24))
+    stored(relay, message(3, type="image"))
     wait_until(lambda: relay.backlog == 0)
     assert [topic for topic, _, _ in broker.records] == ["chat-server-topic", "etc-direct-topic", "file-topic"]
     assert {key for _, key, _ in broker.records} == {"7"}
@@ -144,7 +150,7 @@ def test_while_the_broker_is_down_nothing_is_dropped_and_order_is_kept(broker, o
     broker.up = False
     relay = make_relay(broker, outbox)
     for n in range(5):
-        relay.message_stored(message(n))
+        stored(relay, message(n))
     wait_until(lambda: broker.refused >= 10)  # retried, more than once
     assert relay.backlog == 5 and outbox.marked_published == []
     broker.up = True
@@ -157,8 +163,8 @@ def test_a_full_backlog_refuses_new_work_and_frees_up_when_the_broker_is_back(br
     broker.up = False
     relay = make_relay(broker, outbox, max_backlog=2)
     relay.check_capacity()
-    relay.message_stored(message(1))
-    relay.message_stored(message(2))
+    stored(relay, message(1))
+    stored(relay, message(2))
     with pytest.raises(BacklogFull) as refused:
         relay.check_capacity()
     assert refused.value.message == "delivery backlog full, try again later"
@@ -170,8 +176,8 @@ def test_a_full_backlog_refuses_new_work_and_frees_up_when_the_broker_is_back(br
 def test_an_event_queued_twice_is_published_once(broker, outbox):
     broker.up = False
     relay = make_relay(broker, outbox)
-    relay.message_stored(message(1))
-    relay.message_stored(message(1))
+    stored(relay, message(1))
+    stored(relay, message(1))
     assert relay.backlog == 1
     broker.up = True
     wait_until(lambda: relay.backlog == 0)
@@ -181,7 +187,7 @@ def test_an_event_queued_twice_is_published_once(broker, outbox):
 def test_the_sweep_publishes_what_another_worker_left_and_skips_what_it_holds(broker, outbox):
     broker.up = False
     relay = make_relay(broker, outbox)
-    relay.message_stored(message(1))
+    stored(relay, message(1))
     outbox.stale = Claimed(messages=[message(1), message(2), message(3)], changes=[])
     assert relay.sweep() == 2
     broker.up = True
@@ -228,7 +234,7 @@ def test_start_sweeps_at_once_and_stop_flushes_the_queue(broker, outbox):
     outbox.stale = Claimed(messages=[message(9)], changes=[])
     relay.start()
     wait_until(lambda: broker.records)
-    relay.message_stored(message(10))
+    stored(relay, message(10))
     assert relay.stop(timeout_s=WAIT)
     assert contents(broker) == [events.message_record(message(n)) for n in (9, 10)]
     assert outbox.nonces_forgotten_before == [T0 - timedelta(seconds=86400)]
@@ -237,7 +243,7 @@ def test_start_sweeps_at_once_and_stop_flushes_the_queue(broker, outbox):
 def test_stop_reports_what_it_could_not_publish(broker, outbox):
     broker.up = False
     relay = make_relay(broker, outbox)
-    relay.message_stored(message(1))
+    stored(relay, message(1))
     assert relay.stop(timeout_s=50 * MS) is False
     assert relay.backlog == 1
 
@@ -248,8 +254,8 @@ def test_failing_to_mark_published_keeps_publishing(broker, outbox):
 
     outbox.published = refuse
     relay = make_relay(broker, outbox)
-    relay.message_stored(message(1))
-    relay.message_stored(message(2))
+    stored(relay, message(1))
+    stored(relay, message(2))
     wait_until(lambda: relay.backlog == 0)
     assert len(broker.records) == 2
 
@@ -258,7 +264,7 @@ def test_while_failing_it_asks_for_the_topics_to_exist(broker, outbox):
     broker.up = False
     asked = []
     relay = make_relay(broker, outbox, ensure_topics=lambda: asked.append(1))
-    relay.message_stored(message(1))
+    stored(relay, message(1))
     wait_until(lambda: asked)
     broker.up = True
     wait_until(lambda: relay.backlog == 0)
@@ -274,9 +280,9 @@ def test_an_event_queued_while_published_ones_are_being_marked_is_published_too(
         marked(refs)
 
     outbox.published = slow_mark
-    relay.message_stored(message(1))
+    stored(relay, message(1))
     wait_until(lambda: broker.records)
-    relay.message_stored(message(2))  # very likely while message 1 is being marked
+    stored(relay, message(2))  # very likely while message 1 is being marked
     wait_until(lambda: len(broker.records) == 2)
     wait_until(lambda: not relay._publishing)
     assert relay.backlog == 0 and len(outbox.marked_published) == 2
