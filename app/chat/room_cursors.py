@@ -21,7 +21,7 @@ from typing import Iterable
 
 from app.chat.model import RoomKey
 
-__all__ = ["RoomCursor", "RoomCursors", "HOLE_PATIENCE_S", "MAX_ROOMS", "GIVEN_UP_KEPT"]
+__all__ = ["RoomCursor", "RoomCursors", "HOLE_PATIENCE_S", "MAX_ROOMS", "GIVEN_UP_KEPT", "EARLY_WINDOW"]
 
 # How long a number missing from the log may stay missing before the worker stops holding a
 # place for it: longer than a stale outbox entry takes to be swept (OUTBOX_STALE_S, 30 s).
@@ -29,6 +29,8 @@ HOLE_PATIENCE_S = 90.0
 MAX_ROOMS = 100_000
 # Numbers given up per room that are still remembered (to push a very late record).
 GIVEN_UP_KEPT = 64
+# Numbers just before the first one a worker sees of a room that it still takes once.
+EARLY_WINDOW = 16
 
 
 class RoomCursor:
@@ -101,8 +103,11 @@ class RoomCursors:
         return cursor
 
     def start(self, room: RoomKey, seq: int) -> RoomCursor:
-        """A room seen for the first time: everything up to ``seq`` counts as settled."""
+        """A room first seen at number ``seq + 1``: what comes before counts as settled, except that
+        the ``EARLY_WINDOW`` numbers just before may still come once (records of one room are
+        spread over several topics, so they are not always consumed in order)."""
         cursor = self._rooms[room] = RoomCursor(seq)
+        cursor.given_up = list(range(max(1, seq + 1 - EARLY_WINDOW), seq + 1))
         if len(self._rooms) > self._max_rooms:
             self._rooms.popitem(last=False)
         return cursor

@@ -174,7 +174,7 @@ class RoomLog:
         """Kept events numbered between ``after`` and ``before`` (exclusive), voids included."""
         if before - after <= 1:
             return []
-        return self._log.after(room, after, before - after - 1)
+        return [event for event in self._log.after(room, after, before - after - 1) if event.seq < before]
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
         """Rooms whose last number was handed out in [since, until), with that number."""
