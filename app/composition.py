@@ -101,7 +101,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
         background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
         closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
-    application = ChatService(messaging=messaging, presence=flow, access=access,
+    application = ChatService(messaging=messaging, presence=flow, access=access, room_log=room_log,
                               message_max_chars=settings.message_max_chars)
     blueprints = [
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,

@@ -31,7 +31,7 @@ from app.auth import Principal
 from app.destinations import APP_PREFIX
 
 __all__ = ["ClientConnection", "Pending", "SendHandler", "ChatApplication", "LocalDelivery", "ChatDomain",
-           "APP_PREFIX"]
+           "Resumed", "APP_PREFIX"]
 
 
 @dataclass(eq=False)
@@ -78,6 +78,16 @@ None when done, or a ``Pending`` whose success the RECEIPT waits for.
 """
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """What a resumed subscription (``SUBSCRIBE`` with ``since-seq``) is sent before it goes live:
+    ``bodies`` (each with its ``seq``, lowest first) as MESSAGE frames, or, when ``reset`` is
+    set, one body that tells the client to reload history (nothing is replayed then)."""
+
+    bodies: list[tuple[int, bytes]]
+    reset: bool = False
+
+
 class ChatApplication(Protocol):
     """What the STOMP transport needs from the chat domain."""
 
@@ -88,6 +98,14 @@ class ChatApplication(Protocol):
 
     def authorize_subscription(self, connection: ClientConnection, destination: str) -> None:
         """Raise ``Forbidden``/``NotFound``/``BadRequest`` unless the user may subscribe."""
+        ...
+
+    def resume(self, connection: ClientConnection, destination: str, since_seq: int) -> Resumed:
+        """The events of an authorized subscription's room after ``since_seq``, as push bodies.
+
+        Raises ``BadRequest`` (a destination without numbered events, a number ahead of the
+        room) or ``BackendError`` (the log cannot be read).
+        """
         ...
 
     def connected(self, connection: ClientConnection) -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from app.chat import payloads
+from app.chat import events, payloads
 from app.chat.access import Access
 from app.chat.handlers import Messaging
+from app.chat.model import RoomKey
 from app.chat.presence_flow import PresenceFlow
-from app.contracts import APP_PREFIX, ClientConnection, Pending, SendHandler
+from app.chat.room_log import RoomLog
+from app.contracts import APP_PREFIX, ClientConnection, Pending, Resumed, SendHandler
+from app.destinations import parse_topic
+from app.errors import BadRequest
 
-__all__ = ["ChatService", "DESTINATIONS"]
+__all__ = ["ChatService", "DESTINATIONS", "numbered_room", "reset_body"]
 
 DESTINATIONS = tuple(APP_PREFIX + name for name in (
     "send-direct-message", "send-channel-message",
@@ -32,9 +36,10 @@ DESTINATIONS = tuple(APP_PREFIX + name for name in (
 class ChatService:
     """Implements ``app.contracts.ChatApplication``."""
 
-    def __init__(self, *, messaging: Messaging, presence: PresenceFlow, access: Access,
+    def __init__(self, *, messaging: Messaging, presence: PresenceFlow, access: Access, room_log: RoomLog,
                  message_max_chars: int) -> None:
         self._messaging = messaging
+        self._room_log = room_log
         self._presence = presence
         self._access = access
         self._max_chars = message_max_chars
@@ -46,6 +51,17 @@ class ChatService:
 
     def authorize_subscription(self, connection: ClientConnection, destination: str) -> None:
         self._access.authorize_subscription(connection.user_id, destination)
+
+    def resume(self, connection: ClientConnection, destination: str, since_seq: int) -> Resumed:
+        room = numbered_room(destination)
+        if room is None:
+            raise BadRequest("since-seq: only room destinations (/topic/direct/…, /topic/group/…) are numbered")
+        replay = self._room_log.replay(room, since_seq)
+        if replay.reset:
+            return Resumed([(replay.latest, reset_body(replay.latest))], reset=True)
+        return Resumed([(event.seq, body) for event in replay.events
+                        for pushed_to, body in events.decode(event.topic, event.value).pushes
+                        if pushed_to == destination])
 
     def connected(self, connection: ClientConnection) -> None:
         self._presence.connected(connection)
@@ -78,3 +94,19 @@ def _bind(handle: Callable[[ClientConnection, Any], Pending | None],
     def handler(connection: ClientConnection, body: bytes, idempotency_key: str | None = None) -> Pending | None:
         return handle(connection, parse(body, idempotency_key))
     return handler
+
+
+_NUMBERED_TOPICS = {"direct": "direct", "group": "channel"}
+
+
+def numbered_room(destination: str) -> RoomKey | None:
+    """The room whose numbered events ``destination`` carries, or None (presence topics)."""
+    parsed = parse_topic(destination)
+    if parsed is None or parsed.kind not in _NUMBERED_TOPICS:
+        return None
+    return (_NUMBERED_TOPICS[parsed.kind], parsed.ident)  # type: ignore[return-value]
+
+
+def reset_body(latest: int) -> bytes:
+    """The push that tells a resuming client to reload history, then go on from ``latest``."""
+    return events.encode({"type": "reset", "seq": latest})

@@ -16,6 +16,8 @@ of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the or
 ``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, and one
 whose frame cannot be built (a subscription id that cannot be written in its STOMP version)
 is closed with an ERROR, each from a greenlet of its own: neither stops delivery to the others.
+A subscription being resumed (``SUBSCRIBE`` with ``since-seq``) has a gate: its frames go
+through it (held during the replay, then checked against it for a while).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class FanoutDelivery:
                         cached.clear()
                     subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
                 frame = template.for_subscription_bytes(subscription)
+                if session.gates and not _through_gate(session, subscription_id, body, frame):
+                    continue
             except Exception:  # noqa: BLE001 - one subscriber's frame must not cost the others theirs
                 log.exception("cannot build a MESSAGE for session %s", session.session_id)
                 broken.append(session)
@@ -104,6 +108,17 @@ class FanoutDelivery:
                 log.exception("fan-out to session %s failed", session.session_id)
         if overflowed:
             gevent.spawn(_close_each, overflowed, lambda session: session.close_slow_consumer())
+
+
+def _through_gate(session: Session, subscription_id: str, body: bytes, frame: bytes) -> bool:
+    """Whether a resumed subscription's gate lets ``frame`` out now (app/stomp/resume.py)."""
+    gate = session.gates.get(subscription_id)
+    if gate is None:
+        return True
+    admitted = gate.admit(body, frame)
+    if gate.expired:
+        del session.gates[subscription_id]
+    return admitted
 
 
 def _close_each(sessions: list[Session], close: Callable[[Session], None]) -> None:

@@ -34,19 +34,32 @@ from app.stomp.parser import negotiate_version
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
-__all__ = ["StompHandler", "Outcome", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY"]
+__all__ = ["StompHandler", "Outcome", "Resume", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY",
+           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS"]
 
 log = logging.getLogger(__name__)
 
 # The SEND header by which a client makes a retried SEND store nothing new (the domain decides
 # what that means; the transport only hands it over).
 IDEMPOTENCY_KEY = "idempotency-key"
+# The SUBSCRIBE header that resumes a room from after an event number (app/stomp/resume.py).
+SINCE_SEQ = "since-seq"
+SINCE_SEQ_MAX_DIGITS = 15  # below 2**53, so JavaScript clients hold it exactly
 
 AWAITING_CONNECT = "awaiting-connect"
 CONNECTED = "connected"
 CLOSED = "closed"
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A subscription just registered that must get the events after ``since_seq`` first."""
+
+    subscription_id: str
+    destination: str
+    since_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,7 @@ class Outcome:
     connected: bool = False
     pending: Pending | None = None
     receipt_id: str | None = None
+    resume: Resume | None = None
 
 
 _NOTHING = Outcome()
@@ -206,9 +220,13 @@ class StompHandler:
         if self._registry.count(self._subscriber) >= self._max_subscriptions:
             raise ProtocolError("too many subscriptions")
         check_subscribe_destination(destination)
+        since_seq = _since_seq(frame)
         self._call_application(self._application.authorize_subscription, self.connection, destination)
         self._registry.add(self._subscriber, subscription_id, destination)
-        return Outcome(_receipt_for(frame))
+        if since_seq is None:
+            return Outcome(_receipt_for(frame))
+        # The replay goes out before the RECEIPT: the session performs it (it reads the database).
+        return Outcome(_receipt_for(frame), resume=Resume(subscription_id, destination, since_seq))
 
     def _unsubscribe(self, frame: Frame) -> Outcome:
         subscription_id = frame.header("id")
@@ -264,6 +282,15 @@ def _required(frame: Frame, name: str) -> str:
     if value is None or value == "":
         raise InvalidFrame(f"missing {name} header")
     return value
+
+
+def _since_seq(frame: Frame) -> int | None:
+    raw = frame.header(SINCE_SEQ)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > SINCE_SEQ_MAX_DIGITS:
+        raise BadRequest(f"{SINCE_SEQ}: must be a whole number of at most {SINCE_SEQ_MAX_DIGITS} digits")
+    return int(raw)
 
 
 def _require_echoable(value: str | None, version: str, command: str, name: str) -> None:

@@ -31,8 +31,10 @@ Greenlets of one connection and what each may do:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -44,12 +46,13 @@ from app.errors import ChatServerError, ProtocolError
 from app.settings import Settings
 from app.stomp import frames as f
 from app.stomp.frames import Frame
-from app.stomp.handler import AWAITING_CONNECT, Outcome, StompHandler
+from app.stomp.handler import AWAITING_CONNECT, Outcome, Resume, StompHandler
 from app.stomp.heartbeat import is_overdue
 from app.stomp.inflight import InflightSends
 from app.stomp.outbox import GOING_AWAY, NORMAL, POLICY_VIOLATION, PROTOCOL_ERROR, Outbox
 from app.stomp.parser import FrameParser
 from app.stomp.registry import SubscriptionRegistry
+from app.stomp.resume import ResumeGate
 
 __all__ = ["Session", "SessionHub", "OPEN", "CLOSING", "CLOSED", "CLOSE_GRACE_S", "SHUTDOWN_MESSAGE"]
 
@@ -71,6 +74,11 @@ DRAIN_S = 5.0
 # How long a SUBSCRIBE on a worker that just started waits for its fan-out.
 READY_WAIT_S = 10.0
 READY_POLL_S = 0.05
+# A replay is written this many frames at a time, each once the outbox is at most half full.
+REPLAY_CHUNK = 200
+REPLAY_PACE_S = 0.01
+_REPLAY_IDS = itertools.count(1)
+_REPLAY_PREFIX = "replay-" + uuid.uuid4().hex[:12] + "-"
 
 
 @dataclass(eq=False)
@@ -141,6 +149,8 @@ class Session:
         self.state = OPEN
         # Fan-out's cache: subscription id -> its escaped bytes in this session's version.
         self.subscription_bytes: dict[str, bytes] = {}
+        # Resumed subscriptions whose live frames the fan-out hands to a gate (app/stomp/resume.py).
+        self.gates: dict[str, ResumeGate] = {}
         self.outbox = Outbox(settings.outbox_max_frames)
         self.last_received = self._opened_at = time.monotonic()
         self._parser = FrameParser(max_frame_bytes=settings.stomp_max_frame_bytes,
@@ -230,6 +240,8 @@ class Session:
 
     def _apply(self, outcome: Outcome, code: int | None = None) -> None:
         """Send or owe the outcome's replies, in frame order; then maybe close."""
+        if outcome.resume is not None:
+            outcome = self._resume(outcome.resume, outcome.frames)
         inflight = self._inflight
         if outcome.pending is not None:
             self._inflight_sends().add_pending(outcome.pending, outcome.receipt_id)
@@ -245,6 +257,48 @@ class Session:
         if outcome.close:
             failed = any(frame.command == f.ERROR for frame in outcome.frames)
             self.close(code=code or (PROTOCOL_ERROR if failed else NORMAL))
+
+    def _resume(self, resume: Resume, replies: tuple[Frame, ...]) -> Outcome:
+        """Send a resumed subscription its replay, then its held live frames; the replies to owe.
+
+        The subscription is registered already, behind a gate, so nothing published meanwhile
+        is lost or sent ahead of the replay. If the replay cannot be read, the subscription is
+        taken back and the client gets ERROR instead of its RECEIPT.
+        """
+        gate = self.gates[resume.subscription_id] = ResumeGate()
+        try:
+            resumed = self._hub.application.resume(self._handler.connection, resume.destination, resume.since_seq)
+        except Exception as exc:  # noqa: BLE001 - refused or failed: this subscription only
+            if not isinstance(exc, ChatServerError):
+                log.exception("resume failed on session %s", self.session_id)
+            self.gates.pop(resume.subscription_id, None)
+            self._hub.registry.remove(self, resume.subscription_id)
+            message = exc.message if isinstance(exc, ChatServerError) else ChatServerError.wire_message
+            receipt_id = next((reply.header("receipt-id") for reply in replies), None)
+            return Outcome((f.error(message, receipt_id=receipt_id),))
+        self._send_paced([self._replay_frame(resume, body) for _, body in resumed.bodies])
+        held = gate.open(set() if resumed.reset else {seq for seq, _ in resumed.bodies})
+        if held and not self.outbox.offer_many(held):
+            self.close_slow_consumer()
+        return Outcome(replies)
+
+    def _replay_frame(self, resume: Resume, body: bytes) -> bytes:
+        template = f.MessageTemplate(resume.destination, _REPLAY_PREFIX + str(next(_REPLAY_IDS)), body,
+                                     version=self.version)
+        return template.for_subscription_bytes(template.subscription_bytes(resume.subscription_id))
+
+    def _send_paced(self, frames: list[bytes]) -> None:
+        """Queue a replay without overflowing the outbox: a chunk at a time, as the writer drains."""
+        half = max(1, self._hub.settings.outbox_max_frames // 2)
+        chunk = min(REPLAY_CHUNK, half)
+        for start in range(0, len(frames), chunk):
+            while len(self.outbox) > half and self.state == OPEN:
+                gevent.sleep(REPLAY_PACE_S)
+            if self.state != OPEN:
+                return
+            if not self.outbox.offer_many(frames[start:start + chunk]):
+                self.close_slow_consumer()
+                return
 
     def _inflight_sends(self) -> InflightSends:
         if self._inflight is None:

@@ -9,12 +9,13 @@ from app.stomp.outbox import Outbox
 
 
 class FakeSession:
-    """What fan-out touches of a Session: version, the subscription-bytes cache, outbox, close."""
+    """What fan-out touches of a Session: version, the subscription-bytes cache, gates, outbox, close."""
 
     def __init__(self, name, max_frames=100):
         self.session_id = name
         self.version = "1.2"
         self.subscription_bytes = {}
+        self.gates = {}
         self.outbox = RecordingOutbox(max_frames)
         self.closed_slow = False
         self.closed_undeliverable = False

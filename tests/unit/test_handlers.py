@@ -69,7 +69,7 @@ class Harness:
         self.flow = PresenceFlow(presence=self.presence, bus=self.bus, membership=self.membership,
                                  read_markers=self.markers, access=access, node_id=lambda: "node-1",
                                  now=lambda: self.clock.now)
-        self.app = ChatService(messaging=self.messaging, presence=self.flow, access=access,
+        self.app = ChatService(messaging=self.messaging, presence=self.flow, access=access, room_log=self.room_log,
                                message_max_chars=100)
         self._sessions = 0
 
