@@ -11,7 +11,7 @@ from app.errors import BadRequest, Forbidden, FrameTooLarge, NotFound
 from app.stomp.registry import SubscriptionRegistry
 from app.settings import DEV_JWT_SECRET
 from app.stomp.frames import Frame
-from app.stomp.handler import CLOSED, CONNECTED, StompHandler
+from app.stomp.handler import Resume, CLOSED, CONNECTED, StompHandler
 
 
 class Application:
@@ -194,6 +194,18 @@ class TestSubscribe:
         assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "r1")
         assert registry.subscribers("/topic/group/12") == (("me", "sub-0"),)
         assert app.authorized == ["/topic/group/12"]
+
+    def test_since_seq_asks_the_session_to_resume_before_the_receipt(self, connected, registry):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/3", id="s", receipt="r",
+                                                since_seq="41"))
+        assert outcome.resume == Resume("s", "/topic/direct/3", 41)
+        assert [fr.command for fr in outcome.frames] == ["RECEIPT"] and registry.subscribers("/topic/direct/3")
+
+    @pytest.mark.parametrize("value", ["", "-1", "1.5", "x", "١٢", "1" * 16])
+    def test_a_since_seq_that_is_not_a_small_whole_number_is_refused(self, connected, registry, value):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/3", id="s", since_seq=value))
+        assert "since-seq" in only(outcome).header("message") and not outcome.close and outcome.resume is None
+        assert registry.subscribers("/topic/direct/3") == ()
 
     def test_subscribe_without_receipt_answers_nothing(self, connected):
         assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/3", id="0")).frames == ()
