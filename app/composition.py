@@ -105,7 +105,8 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
                               message_max_chars=settings.message_max_chars)
     blueprints = [
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
-                         markers=read_side, files=read_side, messaging=messaging, verifier=verifier),
+                         markers=read_side, files=read_side, messaging=messaging, room_log=room_log,
+                         verifier=verifier),
         create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
     ]
     return ChatDomain(application=application, blueprints=blueprints,

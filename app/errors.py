@@ -11,6 +11,7 @@
     ├── Forbidden                authenticated, but not a member of the room / not the author
     ├── BadRequest               a payload or parameter that fails validation (names the field)
     ├── NotFound                 a message, file or destination that does not exist
+    ├── HistoryReset             a catch-up from further back than the room's log keeps (HTTP 410)
     ├── BackendError             a dependency failed
     │   ├── BackendUnavailable   a dependency is down or timed out
     │   │   └── BacklogFull      too many stored events wait for the broker: new SENDs are refused
@@ -87,6 +88,13 @@ class BadRequest(ChatServerError):
 class NotFound(ChatServerError):
     wire_message = "not found"
     http_status = 404
+
+
+class HistoryReset(ChatServerError):
+    """A catch-up asked for events the room's log no longer holds: reload history."""
+
+    wire_message = "history reset: reload history"
+    http_status = 410
 
 
 class BackendError(ChatServerError):

@@ -51,6 +51,7 @@ class Replay:
     events: list[RoomEvent]
     latest: int
     reset: bool = False
+    upto: int = 0  # the highest number read (voids included): where a paged reader goes on
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ class RoomLog:
         """
         latest = self._latest(room, since, "since-seq")
         if since == latest.seq:
-            return Replay([], latest.seq)
+            return Replay([], latest.seq, upto=since)
         if latest.seq - since > self.replay_max_events:
             return Replay([], latest.seq, reset=True)
         return self._read(room, since, latest.seq - since, latest)
@@ -150,7 +151,7 @@ class RoomLog:
         """Up to ``limit`` events after ``since`` (the HTTP catch-up), as ``replay`` judges them."""
         latest = self._latest(room, since, "after_seq")
         if since == latest.seq:
-            return Replay([], latest.seq)
+            return Replay([], latest.seq, upto=since)
         return self._read(room, since, limit, latest)
 
     def _latest(self, room: RoomKey, since: int, name: str) -> Latest:
@@ -164,7 +165,8 @@ class RoomLog:
         first_kept_at = kept[0].at if kept else latest.at
         if (not kept or kept[0].seq > since + 1) and self._settled(first_kept_at):
             return Replay([], latest.seq, reset=True)
-        return Replay([event for event in kept if event.topic != VOID_TOPIC], latest.seq)
+        upto = kept[-1].seq if kept else since
+        return Replay([event for event in kept if event.topic != VOID_TOPIC], latest.seq, upto=upto)
 
     def _settled(self, moment: datetime | None) -> bool:
         """Whether numbers handed out before ``moment`` can no longer be in flight."""

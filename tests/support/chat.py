@@ -65,7 +65,7 @@ import websocket
 from gevent import pywsgi
 
 from app.composition import serve_chat_domain
-from app.contracts import ChatDomain, ClientConnection
+from app.contracts import ChatDomain, ClientConnection, Resumed
 from app.errors import BadRequest, Forbidden, NotFound
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
@@ -302,6 +302,7 @@ class RecordingApplication:
     received: list[tuple[int, bytes]] = field(default_factory=list)
     connections: list[ClientConnection] = field(default_factory=list)
     disconnections: list[ClientConnection] = field(default_factory=list)
+    resumable: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
 
     @property
     def send_handlers(self) -> dict[str, Callable[[ClientConnection, bytes, str | None], None]]:
@@ -336,6 +337,12 @@ class RecordingApplication:
             raise Forbidden("not a member")
         if room == "404":
             raise NotFound("no such room")
+
+    def resume(self, connection: ClientConnection, destination: str, since_seq: int) -> Resumed:
+        """Replays ``resumable[destination]`` after ``since_seq``; other destinations are not numbered."""
+        if destination not in self.resumable:
+            raise BadRequest("since-seq: not numbered")
+        return Resumed([(seq, body) for seq, body in self.resumable[destination] if seq > since_seq])
 
     def connected(self, connection: ClientConnection) -> None:
         self.connections.append(connection)

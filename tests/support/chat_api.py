@@ -197,7 +197,7 @@ class ChatApi:
         register_error_handlers(app)
         app.register_blueprint(create_blueprint(
             settings, membership=self.membership, profiles=self.profiles, history=self.read_side,
-            markers=self.read_side, files=self.read_side, messaging=messaging,
+            markers=self.read_side, files=self.read_side, messaging=messaging, room_log=self.room_log,
             verifier=TokenVerifier(settings.jwt_secret)))
         self.client = app.test_client()
 

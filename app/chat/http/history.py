@@ -8,6 +8,13 @@ optional stable cursor ``before=<messageId>`` (messages strictly older than that
 of this room; unknown or foreign → 400). ``ch_id`` is a canonical id, ``page`` and ``size``
 plain digits, ``before`` a 24-hex id.
 
+Catch-up: with ``after_seq=<n>`` the answer is the room's *events* numbered after ``n``
+(messages, replies, files, edits and deletes, ``room_log``), oldest first, at most ``size``
+log entries: ``{"events": [<the MESSAGE bodies of those events>], "next": <number to ask
+after next>, "latest": <the room's last number>}``; a client reads on with
+``after_seq=next`` until ``next == latest``. From further back than the log keeps: 410 with
+the error envelope ("history reset: reload history"); ``n`` ahead of ``latest``: 400.
+
 The page is the newest ``size`` messages that match, returned oldest-first, each in the
 §4.4 MessageResponse shape plus ``edited``. Names and avatars are the authors' current
 ones when the auth service is configured, else the ones stored with the message.
@@ -17,23 +24,29 @@ name; a parent that is gone (or in another room) shows as deleted.
 A text channel whose owning community is not cached yet (a community service that does not
 call the channel-list PUT) is resolved through the ``communityId`` stored on its newest
 message, confirmed against that community's channel list before it is believed.
+
+Each message item carries ``seq``, its number in the room (null for messages stored before
+sequences existed).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from flask import Blueprint, Response
 
 from app.chat.http.auth import RequestAuth
-from app.chat.http.params import query_id, query_int, query_str
+from app.chat.http.params import query_id, query_int, query_seq, query_str
 from app.chat.model import ChatMessage
 from app.chat.ports import HistoryReader
+from app.chat.events import decode
 from app.chat.profiles import Profile, Profiles
+from app.chat.room_log import RoomLog
 from app.chat.timefmt import iso_local
 from app.destinations import RoomKind
-from app.errors import BadRequest
+from app.errors import BadRequest, HistoryReset
 from app.http_envelope import success
 from app.settings import Settings
 
@@ -45,7 +58,7 @@ _MESSAGE_ID = re.compile(r"[0-9a-fA-F]{24}")
 
 
 def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, history: HistoryReader,
-                     profiles: Profiles) -> None:
+                     profiles: Profiles, room_log: RoomLog) -> None:
     def read(kind: RoomKind) -> Response:
         principal = auth.user()
         channel_id = query_id("ch_id")
@@ -53,13 +66,24 @@ def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, hi
         size = query_int("size", default=settings.history_default_page_size, minimum=1,
                          maximum=settings.history_max_page_size)
         before = _cursor()
+        after_seq = query_seq("after_seq")
         auth.require_room(kind, channel_id, principal.user_id,
                           owner_hint=lambda: _stored_owner(history, channel_id))
+        if after_seq is not None:
+            return success(_catch_up(room_log, (kind, channel_id), after_seq, size))
         newest_first = history.page(kind, channel_id, size=size, page=page, before_id=before)
         return success(_render(kind, list(reversed(newest_first)), history, profiles))
 
     bp.add_url_rule("/direct", "history_direct", lambda: read("direct"), methods=["GET"])
     bp.add_url_rule("/community", "history_community", lambda: read("channel"), methods=["GET"])
+
+
+def _catch_up(room_log: RoomLog, room: tuple[RoomKind, int], after_seq: int, size: int) -> dict[str, Any]:
+    page = room_log.page(room, after_seq, size)
+    if page.reset:
+        raise HistoryReset()
+    bodies = [json.loads(body) for event in page.events for _, body in decode(event.topic, event.value).pushes]
+    return {"events": bodies, "next": page.upto, "latest": page.latest}
 
 
 def _stored_owner(history: HistoryReader, channel_id: int) -> int | None:
@@ -106,6 +130,7 @@ def message_response(message: ChatMessage, parents: dict[str, ChatMessage],
         "parentName": None,
         "parentContent": None,
         "edited": message.edited_at is not None,
+        "seq": message.seq,
     }
     if message.parent_id:
         parent = parents.get(message.parent_id)

@@ -99,3 +99,17 @@ def positive_int_list(value: Any, field: str, max_items: int) -> list[int]:
 class _TooLarge(ChatServerError):
     wire_message = "request body too large"
     http_status = 413
+
+
+# Event numbers fit in 15 digits (below 2**53: exact in JavaScript).
+SEQ_MAX_DIGITS = 15
+
+
+def query_seq(name: str) -> int | None:
+    """An optional event number (plain digits); absent → None."""
+    raw = query_str(name)
+    if raw is None or raw == "":
+        return None
+    if not _PLAIN_NUMBER.fullmatch(raw) or len(raw) > SEQ_MAX_DIGITS:
+        raise BadRequest(f"{name}: must be a non-negative integer of at most {SEQ_MAX_DIGITS} digits")
+    return int(raw)

@@ -25,6 +25,7 @@ from app.chat.http.rooms import register_room_endpoints
 from app.chat.membership import Membership
 from app.chat.ports import FileStore, HistoryReader, ReadMarkers
 from app.chat.profiles import Profiles
+from app.chat.room_log import RoomLog
 from app.settings import Settings
 
 __all__ = ["create_blueprint", "URL_PREFIX"]
@@ -33,12 +34,12 @@ URL_PREFIX = "/chat-server"
 
 
 def create_blueprint(settings: Settings, *, membership: Membership, profiles: Profiles, history: HistoryReader,
-                     markers: ReadMarkers, files: FileStore, messaging: Messaging,
+                     markers: ReadMarkers, files: FileStore, messaging: Messaging, room_log: RoomLog,
                      verifier: TokenVerifier) -> Blueprint:
     """The ``/chat-server`` blueprint, wired to the given services."""
     bp = Blueprint("chat_http_api", __name__, url_prefix=URL_PREFIX)
     auth = RequestAuth(settings, verifier, membership)
-    register_history(bp, settings, auth=auth, history=history, profiles=profiles)
+    register_history(bp, settings, auth=auth, history=history, profiles=profiles, room_log=room_log)
     register_files(bp, settings, auth=auth, files=files, messaging=messaging, profiles=profiles)
     register_room_endpoints(bp, settings, auth=auth, membership=membership, markers=markers)
     return bp
