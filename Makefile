@@ -9,13 +9,14 @@ JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
 USER_ID ?= $(USER)
 
-.PHONY: run test faults venv token bench clean help
+.PHONY: run test faults venv token service-token bench clean help
 
 help:
 	@echo "make run     start Redis, Kafka broker, MongoDB-wire server, presence and chat"
 	@echo "make test    set up and run the whole test suite (the fault suite included)"
 	@echo "make faults  the fault suite alone, printing its table (var/faults-results.md)"
 	@echo "make token USER=5   mint a dev token for user 5"
+	@echo "make service-token  the running stack's service token (X-Service-Token)"
 	@echo "make bench   run every benchmark scenario"
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -43,6 +44,9 @@ faults: venv $(JSSTAMP)
 
 token: venv
 	@$(PY) -m app.auth mint --user $(USER_ID)
+
+service-token: venv
+	@$(PY) -m app.devstack service-token
 
 # The peer the fan-out benchmark is compared with: RabbitMQ's Web-STOMP plugin, from Debian.
 RABBIT := /usr/lib/rabbitmq/bin/rabbitmq-server

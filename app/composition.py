@@ -73,7 +73,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     """The chat application of one process, its HTTP API and background work; pushes go to ``delivery``."""
     mongo = MongoConnection(settings)
     read_side = MongoReadSide(mongo.db)
-    cache = RedisMembershipCache(settings.redis_url, settings.membership_ttl_s)
+    cache = RedisMembershipCache.from_settings(settings)
     http = ServiceHttp(settings.service_timeout_s)
     membership = Membership(settings, cache, http)
     bus = kafka_bus.KafkaEventBus(settings)
@@ -107,7 +107,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
                          markers=read_side, files=read_side, messaging=messaging, room_log=room_log,
                          verifier=verifier),
-        create_service_blueprint(settings, bus=bus, offline=flow, verifier=verifier),
+        create_service_blueprint(settings, bus=bus, offline=flow),
     ]
     return ChatDomain(application=application, blueprints=blueprints,
                       readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},

@@ -12,6 +12,11 @@ then the embedded servers) and exits 0; no process is left behind.
 
 The embedded servers keep their data in ``<SMOOTH_DATA_DIR>/stack-<CHAT_HTTP_PORT>``, so
 two stacks started with different ports run side by side (they always take free ports).
+
+Secure as started: unless ``SERVICE_TOKEN`` and ``PRESENCE_TOKEN`` are set, a random one of
+each is generated for this run and given to presence and chat (so service endpoints and
+presence's node requests are closed to everyone else), and written, readable by the owner
+only, to ``<stack dir>/secrets.env`` for the dev tools (``make service-token``, curl).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from app.embedded import EmbeddedStack, child_process_guard, wait_for_port
 from app.logs import configure_logging
 from app.settings import Settings
 
-__all__ = ["main", "Child", "stack_data_dir"]
+__all__ = ["main", "Child", "stack_data_dir", "secrets_path", "write_secrets", "read_secrets"]
 
 log = logging.getLogger("smooth.devstack")
 
@@ -76,12 +81,40 @@ def stack_data_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / f"stack-{settings.chat_http_port}"
 
 
+def secrets_path(settings: Settings) -> Path:
+    """Where a running stack's generated tokens are kept for the dev tools."""
+    return stack_data_dir(settings) / "secrets.env"
+
+
+def write_secrets(settings: Settings) -> Path:
+    """Write the service and presence tokens as ``KEY=value`` lines, mode 0600."""
+    path = secrets_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file may have been created wider
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(f"SERVICE_TOKEN={settings.service_token}\nPRESENCE_TOKEN={settings.presence_token}\n")
+    return path
+
+
+def read_secrets(settings: Settings) -> dict[str, str]:
+    """The tokens a running stack wrote (empty when none is running)."""
+    try:
+        text = secrets_path(settings).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop()
 
 
-def main() -> int:
-    settings = Settings.from_env()
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["service-token"]:
+        return _print_service_token(Settings.from_env())
+    settings = Settings.from_env().with_generated_secrets()
     configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -90,6 +123,7 @@ def main() -> int:
     children: list[Child] = []
     try:
         settings = _start_backends(stack, settings)
+        write_secrets(settings)
         children.append(_start("presence", [sys.executable, "-m", "app.tcp_presence"], settings,
                                [settings.presence_tcp_port, settings.presence_http_port]))
         children.append(_start("chat", [sys.executable, "-m", "gunicorn", "-c", str(REPO / "gunicorn.conf.py")],
@@ -106,6 +140,7 @@ def main() -> int:
         return 2
     finally:
         _stop_all(children, stack)
+        secrets_path(settings).unlink(missing_ok=True)
 
 
 def _start_backends(stack: EmbeddedStack, settings: Settings) -> Settings:
@@ -117,6 +152,16 @@ def _start_backends(stack: EmbeddedStack, settings: Settings) -> Settings:
 
     create_topics(settings)
     return settings
+
+
+def _print_service_token(settings: Settings) -> int:
+    """``make service-token``: the running stack's service token, for curl and scripts."""
+    token = settings.service_token or read_secrets(settings).get("SERVICE_TOKEN", "")
+    if not token:
+        sys.stderr.write(f"no service token: is `make run` running? ({secrets_path(settings)} is missing)\n")
+        return 1
+    sys.stdout.write(token + "\n")
+    return 0
 
 
 def _start(name: str, argv: list[str], settings: Settings, ports: list[int]) -> Child:
@@ -192,8 +237,11 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  Kafka                       {stack.kafka_bootstrap}",
         f"  MongoDB                     {stack.mongo_url}",
         f"  embedded data and logs      {stack_data_dir(settings)}",
+        f"  service and presence tokens {secrets_path(settings)}",
         "",
         "Mint a token:  make token USER=5",
+        f"Service call:  curl -X PUT -H \"X-Service-Token: $(make -s service-token)\" -H 'Content-Type: "
+        f"application/json' -d '[5,9]' http://{host}:{chat}/chat-server/room-user-list/17",
         "Stop:          Ctrl-C",
         "",
     ]

@@ -11,6 +11,10 @@ without touching the network, except one probe per ``PROBE_INTERVAL_S``. When a 
 succeeds after failures, ``on_recovered`` runs in its own greenlet so the chat node can
 ``sync`` the sessions presence missed meanwhile.
 
+Credential: with ``settings.presence_token`` set, every new connection first sends
+``{"type":"auth","token":...}`` (presence then lets it ``lease``, ``sync`` and log in and
+out this node's sessions); a refused token is logged and the call fails like an outage.
+
 Connections: at most ``settings.presence_pool_size`` persistent connections; a call
 borrows one, writes one JSON line, reads one reply line and gives it back. A
 connection that failed in any way is closed, never reused (a late reply would
@@ -34,11 +38,13 @@ from gevent.lock import BoundedSemaphore
 
 from app import destinations
 from app.errors import BackendUnavailable, BadRequest
+from app.logs import RateLimitedLog
 from app.settings import Settings
 
 __all__ = ["PresenceClient", "LogoutResult", "Move", "CircuitBreaker", "BREAKER_THRESHOLD", "PROBE_INTERVAL_S"]
 
 log = logging.getLogger(__name__)
+_auth_log = RateLimitedLog(log)
 
 # Consecutive failures that open the breaker, and how often an open breaker lets one
 # request through to find out whether presence is back.
@@ -122,6 +128,14 @@ class _Connection:
         self.buffer = bytearray()
         self.reused = False
 
+    def authenticate(self, token: str, timeout_s: float) -> None:
+        """Show presence the shared token; raise OSError if it is refused."""
+        line = json.dumps({"type": "auth", "token": token}, separators=(",", ":")).encode("ascii") + b"\r\n"
+        reply = json.loads(self.exchange(line, timeout_s))
+        if not isinstance(reply, dict) or reply.get("ok") is not True:
+            _auth_log.error("presence refused this node's PRESENCE_TOKEN")
+            raise OSError("presence refused the presence token")
+
     def exchange(self, line: bytes, timeout_s: float) -> bytes:
         """Send one line, return the reply line (without CRLF) or raise OSError."""
         deadline = time.monotonic() + timeout_s
@@ -155,6 +169,7 @@ class PresenceClient:
                  breaker: CircuitBreaker | None = None) -> None:
         self.address = (settings.presence_host, settings.presence_tcp_port)
         self.timeout_s = settings.presence_timeout_s
+        self.token = settings.presence_token
         self.max_line_bytes = settings.presence_max_line_bytes
         self.on_recovered = on_recovered
         self.breaker = breaker or CircuitBreaker()
@@ -169,9 +184,10 @@ class PresenceClient:
         reply = self._call({"type": "login", "session_id": session_id, "user_id": user_id, "node_id": node_id})
         return bool(reply["first_session"])
 
-    def logout(self, session_id: str) -> LogoutResult:
-        """End a session (idempotent); ``last_session`` tells whether the user went offline."""
-        reply = self._call({"type": "logout", "session_id": session_id})
+    def logout(self, session_id: str, node_id: str) -> LogoutResult:
+        """End a session ``node_id`` logged in (idempotent); ``last_session`` tells whether the
+        user went offline."""
+        reply = self._call({"type": "logout", "session_id": session_id, "node_id": node_id})
         return LogoutResult(reply["user_id"], reply["location"], bool(reply["last_session"]))
 
     def move(self, user_id: int, session_id: str, location: str) -> Move:
@@ -277,7 +293,14 @@ class PresenceClient:
         return reply
 
     def _connect(self) -> _Connection:
-        return _Connection(self.address, self.timeout_s)
+        connection = _Connection(self.address, self.timeout_s)
+        if self.token:
+            try:
+                connection.authenticate(self.token, self.timeout_s)
+            except (OSError, ValueError):
+                connection.close()
+                raise
+        return connection
 
     def _give_back(self, connection: _Connection) -> None:
         if self._closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import socket
 import sys
 import types
@@ -58,7 +59,18 @@ class Settings:
         "JWT_SECRET", DEV_JWT_SECRET, "Base64 HS256 key shared with the auth service (default: dev-only key)"
     )
     service_token: str = _setting(
-        "SERVICE_TOKEN", "", "If set, service-to-service endpoints require it in `X-Service-Token`"
+        "SERVICE_TOKEN", "",
+        "Secret of service-to-service calls (`X-Service-Token`; membership PUTs, presence callbacks). Set: "
+        "required from every caller. Empty: only SERVICE_ALLOWED_NETWORKS may call. `make run` generates one"
+    )
+    service_allowed_networks: str = _setting(
+        "SERVICE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128",
+        "Comma-separated CIDR list of the callers service endpoints accept while SERVICE_TOKEN is empty"
+    )
+    presence_token: str = _setting(
+        "PRESENCE_TOKEN", "",
+        "Secret a chat node shows presence (`auth` line) before `lease`, `sync` and node logouts. Empty: "
+        "presence trusts every connection with those. `make run` generates one"
     )
 
     # Backends
@@ -71,6 +83,15 @@ class Settings:
     presence_redis_url: str = _setting(
         "PRESENCE_REDIS_URL", "", "Redis URL for presence state (default: REDIS_URL, keys prefixed `presence:`)"
     )
+    redis_pool_size: int = _setting(
+        "REDIS_POOL_SIZE", 100, "Connections each Redis client (chat cache per worker, presence store) may open",
+        minimum=1)
+    mongo_pool_size: int = _setting("MONGO_POOL_SIZE", 100, "Connections each chat worker may open to MongoDB",
+                                    minimum=1)
+    backend_pool_wait_s: float = _setting(
+        "BACKEND_POOL_WAIT_S", 5.0,
+        "How long a request waits for a free Redis or MongoDB connection when its pool is in use before "
+        "it fails with `service unavailable` (a burst waits; it is not refused)", minimum=0.01)
     data_dir: str = _setting("SMOOTH_DATA_DIR", "var", "Where the embedded servers keep data and logs")
     mongo_write_concern: str = _setting(
         "MONGO_WRITE_CONCERN", "journaled",
@@ -212,6 +233,11 @@ class Settings:
     presence_max_connections: int = _setting(
         "PRESENCE_MAX_CONNECTIONS", 2000, "Most simultaneous presence TCP connections", minimum=1
     )
+    presence_idle_timeout_s: float = _setting(
+        "PRESENCE_IDLE_TIMEOUT_S", 300.0,
+        "Presence closes a TCP connection that sends no complete line for this long (idle, or a line "
+        "that never ends); longer than NODE_LEASE_S / 3, the chat nodes' lease renewal", minimum=1.0
+    )
     presence_timeout_s: float = _setting(
         "PRESENCE_TIMEOUT_S", 1.0, "Chat-side timeout for one presence request", minimum=0.01
     )
@@ -265,6 +291,12 @@ class Settings:
     @property
     def uses_dev_secret(self) -> bool:
         return self.jwt_secret == DEV_JWT_SECRET
+
+    def with_generated_secrets(self) -> "Settings":
+        """These settings with a random ``SERVICE_TOKEN`` and ``PRESENCE_TOKEN`` where none is set:
+        what ``make run`` (and the tests that start whole stacks) hand to every process."""
+        return dataclasses.replace(self, service_token=self.service_token or secrets.token_urlsafe(32),
+                                   presence_token=self.presence_token or secrets.token_urlsafe(32))
 
     def as_environ(self) -> dict[str, str]:
         """The environment that reproduces these settings in a child process."""

@@ -342,7 +342,7 @@ class MemoryPresence:
         self.locations.setdefault(user_id, HOME)
         return first
 
-    def logout(self, session_id: str) -> LogoutResult:
+    def logout(self, session_id: str, node_id: str) -> LogoutResult:
         self._call("logout", session_id)
         user_id = self.sessions.pop(session_id, None)
         if user_id is None:

@@ -46,11 +46,13 @@ from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.chat.model import ChatMessage, Repeated
 from app.destinations import RoomKind
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
+from app.logs import RateLimitedLog
 from app.settings import Settings
 
 __all__ = ["MongoConnection", "MongoMessageWriter"]
 
 log = logging.getLogger(__name__)
+_failures = RateLimitedLog(log)
 
 T = TypeVar("T")
 
@@ -73,7 +75,7 @@ def _guarded(call: Callable[[], T]) -> T:
     try:
         return call()
     except PyMongoError as exc:
-        log.warning("mongodb call failed: %s", type(exc).__name__)
+        _failures.warning("mongodb call failed: %s", type(exc).__name__)
         raise BackendUnavailable("database unavailable") from exc
 
 
@@ -87,7 +89,10 @@ class MongoConnection:
         self._client: MongoClient[dict[str, Any]] = MongoClient(
             settings.mongo_url, connect=False, tz_aware=False,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
-            connectTimeoutMS=CONNECT_TIMEOUT_MS, socketTimeoutMS=socket_timeout_ms)
+            connectTimeoutMS=CONNECT_TIMEOUT_MS, socketTimeoutMS=socket_timeout_ms,
+            # A burst waits this long for a pooled connection, then fails as "unavailable".
+            maxPoolSize=settings.mongo_pool_size,
+            waitQueueTimeoutMS=max(1, int(settings.backend_pool_wait_s * 1000)))
         self.db: Database[dict[str, Any]] = self._client[settings.mongo_db]
         self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
         self._indexes_ready = False
@@ -171,7 +176,7 @@ class MongoMessageWriter:
                 failed[error["index"]] = self._write_error(kind, documents[error["index"]], error)
             log.info("mongodb insert_many: %d of %d documents not stored", len(failed), len(batch))
         except PyMongoError as exc:
-            log.warning("mongodb call failed: %s", type(exc).__name__)
+            _failures.warning("mongodb call failed: %s", type(exc).__name__)
             failed = self._unknown_outcome(kind, documents)
         for index, (position, message, document) in enumerate(zip(positions, batch, documents)):
             results[position] = failed.get(index) or message.with_id(str(document["_id"]))
@@ -228,7 +233,7 @@ class MongoMessageWriter:
                 if getattr(exc, "code", None) == DUPLICATE_KEY:
                     failed[index] = self._write_error(kind, document, {"code": DUPLICATE_KEY})
                     continue
-                log.warning("mongodb call failed: %s", type(exc).__name__)
+                _failures.warning("mongodb call failed: %s", type(exc).__name__)
                 failed[index] = _Unknown("database unavailable")
         log.warning("mongodb insert_many: %d of %d documents could not be encoded", len(failed), len(documents))
         return failed

@@ -36,10 +36,12 @@ from app.backends.mongo_schema import (COLLECTIONS, PENDING_CHANGES, UNPUBLISHED
 from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, OutboxRef, PendingChange, stored_time
 from app.destinations import RoomKind
 from app.errors import BackendUnavailable
+from app.logs import RateLimitedLog
 
 __all__ = ["MongoOutbox"]
 
 log = logging.getLogger(__name__)
+_failures = RateLimitedLog(log)
 
 
 
@@ -117,5 +119,5 @@ def _guarded(call: Any) -> Any:
     try:
         return call()
     except (PyMongoError, InvalidId) as exc:
-        log.warning("mongodb outbox call failed: %s", type(exc).__name__)
+        _failures.warning("mongodb outbox call failed: %s", type(exc).__name__)
         raise BackendUnavailable("database unavailable") from exc

@@ -36,6 +36,8 @@ import redis
 
 from app.destinations import membership_entry, parse_membership_entry
 from app.errors import BackendUnavailable
+from app.logs import RateLimitedLog
+from app.settings import Settings
 
 __all__ = ["RedisMembershipCache", "MembershipChanges", "CHANGES_CHANNEL"]
 
@@ -50,23 +52,31 @@ _RESUBSCRIBE_S = 1.0
 _Pipeline = Any  # redis.client.Pipeline, untyped in redis-py
 
 
-_POOL_SIZE = 100
-_POOL_WAIT_S = 5.0
 _SOCKET_TIMEOUT_S = 2.0
+# The change feed holds one subscribed connection (and a second while it reconnects).
+_FEED_POOL_SIZE = 2
+_failures = RateLimitedLog(log)
+_DEFAULTS = Settings()
 
 class RedisMembershipCache:
     """``MembershipCache`` on Redis, plus ``get_json``/``set_json`` for other small caches."""
 
-    def __init__(self, redis_url: str, ttl_s: int) -> None:
+    def __init__(self, redis_url: str, ttl_s: int, *, pool_size: int = _DEFAULTS.redis_pool_size,
+                 pool_wait_s: float = _DEFAULTS.backend_pool_wait_s) -> None:
         # A blocking pool: thousands of greenlets may ask at once (a burst of SUBSCRIBEs);
         # redis-py's default pool raises past its size instead of waiting for a connection.
         # Socket timeouts: a Redis that accepts but never answers must fail a request, not hang it.
         pool = redis.BlockingConnectionPool.from_url(redis_url, decode_responses=True,
-                                                     max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S,
+                                                     max_connections=pool_size, timeout=pool_wait_s,
                                                      socket_timeout=_SOCKET_TIMEOUT_S,
                                                      socket_connect_timeout=_SOCKET_TIMEOUT_S)
         self._redis = redis.Redis(connection_pool=pool)
         self._ttl_s = int(ttl_s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RedisMembershipCache":
+        return cls(settings.redis_url, settings.membership_ttl_s, pool_size=settings.redis_pool_size,
+                   pool_wait_s=settings.backend_pool_wait_s)
 
     def close(self) -> None:
         self._redis.close()
@@ -154,7 +164,8 @@ class RedisMembershipCache:
         try:
             return func(*args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise BackendUnavailable("cache unavailable") from exc
+            _failures.warning("redis cache unavailable: %s", exc)
+            raise BackendUnavailable("cache unavailable") from None
 
 
 class MembershipChanges:
@@ -168,8 +179,10 @@ class MembershipChanges:
 
     def __init__(self, redis_url: str, on_change: Callable[[str, int], None], on_gap: Callable[[], None]) -> None:
         # No socket timeout: a quiet channel is normal. Keep-alive notices a dead peer.
-        self._redis = redis.Redis.from_url(redis_url, decode_responses=True, socket_keepalive=True,
-                                           socket_connect_timeout=_SOCKET_TIMEOUT_S)
+        pool = redis.BlockingConnectionPool.from_url(redis_url, decode_responses=True, socket_keepalive=True,
+                                                     socket_connect_timeout=_SOCKET_TIMEOUT_S,
+                                                     max_connections=_FEED_POOL_SIZE, timeout=_SOCKET_TIMEOUT_S)
+        self._redis = redis.Redis(connection_pool=pool)
         self._on_change = on_change
         self._on_gap = on_gap
         self._greenlet: gevent.Greenlet | None = None

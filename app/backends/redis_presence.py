@@ -44,11 +44,13 @@ from app.errors import BackendUnavailable
 from app.settings import Settings
 from app.tcp_presence.store import (
     LocationChange,
+    NotOwner,
     ReapBatch,
     SessionEnd,
     SyncOutcome,
     VoiceEntry,
     VoiceOut,
+    node_owner,
 )
 
 __all__ = ["RedisPresenceStore", "DEFAULT_PREFIX", "KEY_TEMPLATES"]
@@ -62,7 +64,7 @@ SYNC_STAGING_TTL_S: Final = 120
 # The key layout, the only place a key name is spelled (after ``prefix``). ``{}`` is a
 # placeholder, filled in order.
 KEY_TEMPLATES: Final[dict[str, str]] = {
-    "session": "session:{}",              # HASH   uid, node (absent for sessions without node_id)
+    "session": "session:{}",              # HASH   uid, owner, node (absent for sessions without node_id)
     "user": "user:{}",                    # HASH   loc = visible location, voice = "{cid}:{vid}"
     "user_sessions": "user:{}:sessions",  # ZSET   sid -> sequence number of its last location change
     "user_locs": "user:{}:locs",          # HASH   sid -> that session's location
@@ -129,8 +131,13 @@ class RedisPresenceStore:
         url = settings.effective_presence_redis_url
         if not url:
             raise ValueError("PRESENCE_REDIS_URL or REDIS_URL must be set")
-        client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                      socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True)
+        # A blocking pool: a burst of logins waits for a connection instead of failing with
+        # "too many connections" (redis-py's default pool raises past its size).
+        pool = redis.BlockingConnectionPool.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
+                                                     socket_connect_timeout=REDIS_TIMEOUT_S, decode_responses=True,
+                                                     max_connections=settings.redis_pool_size,
+                                                     timeout=settings.backend_pool_wait_s)
+        client = redis.Redis(connection_pool=pool)
         return cls(client, retention_s=settings.presence_retention_s, lease_s=settings.node_lease_s,
                    prefix=prefix)
 
@@ -139,12 +146,17 @@ class RedisPresenceStore:
 
     # -- Sessions ---------------------------------------------------------------------------
 
-    def login(self, session_id: str, user_id: int, node_id: str | None) -> bool:
-        first = self._run("login", session_id, user_id, node_id or "", self.lease_ms)
+    def login(self, session_id: str, user_id: int, node_id: str | None, owner: str = "") -> bool:
+        first = int(self._run("login", session_id, user_id, node_id or "", self.lease_ms, owner))
+        if first < 0:
+            raise NotOwner()
         return bool(first)
 
-    def logout(self, session_id: str) -> SessionEnd:
-        (ended,) = self._run_json("logout", session_id) or [False]
+    def logout(self, session_id: str, owners: Sequence[str] | None = None) -> SessionEnd:
+        checked = "0" if owners is None else "1"
+        (ended,) = self._run_json("logout", session_id, checked, *(owners or ())) or [False]
+        if ended == -1:
+            raise NotOwner()
         return _session_end(ended) if ended else SessionEnd(None, None, False)
 
     def move(self, user_id: int, session_id: str | None, location: str) -> LocationChange:
@@ -186,7 +198,8 @@ class RedisPresenceStore:
                   sync_id: str | None = None, final: bool = True) -> SyncOutcome:
         flat = [part for sid, uid in sessions for part in (sid, str(uid))]
         added, removed, voices = self._run_json("sync_node", node_id, self.lease_ms, sync_id or "",
-                                                "1" if final else "0", SYNC_STAGING_TTL_S, *flat)
+                                                "1" if final else "0", SYNC_STAGING_TTL_S, node_owner(node_id),
+                                                *flat)
         outs = tuple(out for out in (_voice_out(v) for v in _list(voices)) if out is not None)
         return SyncOutcome(int(added), int(removed), outs)
 
@@ -252,7 +265,8 @@ class RedisPresenceStore:
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise BackendUnavailable("presence store unavailable") from error
+            # No chained traceback: the handler logs the message, rate-limited.
+            raise BackendUnavailable(f"presence store unavailable: {error}") from None
 
 
 def _text(value: Any) -> str:

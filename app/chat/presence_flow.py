@@ -33,11 +33,14 @@ from app.chat.timefmt import utcnow
 from app.contracts import ClientConnection
 from app.destinations import parse_room_key
 from app.errors import BackendError, BadRequest, ChatServerError
+from app.logs import RateLimitedLog
 from app.settings import Settings
 
 __all__ = ["PresenceApi", "PresenceFlow", "worker_node_id", "has_read_marks"]
 
 log = logging.getLogger(__name__)
+# Presence being down is logged once per burst, not once per connection.
+_outage_log = RateLimitedLog(log)
 
 LOCATION_KEY = "location"  # ClientConnection.attributes: last location this connection joined
 
@@ -58,7 +61,7 @@ class PresenceApi(Protocol):
 
     def login(self, session_id: str, user_id: int, node_id: str) -> bool: ...
 
-    def logout(self, session_id: str) -> _LogoutResult: ...
+    def logout(self, session_id: str, node_id: str) -> _LogoutResult: ...
 
     def move(self, user_id: int, session_id: str, location: str) -> _Move: ...
 
@@ -116,7 +119,7 @@ class PresenceFlow:
             first = self._presence.login(connection.session_id, user_id, self._node_id())
         except ChatServerError:
             first = self._per_user[user_id] == 1  # degraded: only what this node knows
-            log.warning("presence login failed; continuing without presence")
+            _outage_log.warning("presence login failed; continuing without presence")
         if first:
             self._announce("connect", user_id)
 
@@ -141,7 +144,7 @@ class PresenceFlow:
         try:
             self._presence.sync(self._node_id(), dict(self._sessions))
         except BackendError:
-            log.warning("presence sync failed; will retry on the next recovery")
+            _outage_log.warning("presence sync failed; will retry on the next recovery")
 
     def renew_lease(self) -> None:
         self._presence.renew_lease(self._node_id())
@@ -155,7 +158,7 @@ class PresenceFlow:
             move = self._presence.move(connection.user_id, connection.session_id, command.location)
             last, now = move.last, move.now
         except ChatServerError:  # down, or it does not know this session yet (resync pending)
-            log.warning("presence move failed; marking from this connection's own history")
+            _outage_log.warning("presence move failed; marking from this connection's own history")
             last, now = previous, command.location
         connection.attributes[LOCATION_KEY] = command.location
         at = self._now()
@@ -179,10 +182,10 @@ class PresenceFlow:
 
     def _logout(self, connection: ClientConnection) -> _Left:
         try:
-            result = self._presence.logout(connection.session_id)
+            result = self._presence.logout(connection.session_id, self._node_id())
             return _Left(result.location, result.last_session)
         except ChatServerError:
-            log.warning("presence logout failed; using this node's own knowledge")
+            _outage_log.warning("presence logout failed; using this node's own knowledge")
             return _Left(connection.attributes.get(LOCATION_KEY),
                          connection.user_id not in self._per_user)
         except Exception:  # noqa: BLE001 - a disconnect must complete whatever happens

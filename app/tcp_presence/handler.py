@@ -12,8 +12,9 @@ Request types (fields in brackets are optional):
 ==============  =========================================  ===============================
 type            fields                                     legacy reply / JSON fields
 ==============  =========================================  ===============================
+auth            token                                      반환메세지 / (nothing)
 login           session_id, user_id, [node_id]             반환메세지 / first_session
-logout          session_id                                 ``U,L`` / user_id, location,
+logout          session_id, [node_id]                      ``U,L`` / user_id, location,
                                                            last_session
 state           user_id, channel_id, [session_id]          ``L,P`` / last, now
 direct,         channel_id (room key) or, when absent,     ``[2, 3]`` / targets
@@ -27,14 +28,33 @@ sync            node_id, sessions, [sync_id], [final]      반환메세지 / add
 
 An unknown ``type`` gets the original's default reply ``반환메세지`` from a legacy sender
 (byte-compatible with §7.3) and ``{"ok":false,"error":"unknown type"}`` from a JSON one.
+
+Who may do what (issue 14). Each connection is a :class:`Caller`:
+
+- With a presence token (``PRESENCE_TOKEN``), a connection is *trusted* (may act for chat
+  nodes) once it sent ``auth`` with that token. Only a trusted connection may ``lease``,
+  ``sync``, log a session in for a node (``node_id``) or log a node's session out (naming
+  that ``node_id``). A session logged in without a node belongs to its connection: no other
+  connection may log it out or log it in again.
+- Without a presence token every connection is trusted (the original servers send no
+  credential), and a session logged in without a node belongs to the *host* that logged it
+  in, because the original chat server logs in and out on different pooled connections.
+- Refusals are error replies (``auth required``, ``invalid token``, ``not allowed``) and
+  change nothing. After ``MAX_CONSECUTIVE_ERRORS`` error replies in a row, the last one is
+  followed by ``too many errors`` and the caller is marked closed: the server hangs up
+  rather than answering a flood of garbage line by line.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
-from typing import Callable
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Final
 
 from app.errors import BackendError
+from app.logs import RateLimitedLog
 
 from . import fields
 from .codec import (
@@ -53,59 +73,98 @@ from .codec import (
     occupancy_json,
     parse_request,
 )
-from .store import ChatNotifier, PresenceStore
+from .store import ChatNotifier, NotOwner, PresenceStore, connection_owner, host_owner, node_owner
 
-__all__ = ["PresenceHandler"]
+__all__ = ["PresenceHandler", "Caller", "MAX_CONSECUTIVE_ERRORS"]
 
 log = logging.getLogger(__name__)
+
+# Error replies in a row after which a connection is closed (a client that sends only
+# garbage gets this many answers, not one per line of its flood).
+MAX_CONSECUTIVE_ERRORS: Final = 16
+_backend_log = RateLimitedLog(log)
+
+
+@dataclass
+class Caller:
+    """One connection as the handler sees it: whom its sessions belong to, whether it may
+    act for chat nodes, and its run of error replies."""
+
+    owner: str
+    trusted: bool
+    errors: int = 0
+    closed: bool = False
 
 
 class PresenceHandler:
     """Turns request lines into reply lines. Safe to share between connections."""
 
-    def __init__(self, store: PresenceStore, notifier: ChatNotifier) -> None:
+    def __init__(self, store: PresenceStore, notifier: ChatNotifier, *, token: str = "",
+                 max_errors: int = MAX_CONSECUTIVE_ERRORS) -> None:
         self.store = store
         self.notifier = notifier
+        self._token = token.encode("utf-8")
+        self.max_errors = max_errors
         self._handlers: dict[str, Callable[[Request], Reply]] = {
-            "login": self._login,
-            "logout": self._logout,
             "state": self._state,
             "direct": self._notify_targets,
             "community": self._notify_targets,
             "before-enter": self._before_enter,
             "enter": self._enter,
             "signaling": self._signaling,
+        }
+        # The requests whose answer depends on who asks.
+        self._caller_handlers: dict[str, Callable[[Request, Caller], Reply]] = {
+            "auth": self._auth,
+            "login": self._login,
+            "logout": self._logout,
             "lease": self._lease,
             "sync": self._sync,
         }
 
-    def handle_event(self, event: bytes | LineTooLongEvent) -> bytes:
-        """One framed event (a line, or an oversize-line marker) -> exactly one reply line."""
-        if isinstance(event, LineTooLongEvent):
-            return format_error("line too long", event.syntax)
-        return self.handle_line(event)
+    def connect(self, peer_host: str) -> Caller:
+        """The :class:`Caller` of a new connection from ``peer_host``."""
+        if self._token:
+            return Caller(owner=connection_owner(uuid.uuid4().hex), trusted=False)
+        return Caller(owner=host_owner(peer_host), trusted=True)
 
-    def handle_line(self, line: bytes) -> bytes:
+    def handle_event(self, event: bytes | LineTooLongEvent, caller: Caller) -> bytes:
+        """One framed event (a line, or an oversize-line marker) -> its reply line(s)."""
+        if isinstance(event, LineTooLongEvent):
+            return self._failed(caller, "line too long", event.syntax)
+        return self.handle_line(event, caller)
+
+    def handle_line(self, line: bytes, caller: Caller | None = None) -> bytes:
+        """One request line -> its reply line (plus ``too many errors`` when that ends the
+        caller's patience). Without ``caller``: a new connection from this host."""
+        caller = caller if caller is not None else self.connect("local")
         syntax: Syntax = "legacy"
         try:
             request = parse_request(line)
             syntax = request.syntax
-            return format_reply(self.handle(request), syntax)
+            reply = format_reply(self.handle(request, caller), syntax)
         except RequestError as error:
-            return format_error(error.reason, error.syntax)
-        except BackendError:
-            log.warning("presence store unavailable", exc_info=True)
-            return format_error("backend unavailable", syntax)
+            return self._failed(caller, error.reason, error.syntax)
+        except NotOwner:
+            return self._failed(caller, NotOwner.wire_message, syntax)
+        except BackendError as error:
+            _backend_log.warning("presence store unavailable: %s", error)
+            return self._failed(caller, "backend unavailable", syntax)
         except Exception:
             # Never put exception text on the wire: it can be security-sensitive.
             log.exception("presence request failed")
-            return format_error("internal error", syntax)
+            return self._failed(caller, "internal error", syntax)
+        caller.errors = 0
+        return reply
 
-    def handle(self, request: Request) -> Reply:
-        """Dispatch one parsed request. Raises RequestError or BackendError."""
+    def handle(self, request: Request, caller: Caller) -> Reply:
+        """Dispatch one parsed request. Raises RequestError, NotOwner or BackendError."""
         kind = request.type
         if kind is None:
             raise request.error("missing field type")
+        for_caller = self._caller_handlers.get(kind)
+        if for_caller is not None:
+            return for_caller(request, caller)
         handler = self._handlers.get(kind)
         if handler is None:
             if request.syntax == "legacy":
@@ -113,17 +172,48 @@ class PresenceHandler:
             raise request.error("unknown type")
         return handler(request)
 
+    def _failed(self, caller: Caller, reason: str, syntax: Syntax) -> bytes:
+        caller.errors += 1
+        reply = format_error(reason, syntax)
+        if caller.errors >= self.max_errors:
+            caller.closed = True
+            reply += format_error("too many errors", syntax)
+        return reply
+
+    # -- Who may do what -------------------------------------------------------------------------
+
+    def _auth(self, request: Request, caller: Caller) -> Reply:
+        sent = request.text("token", required=bool(self._token)) or ""
+        if self._token and not hmac.compare_digest(sent.encode("utf-8"), self._token):
+            raise request.error("invalid token")
+        caller.trusted = True
+        return Reply(DEFAULT_REPLY)
+
+    @staticmethod
+    def _require_trusted(request: Request, caller: Caller) -> None:
+        if not caller.trusted:
+            raise request.error("auth required")
+
     # Each handler validates its fields before touching the store.
 
-    def _login(self, request: Request) -> Reply:
+    def _login(self, request: Request, caller: Caller) -> Reply:
         session_id = _session_id(request)
         user_id = fields.required_id(request, "user_id")
         node_id = request.matching("node_id", NODE_ID_PATTERN, required=False)
-        first = self.store.login(session_id, user_id, node_id)
+        if node_id is not None:
+            self._require_trusted(request, caller)
+        owner = node_owner(node_id) if node_id is not None else caller.owner
+        first = self.store.login(session_id, user_id, node_id, owner)
         return Reply(DEFAULT_REPLY, {"first_session": first})
 
-    def _logout(self, request: Request) -> Reply:
-        end = self.store.logout(_session_id(request))
+    def _logout(self, request: Request, caller: Caller) -> Reply:
+        session_id = _session_id(request)
+        node_id = request.matching("node_id", NODE_ID_PATTERN, required=False)
+        owners = [caller.owner]
+        if node_id is not None:
+            self._require_trusted(request, caller)
+            owners.append(node_owner(node_id))
+        end = self.store.logout(session_id, owners)
         if end.voice_left is not None:
             self.notifier.voice_out(end.voice_left)
         return Reply(legacy_pair(end.user_id, end.location),
@@ -169,11 +259,13 @@ class PresenceHandler:
         self.notifier.voice_out(out)
         return Reply(DEFAULT_REPLY, {"out": out.event()})
 
-    def _lease(self, request: Request) -> Reply:
+    def _lease(self, request: Request, caller: Caller) -> Reply:
+        self._require_trusted(request, caller)
         self.store.renew_lease(_node_id(request))
         return Reply(DEFAULT_REPLY)
 
-    def _sync(self, request: Request) -> Reply:
+    def _sync(self, request: Request, caller: Caller) -> Reply:
+        self._require_trusted(request, caller)
         node_id = _node_id(request)
         sessions = fields.session_pairs(request, "sessions")
         sync_id = request.matching("sync_id", SESSION_ID_PATTERN, required=False)

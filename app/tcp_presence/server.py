@@ -8,6 +8,9 @@ Owns:
   that reads, frames (:class:`~app.tcp_presence.codec.LineReader`), handles the lines in
   order and writes the replies: it is the connection's only reader and only writer, so
   replies leave in request order, exactly one per request line (protocol.md §7.1).
+  A connection must complete a line at least every ``idle_timeout_s`` (idle, or a line
+  that never ends: both are closed), and is closed once the handler marks its caller
+  closed (too many errors in a row; the rest of what it sent is not answered).
 - :class:`PresenceService`: the TCP server, the HTTP server (``pywsgi`` on
   PRESENCE_HTTP_PORT) and the reaper around the one store and chat notifier it is
   given, with ``start()`` / ``stop(timeout)``.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import time
 from typing import Any, Final
 
 import gevent
@@ -36,7 +40,7 @@ from gevent.server import StreamServer
 from app.settings import Settings
 
 from .codec import LineReader
-from .handler import PresenceHandler
+from .handler import Caller, PresenceHandler
 from .http import create_presence_http_app
 from .reaper import HttpChatNotifier, LeaseReaper
 from .store import ChatNotifier, PresenceStore
@@ -55,9 +59,10 @@ class PresenceTcpServer:
     """The CRLF line protocol over TCP; every line goes to ``handler``."""
 
     def __init__(self, handler: PresenceHandler, *, host: str, port: int, max_connections: int,
-                 max_line_bytes: int) -> None:
+                 max_line_bytes: int, idle_timeout_s: float) -> None:
         self.handler = handler
         self.max_line_bytes = max_line_bytes
+        self.idle_timeout_s = idle_timeout_s
         self._pool = Pool(max_connections)
         self._connections: set[socket.socket] = set()
         self._server = StreamServer((host, port), self._serve_connection, spawn=self._pool)
@@ -85,20 +90,31 @@ class PresenceTcpServer:
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         reader = LineReader(self.max_line_bytes)
+        caller = self.handler.connect(str(address[0]))
         self._connections.add(sock)
         try:
-            while True:
-                data = sock.recv(RECV_BYTES)
-                if not data:
-                    return
-                replies = [self.handler.handle_event(event) for event in reader.feed(data)]
-                if replies:
-                    sock.sendall(b"".join(replies))
-        except OSError as error:
+            self._serve_lines(sock, reader, caller)
+        except OSError as error:  # socket.timeout included: idle, or a line that never ended
             log.debug("presence connection %s closed: %s", address, error)
         finally:
             self._connections.discard(sock)
             sock.close()
+
+    def _serve_lines(self, sock: socket.socket, reader: LineReader, caller: Caller) -> None:
+        last_line = time.monotonic()
+        while not caller.closed:
+            sock.settimeout(max(last_line + self.idle_timeout_s - time.monotonic(), 0.001))
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                return
+            replies = []
+            for event in reader.feed(data):
+                last_line = time.monotonic()
+                replies.append(self.handler.handle_event(event, caller))
+                if caller.closed:
+                    break
+            if replies:
+                sock.sendall(b"".join(replies))
 
 
 class PresenceService:
@@ -108,10 +124,11 @@ class PresenceService:
         self.settings = settings
         self.store = store
         self.notifier = notifier
-        self.tcp = PresenceTcpServer(PresenceHandler(store, notifier), host=settings.bind_host,
-                                     port=settings.presence_tcp_port,
+        self.tcp = PresenceTcpServer(PresenceHandler(store, notifier, token=settings.presence_token),
+                                     host=settings.bind_host, port=settings.presence_tcp_port,
                                      max_connections=settings.presence_max_connections,
-                                     max_line_bytes=settings.presence_max_line_bytes)
+                                     max_line_bytes=settings.presence_max_line_bytes,
+                                     idle_timeout_s=settings.presence_idle_timeout_s)
         self.http = WSGIServer((settings.bind_host, settings.presence_http_port), create_presence_http_app(store),
                                spawn=Pool(HTTP_MAX_CONNECTIONS), log=None)
         self.reaper = LeaseReaper(store, notifier, lease_s=settings.node_lease_s)

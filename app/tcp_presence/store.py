@@ -2,7 +2,9 @@
 
 Owns the :class:`PresenceStore` and :class:`ChatNotifier` Protocols and the result
 types they exchange (:class:`VoiceOut`, :class:`SessionEnd`, :class:`LocationChange`,
-:class:`VoiceEntry`, :class:`SyncOutcome`, :class:`ReapBatch`).
+:class:`VoiceEntry`, :class:`SyncOutcome`, :class:`ReapBatch`), and session ownership:
+the owner strings (:func:`node_owner`, :func:`connection_owner`, :func:`host_owner`) and
+:class:`NotOwner`, raised when a caller touches a session another owner logged in.
 
 This is the module a store implementation imports (``app/backends/redis_presence.py``;
 ``tests/support/presence.py`` has an in-memory one), so it depends on nothing but the
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from app.destinations import room_key
+from app.errors import Forbidden
 
 __all__ = [
     "PresenceStore",
@@ -25,7 +28,34 @@ __all__ = [
     "VoiceEntry",
     "SyncOutcome",
     "ReapBatch",
+    "NotOwner",
+    "node_owner",
+    "connection_owner",
+    "host_owner",
 ]
+
+
+class NotOwner(Forbidden):
+    """The session was logged in by another connection, host or chat node: nothing was done."""
+
+    wire_message = "not allowed"
+
+
+# Owner strings, recorded with each session at login. They never contain a comma.
+def node_owner(node_id: str) -> str:
+    """A session logged in for a chat node's lease: that node may end it."""
+    return f"node={node_id}"
+
+
+def connection_owner(connection_id: str) -> str:
+    """A session logged in without a node on one connection: only that connection may end it."""
+    return f"conn={connection_id}"
+
+
+def host_owner(address: str) -> str:
+    """Without a presence token: sessions of legacy senders belong to the host that logged them
+    in (the original chat server logs in and out on different connections of its pool)."""
+    return f"host={address}"
 
 
 @dataclass(frozen=True)
@@ -96,12 +126,15 @@ class PresenceStore(Protocol):
     locations); a store does not check them again.
     """
 
-    def login(self, session_id: str, user_id: int, node_id: str | None) -> bool:
-        """Start (or refresh) a session; True if it is the user's first live session."""
+    def login(self, session_id: str, user_id: int, node_id: str | None, owner: str = "") -> bool:
+        """Start (or refresh) a session owned by ``owner``; True if it is the user's first live
+        session. Raises :class:`NotOwner` if the session exists under another owner."""
         ...
 
-    def logout(self, session_id: str) -> SessionEnd:
-        """End a session; idempotent (an unknown session gives ``SessionEnd(None, None, False)``)."""
+    def logout(self, session_id: str, owners: Sequence[str] | None = None) -> SessionEnd:
+        """End a session; idempotent (an unknown session gives ``SessionEnd(None, None, False)``).
+        With ``owners``, raises :class:`NotOwner` (and ends nothing) unless the session's
+        recorded owner is one of them."""
         ...
 
     def move(self, user_id: int, session_id: str | None, location: str) -> LocationChange:
@@ -125,7 +158,7 @@ class PresenceStore(Protocol):
     def sync_node(self, node_id: str, sessions: Sequence[tuple[str, int]], *,
                   sync_id: str | None = None, final: bool = True) -> SyncOutcome:
         """Make the node's session set exactly ``sessions`` (staged over several calls
-        when ``sync_id`` is given and ``final`` is False), and renew its lease."""
+        when ``sync_id`` is given and ``final`` is False), owned by the node, and renew its lease."""
         ...
 
     def friends_state(self, user_ids: Sequence[int]) -> dict[int, str | None]:

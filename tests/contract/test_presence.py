@@ -44,22 +44,22 @@ class PresenceContract:
         (user,) = fresh_user_ids(1)
         presence.login(f"a{user}", user, node)
         presence.login(f"b{user}", user, node)
-        assert tuple(vars(presence.logout(f"a{user}")).values()) == (user, "home", False)
-        assert tuple(vars(presence.logout(f"b{user}")).values()) == (user, "home", True)
+        assert tuple(vars(presence.logout(f"a{user}", node)).values()) == (user, "home", False)
+        assert tuple(vars(presence.logout(f"b{user}", node)).values()) == (user, "home", True)
 
     def test_logout_of_an_unknown_or_ended_session_is_empty(self, presence, node):
         (user,) = fresh_user_ids(1)
-        assert tuple(vars(presence.logout(f"never{user}")).values()) == (None, None, False)
+        assert tuple(vars(presence.logout(f"never{user}", node)).values()) == (None, None, False)
         presence.login(f"a{user}", user, node)
-        presence.logout(f"a{user}")
-        assert tuple(vars(presence.logout(f"a{user}")).values()) == (None, None, False)
+        presence.logout(f"a{user}", node)
+        assert tuple(vars(presence.logout(f"a{user}", node)).values()) == (None, None, False)
 
     def test_a_move_answers_the_previous_location_and_logout_the_last_one(self, presence, node):
         (user,) = fresh_user_ids(1)
         presence.login(f"a{user}", user, node)
         assert tuple(vars(presence.move(user, f"a{user}", "c-12")).values()) == ("home", "c-12")
         assert tuple(vars(presence.move(user, f"a{user}", "r-4")).values()) == ("c-12", "r-4")
-        assert tuple(vars(presence.logout(f"a{user}")).values()) == (user, "r-4", True)
+        assert tuple(vars(presence.logout(f"a{user}", node)).values()) == (user, "r-4", True)
 
     def test_notification_targets_are_the_members_not_in_the_room(self, presence, node):
         inside, elsewhere, offline = fresh_user_ids(3)
@@ -100,7 +100,7 @@ class PresenceContract:
         user, community = fresh_user_ids(2)
         presence.login(f"a{user}", user, node)
         presence.enter(user, community, 7)
-        assert tuple(vars(presence.logout(f"a{user}")).values()) == (user, f"com{community},c-7", True)
+        assert tuple(vars(presence.logout(f"a{user}", node)).values()) == (user, f"com{community},c-7", True)
         assert presence.before_enter(user, community) == '{"7":[]}'
 
 
@@ -116,7 +116,8 @@ class TestFakePresence(PresenceContract):
 
 @pytest.fixture(scope="module")
 def presence_process(embedded, log_dir):
-    process = presence_server_process(presence_settings(embedded), log_dir, name="presence-contract").start()
+    process = presence_server_process(presence_settings(embedded).with_generated_secrets(), log_dir,
+                                      name="presence-contract").start()
     yield process
     process.stop()
 

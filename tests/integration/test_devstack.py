@@ -7,13 +7,18 @@ of those processes is gone.
 """
 
 import contextlib
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import psutil
 
+from app.devstack import read_secrets, secrets_path
 from app.embedded import free_port
 from app.settings import Settings
 from tests.conftest import MS
@@ -85,9 +90,36 @@ def test_devstack_serves_then_sigterm_leaves_no_process(tmp_path, token_for):
         with ChatClient(f"ws://127.0.0.1:{settings.chat_http_port}/my-chat/websocket", timeout=10) as client:
             client.connect(token_for(5))
             assert client.disconnect().command == "RECEIPT"
+        assert_secure_as_started(settings, token_for)
         process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_TIMEOUT_S) == 0
         assert_all_gone(children)
+        assert not secrets_path(settings).exists()
+
+
+def put_members(settings, room, headers):
+    request = urllib.request.Request(f"http://127.0.0.1:{settings.chat_http_port}/chat-server/room-user-list/{room}",
+                                     data=json.dumps([5]).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def assert_secure_as_started(settings, token_for):
+    """Issue 14: the stack `make run` starts has a service token; loopback alone is not enough."""
+    assert stat.S_IMODE(secrets_path(settings).stat().st_mode) == 0o600
+    tokens = read_secrets(settings)
+    assert len(tokens["SERVICE_TOKEN"]) >= 32 and len(tokens["PRESENCE_TOKEN"]) >= 32
+    assert put_members(settings, 17, {}) == 401
+    assert put_members(settings, 17, {"Authorization": token_for(5)}) == 403
+    assert put_members(settings, 17, {"X-Service-Token": tokens["SERVICE_TOKEN"]}) == 200
+    printed = subprocess.run([sys.executable, "-m", "app.devstack", "service-token"], cwd=REPO, capture_output=True,
+                             env={**os.environ, "SMOOTH_DATA_DIR": settings.data_dir,
+                                  "CHAT_HTTP_PORT": str(settings.chat_http_port)}, timeout=60)
+    assert printed.stdout.decode().strip() == tokens["SERVICE_TOKEN"]
 
 
 def test_devstack_stops_everything_when_a_child_dies(tmp_path):

@@ -45,7 +45,7 @@ def can_read_dm(api: ChatApi, room: int, user: int) -> bool:
 
 def test_a_room_list_put_creates_and_then_overwrites(api):
     room, a, b, c = fresh_id(), fresh_id(), fresh_id(), fresh_id()
-    caller = api.auth(a)
+    caller = api.service()
     response = put(api, f"room-user-list/{room}", [a, b], caller)
     assert response.status_code == 200 and response.get_json() == SUCCESS
     assert api.cache.room_members(room) == [a, b]  # W-28: an absent key takes the body too
@@ -58,14 +58,14 @@ def test_a_room_list_put_creates_and_then_overwrites(api):
 
 def test_an_empty_list_removes_everyone(api):
     room, a = fresh_id(), fresh_id()
-    put(api, f"room-user-list/{room}", [a], api.auth(a))
-    assert put(api, f"room-user-list/{room}", [], api.auth(a)).status_code == 200
+    put(api, f"room-user-list/{room}", [a], api.service())
+    assert put(api, f"room-user-list/{room}", [], api.service()).status_code == 200
     assert api.cache.room_members(room) == [] and not can_read_dm(api, room, a)
 
 
 def test_community_members_and_channels_govern_channel_history(api):
     community, channel, member, later = fresh_id(), fresh_id(), fresh_id(), fresh_id()
-    caller = api.auth(member)
+    caller = api.service()
     assert put(api, f"community-user-list/{community}", [member], caller).status_code == 200
     assert put(api, f"community-channel-list/{community}", [channel], caller).status_code == 200
     insert_message(api.db, "channel", channel, member, "hi", BASE_TIME, community_id=community)
@@ -84,43 +84,67 @@ def test_community_members_and_channels_govern_channel_history(api):
 ])
 def test_bad_bodies_are_400_and_change_nothing(api, body):
     room, a = fresh_id(), fresh_id()
-    put(api, f"room-user-list/{room}", [a], api.auth(a))
-    response = put(api, f"room-user-list/{room}", body, api.auth(a))
+    put(api, f"room-user-list/{room}", [a], api.service())
+    response = put(api, f"room-user-list/{room}", body, api.service())
     assert response.status_code == 400 and response.get_json()["isSuccess"] is False
     assert api.cache.room_members(room) == [a]
 
 
 def test_a_list_over_the_bound_is_400(api):
     room, a = fresh_id(), fresh_id()
-    response = put(api, f"community-user-list/{room}", list(range(1, 100_002)), api.auth(a))
+    response = put(api, f"community-user-list/{room}", list(range(1, 100_002)), api.service())
     assert response.status_code in (400, 413) and response.get_json()["isSuccess"] is False
     assert api.cache.community_members(room) is None
 
 
 @pytest.mark.parametrize("ident", ["abc", "0", "-1", "1.5", "%24ne"])
 def test_a_bad_path_id_is_400(api, ident):
-    response = put(api, f"room-user-list/{ident}", [1], api.auth(fresh_id()))
+    response = put(api, f"room-user-list/{ident}", [1], api.service())
     assert response.status_code == 400 and response.get_json()["code"] == 400
 
 
-def test_without_a_service_token_setting_a_user_token_is_required(api):
-    response = put(api, f"room-user-list/{fresh_id()}", [1], {})
-    assert response.status_code == 401 and response.get_json()["isSuccess"] is False
+def test_without_a_service_token_setting_a_loopback_caller_needs_no_credential(api):
+    """The original community server PUTs without any credential (protocol.md §6.2)."""
+    room = fresh_id()
+    assert put(api, f"room-user-list/{room}", [1], {}).status_code == 200
+    assert api.cache.room_members(room) == [1]
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Service-Token": "wrong"}, {"X-Service-Token": ""}, "user"])
-def test_with_a_service_token_setting_only_that_token_is_accepted(service_api, headers):
+@pytest.mark.parametrize("path", ["room-user-list", "community-user-list", "community-channel-list"])
+def test_a_user_token_never_changes_a_member_list(api, path):
+    """Issue 14: any user's token could add itself to someone else's DM room."""
+    room, owner, intruder = fresh_id(), fresh_id(), fresh_id()
+    put(api, f"room-user-list/{room}", [owner], api.service())
+    response = put(api, f"{path}/{room}", [owner, intruder], api.auth(intruder))
+    assert response.status_code == 403 and response.get_json()["message"] == \
+        "service endpoint: user tokens are not accepted"
+    assert api.cache.room_members(room) == [owner] and not can_read_dm(api, room, intruder)
+
+
+def test_without_a_service_token_setting_a_remote_caller_is_refused(api):
+    room = fresh_id()
+    response = api.client.put(f"/chat-server/room-user-list/{room}", json=[1],
+                              environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert response.status_code == 403 and response.get_json()["message"] == "service endpoint: caller not allowed"
+    assert api.cache.room_members(room) is None
+
+
+@pytest.mark.parametrize("headers, status", [({}, 401), ({"X-Service-Token": "wrong"}, 401),
+                                             ({"X-Service-Token": ""}, 401), ("user", 403)])
+def test_with_a_service_token_setting_only_that_token_is_accepted(service_api, headers, status):
     room = fresh_id()
     if headers == "user":
         headers = service_api.auth(fresh_id())
     response = put(service_api, f"room-user-list/{room}", [1], headers)
-    assert response.status_code == 401
+    assert response.status_code == status
     assert service_api.cache.room_members(room) is None
 
 
-def test_the_right_service_token_is_accepted(service_api):
+def test_the_right_service_token_is_accepted_from_anywhere(service_api):
     room = fresh_id()
-    response = put(service_api, f"room-user-list/{room}", [7, 8], {"X-Service-Token": SERVICE_TOKEN})
+    response = service_api.client.put(f"/chat-server/room-user-list/{room}", json=[7, 8],
+                                      headers={"X-Service-Token": SERVICE_TOKEN},
+                                      environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert response.status_code == 200 and service_api.cache.room_members(room) == [7, 8]
 
 
@@ -139,7 +163,7 @@ def test_a_community_service_answers_cache_misses_and_puts_override_it(embedded)
             assert can_read_dm(chat, room, member) and not can_read_dm(chat, room, outsider)
             assert [r[1] for r in community_service.requests] == [f"/community-server/room/feign/{room}/member-id"]
             assert chat.cache.room_members(room) == [member]
-            put(chat, f"room-user-list/{room}", [outsider], chat.auth(outsider))
+            put(chat, f"room-user-list/{room}", [outsider], chat.service())
             assert can_read_dm(chat, room, outsider) and not can_read_dm(chat, room, member)
             assert len(community_service.requests) == 1
             # A channel upload names its community: the channel list is fetched to check it.

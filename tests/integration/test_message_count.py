@@ -476,9 +476,23 @@ def test_a_room_the_user_is_not_in_refuses_the_whole_request(api, commands):
     assert commands.commands == []  # nothing was counted
 
 
-def test_without_a_token_it_is_401(api):
-    response = api.client.post("/chat-server/message-count", json={"userId": 5, "roomIds": [1]})
+def test_without_a_token_a_remote_caller_is_401(api):
+    response = api.client.post("/chat-server/message-count", json={"userId": 5, "roomIds": [1]},
+                               environ_base={"REMOTE_ADDR": "192.0.2.7"})
     assert response.status_code == 401 and response.get_json()["code"] == 401
+
+
+def test_without_a_service_token_setting_an_anonymous_loopback_caller_is_the_community_service(api):
+    """protocol.md §6.2: the community server POSTs message-count without any credential."""
+    user, other = fresh_id(), fresh_id()
+    [room] = rooms_for(api, user, 1, other)
+    insert_message(api.db, "direct", room, other, "x", at(1))
+    response = api.client.post("/chat-server/message-count", json={"userId": user, "roomIds": [room]})
+    assert response.get_json() == [{"roomId": room, "count": 1, "localDateTime": "20240301150001000"}]
+    # With a user token it is that user's call, and a user may only ask for themself.
+    response = api.client.post("/chat-server/message-count", json={"userId": user, "roomIds": [room]},
+                               headers=api.auth(other))
+    assert response.status_code == 403
 
 
 @pytest.mark.parametrize("body", [

@@ -285,10 +285,12 @@ def test_service_endpoints_publish_voice_exits(nodes, world, stack_settings):
 
     remote = {"REMOTE_ADDR": "10.1.2.3"}
     assert client.post("/chat-server/signaling-list-direct", json={"channelId": "1"},
-                       environ_base=remote).status_code == 401
+                       environ_base=remote).status_code == 403
     token = mint_token(stack_settings.jwt_secret, world.alice)
     assert client.post("/chat-server/signaling-list-direct", json={"channelId": "1", "ids": []},
-                       environ_base=remote, headers={"Authorization": token}).status_code == 200
+                       environ_base=remote, headers={"Authorization": token}).status_code == 403
+    assert client.post("/chat-server/signaling-list-direct", json={"channelId": "1", "ids": []},
+                       headers={"Authorization": token}).status_code == 403
     bad = client.post("/chat-server/signaling-list-community", json={"communityId": "x", "channelId": "c-1"})
     assert bad.status_code == 400 and bad.get_json()["message"] == "communityId: must be a positive integer"
 

@@ -63,11 +63,11 @@ def test_every_call_against_a_live_server(client: PresenceClient) -> None:
     assert client.enter(user, community, 7) == f'{{"7":["{user}"]}}'
     assert client.enter(other, community, 7) == f'{{"7":["{user}","{other}"]}}'
     client.renew_lease(node)
-    assert client.logout(f"a{user}") == LogoutResult(user, f"com{community},c-7", False)
-    assert client.logout(f"b{user}") == LogoutResult(user, "home", True)
-    assert client.logout(f"b{user}") == LogoutResult(None, None, False)
+    assert client.logout(f"a{user}", node) == LogoutResult(user, f"com{community},c-7", False)
+    assert client.logout(f"b{user}", node) == LogoutResult(user, "home", True)
+    assert client.logout(f"b{user}", node) == LogoutResult(None, None, False)
     assert client.before_enter(other, community) == f'{{"7":["{other}"]}}'
-    client.logout(f"a{other}")
+    client.logout(f"a{other}", node)
 
 
 def test_refused_requests_raise_bad_request_and_do_not_trip_the_breaker(client: PresenceClient) -> None:

@@ -57,8 +57,10 @@ QUIET_S = 3_000 * MS
 def base_settings(embedded: EmbeddedStack) -> Settings:
     """Shared settings: short lease, presence state on its own Redis database."""
     presence_redis = embedded.redis_url.rsplit("/", 1)[0] + f"/{PRESENCE_DB}"
+    # Secure as `make run` starts it: presence calls chat back with the service token, the
+    # chat nodes show presence the presence token.
     settings = make_settings(embedded, presence_redis_url=presence_redis, node_lease_s=LEASE_S,
-                             chat_workers=1, typing_interval_s=30.0)
+                             chat_workers=1, typing_interval_s=30.0).with_generated_secrets()
     create_topics(settings)
     return settings
 

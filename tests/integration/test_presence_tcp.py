@@ -147,7 +147,8 @@ def test_every_type_as_json(client: LineClient, chat_stub: ChatStub) -> None:
     assert client.json(type="lease", node_id=node) == {"ok": True}
     assert client.json(type="sync", node_id=node, sessions=[[f"n{user}", str(user)]]) == \
         {"ok": True, "added": 1, "removed": 0}
-    assert client.json(type="logout", session_id=f"n{user}") == \
+    assert client.json(type="logout", session_id=f"n{user}") == {"ok": False, "error": "not allowed"}
+    assert client.json(type="logout", session_id=f"n{user}", node_id=node) == \
         {"ok": True, "user_id": user, "location": "home", "last_session": False}
     assert client.json(type="logout", session_id=f"j{user}") == \
         {"ok": True, "user_id": user, "location": f"r-{room}", "last_session": True}

@@ -177,7 +177,7 @@ class ChatApi:
         self.mongo: MongoClient[Any] = MongoClient(settings.mongo_url, event_listeners=mongo_listeners or [])
         self.db = self.mongo[settings.mongo_db]
         ensure_indexes(self.db)
-        self.cache = RedisMembershipCache(settings.redis_url, settings.membership_ttl_s)
+        self.cache = RedisMembershipCache.from_settings(settings)
         http = ServiceHttp(settings.service_timeout_s)
         self.membership = Membership(settings, self.cache, http)
         self.profiles = Profiles(settings, self.cache, http)
@@ -203,6 +203,12 @@ class ChatApi:
 
     def auth(self, user_id: int, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_token(self.settings.jwt_secret, user_id)}", **headers}
+
+    def service(self, **headers: str) -> dict[str, str]:
+        """Headers of a service call: the service token when the settings have one (a test
+        client calls from loopback, which the default SERVICE_ALLOWED_NETWORKS trusts)."""
+        token = {"X-Service-Token": self.settings.service_token} if self.settings.service_token else {}
+        return {**token, **headers}
 
     def delivered(self, timeout_s: float = 5.0) -> None:
         """Wait until the relay published every stored message (the broker must be up)."""

@@ -32,11 +32,13 @@ from app.embedded import EmbeddedStack
 from app.settings import Settings
 from app.tcp_presence.store import (
     LocationChange,
+    NotOwner,
     ReapBatch,
     SessionEnd,
     SyncOutcome,
     VoiceEntry,
     VoiceOut,
+    node_owner,
 )
 
 __all__ = [
@@ -94,6 +96,7 @@ def http_json(url: str, body: Any = None, *, method: str | None = None,
 class _Session:
     user_id: int
     node_id: str | None
+    owner: str = ""
     location: str = HOME
     text: str = HOME
     order: int = 0
@@ -130,20 +133,26 @@ class MemoryPresenceStore:
             return None
         return max(mine.items(), key=lambda item: (item[1].order, item[0]))[1].location
 
-    def login(self, session_id: str, user_id: int, node_id: str | None) -> bool:
+    def login(self, session_id: str, user_id: int, node_id: str | None, owner: str = "") -> bool:
         existing = self.sessions.get(session_id)
+        if existing is not None and existing.owner and existing.owner != owner:
+            raise NotOwner()
         if existing is not None and existing.user_id != user_id:
             self.logout(session_id)
             existing = None
         first = existing is None and not self.user_sessions(user_id)
         if existing is None:
             existing = self.sessions[session_id] = _Session(user_id, None)
+        existing.owner = owner or existing.owner
         if node_id:
             existing.node_id = node_id
             self.renew_lease(node_id)
         return first
 
-    def logout(self, session_id: str) -> SessionEnd:
+    def logout(self, session_id: str, owners: Sequence[str] | None = None) -> SessionEnd:
+        current = self.sessions.get(session_id)
+        if owners is not None and current is not None and current.owner and current.owner not in owners:
+            raise NotOwner()
         session = self.sessions.pop(session_id, None)
         if session is None:
             return SessionEnd(None, None, False)
@@ -238,7 +247,9 @@ class MemoryPresenceStore:
         for sid, user_id in desired.items():
             current = self.sessions.get(sid)
             if current is None or current.user_id != user_id or current.node_id != node_id:
-                self.login(sid, user_id, node_id)
+                if current is not None:
+                    current.owner = node_owner(node_id)
+                self.login(sid, user_id, node_id, node_owner(node_id))
                 added += 1
         return SyncOutcome(added, removed, tuple(outs))
 

@@ -693,14 +693,20 @@ class TestServiceApi:
         assert client.post("/chat-server/signaling-list-direct", json=body,
                            headers={"X-Service-Token": "s3cret"}).status_code == 200
 
-    def test_without_token_only_loopback_or_a_user_token(self, h):
+    @pytest.mark.parametrize("path, body", [
+        ("signaling-list-community", {"type": "out", "communityId": "3", "channelId": "c-12", "ids": []}),
+        ("signaling-list-direct", {"channelId": "17"}),
+        ("presence-offline", {"userId": ALICE, "location": "home"}),
+    ])
+    def test_without_token_only_the_allowed_networks_never_a_user_token(self, h, path, body):
+        """Issue 14: a user token forged voice exits and offline marks, from anywhere."""
         from app.auth import mint_token
         client = self.client(h)
-        body = {"channelId": "17"}
         remote = {"REMOTE_ADDR": "192.0.2.7"}
-        assert client.post("/chat-server/signaling-list-direct", json=body, environ_base=remote).status_code == 401
-        token = mint_token(Settings().jwt_secret, ALICE)
-        assert client.post("/chat-server/signaling-list-direct", json=body, environ_base=remote,
-                           headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        assert client.post("/chat-server/signaling-list-direct", json=body,
-                           environ_base={"REMOTE_ADDR": "::1"}).status_code == 200
+        user = {"Authorization": f"Bearer {mint_token(Settings().jwt_secret, ALICE)}"}
+        assert client.post(f"/chat-server/{path}", json=body, environ_base=remote).status_code == 403
+        assert client.post(f"/chat-server/{path}", json=body, environ_base=remote, headers=user).status_code == 403
+        assert client.post(f"/chat-server/{path}", json=body, headers=user).status_code == 403
+        assert h.bus.records == [] and h.markers.read == {}
+        assert client.post(f"/chat-server/{path}", json=body).status_code == 200
+        assert client.post(f"/chat-server/{path}", json=body, environ_base={"REMOTE_ADDR": "::1"}).status_code == 200

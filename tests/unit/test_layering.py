@@ -50,7 +50,7 @@ CLIENT_LIBRARIES = {
     "redis": "app/backends/redis_",
 }
 BACKEND_MAY_IMPORT = {"app.chat.model", "app.chat.ports", "app.tcp_presence.store", "app.destinations",
-                      "app.errors", "app.settings"}
+                      "app.errors", "app.settings", "app.logs"}
 TRANSPORT_MUST_NOT_IMPORT = ("app.chat", "app.backends", "app.tcp_presence", "app.presence_client",
                              "app.composition", "app.web", "app.wsgi", "workers")
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.errors import BackendUnavailable
 from app.tcp_presence.codec import LineTooLongEvent
-from app.tcp_presence.handler import PresenceHandler
+from app.tcp_presence.handler import MAX_CONSECUTIVE_ERRORS, Caller, PresenceHandler
 from app.tcp_presence.store import VoiceOut
 from tests.support.presence import MemoryPresenceStore, RecordingNotifier
 
@@ -68,9 +68,9 @@ def test_json_login_and_logout_replies(handler: PresenceHandler, store: MemoryPr
     assert send_json(handler, type="login", session_id="s1", user_id=5, node_id="n1") == \
         {"ok": True, "first_session": True}
     assert store.sessions["s1"].node_id == "n1"
-    assert send_json(handler, type="logout", session_id="s1") == \
+    assert send_json(handler, type="logout", session_id="s1", node_id="n1") == \
         {"ok": True, "user_id": 5, "location": "home", "last_session": True}
-    assert send_json(handler, type="logout", session_id="s1") == \
+    assert send_json(handler, type="logout", session_id="s1", node_id="n1") == \
         {"ok": True, "user_id": None, "location": None, "last_session": False}
 
 
@@ -289,15 +289,17 @@ def test_bad_requests_get_an_error_line(handler: PresenceHandler, line: bytes, r
 
 
 def test_line_too_long_reply_in_kind(handler: PresenceHandler) -> None:
-    assert handler.handle_event(LineTooLongEvent(b"{type='direct'")) == b"ERROR line too long\r\n"
-    assert handler.handle_event(LineTooLongEvent(b'{"type":"sync"')) == b'{"ok":false,"error":"line too long"}\r\n'
+    caller = handler.connect("127.0.0.1")
+    assert handler.handle_event(LineTooLongEvent(b"{type='direct'"), caller) == b"ERROR line too long\r\n"
+    assert handler.handle_event(LineTooLongEvent(b'{"type":"sync"'), caller) == \
+        b'{"ok":false,"error":"line too long"}\r\n'
 
 
 class _BrokenStore(MemoryPresenceStore):
-    def login(self, session_id: str, user_id: int, node_id: str | None) -> bool:
+    def login(self, session_id: str, user_id: int, node_id: str | None, owner: str = "") -> bool:
         raise KeyError("secret internals")
 
-    def logout(self, session_id: str) -> Any:
+    def logout(self, session_id: str, owners: Any = None) -> Any:
         raise BackendUnavailable("redis down")
 
 
@@ -306,3 +308,95 @@ def test_failures_never_leak_exception_text(notifier: RecordingNotifier) -> None
     assert handler.handle_line(b"{type='login', session_id='s1', user_id='5'}") == b"ERROR internal error\r\n"
     assert handler.handle_line(b'{"type":"logout","session_id":"s1"}') == \
         b'{"ok":false,"error":"backend unavailable"}\r\n'
+
+
+# -- Who may do what (issue 14 item 2) --------------------------------------------------------------
+
+TOKEN = "presence-s3cret"
+
+
+@pytest.fixture
+def guarded(store: MemoryPresenceStore, notifier: RecordingNotifier) -> PresenceHandler:
+    """A handler of a deployment with a presence token."""
+    return PresenceHandler(store, notifier, token=TOKEN)
+
+
+def ask(handler: PresenceHandler, caller: Caller, **fields: Any) -> dict[str, Any]:
+    decoded = json.loads(handler.handle_line(json.dumps(fields).encode("utf-8"), caller))
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def node_connection(handler: PresenceHandler) -> Caller:
+    caller = handler.connect("10.0.0.5")
+    assert ask(handler, caller, type="auth", token=TOKEN) == {"ok": True}
+    return caller
+
+
+@pytest.mark.parametrize("request_fields", [
+    {"type": "lease", "node_id": "n1"},
+    {"type": "sync", "node_id": "n1", "sessions": []},
+    {"type": "login", "session_id": "s9", "user_id": 9, "node_id": "n1"},
+    {"type": "logout", "session_id": "s1", "node_id": "n1"},
+])
+def test_node_requests_need_the_presence_token(guarded: PresenceHandler, store: MemoryPresenceStore,
+                                               request_fields: dict[str, Any]) -> None:
+    """Issue 14: any connection could wipe a node's sessions with an empty sync."""
+    ask(guarded, node_connection(guarded), type="login", session_id="s1", user_id=5, node_id="n1")
+    stranger = guarded.connect("10.0.0.66")
+    assert ask(guarded, stranger, **request_fields) == {"ok": False, "error": "auth required"}
+    assert ask(guarded, stranger, type="auth", token="guess") == {"ok": False, "error": "invalid token"}
+    assert ask(guarded, stranger, **request_fields) == {"ok": False, "error": "auth required"}
+    assert set(store.sessions) == {"s1"} and store.leases == {"n1": 15.0}
+
+
+def test_a_node_logs_out_only_the_sessions_it_logged_in(guarded: PresenceHandler, store: MemoryPresenceStore) -> None:
+    node_a, node_b = node_connection(guarded), node_connection(guarded)
+    ask(guarded, node_a, type="login", session_id="s1", user_id=5, node_id="a")
+    assert ask(guarded, node_b, type="logout", session_id="s1", node_id="b") == {"ok": False, "error": "not allowed"}
+    assert ask(guarded, node_b, type="logout", session_id="s1") == {"ok": False, "error": "not allowed"}
+    assert "s1" in store.sessions
+    # Any connection of node a (the chat node's pool), naming it, may.
+    assert ask(guarded, node_b, type="logout", session_id="s1", node_id="a")["user_id"] == 5
+
+
+def test_a_session_without_a_node_belongs_to_its_connection(guarded: PresenceHandler,
+                                                             store: MemoryPresenceStore) -> None:
+    owner, forger = guarded.connect("10.0.0.5"), guarded.connect("10.0.0.5")
+    assert guarded.handle_line(b"{type='login', session_id='victim', user_id='5'}", owner) == OK
+    assert guarded.handle_line(b"{type='logout', session_id='victim'}", forger) == b"ERROR not allowed\r\n"
+    assert guarded.handle_line(b"{type='login', session_id='victim', user_id='6'}", forger) == \
+        b"ERROR not allowed\r\n"
+    assert store.sessions["victim"].user_id == 5
+    assert guarded.handle_line(b"{type='logout', session_id='victim'}", owner) == b"5,home\r\n"
+
+
+def test_without_a_token_legacy_sessions_belong_to_the_host(handler: PresenceHandler) -> None:
+    """The original chat server logs in and out on different connections of its pool."""
+    pooled, other_host = handler.connect("10.0.0.5"), handler.connect("10.0.0.6")
+    login = b"{type='login', session_id='s1', user_id='5'}"
+    assert handler.handle_line(login, handler.connect("10.0.0.5")) == OK
+    assert handler.handle_line(b"{type='logout', session_id='s1'}", other_host) == b"ERROR not allowed\r\n"
+    assert handler.handle_line(b"{type='logout', session_id='s1'}", pooled) == b"5,home\r\n"
+    # And lease/sync need no credential there.
+    assert ask(handler, other_host, type="lease", node_id="n1") == {"ok": True}
+
+
+def test_a_flood_of_errors_gets_a_bounded_answer_and_closes(handler: PresenceHandler) -> None:
+    caller = handler.connect("10.0.0.5")
+    replies = []
+    for _ in range(MAX_CONSECUTIVE_ERRORS * 10):
+        replies.append(handler.handle_line(b"", caller))
+        if caller.closed:
+            break
+    assert caller.closed and len(replies) == MAX_CONSECUTIVE_ERRORS
+    assert replies[-1] == b"ERROR malformed request\r\nERROR too many errors\r\n"
+
+
+def test_a_good_request_resets_the_error_run(handler: PresenceHandler) -> None:
+    caller = handler.connect("10.0.0.5")
+    for _ in range(3):
+        for _ in range(MAX_CONSECUTIVE_ERRORS - 1):
+            handler.handle_line(b"garbage", caller)
+        assert handler.handle_line(b"{type='login', session_id='s1', user_id='5'}", caller) == OK
+    assert not caller.closed and caller.errors == 0

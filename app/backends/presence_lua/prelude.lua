@@ -167,12 +167,28 @@ local function end_session(sid)
   return {uid, loc, last and 1 or 0, voice}
 end
 
+-- Who may end a session: the owner recorded at login (its connection, host or chat node,
+-- spelled by Python), or false for a session recorded before owners were.
+local function session_owner(sid)
+  return redis.call('HGET', session_key(sid), 'owner')
+end
+
+-- Whether `owner` is one of the comma-free owner strings in `allowed` (a Lua list).
+local function owner_allowed(owner, allowed)
+  if not owner then return true end
+  for _, candidate in ipairs(allowed) do
+    if candidate == owner then return true end
+  end
+  return false
+end
+
 -- Returns 1 when this is the user's first live session.
-local function start_session(sid, uid, node, lease_ms)
-  local owner = redis.call('HGET', session_key(sid), 'uid')
-  if owner and owner ~= uid then end_session(sid) end
+local function start_session(sid, uid, node, lease_ms, owner)
+  local previous = redis.call('HGET', session_key(sid), 'uid')
+  if previous and previous ~= uid then end_session(sid) end
   local first = 0
-  if owner ~= uid then
+  if owner ~= '' then redis.call('HSET', session_key(sid), 'owner', owner) end
+  if previous ~= uid then
     if redis.call('ZCARD', sessions_key(uid)) == 0 then first = 1 end
     redis.call('HSET', session_key(sid), 'uid', uid)
     -- Score 0: a new tab never takes over the location another tab set (W-11).

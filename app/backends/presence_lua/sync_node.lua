@@ -1,10 +1,10 @@
 -- sync_node: ARGS = node, lease_ms, sync id ('' when not staged), final ('1'/'0'),
--- staging TTL (s), then sid, uid, sid, uid, ...
+-- staging TTL (s), the node's owner string, then sid, uid, sid, uid, ...
 -- A non-final part only stages its pairs; the final one makes the node's session set
 -- exactly the staged pairs plus its own. Returns JSON [added, removed, [voice left, ...]].
 local node, lease_ms, staging, final = ARGS[1], tonumber(ARGS[2]), ARGS[3], ARGS[4] == '1'
-local staging_ttl = tonumber(ARGS[5])
-local pairs_from = 6
+local staging_ttl, node_owner = tonumber(ARGS[5]), ARGS[6]
+local pairs_from = 7
 if staging ~= '' and not final then
   local staged_key = sync_key(node, staging)
   for i = pairs_from, #ARGS, 2 do redis.call('HSET', staged_key, ARGS[i], ARGS[i + 1]) end
@@ -36,7 +36,7 @@ end
 for sid, uid in pairs(desired) do
   local record = redis.call('HMGET', session_key(sid), 'uid', 'node')
   if record[1] ~= uid or record[2] ~= node then
-    start_session(sid, uid, node, lease_ms)
+    start_session(sid, uid, node, lease_ms, node_owner)
     added = added + 1
   end
 end

@@ -41,7 +41,7 @@ from app.errors import BackendUnavailable, BadRequest, ChatServerError, NotFound
 from app.http_envelope import success
 from app.settings import Settings
 
-__all__ = ["register_files", "file_url", "sanitize_filename"]
+__all__ = ["register_files", "file_url", "sanitize_filename", "MAX_FILENAME_CHARS"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,14 @@ _KEY = re.compile(r"[0-9a-f]{32}")
 _FILE_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _MIME = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,128}")
 _INLINE_PREFIXES = ("image/", "video/", "audio/")
-_UNSAFE_NAME_CHARS = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]')
+_UNSAFE_NAME_CHARS = re.compile(r'["\\/:*?<>|;]')
+# Unicode categories dropped from file names: controls (Cc), format characters (Cf: bidi
+# overrides and isolates, zero-width characters, the BOM) and lone surrogates (Cs). A name
+# like "\u202egnp.exe" would otherwise display as "exe.png".
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+MAX_FILENAME_CHARS = 200
+# Leading dots and spaces (hidden files, ". exe"), trailing spaces.
+_NAME_EDGES = re.compile(r"^[\s.]+|\s+$")
 
 
 class _TooLarge(ChatServerError):
@@ -223,19 +230,23 @@ def _allowed_type(mimetype: str | None, prefixes: tuple[str, ...]) -> bool:
 
 
 def sanitize_filename(name: str | None) -> str:
-    """The last path segment, without control characters or quotes; ``file`` if nothing is left."""
-    text = unicodedata.normalize("NFC", name or "")
+    """The last path segment, without control or format characters, quotes or path
+    separators, at most ``MAX_FILENAME_CHARS`` long; ``file`` if nothing is left."""
+    visible = "".join(char for char in name or "" if unicodedata.category(char) not in _INVISIBLE_CATEGORIES)
+    text = unicodedata.normalize("NFC", visible)
     text = text.replace("\\", "/").rsplit("/", 1)[-1]
-    text = _UNSAFE_NAME_CHARS.sub("_", text).strip().lstrip(".")
-    return text[:200] or "file"
+    text = _UNSAFE_NAME_CHARS.sub("_", text)
+    return _NAME_EDGES.sub("", _NAME_EDGES.sub("", text)[:MAX_FILENAME_CHARS]) or "file"
 
 
 def _download_headers(meta: StoredFile) -> dict[str, str]:
     content_type = _mime(meta.content_type)
     inline = content_type.startswith(_INLINE_PREFIXES) and "svg" not in content_type
-    ascii_name = meta.filename.encode("ascii", "ignore").decode() or "file"
+    # Sanitised again: names stored before the sanitiser dropped format characters.
+    name = sanitize_filename(meta.filename)
+    ascii_name = name.encode("ascii", "ignore").decode() or "file"
     disposition = (f"{'inline' if inline else 'attachment'}; filename=\"{ascii_name}\"; "
-                   f"filename*=UTF-8''{quote(meta.filename, safe='')}")
+                   f"filename*=UTF-8''{quote(name, safe='')}")
     return {
         "Content-Type": content_type,
         "Content-Length": str(meta.length),

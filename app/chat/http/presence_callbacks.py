@@ -9,33 +9,27 @@
 
 All three answer 200 with an empty body once the event is published.
 
-Who may call:
-
-- ``SERVICE_TOKEN`` set: only requests carrying it in ``X-Service-Token`` (constant-time
-  comparison). Use this whenever the chat server is reachable through a proxy.
-- ``SERVICE_TOKEN`` unset (the embedded default): requests from a loopback address (the
-  presence server of the same host), or requests with a valid user token in
-  ``Authorization``. A proxy in front of the server makes every request look local, so
-  production deployments must set ``SERVICE_TOKEN``.
+Who may call: trusted services only (``app.chat.http.auth.ServiceCallers``): the
+``SERVICE_TOKEN`` in ``X-Service-Token`` when one is configured (``make run`` generates one
+and gives it to presence), otherwise callers in ``SERVICE_ALLOWED_NETWORKS`` (loopback by
+default). A user token never opens these endpoints (403). A proxy in front of the server
+makes every request look local, so a deployment behind one must set ``SERVICE_TOKEN``.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import re
 from typing import Any, Callable, Protocol
 
 from flask import Blueprint, Response, request
 
-from app.auth import TokenVerifier, token_from_headers
 from app.chat import events
-from app.chat.http.auth import SERVICE_TOKEN_HEADER
+from app.chat.http.auth import ServiceCallers, caller_facts
 from app.chat.model import TOPICS
 from app.chat.ports import EventBus
 from app.destinations import (is_text_location, parse_id, parse_room_key, parse_voice_location,
                               room_key)
-from app.errors import AuthError, BadRequest
+from app.errors import BadRequest
 from app.settings import Settings
 
 __all__ = ["create_service_blueprint", "OfflineHandler"]
@@ -48,15 +42,14 @@ class OfflineHandler(Protocol):
     def user_went_offline(self, user_id: int, location: str | None) -> None: ...
 
 
-def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: OfflineHandler,
-                             verifier: TokenVerifier | None = None) -> Blueprint:
+def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: OfflineHandler) -> Blueprint:
     """The blueprint of the three presence → chat endpoints."""
     blueprint = Blueprint("chat_service_api", __name__)
-    guard = _CallerGuard(settings.service_token, verifier or TokenVerifier(settings.jwt_secret))
+    services = ServiceCallers.from_settings(settings)
 
     def endpoint(path: str, handle: Callable[[dict[str, Any]], None]) -> None:
         def view() -> Response:
-            guard.check()
+            services.check(caller_facts())
             handle(_json_object())
             return Response(status=200)
         view.__name__ = path.replace("-", "_")
@@ -66,29 +59,6 @@ def create_service_blueprint(settings: Settings, *, bus: EventBus, offline: Offl
     endpoint("signaling-list-direct", lambda body: _publish_exit_room(bus, body))
     endpoint("presence-offline", lambda body: offline.user_went_offline(*_offline_args(body)))
     return blueprint
-
-
-class _CallerGuard:
-    def __init__(self, service_token: str, verifier: TokenVerifier) -> None:
-        self._service_token = service_token.encode()
-        self._verifier = verifier
-
-    def check(self) -> None:
-        if self._service_token:
-            offered = request.headers.get(SERVICE_TOKEN_HEADER, "").encode()
-            if not hmac.compare_digest(offered, self._service_token):
-                raise AuthError("invalid service token")
-            return
-        if _is_loopback(request.remote_addr):
-            return
-        self._verifier.verify(token_from_headers(request.headers.get("Authorization")))
-
-
-def _is_loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- body validation
