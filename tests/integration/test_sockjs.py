@@ -18,6 +18,7 @@ import gevent
 import pytest
 import websocket
 
+from app.composition import SOCKJS_CLIENT_FILE
 from app.stomp.frames import SERVER_COMMANDS, Frame
 from app.stomp.parser import FrameParser
 from tests.conftest import MS
@@ -145,6 +146,50 @@ class TestPages:
                                       "/my-chat/000/abc/nope", "/my-chat/nope.html"])
     def test_bad_ids_and_unknown_paths_are_404(self, server, path):
         assert Http(server).fetch("POST" if path.endswith("xhr") else "GET", path)[0] == 404
+
+
+class TestSettings:
+    def test_jsonp_can_be_turned_off(self, start_server):
+        on, off = Http(start_server()), Http(start_server(sockjs_jsonp="off"))
+        assert on.fetch("GET", "/my-chat/000/j1/jsonp?c=cb")[2] == b'/**/cb("o");\r\n'
+        assert off.fetch("GET", "/my-chat/000/j1/jsonp?c=cb")[0] == 404
+        assert off.fetch("POST", "/my-chat/000/j1/jsonp_send", b"d=%5B%5D")[0] == 404
+
+    def test_only_allowed_origins_are_served(self, start_server, token_for):
+        server = start_server(sockjs_allowed_origins="https://app.example, null")
+        http_ = Http(server)
+        for origin in ("https://app.example", "null"):
+            status, headers, _ = http_.fetch("GET", "/my-chat/info", headers={"Origin": origin})
+            assert status == 200 and headers["Access-Control-Allow-Origin"] == origin
+        assert http_.fetch("GET", "/my-chat/info")[0] == 200  # no Origin: not a cross-origin browser request
+        status, headers, _ = http_.fetch("POST", "/my-chat/000/o1/xhr", headers={"Origin": "https://evil.example"})
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        url = server.sockjs_url.replace("http://", "ws://") + "/000/o2/websocket"
+        refused = websocket.create_connection(url, timeout=WAIT, origin="https://evil.example")
+        try:
+            opcode, frame = refused.recv_data_frame(control_frame=True)
+            assert (opcode, frame.data[:2]) == (websocket.ABNF.OPCODE_CLOSE, b"\x03\xf0")  # 1008, nothing else
+        finally:
+            refused.close()
+        allowed = websocket.create_connection(url, timeout=WAIT, origin="https://app.example")
+        try:
+            assert allowed.recv() == "o"
+        finally:
+            allowed.close()
+
+    def test_the_server_serves_its_own_sockjs_client(self, server):
+        http_ = Http(server)
+        page = http_.fetch("GET", "/my-chat/iframe.html")[2].decode()
+        url = page.split('<script src="', 1)[1].split('"', 1)[0]
+        assert url.startswith("/static/sockjs.min.js?v=")
+        status, headers, script = http_.fetch("GET", url)
+        assert status == 200 and headers["Content-Type"].startswith("application/javascript")
+        assert script == SOCKJS_CLIENT_FILE.read_bytes()
+        assert "max-age=31536000" in headers["Cache-Control"]
+
+    def test_a_setting_points_iframe_html_elsewhere(self, start_server):
+        http_ = Http(start_server(sockjs_client_url="https://cdn.example/sockjs.min.js"))
+        assert b'<script src="https://cdn.example/sockjs.min.js">' in http_.fetch("GET", "/my-chat/iframe.html")[2]
 
 
 class TestWebSocketTransport:
