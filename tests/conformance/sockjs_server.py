@@ -33,7 +33,7 @@ from gevent import pywsgi  # noqa: E402
 
 from app.composition import SOCKJS_CLIENT_FILE  # noqa: E402
 from app.errors import ProtocolError  # noqa: E402
-from app.stomp.outbox import NORMAL, Outbox  # noqa: E402
+from app.stomp.outbox import NORMAL, PROTOCOL_ERROR, Outbox  # noqa: E402
 from app.stomp.sockjs import SockJSEndpoint, SockJSOptions, local_client_script  # noqa: E402
 from app.stomp.ws import StompWebSocketHandler  # noqa: E402
 
@@ -85,7 +85,7 @@ class EchoSession:
     def note_activity(self) -> None:
         pass
 
-    def fail(self, exc: ProtocolError, code: int = NORMAL) -> None:
+    def fail(self, exc: ProtocolError, code: int = PROTOCOL_ERROR) -> None:
         self.close(code=code, reason=str(exc))
 
     def close(self, *, code: int = NORMAL, discard_backlog: bool = False, reason: str = "") -> None:

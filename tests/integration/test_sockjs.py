@@ -8,7 +8,6 @@ interrupted sessions, paths, HTTP/1.0) is in test_sockjs_conformance.py; the JS 
 end-to-end runs are in test_js_clients.py and test_sockjs_browser.py.
 """
 
-import contextlib
 import http.client
 import json
 import time
