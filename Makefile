@@ -1,5 +1,6 @@
 # Smooth: `make run` starts the whole system, `make test` runs the whole suite.
-# Both set themselves up from nothing (a .venv, and npm packages for the JS client tests).
+# Both set themselves up from nothing (a .venv, the sockjs-client copy the chat server serves,
+# npm packages for the JS client tests, and Debian's Chromium for the browser tests).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,6 +8,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 JS     := tests/js
 JSSTAMP := $(JS)/node_modules/.installed
+STATIC := static
+STATICSTAMP := $(STATIC)/node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 USER_ID ?= $(USER)
 
 .PHONY: run test faults venv token service-token bench clean help
@@ -31,13 +35,22 @@ $(JSSTAMP): $(JS)/package.json
 	cd $(JS) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: venv
+# sockjs-client, served by the chat server itself for SockJS's iframe.html (no CDN).
+$(STATICSTAMP): $(STATIC)/package.json
+	cd $(STATIC) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser that runs the SockJS iframe transports in the tests (tests/js/browser_sockjs.js).
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium
+
+run: venv $(STATICSTAMP)
 	$(PY) -m app.devstack
 
-test: venv $(JSSTAMP)
+test: venv $(JSSTAMP) $(STATICSTAMP) $(CHROMIUM)
 	$(PY) -m pytest
 
-faults: venv $(JSSTAMP)
+faults: venv $(JSSTAMP) $(STATICSTAMP)
 	rm -f var/faults-results.md
 	$(PY) -m pytest tests/faults -m faults -s -q
 	@cat var/faults-results.md
@@ -59,4 +72,4 @@ bench: venv $(JSSTAMP) $(RABBIT)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(JS)/node_modules var .pytest_cache
+	rm -rf $(VENV) $(JS)/node_modules $(STATIC)/node_modules var .pytest_cache

@@ -17,6 +17,10 @@ background greenlets start in ``ChatServer.start`` (after the fork).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from flask import Blueprint
+
 from app.auth import TokenVerifier
 from app.backends import kafka_bus
 from app.backends.http_services import ServiceHttp
@@ -41,14 +45,17 @@ from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.session import SessionHub
-from app.stomp.sockjs import SockJSEndpoint, SockJSOptions
+from app.stomp.sockjs import ANY_ORIGIN, SockJSEndpoint, SockJSOptions, local_client_script
 from app.web import ChatServer, create_flask_app
 from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
-__all__ = ["build_chat_server", "build_chat_domain", "serve_chat_domain", "create_topics", "STOMP_PREFIX"]
+__all__ = ["build_chat_server", "build_chat_domain", "serve_chat_domain", "create_topics", "sockjs_client",
+           "STOMP_PREFIX", "SOCKJS_CLIENT_FILE"]
 
 STOMP_PREFIX = "/my-chat"
+# The sockjs-client copy `make` installs from npm (static/package.json).
+SOCKJS_CLIENT_FILE = Path(__file__).resolve().parents[1] / "static/node_modules/sockjs-client/dist/sockjs.min.js"
 
 
 def build_chat_server(settings: Settings) -> ChatServer:
@@ -63,8 +70,9 @@ def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: Subsc
     """The transport and the web app around ``domain``, whose pushes go to ``delivery``."""
     hub = SessionHub(settings, domain.application, TokenVerifier(settings.jwt_secret), registry,
                      settings.effective_node_id, delivering=domain.delivering)
-    endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings, hub.close_grace_s))
-    flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=domain.blueprints,
+    client_url, client_blueprints = sockjs_client(settings)
+    endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings, hub.close_grace_s, client_url))
+    flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=[*domain.blueprints, *client_blueprints],
                                  readiness=domain.readiness, info=domain.info)
     return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app)
 
@@ -131,9 +139,20 @@ def _fanout_consumer(settings: Settings, delivery: LocalDelivery, room_log: Room
                           quiet_check_s=settings.quiet_room_check_s)
 
 
-def _sockjs_options(settings: Settings, close_grace_s: float) -> SockJSOptions:
+def sockjs_client(settings: Settings) -> tuple[str, list[Blueprint]]:
+    """The sockjs-client URL ``iframe.html`` loads, and what serves it: ``SOCKJS_CLIENT_URL``, or our own copy."""
+    if settings.sockjs_client_url:
+        return settings.sockjs_client_url, []
+    url, blueprint = local_client_script(SOCKJS_CLIENT_FILE)
+    return url, [blueprint]
+
+
+def _sockjs_options(settings: Settings, close_grace_s: float, client_url: str) -> SockJSOptions:
     return SockJSOptions(max_frame_bytes=settings.stomp_max_frame_bytes,
                          heartbeat_s=settings.sockjs_heartbeat_s,
                          disconnect_delay_s=settings.sockjs_disconnect_delay_s,
                          streaming_bytes=settings.sockjs_streaming_bytes,
-                         close_grace_s=close_grace_s)
+                         close_grace_s=close_grace_s,
+                         client_url=client_url,
+                         jsonp=settings.sockjs_jsonp == "on",
+                         allowed_origins=settings.sockjs_origins or (ANY_ORIGIN,))

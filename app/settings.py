@@ -152,6 +152,17 @@ class Settings:
     sockjs_streaming_bytes: int = _setting(
         "SOCKJS_STREAMING_BYTES", 131072, "Bytes sent on one streaming response before it is recycled", minimum=1024
     )
+    sockjs_jsonp: str = _setting(
+        "SOCKJS_JSONP", "on", "Whether the SockJS `jsonp` and `jsonp_send` transports exist", choices=("on", "off")
+    )
+    sockjs_allowed_origins: str = _setting(
+        "SOCKJS_ALLOWED_ORIGINS", "*",
+        "Comma-separated origins (`https://app.example`, `null`) whose browsers may use `/my-chat`; `*`: any",
+    )
+    sockjs_client_url: str = _setting(
+        "SOCKJS_CLIENT_URL", "",
+        "The sockjs-client script `iframe.html` loads (default: the server's own copy at `/static/sockjs.min.js`)",
+    )
 
     # Chat limits
     message_max_chars: int = _setting("MESSAGE_MAX_CHARS", 4000, "Longest message content", minimum=1)
@@ -287,6 +298,10 @@ class Settings:
     @property
     def upload_type_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.upload_allowed_types.split(",") if p.strip())
+
+    @property
+    def sockjs_origins(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.sockjs_allowed_origins.split(",") if o.strip())
 
     @property
     def uses_dev_secret(self) -> bool:

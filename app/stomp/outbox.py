@@ -103,7 +103,7 @@ class Outbox:
     is true and it tells the client and closes.
     """
 
-    __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "ended", "last_write",
+    __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "close_reason", "ended", "last_write",
                  "_wire", "_start_writer", "_writing", "_ended_event")
 
     def __init__(self, max_frames: int) -> None:
@@ -113,6 +113,7 @@ class Outbox:
         self._wake_pending = False
         self.closed = False
         self.close_code = NORMAL
+        self.close_reason = ""
         self.ended = False  # set once the client was told the end, or the connection broke
         self.last_write = time.monotonic()
         self._wire: WireSender | None = None
@@ -174,12 +175,14 @@ class Outbox:
         """The direct path is open: pushed, nothing queued, and no writer that could be mid-write."""
         return self._wire is not None and not self._writing and not self._items
 
-    def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL) -> None:
-        """Accept nothing more; ``final`` is the last frame the writer sends."""
+    def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL,
+              reason: str = "") -> None:
+        """Accept nothing more; ``final`` is the last frame the writer sends, ``code`` and ``reason`` its close frame's."""
         if self.closed:
             return
         self.closed = True
         self.close_code = code
+        self.close_reason = reason
         if discard_backlog:
             self._items = []
         if final is not None:

@@ -10,12 +10,12 @@ Owns:
   event-loop timer at a time, no greenlet; none at all once connected with heart-beats
   off), and the close path, including the once-only ``ChatApplication.disconnected`` call.
 - :class:`SessionHub`: what every session of this process shares (settings, application,
-  registry), and the live sessions by id: the session factory the transports are given
+  registry), and the live sessions: the session factory the transports are given
   (app/stomp/transport.py).
 
 Greenlets of one connection and what each may do:
 
-- reader (the request greenlet, or the SockJS ``xhr_send`` holding the session's lock):
+- reader (the request greenlet, or a SockJS send request holding the session's lock):
   the only caller of :meth:`Session.receive_data`, so inbound frames are handled strictly
   in order; handlers may block on I/O there, which delays only this connection. While
   ``stomp_max_inflight_sends`` replies are owed, it waits before the next frame.
@@ -83,7 +83,7 @@ _REPLAY_PREFIX = "replay-" + uuid.uuid4().hex[:12] + "-"
 
 @dataclass(eq=False)
 class SessionHub:
-    """What every STOMP session of this process shares, and the live sessions by id."""
+    """What every STOMP session of this process shares, and the live sessions."""
 
     settings: Settings
     application: ChatApplication
@@ -95,29 +95,27 @@ class SessionHub:
     # ready_wait_s), so nothing published after its RECEIPT can be missed.
     delivering: Callable[[], bool] = lambda: True
     ready_wait_s: float = READY_WAIT_S
-    _live: dict[str, "Session"] = field(default_factory=dict)
+    _live: set["Session"] = field(default_factory=set)
 
-    def open_session(self, session_id: str, transport: str) -> "Session | None":
-        """A new session, or None when ``session_id`` is already in use in this process."""
-        if session_id in self._live:
-            return None
+    def open_session(self, session_id: str, transport: str) -> "Session":
+        """A new session (``session_id`` is the transport's; two may share one, app/stomp/transport.py)."""
         session = Session(self, session_id, transport)
-        self._live[session_id] = session
+        self._live.add(session)
         return session
 
     def release(self, session: "Session") -> None:
-        if self._live.get(session.session_id) is session:
-            del self._live[session.session_id]
+        self._live.discard(session)
 
     def get(self, session_id: str) -> "Session | None":
-        return self._live.get(session_id)
+        """A live session with this transport id, if any (a scan: for tests and diagnostics)."""
+        return next((session for session in self._live if session.session_id == session_id), None)
 
     def drain(self, message: str = SHUTDOWN_MESSAGE, timeout_s: float = DRAIN_S) -> None:
         """Worker shutdown: every session answers the SENDs it took, then ERROR ``message`` and closes.
 
         Returns once all have (or after ``timeout_s``); their writers flush meanwhile.
         """
-        greenlets = [gevent.spawn(session.drain, message) for session in list(self._live.values())]
+        greenlets = [gevent.spawn(session.drain, message) for session in list(self._live)]
         gevent.joinall(greenlets, timeout=timeout_s)
 
     def wait_delivering(self) -> bool:
@@ -145,7 +143,6 @@ class Session:
         self._hub = hub
         self.session_id = session_id
         self.transport = transport
-        self.carrier: object | None = None
         self.state = OPEN
         # Fan-out's cache: subscription id -> its escaped bytes in this session's version.
         self.subscription_bytes: dict[str, bytes] = {}
@@ -255,8 +252,8 @@ class Session:
         if outcome.connected:
             self._on_connected()
         if outcome.close:
-            failed = any(frame.command == f.ERROR for frame in outcome.frames)
-            self.close(code=code or (PROTOCOL_ERROR if failed else NORMAL))
+            reason = _error_message(outcome.frames)
+            self.close(code=code or (PROTOCOL_ERROR if reason is not None else NORMAL), reason=reason or "")
 
     def _resume(self, resume: Resume, replies: tuple[Frame, ...]) -> Outcome:
         """Send a resumed subscription its replay, then its held live frames; the replies to owe.
@@ -330,11 +327,13 @@ class Session:
 
     # Close path --------------------------------------------------------------------------
 
-    def close(self, final: Frame | None = None, *, code: int = NORMAL, discard_backlog: bool = False) -> None:
+    def close(self, final: Frame | None = None, *, code: int = NORMAL, discard_backlog: bool = False,
+              reason: str = "") -> None:
         """Stop taking input and fan-out; the writer sends what is queued, ``final``, and closes.
 
-        Never blocks. If the writer has not finished after the hub's grace period, the
-        abort hooks run.
+        The WebSocket close frame carries ``code`` and ``reason`` (by default the message of
+        a ``final`` ERROR). Never blocks. If the writer has not finished after the hub's
+        grace period, the abort hooks run.
         """
         if self.state != OPEN:
             return
@@ -342,7 +341,9 @@ class Session:
         self._handler.close()
         self._hub.registry.remove_subscriber(self)
         data = self._encode(final) if final is not None else None
-        self.outbox.close(data, discard_backlog=discard_backlog, code=code)
+        if not reason and final is not None:
+            reason = _error_message((final,)) or ""
+        self.outbox.close(data, discard_backlog=discard_backlog, code=code, reason=reason)
         self._arm(None)
         self._abort_timer = gevent.spawn_later(self._hub.close_grace_s, self.abort)
 
@@ -464,3 +465,11 @@ class Session:
             gevent.spawn(self.close_slow_consumer)
         self.outbox.last_write = now  # queued counts as written: do not queue another meanwhile
         return now + interval_s
+
+
+def _error_message(frames: tuple[Frame, ...]) -> str | None:
+    """The message of the first ERROR among ``frames`` ("" if it has none); None without an ERROR."""
+    for frame in frames:
+        if frame.command == f.ERROR:
+            return frame.header("message") or ""
+    return None

@@ -5,23 +5,37 @@ Owns the URL space under its prefix (``/my-chat`` for the chat server, protocol.
 - ``{prefix}/websocket``: the session's bytes straight over a WebSocket (STOMP for iOS, and
   stompjs without SockJS); the session id is generated here.
 - SockJS: ``/info``, ``/iframe.html``, and per session ``/{server}/{session}/`` +
-  ``websocket``, ``xhr``, ``xhr_send``, ``xhr_streaming``, ``eventsource``, ``htmlfile``.
-  The session id is the client-chosen ``{session}`` (1-64 of ``[A-Za-z0-9_-]``).
+  ``websocket``, ``xhr``, ``xhr_send``, ``xhr_streaming``, ``eventsource``, ``htmlfile``,
+  ``jsonp``, ``jsonp_send``. The session id is the client-chosen ``{session}``: any
+  segment without a dot (the protocol's rule), of printable characters, at most
+  ``SESSION_ID_MAX_CHARS``. Everything else under the prefix is a 404; a method a path
+  does not take is a 404 too, except on ``websocket`` (405, as the protocol says).
 
-:class:`SockJSEndpoint` is given a session factory and lookup
-(:class:`~app.stomp.transport.SessionDirectory`), its prefix and its :class:`SockJSOptions`,
-so any session handler can sit behind the same transport code. The HTTP transports' writers
-(:func:`poll_response`, :func:`stream_outbox`) live here; the WebSocket's is in ws.py.
+:class:`SockJSEndpoint` is given a session factory (:class:`~app.stomp.transport.SessionDirectory`),
+its prefix and its :class:`SockJSOptions`, so any session handler (STOMP at ``/my-chat``, the
+echo and close services of tests/conformance) sits behind the same transport code. The HTTP
+transports' writers (:func:`poll_response`, :func:`stream_outbox`) live here; the
+WebSocket's is in ws.py.
 
 SockJS framing: the server sends ``o`` (open), ``h`` (heart-beat), ``a[...]`` (a JSON
 array of messages) and ``c[code,"reason"]`` (close); the client sends JSON arrays of
-strings. Each string is STOMP bytes for the session, handled like WebSocket input.
+strings. Each string is one message for the session, handled like WebSocket input.
 
-An HTTP session outlives its requests: one receiving request at a time is attached to it
-(a second gets ``c[2010,...]``) and is its writer while attached; ``xhr_send`` bodies are
-handled one at a time, in order, under the session's lock. A session with no receiving
-request for ``sockjs_disconnect_delay_s`` is over. HTTP sessions live in this process, so
-with several gunicorn workers the HTTP fallbacks need sticky routing (WebSocket does not).
+A WebSocket session lives as long as its connection; two WebSockets may carry the same
+SockJS id at once. An HTTP session outlives its requests (:class:`HttpSession`, kept here by
+SockJS id): one receiving request at a time is attached to it (a second gets
+``c[2010,...]``); a receiving request whose client went away ends the session with
+``c[1002,"Connection interrupted"]``, noticed within ``ABORT_CHECK_S`` or at once by the
+next request. ``xhr_send`` and ``jsonp_send`` bodies are handled one at a time, in order,
+under the session's lock. A session with no receiving request for the disconnect delay is
+over. A closed session is remembered for the disconnect delay after the last request
+that asked for it, and each receiving request gets its close frame. HTTP sessions live in
+this process, so with several gunicorn workers the HTTP fallbacks need sticky routing
+(WebSocket does not).
+
+CORS: a request's ``Origin`` (a concrete one, or ``null``) is echoed with credentials
+allowed; without an Origin the answer is ``*`` without credentials. With a list of allowed
+origins, a request from any other origin gets 403 (a WebSocket: closed with 1008 at once).
 """
 
 from __future__ import annotations
@@ -32,36 +46,60 @@ import logging
 import random
 import re
 import secrets
+import select
 import time
+import urllib.parse
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import gevent
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 from gevent.event import Event
 from gevent.lock import Semaphore
+from gevent.monkey import get_original
 
 from app.errors import FrameTooLarge
-from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
+from app.stomp.outbox import BATCH_FRAMES, POLICY_VIOLATION, Framing, Outbox, Pong, RawFraming, Wire
 from app.stomp.transport import SessionDirectory, TransportSession
-from app.stomp.ws import reject_websocket, serve_websocket
+from app.stomp.ws import PEER_SOCKET, StompWebSocket, serve_websocket
 
-__all__ = ["SockJSEndpoint", "SockJSOptions", "HttpSession", "SockJSFraming", "unwrap_sockjs",
-           "sockjs_message_limit", "poll_response", "stream_outbox", "SOCKJS_CLIENT_URL"]
+__all__ = ["SockJSEndpoint", "SockJSOptions", "HttpSession", "SockJSFraming", "PeerGone", "unwrap_sockjs",
+           "sockjs_message_limit", "poll_response", "stream_outbox", "client_script_blueprint", "local_client_script",
+           "CLIENT_SCRIPT_PATH",
+           "SESSION_ID_MAX_CHARS", "CALLBACK_MAX_CHARS", "ABORT_CHECK_S", "ANY_ORIGIN"]
 
 log = logging.getLogger(__name__)
 
-SOCKJS_CLIENT_URL = "https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js"
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CALLBACK = re.compile(r"[A-Za-z0-9_.]{1,64}")
+SESSION_ID_MAX_CHARS = 128
+CALLBACK_MAX_CHARS = 64
+# How often a waiting receiving request looks whether its client went away.
+ABORT_CHECK_S = 1.0
+# The allowed-origins entry that allows every origin.
+ANY_ORIGIN = "*"
+# Where the server's own copy of sockjs-client is served (outside any SockJS prefix).
+CLIENT_SCRIPT_PATH = "/static/sockjs.min.js"
+
+_SEGMENT = re.compile(rf"[^/.\x00-\x1f\x7f]{{1,{SESSION_ID_MAX_CHARS}}}")
+_CALLBACK = re.compile(rf"[A-Za-z0-9_.-]{{1,{CALLBACK_MAX_CHARS}}}")
+_IFRAME_PAGE_NAME = re.compile(r"iframe[0-9A-Za-z._-]*\.html")
 _GO_AWAY = b'c[3000,"Go away!"]'
 _IN_USE = b'c[2010,"Another connection still open"]'
+_INTERRUPTED = b'c[1002,"Connection interrupted"]'
 _NO_CACHE = "no-store, no-cache, no-transform, must-revalidate, max-age=0"
 _YEAR_S = 31536000
 _JS = "application/javascript; charset=UTF-8"
+_TEXT = "text/plain; charset=UTF-8"
+_FORM = "application/x-www-form-urlencoded"
+# What a send answers once its messages were taken: xhr_send 204; jsonp_send "ok" (a 204
+# confuses some old browsers' script loaders).
+_XHR_SENT = (b"", 204)
+_JSONP_SENT = (b"ok", 200)
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # Some browsers and proxies buffer the start of a streamed body: 2 KiB of padding first.
 _XHR_STREAMING_PRELUDE = b"h" * 2048 + b"\n"
 _EVENTSOURCE_PRELUDE = b"\r\n"
+_HTMLFILE_MIN_BYTES = 1024
 _HTMLFILE_PAGE = """<!doctype html>
 <html><head>
   <meta http-equiv="X-UA-Compatible" content="IE=edge" />
@@ -91,8 +129,10 @@ _IFRAME_PAGE = """<!DOCTYPE html>
   <p>This is a SockJS hidden iframe. It's used for cross domain magic.</p>
 </body>
 </html>"""
-_SEGMENT_PATTERN = "[A-Za-z0-9_-]{1,64}"
 _RAW = RawFraming()
+# The real poll(2): a zero-timeout look at one socket, with no fd-number limit and no yield.
+_poll = get_original("select", "poll")
+_HANGUP = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
 
 
 @dataclass(frozen=True)
@@ -102,11 +142,16 @@ class SockJSOptions:
     Args:
         max_frame_bytes: the largest payload one client message may carry.
         heartbeat_s: the ``h`` frame interval.
-        disconnect_delay_s: how long an HTTP session outlives its last receiving request.
+        disconnect_delay_s: how long an HTTP session outlives its last receiving request,
+            and how long a closed one is remembered.
         streaming_bytes: bytes sent on one streaming response before it is recycled.
         close_grace_s: how long a closing session may take to flush before it is aborted.
-        websocket: whether ``/info`` offers WebSocket to clients.
         client_url: the sockjs-client script ``iframe.html`` loads.
+        websocket: whether ``/info`` offers WebSocket (and the WebSocket paths exist).
+        cookie_needed: what ``/info`` says, and whether session responses set ``JSESSIONID``
+            (for load balancers that route sticky on it).
+        jsonp: whether the ``jsonp`` and ``jsonp_send`` transports exist.
+        allowed_origins: the origins whose requests are served (``ANY_ORIGIN``: all).
     """
 
     max_frame_bytes: int
@@ -114,8 +159,11 @@ class SockJSOptions:
     disconnect_delay_s: float
     streaming_bytes: int
     close_grace_s: float
+    client_url: str
     websocket: bool = True
-    client_url: str = SOCKJS_CLIENT_URL
+    cookie_needed: bool = True
+    jsonp: bool = True
+    allowed_origins: tuple[str, ...] = (ANY_ORIGIN,)
 
 
 def sockjs_message_limit(max_frame_bytes: int) -> int:
@@ -124,7 +172,7 @@ def sockjs_message_limit(max_frame_bytes: int) -> int:
 
 
 def unwrap_sockjs(message: bytes) -> list[bytes]:
-    """The STOMP bytes in one SockJS client message (a JSON array of strings, or one string).
+    """The payloads in one SockJS client message (a JSON array of strings, or one string).
 
     Raises:
         ValueError: not JSON, not strings, or a string that is not valid Unicode.
@@ -142,11 +190,11 @@ def unwrap_sockjs(message: bytes) -> list[bytes]:
 class SockJSFraming:
     """SockJS frames (``o``, ``h``, ``a[...]``, ``c[...]``), each wrapped for one transport."""
 
-    def __init__(self, wrap: Callable[[bytes], bytes], closing: bytes = _GO_AWAY) -> None:
+    def __init__(self, wrap: Callable[[bytes], bytes]) -> None:
         self._wrap = wrap
         self.opening = wrap(b"o")
         self.idle = wrap(b"h")
-        self.closing = wrap(closing)
+        self.closing = wrap(_GO_AWAY)
 
     def wrap(self, frame: bytes) -> bytes:
         return self._wrap(frame)
@@ -161,38 +209,81 @@ def _htmlfile_wrap(frame: bytes) -> bytes:
     return b"<script>\np(" + json.dumps(frame.decode("ascii")).encode("ascii") + b");\n</script>\r\n"
 
 
+def _jsonp_framing(callback: str) -> SockJSFraming:
+    head = b"/**/" + callback.encode("ascii") + b"("  # /**/: no byte of ours can start a Flash file
+    return SockJSFraming(lambda frame: head + json.dumps(frame.decode("ascii")).encode("ascii") + b");\r\n")
+
+
 WEBSOCKET_FRAMING = SockJSFraming(lambda frame: frame)
 XHR_FRAMING = SockJSFraming(lambda frame: frame + b"\n")
 EVENTSOURCE_FRAMING = SockJSFraming(lambda frame: b"data: " + frame + b"\r\n\r\n")
 HTMLFILE_FRAMING = SockJSFraming(_htmlfile_wrap)
-_REJECT_FRAMING = SockJSFraming(lambda frame: frame, closing=_IN_USE)
+
+
+class PeerGone(Exception):
+    """The client of a receiving request went away while it waited."""
+
+
+def peer_closed(sock: Any) -> bool:
+    """Whether the client closed (or reset) ``sock``: one zero-timeout poll, never a read."""
+    poller = _poll()
+    try:
+        poller.register(sock.fileno(), select.POLLIN | _HANGUP)
+        return any(events & _HANGUP for _, events in poller.poll(0))
+    except (OSError, ValueError):  # closed on our side already
+        return True
 
 
 class HttpSession:
-    """What a session carried by HTTP requests needs beside itself: its receiver slot.
-
-    Kept as the session's ``carrier``, so the session directory is the one place that
-    knows the live sessions.
-    """
+    """A session carried by HTTP requests: its receiver slot, its send lock, its close frame."""
 
     def __init__(self, session: TransportSession) -> None:
         self.session = session
-        self.send_lock = Semaphore()  # xhr_send bodies one at a time, in arrival order
+        self.send_lock = Semaphore()  # send bodies one at a time, in arrival order
         self.receiver: gevent.Greenlet | None = None
-        self.detached_at = time.monotonic()
+        self._receiver_socket: Any = None
+        self.last_request = time.monotonic()
         self.changed = Event()
+        self.close_frame = _GO_AWAY
 
-    def attach(self) -> bool:
-        """Make the current request the receiver; False if another one is attached."""
+    @property
+    def is_closed(self) -> bool:
+        """The client was told the end (or the session is over): requests get ``close_frame``."""
+        return self.session.outbox.ended or self.session.is_finished
+
+    def attach(self, peer: Any) -> bytes | None:
+        """Make the current request the receiver; else the close frame it gets instead.
+
+        A receiver already attached whose client is gone ends the session (``c[1002]``);
+        a live one keeps it (``c[2010]``).
+        """
         if self.receiver is not None:
-            return False
+            if self._receiver_socket is None or not peer_closed(self._receiver_socket):
+                return _IN_USE
+            self.interrupt()
+            return _INTERRUPTED
         self.receiver = gevent.getcurrent()
+        self._receiver_socket = peer
         self.changed.set()
-        return True
+        return None
 
     def detach(self) -> None:
         self.receiver = None
-        self.detached_at = time.monotonic()
+        self._receiver_socket = None
+        self.touch()
+
+    def touch(self) -> None:
+        """A request for this session came and went."""
+        self.last_request = time.monotonic()
+        self.changed.set()
+
+    def interrupt(self) -> None:
+        """The receiving request's client went away: the session ends; later requests get ``c[1002]``."""
+        if self.is_closed:
+            return
+        self.close_frame = _INTERRUPTED
+        self.session.close(discard_backlog=True)
+        self.session.outbox.mark_ended()
         self.changed.set()
 
     def kill_receiver(self) -> None:
@@ -203,162 +294,296 @@ class HttpSession:
 
 
 class SockJSEndpoint:
-    """The views of one prefix; one instance per app.
+    """The views of one prefix; one instance per prefix.
 
     Upgraded WebSocket requests reach :meth:`serve_upgraded` straight from WSGI (the app in
     app/web.py does that, and says which paths to upgrade with :meth:`accepts_websocket`):
     served from inside a Flask view, the request context, the routing state and their
     stack would live as long as the connection, a few KB of every idle socket. The Flask
-    blueprint serves the HTTP transports.
+    blueprint serves the rest.
     """
 
     def __init__(self, sessions: SessionDirectory, *, prefix: str, options: SockJSOptions) -> None:
         self._sessions = sessions
         self._prefix = prefix
         self._options = options
+        self._http: dict[str, HttpSession] = {}
         self._message_limit = sockjs_message_limit(options.max_frame_bytes)
         self._iframe_page = _IFRAME_PAGE.format(url=options.client_url).encode("utf-8")
         self._iframe_etag = '"' + hashlib.md5(self._iframe_page).hexdigest() + '"'
-        self._upgrade_path = re.compile(rf"{re.escape(prefix)}/(websocket|{_SEGMENT_PATTERN}/{_SEGMENT_PATTERN}/websocket)")
-        self._sockjs_path = re.compile(rf"{re.escape(prefix)}/({_SEGMENT_PATTERN})/({_SEGMENT_PATTERN})/websocket")
-        self.blueprint = Blueprint(f"sockjs{prefix.replace('/', '_')}", __name__, url_prefix=prefix)
-        rule = self.blueprint.add_url_rule
-        rule("", "welcome", self.welcome, methods=["GET"], strict_slashes=False)
-        rule("/info", "info", self.info, methods=["GET", "OPTIONS"])
-        rule("/<page>", "iframe", self.iframe, methods=["GET"])
-        rule("/<server>/<session_id>/xhr", "xhr", self.xhr, methods=["POST", "OPTIONS"])
-        rule("/<server>/<session_id>/xhr_send", "xhr_send", self.xhr_send, methods=["POST", "OPTIONS"])
-        rule("/<server>/<session_id>/xhr_streaming", "xhr_streaming", self.xhr_streaming, methods=["POST", "OPTIONS"])
-        rule("/<server>/<session_id>/eventsource", "eventsource", self.eventsource, methods=["GET"])
-        rule("/<server>/<session_id>/htmlfile", "htmlfile", self.htmlfile, methods=["GET"])
+        segment = _SEGMENT.pattern
+        self._sockjs_path = re.compile(rf"{re.escape(prefix)}/({segment})/({segment})/websocket")
+        self._transports: dict[str, dict[str, Callable[[str], Response]]] = {
+            "xhr": {"POST": self.xhr, "OPTIONS": self._preflight_post},
+            "xhr_send": {"POST": self.xhr_send, "OPTIONS": self._preflight_post},
+            "xhr_streaming": {"POST": self.xhr_streaming, "OPTIONS": self._preflight_post},
+            "eventsource": {"GET": self.eventsource},
+            "htmlfile": {"GET": self.htmlfile},
+        }
+        if options.jsonp:
+            self._transports.update(jsonp={"GET": self.jsonp}, jsonp_send={"POST": self.jsonp_send})
+        self.blueprint = self._blueprint(prefix)
+
+    def _blueprint(self, prefix: str) -> Blueprint:
+        blueprint = Blueprint(f"sockjs{prefix.replace('/', '_')}", __name__, url_prefix=prefix)
+        blueprint.before_request(self._check_origin)
+
+        def rule(path: str, view: Callable[..., Response], **options: Any) -> None:
+            # merge_slashes off: "//" is no SockJS URL (a 404, not a redirect).
+            blueprint.add_url_rule(path, view.__name__, view, methods=_ANY_METHOD, merge_slashes=False, **options)
+
+        rule("", self.welcome, strict_slashes=False)
+        rule("/info", self.info)
+        rule("/websocket", self.raw_websocket_http)
+        rule("/<page>", self.iframe)
+        rule("/<server>/<session_id>/<transport>", self.session_request)
+        return blueprint
 
     # Static pages ------------------------------------------------------------------------
 
     def welcome(self) -> Response:
-        return Response(b"Welcome to SockJS!\n", content_type="text/plain; charset=UTF-8")
+        if request.method not in ("GET", "HEAD"):
+            return _not_found()
+        return Response(b"Welcome to SockJS!\n", content_type=_TEXT)
 
     def info(self) -> Response:
         if request.method == "OPTIONS":
-            return _preflight("OPTIONS, GET")
-        body = {"websocket": self._options.websocket, "cookie_needed": True, "origins": ["*:*"],
-                "entropy": random.SystemRandom().getrandbits(32)}
+            return self._cors(_preflight("OPTIONS, GET"))
+        if request.method not in ("GET", "HEAD"):
+            return _not_found()
+        body = {"websocket": self._options.websocket, "cookie_needed": self._options.cookie_needed,
+                "origins": ["*:*"], "entropy": random.SystemRandom().getrandbits(32)}
         response = Response(json.dumps(body), content_type="application/json; charset=UTF-8")
         response.headers["Cache-Control"] = _NO_CACHE
-        return _cors(response)
+        return self._cors(response)
 
     def iframe(self, page: str) -> Response:
-        if not re.fullmatch(r"iframe[0-9a-z._-]*\.html", page):
-            abort(404)
+        if not _IFRAME_PAGE_NAME.fullmatch(page) or request.method not in ("GET", "HEAD"):
+            return _not_found()
         if request.headers.get("If-None-Match") == self._iframe_etag:
-            return Response(status=304)
+            response = Response(status=304)
+            del response.headers["Content-Type"]
+            return response
         response = Response(self._iframe_page, content_type="text/html; charset=UTF-8")
         response.headers["ETag"] = self._iframe_etag
-        response.headers["Cache-Control"] = f"public, max-age={_YEAR_S}"
-        return response
+        return _cache_for_a_year(response)
 
     # WebSocket transports --------------------------------------------------------------
 
     def accepts_websocket(self, path: str) -> bool:
         """Whether a WebSocket upgrade of ``path`` reaches one of our transports (valid ids)."""
-        return self._upgrade_path.fullmatch(path) is not None
+        if not self._options.websocket:
+            return False
+        return path == self._prefix + "/websocket" or self._sockjs_path.fullmatch(path) is not None
 
     def serve_upgraded(self, environ: dict) -> bool:  # type: ignore[type-arg]
-        """Serve an upgraded WebSocket request for one of our paths until it ends; False if it is not one."""
+        """Serve an upgraded WebSocket request for one of our paths until it ends; False if it is not one.
+
+        A request that was not upgraded is plain HTTP from here on: its ``Upgrade`` header
+        is dropped, or Werkzeug would answer 400 for it on any route that is not a WebSocket
+        route (a POST to a websocket URL must get the protocol's 405).
+        """
         websocket = environ.get("wsgi.websocket")
-        path = environ.get("PATH_INFO", "")
         if websocket is None:
+            environ.pop("HTTP_UPGRADE", None)
             return False
+        path = environ.get("PATH_INFO", "")
+        if not self.accepts_websocket(path):
+            return False
+        if not self._origin_allowed(environ.get("HTTP_ORIGIN")):
+            StompWebSocket.adopt(websocket).send_close(POLICY_VIOLATION, "origin not allowed")
+            return True
         if path == self._prefix + "/websocket":
             self._serve_raw(websocket)
             return True
         ids = self._sockjs_path.fullmatch(path)
-        if ids is None:
-            return False
+        assert ids is not None  # accepts_websocket said so
         self._serve_sockjs(websocket, ids.group(2))
         return True
 
+    def raw_websocket_http(self) -> Response:
+        """``/websocket`` reached as plain HTTP: it is no WebSocket request."""
+        return _not_a_websocket() if self._options.websocket else _not_found()
+
     def _serve_raw(self, websocket) -> None:  # type: ignore[no-untyped-def]
         session = self._sessions.open_session(new_session_id(), "websocket")
-        assert session is not None  # a fresh random id
         serve_websocket(websocket, session, framing=_RAW, unwrap=_as_is,
                         max_message_bytes=self._options.max_frame_bytes,
                         close_grace_s=self._options.close_grace_s)
 
     def _serve_sockjs(self, websocket, session_id: str) -> None:  # type: ignore[no-untyped-def]
         session = self._sessions.open_session(session_id, "sockjs-websocket")
-        if session is None:
-            reject_websocket(websocket, _REJECT_FRAMING)
-            return
         serve_websocket(websocket, session, framing=WEBSOCKET_FRAMING, unwrap=unwrap_sockjs,
                         max_message_bytes=self._message_limit, close_grace_s=self._options.close_grace_s,
                         idle_s=self._options.heartbeat_s)
 
+    def http_session(self, session_id: str) -> HttpSession | None:
+        """The HTTP session with this SockJS id (live, or closed and still remembered)."""
+        return self._http.get(session_id)
+
+    # Session URLs ------------------------------------------------------------------------
+
+    def session_request(self, server: str, session_id: str, transport: str) -> Response:
+        """``/{server}/{session}/{transport}``: the transport's view for this method, else 404 (405)."""
+        if not _SEGMENT.fullmatch(server) or not _SEGMENT.fullmatch(session_id):
+            return _not_found()
+        if transport == "websocket" and self._options.websocket:
+            return _not_a_websocket()
+        view = self._transports.get(transport, {}).get(request.method)
+        if view is None:
+            return _not_found()
+        response = view(session_id)
+        if self._options.cookie_needed:
+            response.set_cookie("JSESSIONID", request.cookies.get("JSESSIONID", "dummy"), path="/")
+        return self._cors(response)
+
+    def _preflight_post(self, session_id: str) -> Response:
+        return _preflight("OPTIONS, POST")
+
     # HTTP sessions ----------------------------------------------------------------------
 
-    def _http_session(self, session_id: str) -> HttpSession | None:
-        """The live HTTP session with this id (None also when a WebSocket session has it)."""
-        session = self._sessions.get(session_id)
-        carrier = session.carrier if session is not None else None
-        return carrier if isinstance(carrier, HttpSession) else None
-
-    def _open_http(self, session_id: str, transport: str) -> HttpSession | None:
-        """A new HTTP session, or None when the id is in use by a WebSocket session."""
+    def _open_http(self, session_id: str, transport: str) -> HttpSession:
         session = self._sessions.open_session(session_id, transport)
-        if session is None:
-            return None
         http = HttpSession(session)
-        session.carrier = http
+        self._http[session_id] = http
         session.on_abort(http.kill_receiver)
         session.start()
-        gevent.spawn(self._reap, http)
+        gevent.spawn(self._reap, session_id, http)
         return http
 
-    def _reap(self, http: HttpSession) -> None:
-        """End an HTTP session nobody came back for within the disconnect delay."""
-        delay = self._options.disconnect_delay_s
-        session = http.session
+    def _reap(self, session_id: str, http: HttpSession) -> None:
+        """End a session nobody came back for; forget it once it was over for the disconnect delay."""
         try:
-            while not session.outbox.ended and not session.is_finished:
-                http.changed.clear()
-                if http.receiver is None:
-                    idle = time.monotonic() - http.detached_at
-                    if idle >= delay:
-                        return  # nobody came back for it: the client is gone
-                    http.changed.wait(delay - idle)
-                else:
-                    http.changed.wait(delay)
+            self._wait_unattended(http, until_closed=True)
         finally:
-            with http.send_lock:  # the session ends only after a SEND in progress has returned
-                session.finish()
+            with http.send_lock:  # the session ends only after a send in progress has returned
+                http.session.finish()
+        self._wait_unattended(http, until_closed=False)
+        if self._http.get(session_id) is http:
+            del self._http[session_id]
 
-    # HTTP transports -------------------------------------------------------------------
+    def _wait_unattended(self, http: HttpSession, *, until_closed: bool) -> None:
+        """Return once no request came for the disconnect delay (or, ``until_closed``, once it is closed)."""
+        delay = self._options.disconnect_delay_s
+        while not (until_closed and http.is_closed):
+            http.changed.clear()
+            if http.receiver is None:
+                idle = time.monotonic() - http.last_request
+                if idle >= delay:
+                    return
+                http.changed.wait(delay - idle)
+            else:
+                http.changed.wait(delay)
 
-    def xhr(self, server: str, session_id: str) -> Response:
-        if request.method == "OPTIONS":
-            return _preflight("OPTIONS, POST")
-        _check_ids(server, session_id)
-        http = self._http_session(session_id)
+    # Receiving transports ----------------------------------------------------------------
+
+    def xhr(self, session_id: str) -> Response:
+        return _no_cache(Response(self._poll(session_id, "xhr-polling", XHR_FRAMING), content_type=_JS))
+
+    def jsonp(self, session_id: str) -> Response:
+        callback = request.args.get("c", "")
+        refusal = _callback_refusal(callback)
+        if refusal is not None:
+            return refusal
+        body = self._poll(session_id, "jsonp-polling", _jsonp_framing(callback))
+        return _no_cache(Response(body, content_type=_JS))
+
+    def xhr_streaming(self, session_id: str) -> Response:
+        return self._stream(session_id, "xhr-streaming", XHR_FRAMING, _XHR_STREAMING_PRELUDE, _JS)
+
+    def eventsource(self, session_id: str) -> Response:
+        return self._stream(session_id, "eventsource", EVENTSOURCE_FRAMING, _EVENTSOURCE_PRELUDE,
+                            "text/event-stream")
+
+    def htmlfile(self, session_id: str) -> Response:
+        callback = request.args.get("c", "")
+        refusal = _callback_refusal(callback)
+        if refusal is not None:
+            return refusal
+        page = _HTMLFILE_PAGE.format(callback=callback)
+        prelude = (page + " " * max(0, _HTMLFILE_MIN_BYTES - len(page)) + "\r\n\r\n").encode("utf-8")
+        return self._stream(session_id, "htmlfile", HTMLFILE_FRAMING, prelude, "text/html; charset=UTF-8")
+
+    def _poll(self, session_id: str, transport: str, framing: SockJSFraming) -> bytes:
+        """One polling answer: the opening of a new session, queued frames, ``h``, or a close frame."""
+        http = self._http.get(session_id)
         if http is None:
-            opened = self._open_http(session_id, "xhr-polling")
-            return _js_response(XHR_FRAMING.opening if opened else XHR_FRAMING.wrap(_IN_USE))
-        if not http.attach():
-            return _js_response(XHR_FRAMING.wrap(_IN_USE))
+            self._open_http(session_id, transport)
+            return framing.opening
+        if http.is_closed:
+            http.touch()
+            return framing.wrap(http.close_frame)
+        refusal = http.attach(request.environ.get(PEER_SOCKET))
+        if refusal is not None:
+            return framing.wrap(refusal)
         try:
-            body = poll_response(http.session.outbox, XHR_FRAMING, timeout_s=self._options.heartbeat_s)
+            return poll_response(http.session.outbox, framing, timeout_s=self._options.heartbeat_s,
+                                 peer_gone=_peer_watch(request.environ))
+        except PeerGone:
+            http.interrupt()
+            return b""  # nobody reads it
         finally:
             http.detach()
-        return _js_response(body)
 
-    def xhr_send(self, server: str, session_id: str) -> Response:
-        if request.method == "OPTIONS":
-            return _preflight("OPTIONS, POST")
-        _check_ids(server, session_id)
-        http = self._http_session(session_id)
+    def _stream(self, session_id: str, transport: str, framing: SockJSFraming, prelude: bytes,
+                content_type: str) -> Response:
+        http = self._http.get(session_id)
+        opened = http is None
         if http is None:
-            abort(404)
-        limit = self._message_limit
-        body = request.stream.read(limit + 1)
-        if len(body) > limit:
+            http = self._open_http(session_id, transport)
+        chunks = self._stream_chunks(http, framing, prelude, opened, request.environ)
+        response = _no_cache(Response(chunks, content_type=content_type, direct_passthrough=True))
+        if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.0":
+            # No chunking in HTTP/1.0: the end of the body is the end of the connection.
+            response.headers["Connection"] = "close"
+        return response
+
+    def _stream_chunks(self, http: HttpSession, framing: SockJSFraming, prelude: bytes, opened: bool,
+                       environ: dict[str, Any]) -> Iterator[bytes]:
+        yield prelude
+        if opened:
+            yield framing.opening
+        if http.is_closed:
+            http.touch()
+            yield framing.wrap(http.close_frame)
+            return
+        refusal = http.attach(environ.get(PEER_SOCKET))
+        if refusal is not None:
+            yield framing.wrap(refusal)
+            return
+        try:
+            yield from stream_outbox(http.session.outbox, framing, idle_s=self._options.heartbeat_s,
+                                     byte_limit=self._options.streaming_bytes, peer_gone=_peer_watch(environ))
+        except (PeerGone, GeneratorExit):  # gone while waiting, or a write to it failed
+            http.interrupt()
+        finally:
+            http.detach()
+
+    # Sending transports ------------------------------------------------------------------
+
+    def xhr_send(self, session_id: str) -> Response:
+        body = request.stream.read(self._message_limit + 1)
+        return self._receive(session_id, body, _XHR_SENT)
+
+    def jsonp_send(self, session_id: str) -> Response:
+        if request.mimetype != _FORM:
+            return self._receive(session_id, request.stream.read(self._message_limit + 1), _JSONP_SENT)
+        form_limit = self._message_limit * 3 + 2  # "d=", then %XX triples each byte at most
+        form = request.stream.read(form_limit + 1)
+        if len(form) > form_limit:
+            return self._receive(session_id, form, _JSONP_SENT)  # over any limit: refused there
+        try:
+            data = urllib.parse.parse_qs(form.decode("latin-1"), errors="strict").get("d", [""])[0]
+        except UnicodeDecodeError:
+            return _text_response(b"Broken JSON encoding.", 500)
+        return self._receive(session_id, data.encode("utf-8"), _JSONP_SENT)
+
+    def _receive(self, session_id: str, body: bytes, done: tuple[bytes, int]) -> Response:
+        """Hand one send body's messages to the session, in order; ``done`` if they were taken."""
+        http = self._http.get(session_id)
+        if http is None or http.is_closed:
+            return _not_found()
+        if len(body) > self._message_limit:
             http.session.fail(FrameTooLarge("frame too large"))
             return _text_response(b"Payload too large.", 413)
         if not body:
@@ -370,57 +595,71 @@ class SockJSEndpoint:
         with http.send_lock:
             for message in messages:
                 http.session.receive_data(message)
-        return _text_response(b"", 204)
+        return _text_response(*done)
 
-    def xhr_streaming(self, server: str, session_id: str) -> Response:
-        if request.method == "OPTIONS":
-            return _preflight("OPTIONS, POST")
-        return self._stream(server, session_id, "xhr-streaming", XHR_FRAMING, _XHR_STREAMING_PRELUDE, _JS)
+    # CORS ----------------------------------------------------------------------------------
 
-    def eventsource(self, server: str, session_id: str) -> Response:
-        return self._stream(server, session_id, "eventsource", EVENTSOURCE_FRAMING, _EVENTSOURCE_PRELUDE,
-                            "text/event-stream; charset=UTF-8")
+    def _origin_allowed(self, origin: str | None) -> bool:
+        allowed = self._options.allowed_origins
+        return origin is None or ANY_ORIGIN in allowed or origin in allowed
 
-    def htmlfile(self, server: str, session_id: str) -> Response:
-        callback = request.args.get("c", "")
-        if not _CALLBACK.fullmatch(callback):
-            return _text_response(b'"callback" parameter required', 500)
-        page = _HTMLFILE_PAGE.format(callback=callback)
-        prelude = (page + " " * max(0, 1024 - len(page)) + "\r\n\r\n").encode("utf-8")
-        return self._stream(server, session_id, "htmlfile", HTMLFILE_FRAMING, prelude, "text/html; charset=UTF-8")
+    def _check_origin(self) -> Response | None:
+        """Before every view: a request from an origin that is not allowed gets 403."""
+        if self._origin_allowed(request.headers.get("Origin")):
+            return None
+        return _text_response(b"Origin not allowed.", 403)
 
-    def _stream(self, server: str, session_id: str, transport: str, framing: SockJSFraming,
-                prelude: bytes, content_type: str) -> Response:
-        _check_ids(server, session_id)
-        http = self._http_session(session_id)
-        opened = http is None
-        if opened:
-            http = self._open_http(session_id, transport)
-        chunks = self._stream_chunks(http, framing, prelude, opened)
-        response = Response(chunks, content_type=content_type, direct_passthrough=True)
-        response.headers["Cache-Control"] = _NO_CACHE
-        return _cors(response)
+    def _cors(self, response: Response) -> Response:
+        """Echo a concrete (or ``null``) Origin with credentials; ``*`` without them when there is none."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Vary"] = "Origin"
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            response.headers["Access-Control-Allow-Headers"] = requested
+        return response
 
-    def _stream_chunks(self, http: HttpSession | None, framing: SockJSFraming, prelude: bytes,
-                       opened: bool) -> Iterator[bytes]:
-        yield prelude
-        if http is None:  # the id belongs to a WebSocket session
-            yield framing.wrap(_IN_USE)
-            return
-        if opened:
-            yield framing.opening
-        if not http.attach():
-            yield framing.wrap(_IN_USE)
-            return
-        try:
-            yield from stream_outbox(http.session.outbox, framing, idle_s=self._options.heartbeat_s,
-                                     byte_limit=self._options.streaming_bytes)
-        finally:
-            http.detach()
+
+def local_client_script(file: Path) -> tuple[str, Blueprint]:
+    """The URL ``iframe.html`` loads for the sockjs-client copy in ``file``, and the blueprint serving it.
+
+    The URL carries the copy's hash, so the year-long caching of ``iframe.html`` and of the
+    script never outlives an upgrade. A missing file is logged once: only the iframe
+    transports need it.
+    """
+    try:
+        script: bytes | None = file.read_bytes()
+    except OSError as exc:
+        log.warning("no sockjs-client copy at %s (%s): iframe transports will fail; run `make`", file, exc)
+        script = None
+    digest = hashlib.md5(script or b"").hexdigest()
+    return f"{CLIENT_SCRIPT_PATH}?v={digest[:12]}", client_script_blueprint(script, CLIENT_SCRIPT_PATH)
+
+
+def client_script_blueprint(script: bytes | None, path: str) -> Blueprint:
+    """Serves the sockjs-client script ``iframe.html`` loads, from memory; 404 while there is none."""
+    blueprint = Blueprint("sockjs_client", __name__)
+    etag = '"' + hashlib.md5(script or b"").hexdigest() + '"'
+
+    def sockjs_client() -> Response:
+        if script is None:
+            return _not_found()
+        if request.headers.get("If-None-Match") == etag:
+            return Response(status=304)
+        response = Response(script, content_type=_JS)
+        response.headers["ETag"] = etag
+        return _cache_for_a_year(response)
+
+    blueprint.add_url_rule(path, "sockjs_client", sockjs_client, methods=["GET"])
+    return blueprint
 
 
 def new_session_id() -> str:
-    """A random session id for a raw WebSocket (the alphabet SockJS ids use too)."""
+    """A random session id for a raw WebSocket."""
     return secrets.token_urlsafe(12)
 
 
@@ -428,44 +667,58 @@ def _as_is(message: bytes) -> Iterable[bytes]:
     return (message,)
 
 
-def _check_ids(server: str, session_id: str) -> None:
-    if not _SEGMENT.fullmatch(server) or not _SEGMENT.fullmatch(session_id):
-        abort(404)
+def _peer_watch(environ: dict[str, Any]) -> Callable[[], bool]:
+    """Whether the request's client went away (never, when the server did not say which socket it is)."""
+    sock = environ.get(PEER_SOCKET)
+    if sock is None:
+        return lambda: False
+    return lambda: peer_closed(sock)
 
 
-def _cors(response: Response) -> Response:
-    """SockJS CORS: reflect the Origin, with credentials (any origin, protocol.md 2.1)."""
-    origin = request.headers.get("Origin")
-    response.headers["Access-Control-Allow-Origin"] = origin if origin and origin != "null" else "*"
-    response.headers["Access-Control-Allow-Credentials"] = "true"
-    response.headers["Vary"] = "Origin"
-    requested = request.headers.get("Access-Control-Request-Headers")
-    if requested:
-        response.headers["Access-Control-Allow-Headers"] = requested
-    cookie = request.cookies.get("JSESSIONID", "dummy")
-    response.set_cookie("JSESSIONID", cookie, path="/")
+def _callback_refusal(callback: str) -> Response | None:
+    """The 500 a jsonp or htmlfile request gets for a missing or unsafe callback name; None if it is fine."""
+    if not callback:
+        return _text_response(b'"callback" parameter required', 500)
+    if not _CALLBACK.fullmatch(callback):
+        return _text_response(b'invalid "callback" parameter', 500)
+    return None
+
+
+def _not_found() -> Response:
+    return Response(b"", status=404, content_type=_TEXT)
+
+
+def _not_a_websocket() -> Response:
+    """A websocket URL reached as plain HTTP: 400 for GET, 405 (no body) for other methods."""
+    if request.method == "GET":
+        return Response(b'Can "Upgrade" only to "WebSocket".', status=400, content_type=_TEXT)
+    response = Response(status=405)
+    del response.headers["Content-Type"]
+    response.headers["Allow"] = "GET"
     return response
 
 
 def _preflight(methods: str) -> Response:
     response = Response(status=204)
+    del response.headers["Content-Type"]
     response.headers["Access-Control-Allow-Methods"] = methods
     response.headers["Access-Control-Max-Age"] = str(_YEAR_S)
+    return _cache_for_a_year(response)
+
+
+def _cache_for_a_year(response: Response) -> Response:
     response.headers["Cache-Control"] = f"public, max-age={_YEAR_S}"
     response.headers["Expires"] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + _YEAR_S))
-    return _cors(response)
+    return response
 
 
-def _js_response(body: bytes) -> Response:
-    response = Response(body, content_type=_JS)
+def _no_cache(response: Response) -> Response:
     response.headers["Cache-Control"] = _NO_CACHE
-    return _cors(response)
+    return response
 
 
 def _text_response(body: bytes, status: int) -> Response:
-    response = Response(body, status=status, content_type="text/plain; charset=UTF-8")
-    response.headers["Cache-Control"] = _NO_CACHE
-    return _cors(response)
+    return _no_cache(Response(body, status=status, content_type=_TEXT))
 
 
 # The HTTP transports' writers -----------------------------------------------------------
@@ -475,11 +728,36 @@ def _frames(items: list[bytes | Pong | Wire]) -> list[bytes]:
     return [item for item in items if item.__class__ is bytes]
 
 
+def _never() -> bool:
+    return False
 
-def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> bytes:
-    """One SockJS polling answer: queued frames, else ``idle`` after ``timeout_s``, or the end."""
+
+def _wait(outbox: Outbox, timeout_s: float, peer_gone: Callable[[], bool]) -> bool:
+    """``outbox.wait`` in slices of ``ABORT_CHECK_S``, looking after each whether the client left.
+
+    Raises:
+        PeerGone: it did.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if outbox.wait(min(remaining, ABORT_CHECK_S)):
+            return True
+        if peer_gone():
+            raise PeerGone()
+
+
+def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float,
+                  peer_gone: Callable[[], bool] = _never) -> bytes:
+    """One SockJS polling answer: queued frames, else ``idle`` after ``timeout_s``, or the end.
+
+    Raises:
+        PeerGone: the client went away while the poll waited.
+    """
     frames = _frames(outbox.take(BATCH_FRAMES))
-    if not frames and not outbox.closed and outbox.wait(timeout_s):
+    if not frames and not outbox.closed and _wait(outbox, timeout_s, peer_gone):
         frames = _frames(outbox.take(BATCH_FRAMES))
     if frames:
         outbox.note_written()
@@ -490,11 +768,15 @@ def poll_response(outbox: Outbox, framing: Framing, *, timeout_s: float) -> byte
     return framing.idle or b""
 
 
-def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit: int) -> Iterator[bytes]:
+def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit: int,
+                  peer_gone: Callable[[], bool] = _never) -> Iterator[bytes]:
     """A SockJS streaming body: frames as they come, ``idle`` when quiet, the end when closed.
 
     Stops after ``byte_limit`` bytes so the client opens a fresh request (proxies and
     browsers hold the whole streamed body in memory).
+
+    Raises:
+        PeerGone: the client went away while the stream waited.
     """
     sent = 0
     while sent < byte_limit:
@@ -509,5 +791,5 @@ def stream_outbox(outbox: Outbox, framing: Framing, *, idle_s: float, byte_limit
             if framing.closing is not None:
                 yield framing.closing
             return
-        elif not outbox.wait(idle_s) and framing.idle is not None:
+        elif not _wait(outbox, idle_s, peer_gone) and framing.idle is not None:
             yield framing.idle

@@ -3,8 +3,9 @@
 The transports in ``app/stomp/ws.py`` and ``app/stomp/sockjs.py`` are written against these
 interfaces, not against the STOMP session: given a :class:`SessionDirectory` (the session
 factory and lookup), a URL prefix and their options, they carry any session handler's
-bytes. ``/my-chat`` gives them ``app.stomp.session.SessionHub``; a test service can give
-them an echo.
+bytes. ``/my-chat`` gives them ``app.stomp.session.SessionHub``; the SockJS conformance
+server (tests/conformance/sockjs_server.py) gives them an echo and a session that closes
+at once.
 
 A session is fed the payload bytes of each client message, in order, by one reader at a
 time; it answers through its :class:`~app.stomp.outbox.Outbox`, which the transport's
@@ -26,9 +27,6 @@ class TransportSession(Protocol):
 
     session_id: str
     outbox: Outbox
-    # What the transport keeps with the session (a SockJS HTTP session's receiver slot);
-    # None until a transport sets it.
-    carrier: object | None
 
     @property
     def is_open(self) -> bool:
@@ -60,8 +58,8 @@ class TransportSession(Protocol):
         """A protocol violation found by the transport: tell the client, then close."""
         ...
 
-    def close(self, *, code: int = NORMAL, discard_backlog: bool = False) -> None:
-        """Stop taking input; the writer sends what is queued and closes. Never blocks."""
+    def close(self, *, code: int = NORMAL, discard_backlog: bool = False, reason: str = "") -> None:
+        """Stop taking input; the writer sends what is queued and closes (``code``, ``reason``). Never blocks."""
         ...
 
     def abort(self) -> None:
@@ -74,14 +72,15 @@ class TransportSession(Protocol):
 
 
 class SessionDirectory(Protocol):
-    """The session factory of a transport, and the sessions of this process by id."""
+    """The session factory of a transport.
+
+    Ids need not be unique: a SockJS WebSocket's id is the client's choice, and two
+    connections may carry the same one. Which HTTP session an id names is the SockJS
+    endpoint's to know.
+    """
 
     close_grace_s: float
 
-    def open_session(self, session_id: str, transport: str) -> TransportSession | None:
-        """A new session, or None when ``session_id`` is already in use in this process."""
-        ...
-
-    def get(self, session_id: str) -> TransportSession | None:
-        """The live session with this id, if any."""
+    def open_session(self, session_id: str, transport: str) -> TransportSession:
+        """A new session, known to the directory until its ``finish``."""
         ...

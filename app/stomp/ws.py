@@ -48,12 +48,12 @@ __all__ = [
     "MessageTooBig",
     "choose_subprotocol",
     "serve_websocket",
-    "reject_websocket",
     "STOMP_SUBPROTOCOLS",
     "text_frame",
     "PushWriter",
     "UpgradeGate",
     "drain_websocket",
+    "PEER_SOCKET",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,12 @@ STOMP_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 MESSAGE_TOO_BIG = 1009
 INVALID_PAYLOAD = 1007
 
+
+# The environ key under which the handler leaves a request's socket, so that a SockJS
+# receiving request can notice that its client went away while it waits (app/stomp/sockjs.py).
+PEER_SOCKET = "smooth.peer_socket"
+# A close frame's payload is at most 125 bytes: the code, then the reason (RFC 6455 5.5).
+CLOSE_REASON_MAX_BYTES = 123
 
 READ_BUFFER_BYTES = 256
 # How often a worker looks whether it was told to stop, and tells the arbiter it is alive.
@@ -204,10 +210,10 @@ class StompWebSocket(WebSocket):
             return wire
         return None if sent == len(wire) else wire[sent:]
 
-    def send_close(self, code: int) -> None:
+    def send_close(self, code: int, reason: str = "") -> None:
         """Send a close frame; the handler closes the TCP connection when the request ends."""
         if not self.closed:
-            payload = struct.pack("!H", code)
+            payload = struct.pack("!H", code) + close_reason_bytes(reason)
             with contextlib.suppress(OSError):
                 self.raw_write(Header.encode_header(True, self.OPCODE_CLOSE, b"", len(payload), 0) + payload)
             self.closed = True
@@ -219,6 +225,11 @@ class StompWebSocket(WebSocket):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+
+def close_reason_bytes(reason: str) -> bytes:
+    """``reason`` as a close frame carries it: UTF-8, cut to what fits, never mid-character."""
+    return reason.encode("utf-8")[:CLOSE_REASON_MAX_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
 @runtime_checkable
@@ -243,6 +254,11 @@ class StompWebSocketHandler(WebSocketHandler):
         if rfile is None:
             rfile = sock.makefile("rb", READ_BUFFER_BYTES)
         super().__init__(sock, address, server, rfile)
+
+    def get_environ(self):  # type: ignore[no-untyped-def]
+        environ = super().get_environ()
+        environ[PEER_SOCKET] = self.socket
+        return environ
 
     def run_websocket(self):  # type: ignore[no-untyped-def]
         # The parsed request headers and the 101's header list are not read again once
@@ -393,17 +409,6 @@ def serve_websocket(websocket: WebSocket, session: TransportSession, *, framing:
         session.finish()
 
 
-def reject_websocket(websocket: WebSocket, framing: Framing) -> None:
-    """Open and at once close a connection that cannot have a session (its id is taken)."""
-    ws = StompWebSocket.adopt(websocket)
-    outbox = Outbox(1)
-    outbox.close()
-    with contextlib.suppress(OSError):
-        if framing.opening is not None:
-            ws.send_message(framing.opening)
-        drain_websocket(outbox, ws, framing)
-
-
 def _start_idle_ticks(outbox: Outbox, framing: Framing, idle_s: float | None) -> Any:
     """A repeating loop timer (no greenlet) that sends ``framing.idle`` when the line was quiet."""
     if idle_s is None or framing.idle is None:
@@ -458,8 +463,10 @@ def _read_until_closed(ws: StompWebSocket, session: TransportSession, unwrap: Ca
             return
         try:
             chunks = unwrap(message)
-        except ValueError:
-            session.fail(InvalidFrame("malformed message"))
+        except ValueError:  # broken SockJS framing: cut the connection, as SockJS servers do
+            log.info("session %s sent a malformed message; connection cut", session.session_id)
+            session.abort()
+            session.outbox.mark_ended()  # nothing can be told any more: no wait for a writer
             return
         for chunk in chunks:
             session.receive_data(chunk)
@@ -480,7 +487,7 @@ class MessageSink(Protocol):
         """Bytes that are already WebSocket frames (the rest of a direct write)."""
         ...
 
-    def send_close(self, code: int) -> None: ...
+    def send_close(self, code: int, reason: str = "") -> None: ...
 
 
 def _send_items(sink: MessageSink, framing: Framing, items: list[bytes | Pong | Wire]) -> None:
@@ -517,7 +524,7 @@ def drain_websocket(outbox: Outbox, sink: MessageSink, framing: Framing) -> None
                 if framing.closing is not None:
                     sink.send_message(framing.closing)
                 outbox.mark_ended()
-                sink.send_close(outbox.close_code)
+                sink.send_close(outbox.close_code, outbox.close_reason)
                 return
             else:
                 return  # nothing yields between this empty take and writer_finished

@@ -43,7 +43,9 @@ answers; stops it afterwards.
 Both servers expose ``http_url``, ``ws_url`` (raw STOMP WebSocket) and ``sockjs_url``.
 
 ``run_js_client(**options) -> dict``: runs tests/js/stomp_roundtrip.js (@stomp/stompjs,
-over ``ws`` or sockjs-client) in Node with the given options and returns its JSON result.
+over ``ws`` or sockjs-client) in Node with the given options and returns its JSON result;
+``run_js_script(script, **options)`` does the same for another script of tests/js (the
+browser test's ``browser_sockjs.js``).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = [
     "running_chat_server",
     "endpoint_urls",
     "run_js_client",
+    "run_js_script",
 ]
 
 JS_DIR = REPO / "tests" / "js"
@@ -429,10 +432,15 @@ def _wait_http_ok(url: str, process: ServiceProcess, timeout: float) -> None:
 
 def run_js_client(**options: Any) -> dict[str, Any]:
     """Run tests/js/stomp_roundtrip.js with ``options``; its JSON result (any exit status)."""
+    return run_js_script("stomp_roundtrip.js", **options)
+
+
+def run_js_script(script: str, **options: Any) -> dict[str, Any]:
+    """Run ``script`` of tests/js with ``options`` (one JSON argument); its JSON result (any exit status)."""
     node = shutil.which("node")
     assert node, "Node is required for the JS client tests"
     assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").exists(), "run `make test` (npm install) first"
-    completed = subprocess.run([node, "stomp_roundtrip.js", json.dumps(options)], cwd=JS_DIR,
+    completed = subprocess.run([node, script, json.dumps(options)], cwd=JS_DIR,
                                capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
     assert completed.stdout.strip(), f"no output; stderr:\n{completed.stderr}"
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])

@@ -34,8 +34,8 @@ class RecordingSink:
     def send_raw(self, data):
         self.calls.append(("raw", data))
 
-    def send_close(self, code):
-        self.calls.append(("close", code))
+    def send_close(self, code, reason=""):
+        self.calls.append(("close", code, reason) if reason else ("close", code))
 
     def frames(self):
         return [frame for kind, data in self.calls if kind == "messages" for frame in data]
@@ -278,6 +278,12 @@ class TestDrainWebsocket:
         pushed.settle()
         assert pushed.sink.calls == [("messages", [b"abye"]), ("message", b"c"), ("close", POLICY_VIOLATION)]
         assert pushed.outbox.ended and pushed.outbox.wait_ended(0)
+
+    def test_the_close_frame_carries_the_reason(self):
+        pushed = Pushed()
+        pushed.outbox.close(code=3000, reason="Go away!")
+        pushed.settle()
+        assert pushed.sink.calls[-1] == ("close", 3000, "Go away!")
 
     def test_pongs_and_frames_keep_their_order(self):
         outbox, sink = Outbox(10), RecordingSink()
