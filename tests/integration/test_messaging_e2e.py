@@ -144,7 +144,7 @@ def test_direct_message_reaches_both_nodes_after_it_is_stored(nodes, world, db):
     a.send(alice, "send-direct-message", channelId=str(world.room), content="hello bob", name="Alice",
            userId=world.bob, id="65a1b2c3d4e5f60718293a4b")
     body = b.wait_push(f"/topic/direct/{world.room}", lambda body: body["type"] == "message")
-    assert set(body) == {"type", "id", "userId", "name", "profileImage", "message", "time"}
+    assert set(body) == {"type", "id", "userId", "name", "profileImage", "message", "time", "seq"}
     assert (body["type"], body["userId"], body["name"], body["message"]) == \
         ("message", str(world.alice), "Alice", "hello bob")
     assert body["id"] != "65a1b2c3d4e5f60718293a4b"
@@ -180,13 +180,15 @@ def test_reply_modify_delete_and_typing(nodes, world, db):
     b.send(bob, "send-direct-modify", channelId=world.room, id=parent["id"], content="better question?")
     modified = a.wait_push(destination, lambda body: body["type"] == "modify")
     assert modified == {"type": "modify", "id": parent["id"], "userId": str(world.bob),
-                        "message": "better question?", "time": parent["time"]}
+                        "message": "better question?", "time": parent["time"], "seq": modified["seq"]}
+    assert modified["seq"] > parent["seq"]
     assert db.directMessage.find_one({"_id": ObjectId(parent["id"])})["editedAt"] is not None
 
     with pytest.raises(Forbidden):
         a.send(alice, "send-direct-delete", channelId=world.room, id=parent["id"])
     b.send(bob, "send-direct-delete", channelId=world.room, id=parent["id"])
-    assert a.wait_push(destination, lambda body: body["type"] == "delete") == {"type": "delete", "id": parent["id"]}
+    deleted = a.wait_push(destination, lambda body: body["type"] == "delete")
+    assert deleted == {"type": "delete", "id": parent["id"], "seq": modified["seq"] + 1}
     assert db.directMessage.find_one({"_id": ObjectId(parent["id"])}) is None
 
     a.send(alice, "send-direct-typing", channelId=world.room, content="Alice")

@@ -103,7 +103,7 @@ def test_direct_message_between_two_servers(servers, world, connect, db):
     assert len(stored) == 1 and stored[0]["userId"] == world.alice
     body = next_of_type(bob, destination, "message")
     assert body == {"type": "message", "id": str(stored[0]["_id"]), "userId": str(world.alice), "name": "Alice",
-                    "profileImage": None, "message": "hello", "time": body["time"]}
+                    "profileImage": None, "message": "hello", "time": body["time"], "seq": 1}
     assert next_of_type(alice, destination, "message")["id"] == body["id"]
 
 
@@ -160,7 +160,8 @@ def test_extras_between_two_servers(servers, world, connect, db):
     with pytest.raises(StompError):
         alice.send("/kafka/send-direct-delete", {"channelId": world.room, "id": parent["id"]})
     bob.send("/kafka/send-direct-delete", {"channelId": world.room, "id": parent["id"]})
-    assert next_of_type(alice, destination, "delete") == {"type": "delete", "id": parent["id"]}
+    deleted = next_of_type(alice, destination, "delete")
+    assert deleted == {"type": "delete", "id": parent["id"], "seq": deleted["seq"]} and deleted["seq"] > modified["seq"]
     assert db.directMessage.find_one({"_id": ObjectId(parent["id"])}) is None
 
     first = alice.send("/kafka/send-direct-typing", {"channelId": world.room, "content": "Alice"})
