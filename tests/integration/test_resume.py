@@ -25,7 +25,7 @@ from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.chat import events
 from app.chat.model import ChatMessage, RoomEvent
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, StompError, running_chat_server
+from tests.support.chat import ChatClient, StompError, run_js_script, running_chat_server
 from tests.support.rooms import set_room_members
 
 WAIT = 15_000 * MS
@@ -219,3 +219,18 @@ def test_http_catch_up_pages_the_same_events(nodes, room, clients, token_for):
     assert [event["seq"] for event in first["events"]] == [2, 3, 4, 5] and first["latest"] == 6
     second = page(first["next"])
     assert second["events"] == [{"type": "delete", "id": ids[0], "seq": 6}] and second["next"] == 6
+
+
+def test_a_stompjs_client_resumes_after_a_disconnect(nodes, room, token_for):
+    """@stomp/stompjs over sockjs-client keeps the last seq of its room and resubscribes with it
+    when it reconnects by itself; it gets everything once, in order."""
+    _, a, b = nodes
+    result = run_js_script("resume_client.js", readerUrl=b.sockjs_url, senderUrl=a.ws_url,
+                           readerToken=token_for(CAROL), senderToken=token_for(ALICE), room=room,
+                           before=5, during=10, after=3)
+    assert result["exit_status"] == 0, result
+    assert [event["seq"] for event in result["received"]] == list(range(1, 19))
+    assert [event["message"] for event in result["received"]] == (
+        [f"before{n}" for n in range(5)] + [f"during{n}" for n in range(10)] + [f"after{n}" for n in range(3)])
+    assert result["subscriptions"][0] is None and result["subscriptions"][1] == "5"
+    assert result["errors"] == [] and result["resets"] == 0
