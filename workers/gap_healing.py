@@ -120,14 +120,18 @@ class GapHealer:
             self._report_failure()
             found = []
         got = set()
+        healed = 0
         for event in found:
             got.add(event.seq)
             if cursor.seen(event.seq):
                 continue
             if event.topic != VOID_TOPIC:
                 self._push(decode(event.topic, event.value))
-                self.healed += 1
+                healed += 1
             cursor.settle(event.seq)
+        if healed:
+            self.healed += healed
+            log.info("room %s: delivered %d events from its log that the broker did not bring", room, healed)
         cursor.wait_for((n for n in range(cursor.low + 1, before) if n not in got), self._monotonic())
 
     def _note_holes(self, room: RoomKey, cursor: RoomCursor) -> None:

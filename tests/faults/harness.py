@@ -6,13 +6,15 @@ fixed port of its own so that it can be killed, stopped or restarted in place.
 
 ``Traffic`` drives ``rooms`` rooms, each with one sender and three subscribers, as real
 clients over raw WebSockets in greenlets. Senders SEND with receipts at a steady pace;
-subscribers record every MESSAGE. Clients whose connection ends reconnect (and resubscribe)
-on their own, as apps do.
+subscribers record every MESSAGE. Clients whose connection ends reconnect on their own, as
+apps do, and resubscribe with ``since-seq`` (the last number they got), so they are owed
+everything sent after their first subscription, across any number of reconnects.
 
 ``Ledger`` is what was acknowledged, refused, stored and delivered, and judges it:
 
-- every RECEIPTed message is stored, and reaches every subscription that was live from
-  before its SEND until the end, exactly once (``undelivered``, ``duplicated``);
+- every RECEIPTed message is stored, and reaches every subscriber that subscribed before its
+  SEND exactly once, whatever reconnects came between (``undelivered``, ``duplicated``);
+- no resume was answered with a reset (``resets``: the history was always replayable);
 - nothing answered with ERROR is ever delivered (``ghosts``);
 - no SEND on a connection that stayed open went unanswered (``unanswered``).
 """
@@ -179,11 +181,12 @@ class Verdict:
     ghosts: int
     unanswered: int
     expected_deliveries: int
+    resets: int = 0
 
     def row(self, case: str) -> str:
         return (f"| {case} | {self.acknowledged} | {self.refused} | {self.stored_missing} | "
                 f"{self.expected_deliveries} | {self.undelivered} | {self.duplicated} | {self.ghosts} | "
-                f"{self.unanswered} |")
+                f"{self.unanswered} | {self.resets} |")
 
 
 class Ledger:
@@ -192,43 +195,47 @@ class Ledger:
     def __init__(self) -> None:
         self.sent: dict[str, Sent] = {}
         self.epochs: dict[tuple[int, int], list[Epoch]] = {}
+        self.resets = 0
 
-    def expected(self) -> list[tuple[str, tuple[int, int], Epoch]]:
-        """(token, subscriber, epoch) for every delivery owed: RECEIPTed, to a subscription live
-        from before the SEND to the end."""
+    def received(self, subscriber: tuple[int, int]) -> list[str]:
+        """Everything one subscriber got, over all its subscriptions."""
+        return [token for epoch in self.epochs.get(subscriber, ()) for token in epoch.received]
+
+    def expected(self) -> list[tuple[str, tuple[int, int]]]:
+        """(token, subscriber) for every delivery owed: RECEIPTed, to a subscriber whose first
+        subscription came before the SEND (it resumes across reconnects)."""
         owed = []
         for token, sent in self.sent.items():
             if sent.answer != "RECEIPT":
                 continue
-            for subscriber, epochs in self.epochs.items():
-                if subscriber[0] != sent.room:
-                    continue
-                owed += [(token, subscriber, epoch) for epoch in epochs
-                         if epoch.ended is None and epoch.started < sent.started]
+            owed += [(token, subscriber) for subscriber, epochs in self.epochs.items()
+                     if subscriber[0] == sent.room and epochs and epochs[0].started < sent.started]
         return owed
 
     def undelivered_sent_after(self, moment: float) -> int:
         """Owed deliveries missing whose SEND started after ``moment``."""
-        return sum(1 for token, _, epoch in self.expected()
-                   if token not in epoch.received and self.sent[token].started > moment)
+        got = {subscriber: set(self.received(subscriber)) for subscriber in self.epochs}
+        return sum(1 for token, subscriber in self.expected()
+                   if token not in got[subscriber] and self.sent[token].started > moment)
 
     def missing(self) -> int:
-        return sum(1 for token, _, epoch in self.expected() if token not in epoch.received)
+        got = {subscriber: set(self.received(subscriber)) for subscriber in self.epochs}
+        return sum(1 for token, subscriber in self.expected() if token not in got[subscriber])
 
     def verdict(self, stored_tokens: set[str]) -> Verdict:
         acknowledged = {token for token, sent in self.sent.items() if sent.answer == "RECEIPT"}
         refused = {token for token, sent in self.sent.items() if (sent.answer or "").startswith("ERROR")}
-        received_anywhere = {token for epochs in self.epochs.values() for epoch in epochs for token in epoch.received}
-        duplicated = sum(len(epoch.received) - len(set(epoch.received))
-                         for epochs in self.epochs.values() for epoch in epochs)
+        received = {subscriber: self.received(subscriber) for subscriber in self.epochs}
+        received_anywhere = {token for tokens in received.values() for token in tokens}
+        duplicated = sum(len(tokens) - len(set(tokens)) for tokens in received.values())
         expected = self.expected()
         return Verdict(
             acknowledged=len(acknowledged), refused=len(refused),
             stored_missing=len(acknowledged - stored_tokens),
-            undelivered=sum(1 for token, _, epoch in expected if token not in epoch.received),
+            undelivered=sum(1 for token, subscriber in expected if token not in set(received[subscriber])),
             duplicated=duplicated, ghosts=len(refused & received_anywhere),
             unanswered=sum(1 for sent in self.sent.values() if sent.answer is None),
-            expected_deliveries=len(expected))
+            expected_deliveries=len(expected), resets=self.resets)
 
 
 # -- the traffic --------------------------------------------------------------------------------------
@@ -296,19 +303,24 @@ class Traffic:
 
     def _subscribe_forever(self, room: int, index: int, user: int) -> None:
         epochs = self.ledger.epochs.setdefault((room, index), [])
+        last_seq: int | None = None  # what an app keeps: the last number it got in the room
         while not self._stopping:
             epoch = None
             try:
                 with self._client(user) as client:
-                    client.subscribe(f"/topic/direct/{room}")
+                    resume = {"since-seq": str(last_seq)} if last_seq is not None else {}
+                    client.subscribe(f"/topic/direct/{room}", headers=resume)
                     epoch = Epoch(started=time.monotonic())
                     epochs.append(epoch)
                     while not self._stopping:
                         frame = client.receive_frame(timeout=3600)
                         if frame.command == "MESSAGE":
                             body = json.loads(frame.body)
-                            if body.get("type") == "message":  # not the members' connect/disconnect
+                            last_seq = body.get("seq", last_seq)  # not the members' connect/disconnect
+                            if body.get("type") == "message":
                                 epoch.received.append(body["message"])
+                            elif body.get("type") == "reset":
+                                self.ledger.resets += 1
                         elif frame.command == "ERROR":
                             break
             except Exception as exc:  # noqa: BLE001 - the connection ended (or never came): reconnect
