@@ -120,8 +120,12 @@ class ChatApplication(Protocol):
 class LocalDelivery(Protocol):
     """Pushes an event to this process's subscribers; never blocks on a socket."""
 
-    def deliver(self, destination: str, body: bytes) -> int:
-        """Queue ``body`` as a MESSAGE to every local subscriber; returns how many."""
+    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
+        """Queue ``body`` as a MESSAGE to every local subscriber; returns how many.
+
+        ``seq`` is the event's number in its room, for a numbered event (resumed subscriptions
+        drop what they already have by it).
+        """
         ...
 
 

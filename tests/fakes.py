@@ -428,7 +428,7 @@ class RecordingDelivery:
     def __init__(self) -> None:
         self.delivered: list[tuple[str, bytes]] = []
 
-    def deliver(self, destination: str, body: bytes) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
         self.delivered.append((destination, body))
         return 1
 

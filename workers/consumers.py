@@ -186,7 +186,7 @@ class FanoutConsumer:
 
     def _push(self, decoded: Decoded) -> None:
         for destination, body in decoded.pushes:
-            self._delivery.deliver(destination, body)
+            self._delivery.deliver(destination, body, decoded.seq)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

@@ -53,7 +53,7 @@ class FanoutDelivery:
         self._counter = itertools.count(1)
         self._gathered: dict[Session, list[bytes]] = {}  # frames owed, per session, until the flush
 
-    def deliver(self, destination: str, body: bytes) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
         """Owe ``body`` as a MESSAGE to every local subscription of ``destination``.
 
         The frames reach the sessions' outboxes when the calling greenlet next yields.
@@ -81,7 +81,7 @@ class FanoutDelivery:
                         cached.clear()
                     subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
                 frame = template.for_subscription_bytes(subscription)
-                if session.gates and not _through_gate(session, subscription_id, body, frame):
+                if session.gates and not _through_gate(session, subscription_id, seq, frame):
                     continue
             except Exception:  # noqa: BLE001 - one subscriber's frame must not cost the others theirs
                 log.exception("cannot build a MESSAGE for session %s", session.session_id)
@@ -110,15 +110,10 @@ class FanoutDelivery:
             gevent.spawn(_close_each, overflowed, lambda session: session.close_slow_consumer())
 
 
-def _through_gate(session: Session, subscription_id: str, body: bytes, frame: bytes) -> bool:
+def _through_gate(session: Session, subscription_id: str, seq: int | None, frame: bytes) -> bool:
     """Whether a resumed subscription's gate lets ``frame`` out now (app/stomp/resume.py)."""
     gate = session.gates.get(subscription_id)
-    if gate is None:
-        return True
-    admitted = gate.admit(body, frame)
-    if gate.expired:
-        del session.gates[subscription_id]
-    return admitted
+    return gate is None or gate.admit(seq, frame)
 
 
 def _close_each(sessions: list[Session], close: Callable[[Session], None]) -> None:

@@ -1,73 +1,72 @@
-"""The gate of a resumed subscription: no live push overtakes its replay, and none repeats it.
+"""The gate of a resumed subscription: no live push overtakes its replay, and none repeats what
+the client has.
 
 A ``SUBSCRIBE`` with ``since-seq`` is registered at once (so nothing published after it is
-missed) with a :class:`ResumeGate` in front of it. While the session reads and sends the
-replay, the fan-out hands the gate that subscription's live frames, and the gate holds them.
-Then ``open`` is given the numbers replayed: the held frames go out after the replay, except
-those the replay already carried; and for ``FILTER_S`` more (the records in flight when the
-log was read arrive within it), a live frame whose number was replayed is dropped.
+missed) with a :class:`ResumeGate` in front of it, for as long as the subscription lives. The
+fan-out hands the gate each live frame with its event's number (``seq``, None for pushes that
+are not numbered, which always pass):
 
-Pure: no I/O, no gevent. Numbers are read from push bodies (``seq``, added last by
-``app/chat/events.py``) only for a subscription behind a gate.
+- while the session reads and sends the replay, the gate holds the frames;
+- ``open`` is given the numbers replayed: the held frames go out after the replay, except
+  those the replay carried; and for ``FILTER_S`` more (the records in flight when the log was
+  read arrive within it), a frame whose number was replayed is dropped;
+- a frame numbered at or below ``since-seq`` is always dropped: the client said it has it
+  (a record published again after a restart, or read again from a broker that rewound).
+
+Pure: no I/O, no gevent; an integer comparison per frame once the filter has ended.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Callable
 
-__all__ = ["ResumeGate", "seq_of", "FILTER_S"]
+__all__ = ["ResumeGate", "FILTER_S"]
 
-# How long after a replay live frames are checked against it.
+# How long after a replay live frames are checked against the numbers it carried.
 FILTER_S = 60.0
-
-
-def seq_of(body: bytes) -> int | None:
-    """The ``seq`` of a push body, or None (a push without one, or not a JSON object)."""
-    try:
-        decoded = json.loads(body)
-    except ValueError:
-        return None
-    seq = decoded.get("seq") if isinstance(decoded, dict) else None
-    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
 class ResumeGate:
     """Holds a resumed subscription's live frames until its replay is out, then filters them."""
 
-    __slots__ = ("_held", "_replayed", "_until", "_monotonic")
+    __slots__ = ("_floor", "_held", "_replayed", "_until", "_monotonic")
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._held: list[tuple[bytes, bytes]] | None = []  # (body, frame) while replaying
+    def __init__(self, since_seq: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._floor = since_seq
+        self._held: list[tuple[int | None, bytes]] | None = []  # (seq, frame) while replaying
         self._replayed: set[int] = set()
         self._until = 0.0
         self._monotonic = monotonic
 
-    @property
-    def expired(self) -> bool:
-        """Whether the gate has nothing left to do (the fan-out then forgets it)."""
-        return self._held is None and (not self._replayed or self._monotonic() > self._until)
-
-    def admit(self, body: bytes, frame: bytes) -> bool:
-        """Whether a live frame goes out now (False: held, or a repeat of the replay)."""
+    def admit(self, seq: int | None, frame: bytes) -> bool:
+        """Whether a live frame goes out now (False: held, or something the client has)."""
         if self._held is not None:
-            self._held.append((body, frame))
+            self._held.append((seq, frame))
             return False
-        return self._fresh(body)
+        return self._fresh(seq)
 
-    def open(self, replayed: set[int]) -> list[bytes]:
-        """The replay is out: the held frames that did not repeat it, in arrival order."""
+    def open(self, replayed: set[int], floor: int | None = None) -> list[bytes]:
+        """The replay is out: the held frames that did not repeat it, in arrival order.
+
+        ``floor`` raises what the client has (a reset tells it to go on from the latest number).
+        """
         held, self._held = self._held or [], None
         self._replayed = set(replayed)
         self._until = self._monotonic() + FILTER_S
-        return [frame for body, frame in held if self._fresh(body)]
+        if floor is not None:
+            self._floor = max(self._floor, floor)
+        return [frame for seq, frame in held if self._fresh(seq)]
 
-    def _fresh(self, body: bytes) -> bool:
-        if not self._replayed:
+    def _fresh(self, seq: int | None) -> bool:
+        if seq is None:
             return True
-        seq = seq_of(body)
-        if seq is None or seq not in self._replayed:
-            return True
-        self._replayed.discard(seq)
-        return False
+        if seq <= self._floor:
+            return False
+        if self._replayed:
+            if self._monotonic() > self._until:
+                self._replayed = set()
+            elif seq in self._replayed:
+                self._replayed.discard(seq)
+                return False
+        return True

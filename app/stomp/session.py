@@ -262,7 +262,7 @@ class Session:
         is lost or sent ahead of the replay. If the replay cannot be read, the subscription is
         taken back and the client gets ERROR instead of its RECEIPT.
         """
-        gate = self.gates[resume.subscription_id] = ResumeGate()
+        gate = self.gates[resume.subscription_id] = ResumeGate(resume.since_seq)
         try:
             resumed = self._hub.application.resume(self._handler.connection, resume.destination, resume.since_seq)
         except Exception as exc:  # noqa: BLE001 - refused or failed: this subscription only
@@ -274,7 +274,10 @@ class Session:
             receipt_id = next((reply.header("receipt-id") for reply in replies), None)
             return Outcome((f.error(message, receipt_id=receipt_id),))
         self._send_paced([self._replay_frame(resume, body) for _, body in resumed.bodies])
-        held = gate.open(set() if resumed.reset else {seq for seq, _ in resumed.bodies})
+        if resumed.reset:
+            held = gate.open(set(), floor=resumed.bodies[0][0])
+        else:
+            held = gate.open({seq for seq, _ in resumed.bodies})
         if held and not self.outbox.offer_many(held):
             self.close_slow_consumer()
         return Outcome(replies)

@@ -303,7 +303,7 @@ class Traffic:
 
     def _subscribe_forever(self, room: int, index: int, user: int) -> None:
         epochs = self.ledger.epochs.setdefault((room, index), [])
-        last_seq: int | None = None  # what an app keeps: the last number it got in the room
+        last_seq: int | None = None  # what an app keeps: the highest number it got in the room
         while not self._stopping:
             epoch = None
             try:
@@ -316,7 +316,8 @@ class Traffic:
                         frame = client.receive_frame(timeout=3600)
                         if frame.command == "MESSAGE":
                             body = json.loads(frame.body)
-                            last_seq = body.get("seq", last_seq)  # not the members' connect/disconnect
+                            if body.get("seq") is not None:  # not the members' connect/disconnect
+                                last_seq = max(last_seq or 0, body["seq"])
                             if body.get("type") == "message":
                                 epoch.received.append(body["message"])
                             elif body.get("type") == "reset":

@@ -37,7 +37,7 @@ function trackingSubscribe(client, receipt) {
     const body = JSON.parse(message.body);
     if (body.seq === undefined) return; // presence pushes are not numbered
     if (body.type === 'reset') { result.resets += 1; lastSeq.set(destination, body.seq); return; }
-    lastSeq.set(destination, body.seq);
+    lastSeq.set(destination, Math.max(lastSeq.get(destination) || 0, body.seq));
     result.received.push({ seq: body.seq, message: body.message });
     onReceived();
   }, headers);
