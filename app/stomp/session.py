@@ -211,6 +211,8 @@ class Session:
             if self.state != OPEN or self._draining:
                 return
             if isinstance(event, Frame):
+                if event.command == f.UNSUBSCRIBE and self.gates:
+                    self._forget_gate(event)
                 if event.command == f.SUBSCRIBE and not self._hub.wait_delivering():
                     self._apply(Outcome((f.error("server not ready, try again", receipt_id=event.header("receipt")),)))
                     continue
@@ -281,6 +283,13 @@ class Session:
         if held and not self.outbox.offer_many(held):
             self.close_slow_consumer()
         return Outcome(replies)
+
+    def _forget_gate(self, unsubscribe: Frame) -> None:
+        """A gate lives as long as its subscription: an id used again later starts without one."""
+        subscription_id = unsubscribe.header("id")
+        if subscription_id is None and self.version == "1.0":
+            subscription_id = unsubscribe.header("destination")
+        self.gates.pop(subscription_id or "", None)
 
     def _replay_frame(self, resume: Resume, body: bytes) -> bytes:
         template = f.MessageTemplate(resume.destination, _REPLAY_PREFIX + str(next(_REPLAY_IDS)), body,

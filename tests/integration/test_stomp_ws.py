@@ -144,6 +144,18 @@ class TestConnect:
 class TestSubscriptions:
     """STOMP 1.2 "SUBSCRIBE", "UNSUBSCRIBE", "MESSAGE"; exact destinations only (W-3)."""
 
+    def test_a_resumed_subscription_replays_then_drops_what_the_client_has_until_it_ends(self, client, application):
+        application.resumable["/topic/direct/5"] = [(1, b'{"seq":1}'), (2, b'{"seq":2}')]
+        client.subscribe("/topic/direct/5", "s", headers={"since-seq": "1"})
+        assert client.receive_message(WAIT).body == b'{"seq":2}'  # the replay, before the RECEIPT
+        for seq in (1, 2, 3):  # live: 1 the client had, 2 the replay carried
+            client.send("/kafka/publish", {"destination": "/topic/direct/5", "body": f'{{"seq":{seq}}}', "seq": seq})
+        assert client.receive_message(WAIT).body == b'{"seq":3}'
+        client.unsubscribe("s")
+        client.subscribe("/topic/direct/5", "s")  # the same id again, not resumed: no gate
+        client.send("/kafka/publish", {"destination": "/topic/direct/5", "body": '{"seq":1}', "seq": 1})
+        assert client.receive_message(WAIT).body == b'{"seq":1}'
+
     def test_message_reaches_the_subscriber(self, client):
         sub_id = client.subscribe("/topic/group/12")
         publish(client, "/topic/group/12", '{"type":"message","message":"hi"}')

@@ -322,7 +322,7 @@ class RecordingApplication:
 
     def _publish(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         event = json.loads(body)
-        self.delivery.deliver(event["destination"], event["body"].encode("utf-8"))
+        self.delivery.deliver(event["destination"], event["body"].encode("utf-8"), event.get("seq"))
 
     def _refuse(self, connection: ClientConnection, body: bytes, key: str | None = None) -> None:
         raise BadRequest("refused by the application")
