@@ -202,6 +202,10 @@ class Settings:
         "broker that answers a waiting fetch as soon as a record arrives (Apache Kafka) both can be long",
         minimum=0,
     )
+    kafka_fetch_min_bytes: int = _setting(
+        "KAFKA_FETCH_MIN_BYTES", 1,
+        "Fan-out consumers' fetch min bytes: a fetch waits (up to the fetch wait) for this much data, so a busy "
+        "stream comes in fewer, larger fetches (bench/FINDINGS.md)", minimum=1)
     kafka_linger_ms: int = _setting(
         "KAFKA_LINGER_MS", 0,
         "Producer linger (records still batch while a request is in flight; bench/kafka_micro.py)", minimum=0)

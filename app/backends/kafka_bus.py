@@ -256,6 +256,7 @@ class RecordSource:
                 auto_offset_reset="earliest",
                 enable_auto_commit=True,
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                fetch_min_bytes=settings.kafka_fetch_min_bytes,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
                 metrics_enabled=False,  # per-fetch sensor bookkeeping we never read
                 # kafka-python checks CRC32C in pure Python (~0.1 us per byte: ~30 us for a
