@@ -41,6 +41,7 @@ from flask import Blueprint, Response, abort, request
 from gevent.event import Event
 from gevent.lock import Semaphore
 
+from app import json_input
 from app.errors import FrameTooLarge
 from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
 from app.stomp.transport import SessionDirectory, TransportSession
@@ -131,7 +132,7 @@ def unwrap_sockjs(message: bytes) -> list[bytes]:
     """
     if not message.strip():
         return []
-    value = json.loads(message)
+    value = json_input.loads(message)  # MalformedJSON is a ValueError
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
