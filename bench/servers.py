@@ -96,7 +96,8 @@ class SmoothStack:
         base = Settings.from_env(redis_url=self.embedded.redis_url, kafka_bootstrap_servers=self.embedded.kafka_bootstrap,
                         mongo_url=self.embedded.mongo_url, presence_tcp_port=free_port(),
                         presence_http_port=free_port(), chat_http_port=free_port(),
-                        chat_workers=self.workers, data_dir=str(self.data_dir), log_level="WARNING")
+                        chat_workers=self.workers, data_dir=str(self.data_dir), log_level="WARNING",
+                        send_rate_limit=0)  # load generators send far past a client's limit
         self.settings = base
         logs = self.data_dir / "logs"
         self.presence = presence_server_process(base, logs).start()
