@@ -46,6 +46,7 @@ from app.stomp.fanout import FanoutDelivery
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.session import SessionHub
 from app.stomp.sockjs import ANY_ORIGIN, SockJSEndpoint, SockJSOptions, local_client_script
+from app.stomp.ws import ConnectionGate
 from app.web import ChatServer, create_flask_app
 from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
@@ -74,7 +75,10 @@ def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: Subsc
     endpoint = SockJSEndpoint(hub, prefix=STOMP_PREFIX, options=_sockjs_options(settings, hub.close_grace_s, client_url))
     flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=[*domain.blueprints, *client_blueprints],
                                  readiness=domain.readiness, info=domain.info)
-    return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app)
+    gate = ConnectionGate(header_timeout_s=settings.header_timeout_s, max_connections=settings.worker_connections,
+                          reserve=settings.health_reserve)
+    return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app,
+                      connection_gate=gate)
 
 
 def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain:

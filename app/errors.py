@@ -10,6 +10,7 @@
     ├── AuthError                missing, malformed, forged or expired token; identity mismatch
     ├── Forbidden                authenticated, but not a member of the room / not the author
     ├── BadRequest               a payload or parameter that fails validation (names the field)
+    ├── RateLimited              a client sent more than its rate limit allows
     ├── NotFound                 a message, file or destination that does not exist
     ├── HistoryReset             a catch-up from further back than the room's log keeps (HTTP 410)
     ├── BackendError             a dependency failed
@@ -38,6 +39,7 @@ __all__ = [
     "BackendUnavailable",
     "ServiceRefused",
     "BacklogFull",
+    "RateLimited",
 ]
 
 
@@ -83,6 +85,11 @@ class Forbidden(ChatServerError):
 class BadRequest(ChatServerError):
     wire_message = "bad request"
     http_status = 400
+
+
+class RateLimited(ChatServerError):
+    wire_message = "rate limit exceeded"
+    http_status = 429
 
 
 class NotFound(ChatServerError):

@@ -25,6 +25,7 @@ __all__ = [
     "json_response",
     "success",
     "error_response",
+    "error_body",
     "register_error_handlers",
 ]
 
@@ -63,8 +64,14 @@ def success(result: Any = _NO_RESULT) -> Response:
 
 def error_response(status: int, message: str | None = None) -> Response:
     """The error envelope for ``status``; ``message`` defaults to the status's fixed text."""
+    return Response(error_body(status, message), status=status, mimetype="application/json")
+
+
+def error_body(status: int, message: str | None = None) -> bytes:
+    """The error envelope's bytes, for answers written below Flask (the WebSocket handler)."""
     text = message if message is not None else HTTP_MESSAGES.get(status, "error")
-    return json_response({"isSuccess": False, "code": status, "message": text}, status)
+    body = {"isSuccess": False, "code": status, "message": text}
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -50,7 +50,21 @@ class Settings:
     )
     chat_workers: int = _setting("CHAT_WORKERS", 1, "gunicorn worker processes for the chat server", minimum=1)
     worker_connections: int = _setting(
-        "CHAT_WORKER_CONNECTIONS", 12000, "Maximum simultaneous clients per gunicorn worker", minimum=1
+        "CHAT_WORKER_CONNECTIONS", 12000,
+        "Most simultaneous client connections per chat worker; past it a request gets 503 (health paths excepted)",
+        minimum=1,
+    )
+    health_reserve: int = _setting(
+        "CHAT_HEALTH_RESERVE", 64,
+        "Connections a chat worker takes beyond CHAT_WORKER_CONNECTIONS, so `/healthz` and `/readyz` answer "
+        "(and other requests get their 503) when it is full",
+        minimum=1,
+    )
+    header_timeout_s: float = _setting(
+        "CHAT_HEADER_TIMEOUT_S", 10.0,
+        "Time a connection has to send an HTTP request line and headers (each request, keep-alive included) "
+        "before it is closed",
+        minimum=0.1,
     )
     node_id: str = _setting("CHAT_NODE_ID", "", "Name of this chat node (default: hostname-port)")
 
@@ -122,6 +136,21 @@ class Settings:
     )
     stomp_max_subscriptions: int = _setting(
         "STOMP_MAX_SUBSCRIPTIONS", 500, "Most subscriptions one connection may hold", minimum=1
+    )
+    stomp_max_subscriptions_per_destination: int = _setting(
+        "STOMP_MAX_SUBSCRIPTIONS_PER_DESTINATION", 4,
+        "Most subscriptions one connection may hold to one destination (each gets its own copy of every "
+        "message); past it SUBSCRIBE gets ERROR",
+        minimum=1,
+    )
+    send_rate_limit: int = _setting(
+        "STOMP_SEND_RATE_LIMIT", 120,
+        "SENDs one connection may make per STOMP_SEND_RATE_WINDOW_S (a token bucket: bursts up to this "
+        "many); past it a SEND gets ERROR \"rate limit exceeded\" (0: no limit)",
+        minimum=0,
+    )
+    send_rate_window_s: float = _setting(
+        "STOMP_SEND_RATE_WINDOW_S", 60.0, "The window of STOMP_SEND_RATE_LIMIT", minimum=0.001
     )
     gc_gen0_threshold: int = _setting(
         "GC_GEN0_THRESHOLD", 10_000,

@@ -19,11 +19,12 @@ from flask import Blueprint, Flask
 
 from app.contracts import ChatDomain
 from app.health import health_blueprint
-from app.http_envelope import register_error_handlers
+from app.http_envelope import error_response, register_error_handlers
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.session import SessionHub
 from app.stomp.sockjs import SockJSEndpoint
+from app.stomp.ws import ConnectionGate
 
 __all__ = ["ChatServer", "create_flask_app"]
 
@@ -34,6 +35,8 @@ WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 FLUSH_S = 3.0
 # Multipart framing around an upload of upload_max_bytes (boundaries, the other fields).
 _FORM_OVERHEAD_BYTES = 1 << 20
+# What a request gets from a worker past its connection cap (CHAT_WORKER_CONNECTIONS).
+OVER_CAPACITY_MESSAGE = "too many connections, try again later"
 
 
 class ChatServer:
@@ -45,24 +48,31 @@ class ChatServer:
         delivery: the local fan-out the domain's consumers push into.
         endpoint: the transports under ``/my-chat``.
         flask_app: everything that is not an upgraded WebSocket.
+        connection_gate: the worker's limits before the handshake (app/stomp/ws.py
+            ``GatedApplication``): past its cap every request but a health check gets 503.
     """
 
     def __init__(self, *, domain: ChatDomain, hub: SessionHub, delivery: FanoutDelivery,
-                 endpoint: SockJSEndpoint, flask_app: Flask) -> None:
+                 endpoint: SockJSEndpoint, flask_app: Flask, connection_gate: ConnectionGate) -> None:
         self.domain = domain
         self.hub = hub
         self.delivery = delivery
         self.endpoint = endpoint
         self.flask_app = flask_app
+        self.connection_gate = connection_gate
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if self.connection_gate.refuses(environ.get("PATH_INFO", "")):
+            response = error_response(503, OVER_CAPACITY_MESSAGE)
+            response.headers["Connection"] = "close"  # the slot goes back at once
+            return response(environ, start_response)  # type: ignore[no-any-return]
         if self.endpoint.serve_upgraded(environ):
             return []  # the connection is over; gevent-websocket ignores the body
         return self.flask_app(environ, start_response)
 
     def accepts_websocket(self, path: str) -> bool:
         """Which upgrade requests the WebSocket handler may upgrade (app/stomp/ws.py ``UpgradeGate``)."""
-        return self.endpoint.accepts_websocket(path)
+        return not self.connection_gate.refuses(path) and self.endpoint.accepts_websocket(path)
 
     def start(self) -> None:
         """Start the per-process services (after gunicorn forked this worker)."""

@@ -1,7 +1,7 @@
 """The bench CLI: ``python -m bench [scenario] [flags]``; no scenario runs them all (``make bench``).
 
 Owns: the command line (one sub-command per scenario: fanout, sweep, scale, rooms, idle,
-seed, history, presence, all), raising the open-files limit, the data directories under
+seed, history, presence, all; and ``soak``, which ``all`` does not run), raising the open-files limit, the data directories under
 ``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
 targets table with machine info. ``--quick`` makes every scenario tiny and shortens the
 sampling and settling waits (the smoke tests: seconds per scenario); several scenarios named
@@ -23,6 +23,8 @@ from bench import procstat, servers
 from bench.report import print_targets, save, table
 
 SCENARIOS = ["fanout", "sweep", "scale", "rooms", "idle", "seed", "history", "presence"]
+# Run only when named: the churn-and-hostile soak measures memory, not a target.
+EXTRA_SCENARIOS = ["soak"]
 
 
 def data_dir(name: str) -> Path:
@@ -124,22 +126,28 @@ def cmd_presence(args: argparse.Namespace) -> dict[str, Any]:
     return presence.run(data_dir("presence"), args.conns or 50, args.duration, max(1, args.procs or 1))
 
 
+def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import soak
+
+    return soak.run(data_dir("soak"), args.rounds or (2 if args.quick else 10), args.conns or (5 if args.quick else 200))
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "fanout": cmd_fanout, "sweep": cmd_sweep, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
-    "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence,
+    "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence, "soak": cmd_soak,
 }
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("scenario", nargs="*", default=["all"], choices=SCENARIOS + ["all"],
+    parser.add_argument("scenario", nargs="*", default=["all"], choices=SCENARIOS + EXTRA_SCENARIOS + ["all"],
                         help="one or more scenarios (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and a few seconds (smoke run)")
     parser.add_argument("--duration", type=float, default=None, help="seconds of sending per point")
     parser.add_argument("--subs", type=int, default=0, help="fan-out: subscribers (one point instead of the list)")
     parser.add_argument("--rate", type=float, default=0,
                         help="fan-out: sender msg/s; sweep: first rate tried; rooms: msg/s per connection")
-    parser.add_argument("--conns", type=int, default=0, help="rooms/idle/presence: connections")
+    parser.add_argument("--conns", type=int, default=0, help="rooms/idle/presence: connections; soak: per round")
     parser.add_argument("--size", type=int, default=64, help="message content characters")
     parser.add_argument("--procs", type=int, default=0, help="load-generator processes (0 = by size)")
     parser.add_argument("--senders", type=int, default=1,
@@ -157,6 +165,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=0, help="seed: stored messages (default 1,000,000)")
     parser.add_argument("--seed-budget", type=float, default=1800.0, help="seed: stop after this many seconds")
     parser.add_argument("--requests", type=int, default=200, help="history: requests per query")
+    parser.add_argument("--rounds", type=int, default=0, help="soak: rounds of churn and hostile input (default 10)")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0

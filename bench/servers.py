@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from app.embedded import EmbeddedStack, child_process_guard, free_port, wait_for_port
 from app.settings import Settings
@@ -77,8 +77,9 @@ class SmoothStack:
     """Smooth as `make run` would run it, on free ports, for one scenario."""
 
     def __init__(self, data_dir: Path, *, workers: int = 1, nodes: int = 1,
-                 mongo_in_memory: bool = False, chat: bool = True) -> None:
+                 mongo_in_memory: bool = False, chat: bool = True, settings: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
+        self.overrides = settings or {}  # Settings fields that differ from the bench's (bench/soak.py)
         self.workers = workers
         self.node_count = nodes
         self.chat = chat
@@ -96,7 +97,9 @@ class SmoothStack:
         base = Settings.from_env(redis_url=self.embedded.redis_url, kafka_bootstrap_servers=self.embedded.kafka_bootstrap,
                         mongo_url=self.embedded.mongo_url, presence_tcp_port=free_port(),
                         presence_http_port=free_port(), chat_http_port=free_port(),
-                        chat_workers=self.workers, data_dir=str(self.data_dir), log_level="WARNING")
+                        chat_workers=self.workers, data_dir=str(self.data_dir), log_level="WARNING",
+                        # Load generators send far past a client's SEND rate limit.
+                        **{"send_rate_limit": 0, **self.overrides})
         self.settings = base
         logs = self.data_dir / "logs"
         self.presence = presence_server_process(base, logs).start()
@@ -145,7 +148,8 @@ class SmoothStack:
     @contextlib.contextmanager
     def running(self) -> Iterator["SmoothStack"]:
         if REUSE:
-            key = ("smooth", self.workers, self.node_count, self.mongo_in_memory, self.chat)
+            key = ("smooth", self.workers, self.node_count, self.mongo_in_memory, self.chat,
+                   tuple(sorted(self.overrides.items())))
             if not self.chat:  # presence alone: any running stack has it
                 key = next((k for k in _shared if k[0] == "smooth"), key)
             if key not in _shared:

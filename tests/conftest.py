@@ -73,6 +73,8 @@ def make_settings(embedded: EmbeddedStack, **overrides: object) -> Settings:
         mongo_db=f"test_{uuid.uuid4().hex[:10]}",
         redis_url=embedded.redis_url,
         data_dir=str(embedded.data_dir),
+        # Tests pipeline hundreds of SENDs on one connection; the limit has tests of its own.
+        send_rate_limit=0,
     )
     values.update(overrides)
     return Settings.from_env({}, **values)

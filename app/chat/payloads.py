@@ -18,13 +18,13 @@ Rules (issue 3 item 1-2, protocol.md §2.6, W-1/W-8/W-9/W-29):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from app.chat.model import NONCE_MAX_CHARS
 from app.destinations import HOME, MAX_ID, RoomKind, parse_id, parse_room_key, parse_voice_channel
+from app import json_input
 from app.errors import BadRequest
 
 __all__ = [
@@ -129,9 +129,9 @@ class EnterVoice:
 def parse_object(body: bytes) -> dict[str, Any]:
     """The SEND body as a JSON object, or ``BadRequest``."""
     try:
-        value = json.loads(body.decode("utf-8")) if body.strip() else None
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadRequest("body: must be a JSON object") from None
+        value = json_input.loads(body) if body.strip() else None
+    except json_input.MalformedJSON:
+        raise BadRequest(f"body: {json_input.MALFORMED_JSON}") from None
     if not isinstance(value, dict):
         raise BadRequest("body: must be a JSON object")
     return value

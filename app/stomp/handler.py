@@ -26,16 +26,18 @@ from typing import Callable, Hashable, TypeVar
 
 from app.auth import TokenVerifier, token_from_headers
 from app.contracts import ChatApplication, ClientConnection, Pending
-from app.errors import AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
+from app.errors import (AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError,
+                        RateLimited)
 from app.stomp import frames as f
 from app.stomp.frames import Frame
 from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
 from app.stomp.parser import negotiate_version
+from app.stomp.ratelimit import TokenBucket
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
 __all__ = ["StompHandler", "Outcome", "Resume", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY",
-           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS"]
+           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS", "SUBSCRIPTION_ID_MAX_CHARS", "MAX_SUBSCRIPTIONS_PER_DESTINATION"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,13 @@ IDEMPOTENCY_KEY = "idempotency-key"
 # The SUBSCRIBE header that resumes a room from after an event number (app/stomp/resume.py).
 SINCE_SEQ = "since-seq"
 SINCE_SEQ_MAX_DIGITS = 15  # below 2**53, so JavaScript clients hold it exactly
+
+# The longest subscription id: fan-out writes it into every MESSAGE of the subscription
+# (clients use "sub-0"; ids of kilobytes only multiply what each message costs).
+SUBSCRIPTION_ID_MAX_CHARS = 128
+# The default of STOMP_MAX_SUBSCRIPTIONS_PER_DESTINATION: an app subscribes to a room
+# from two views at most, and each subscription gets its own copy of every message.
+MAX_SUBSCRIPTIONS_PER_DESTINATION = 4
 
 AWAITING_CONNECT = "awaiting-connect"
 CONNECTED = "connected"
@@ -98,11 +107,16 @@ class StompHandler:
         session_id, node_id, transport: identify the connection to the application.
         heartbeat_ms: the server's heart-beat offer, both directions (0: none).
         max_subscriptions: the most subscriptions this connection may hold.
+        max_per_destination: the most of them to one destination (past it: a non-fatal ERROR).
+        send_rate: ``(limit, window_s)``: at most ``limit`` SENDs per ``window_s`` (a token
+            bucket, made at the first SEND); past it a SEND gets a non-fatal ERROR. None: no limit.
     """
 
     def __init__(self, *, application: ChatApplication, verifier: TokenVerifier,
                  registry: SubscriptionRegistry[Hashable], subscriber: Hashable, session_id: str,
-                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int) -> None:
+                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int,
+                 max_per_destination: int = MAX_SUBSCRIPTIONS_PER_DESTINATION,
+                 send_rate: tuple[int, float] | None = None) -> None:
         self._application = application
         self._verifier = verifier
         self._registry = registry
@@ -112,6 +126,9 @@ class StompHandler:
         self._transport = transport
         self._server_heartbeat = (heartbeat_ms, heartbeat_ms)
         self._max_subscriptions = max_subscriptions
+        self._max_per_destination = max_per_destination
+        self._send_rate = send_rate
+        self._send_bucket: TokenBucket | None = None
         self.state = AWAITING_CONNECT
         self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
         self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
@@ -196,6 +213,7 @@ class StompHandler:
     # Commands after CONNECT ----------------------------------------------------------
 
     def _send(self, frame: Frame) -> Outcome:
+        self._take_send_token()
         destination = _required(frame, "destination")
         if frame.header("transaction") is not None:
             raise ProtocolError("transactions not supported")
@@ -217,8 +235,12 @@ class StompHandler:
         _require_echoable(frame.header("receipt"), self.version, f.RECEIPT, "receipt")
         if self._registry.holds(self._subscriber, subscription_id):
             raise InvalidFrame("duplicate subscription id")
+        if len(subscription_id) > SUBSCRIPTION_ID_MAX_CHARS:
+            raise BadRequest(f"id: longer than {SUBSCRIPTION_ID_MAX_CHARS} characters")
         if self._registry.count(self._subscriber) >= self._max_subscriptions:
             raise ProtocolError("too many subscriptions")
+        if self._registry.count_to(self._subscriber, destination) >= self._max_per_destination:
+            raise BadRequest(f"too many subscriptions to this destination (at most {self._max_per_destination})")
         check_subscribe_destination(destination)
         since_seq = _since_seq(frame)
         self._call_application(self._application.authorize_subscription, self.connection, destination)
@@ -227,6 +249,17 @@ class StompHandler:
             return Outcome(_receipt_for(frame))
         # The replay goes out before the RECEIPT: the session performs it (it reads the database).
         return Outcome(_receipt_for(frame), resume=Resume(subscription_id, destination, since_seq))
+
+    def _take_send_token(self) -> None:
+        """Count one SEND against the connection's rate limit (every SEND, refused or not, typing too)."""
+        if self._send_rate is None:
+            return
+        bucket = self._send_bucket
+        if bucket is None:
+            bucket = self._send_bucket = TokenBucket(*self._send_rate)
+        if not bucket.take():
+            limit, window_s = self._send_rate
+            raise RateLimited(f"rate limit exceeded: at most {limit} SENDs per {window_s:g} s")
 
     def _unsubscribe(self, frame: Frame) -> Outcome:
         subscription_id = frame.header("id")

@@ -8,8 +8,9 @@ ends with. Writers are not here: each transport's writer lives with its transpor
 Who may touch an outbox:
 
 - producers (fan-out, the session's replies, heart-beat timers; any greenlet or a loop
-  callback): only :meth:`Outbox.offer`, :meth:`Outbox.offer_many` and
-  :meth:`Outbox.offer_wire`, which never block. A False answer means the client is too slow.
+  callback): only :meth:`Outbox.offer`, :meth:`Outbox.offer_many`,
+  :meth:`Outbox.offer_wire` and :meth:`Outbox.offer_pong`, which never block. A False
+  answer means the client is too slow.
 - one writer at a time: it takes what is queued and writes it to the socket.
 
 The direct path (WebSockets): while no writer runs and nothing is queued, ``offer`` writes a
@@ -103,8 +104,8 @@ class Outbox:
     is true and it tells the client and closes.
     """
 
-    __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "close_reason", "ended", "last_write",
-                 "_wire", "_start_writer", "_writing", "_ended_event")
+    __slots__ = ("_items", "_max", "_waiter", "_wake_pending", "closed", "close_code", "close_reason", "ended",
+                 "last_write", "_wire", "_start_writer", "_writing", "_ended_event", "_pong")
 
     def __init__(self, max_frames: int) -> None:
         self._items: list[bytes | Pong | Wire] = []
@@ -120,6 +121,7 @@ class Outbox:
         self._start_writer: Callable[[], None] | None = None
         self._writing = False  # pushed: a writer was started and has not finished
         self._ended_event: Event | None = None
+        self._pong: bytes | None = None  # the one pong owed (outside the bound)
 
     def push_to(self, wire: WireSender, start_writer: Callable[[], None]) -> None:
         """Be drained by writes of our own: direct ones, and a writer started when needed."""
@@ -159,6 +161,17 @@ class Outbox:
         self._notify()
         return True
 
+    def offer_pong(self, payload: bytes) -> None:
+        """Owe the client a pong; only the latest one is kept (RFC 6455 5.5.3), outside the bound.
+
+        So pings cost at most one queued item, whatever their number, and never make the
+        client a slow consumer.
+        """
+        if self.closed or self.ended:
+            return
+        self._pong = payload
+        self._notify()
+
     def offer_wire(self, wire: bytes) -> None:
         """Transport bytes that are not STOMP traffic (a SockJS ``h``): written in turn, never counted."""
         if self.closed or self.ended:
@@ -173,7 +186,7 @@ class Outbox:
 
     def _may_write_now(self) -> bool:
         """The direct path is open: pushed, nothing queued, and no writer that could be mid-write."""
-        return self._wire is not None and not self._writing and not self._items
+        return self._wire is not None and not self._writing and not self._items and self._pong is None
 
     def close(self, final: bytes | None = None, *, discard_backlog: bool = False, code: int = NORMAL,
               reason: str = "") -> None:
@@ -185,6 +198,7 @@ class Outbox:
         self.close_reason = reason
         if discard_backlog:
             self._items = []
+            self._pong = None
         if final is not None:
             if len(self._items) >= self._max:  # too far behind to get both: keep the last word
                 self._items = []
@@ -219,7 +233,13 @@ class Outbox:
         return self._ended_event.wait(timeout)
 
     def take(self, limit: int) -> list[bytes | Pong | Wire]:
-        """Up to ``limit`` queued items, oldest first, without waiting (empty: nothing queued)."""
+        """Up to ``limit`` queued items, oldest first, without waiting (empty: nothing queued).
+
+        A pong owed goes first (a control frame may come between any two messages).
+        """
+        if self._pong is not None:
+            pong, self._pong = Pong(self._pong), None
+            return [pong, *self.take(limit - 1)] if limit > 1 else [pong]
         items = self._items
         if len(items) <= limit:
             self._items = []

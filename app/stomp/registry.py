@@ -87,6 +87,10 @@ class SubscriptionRegistry(Generic[S]):
         """How many subscriptions ``subscriber`` holds."""
         return len(self._by_subscriber.get(subscriber, ()))
 
+    def count_to(self, subscriber: S, destination: str) -> int:
+        """How many of ``subscriber``'s subscriptions are to ``destination`` (a scan of its own)."""
+        return sum(1 for owned in self._by_subscriber.get(subscriber, {}).values() if owned == destination)
+
     def destinations(self) -> list[str]:
         """Every destination with at least one subscriber."""
         return list(self._by_destination)

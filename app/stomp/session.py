@@ -31,6 +31,7 @@ Greenlets of one connection and what each may do:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -130,6 +131,11 @@ class SessionHub:
     def __len__(self) -> int:
         return len(self._live)
 
+    @functools.cached_property
+    def send_rate(self) -> tuple[int, float] | None:
+        """Every handler's SEND rate limit (``STOMP_SEND_RATE_LIMIT`` 0: none); one tuple for all."""
+        return _send_rate(self.settings)
+
 
 class Session:
     """One client connection: parser, STOMP handler, in-flight SENDs, outbox, timers, close path.
@@ -157,7 +163,9 @@ class Session:
                                      registry=hub.registry, subscriber=self, session_id=session_id,
                                      node_id=hub.node_id, transport=transport,
                                      heartbeat_ms=settings.heartbeat_ms,
-                                     max_subscriptions=settings.stomp_max_subscriptions)
+                                     max_subscriptions=settings.stomp_max_subscriptions,
+                                     max_per_destination=settings.stomp_max_subscriptions_per_destination,
+                                     send_rate=hub.send_rate)
         self._inflight: InflightSends | None = None  # made by the first SEND left in flight
         self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
@@ -485,3 +493,10 @@ def _error_message(frames: tuple[Frame, ...]) -> str | None:
         if frame.command == f.ERROR:
             return frame.header("message") or ""
     return None
+
+
+def _send_rate(settings: Settings) -> tuple[int, float] | None:
+    """The handler's SEND rate limit from the settings (``STOMP_SEND_RATE_LIMIT`` 0: none)."""
+    if settings.send_rate_limit == 0:
+        return None
+    return settings.send_rate_limit, settings.send_rate_window_s

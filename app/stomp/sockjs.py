@@ -59,6 +59,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from gevent.monkey import get_original
 
+from app import json_input
 from app.errors import FrameTooLarge
 from app.stomp.outbox import BATCH_FRAMES, POLICY_VIOLATION, Framing, Outbox, Pong, RawFraming, Wire
 from app.stomp.transport import SessionDirectory, TransportSession
@@ -179,7 +180,7 @@ def unwrap_sockjs(message: bytes) -> list[bytes]:
     """
     if not message.strip():
         return []
-    value = json.loads(message)
+    value = json_input.loads(message)  # MalformedJSON is a ValueError
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):

@@ -8,9 +8,14 @@ The only module that imports ``geventwebsocket`` (and gunicorn). Owns:
   writes from the reader (pings and the close handshake are answered by the writer, because
   two greenlets writing one socket raise ``ConcurrentObjectUseError``).
 - :class:`StompWebSocketHandler` / :class:`StompWebSocketWorker`: the handler echoes the
-  best STOMP sub-protocol the client offered (browsers abort the socket otherwise) and
-  installs :class:`StompWebSocket`; the worker is gevent-websocket's gunicorn worker with
-  that handler, and a stop that closes its listeners at once and drains.
+  best STOMP sub-protocol the client offered (browsers abort the socket otherwise),
+  installs :class:`StompWebSocket`, answers a malformed upgrade (HTTP/1.0, no or a bad
+  version or key) with a JSON 4xx, and enforces the :class:`ConnectionGate` of the
+  application; the worker is gevent-websocket's gunicorn worker with that handler, a pool
+  sized by the gate, and a stop that closes its listeners at once and drains.
+- :class:`ConnectionGate`: the limits before the handshake: a deadline for each request's
+  line and headers (slowloris, silent sockets), and a cap on connections per worker past
+  which requests get 503, with a reserve of slots in which health paths are still answered.
 - :func:`serve_websocket`: one connection from upgrade to close: session, the outbox's
   push writer (:class:`PushWriter`: direct sends, and a writer greenlet
   (:func:`drain_websocket`) only while there is a backlog), SockJS idle ticks, read loop,
@@ -19,6 +24,8 @@ The only module that imports ``geventwebsocket`` (and gunicorn). Owns:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import logging
 import socket
@@ -38,7 +45,8 @@ from gunicorn.sock import ssl_context
 from gunicorn.workers.ggevent import VERSION as GUNICORN_VERSION
 
 from app.errors import FrameTooLarge, InvalidFrame
-from app.stomp.outbox import BATCH_FRAMES, Framing, Outbox, Pong, RawFraming, Wire
+from app.http_envelope import error_body
+from app.stomp.outbox import BATCH_FRAMES, PROTOCOL_ERROR, Framing, Outbox, Pong, RawFraming, Wire
 from app.stomp.transport import TransportSession
 
 __all__ = [
@@ -52,6 +60,9 @@ __all__ = [
     "text_frame",
     "PushWriter",
     "UpgradeGate",
+    "ConnectionGate",
+    "GatedApplication",
+    "HEALTH_PATHS",
     "drain_websocket",
     "PEER_SOCKET",
 ]
@@ -63,6 +74,10 @@ STOMP_SUBPROTOCOLS = ("v12.stomp", "v11.stomp", "v10.stomp")
 
 MESSAGE_TOO_BIG = 1009
 INVALID_PAYLOAD = 1007
+
+# Paths a worker answers even at its connection cap (from the reserve): a full worker
+# must still tell its load balancer or orchestrator that it is alive.
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 # The environ key under which the handler leaves a request's socket, so that a SockJS
@@ -94,6 +109,10 @@ _HEADER_64BIT = struct.Struct("!BBQ").pack
 
 class MessageTooBig(Exception):
     """A WebSocket message over the limit; raised before its payload is read."""
+
+
+class BadCloseFrame(WebSocketProtocolError):
+    """The client's close frame breaks RFC 6455 5.5.1 / 7.4 (a 1-byte payload, a code it may not send)."""
 
 
 def choose_subprotocol(offered: str | None) -> str | None:
@@ -173,11 +192,20 @@ class StompWebSocket(WebSocket):
         return _unmask(payload, header.mask) if header.mask else payload
 
     def _control(self, header: Header) -> bool:
-        """Handle a control frame; True when it was a close frame."""
+        """Handle a control frame; True when it was a (valid) close frame.
+
+        Raises:
+            BadCloseFrame: a close frame with a 1-byte payload, a code no client may send,
+                or a reason that is not UTF-8.
+        """
         payload = self._payload(header)
         if header.opcode == self.OPCODE_PING:
             self.on_ping(payload)
-        return header.opcode == self.OPCODE_CLOSE
+        if header.opcode != self.OPCODE_CLOSE:
+            return False
+        if payload and not _valid_close_payload(payload):
+            raise BadCloseFrame("invalid close frame")
+        return True
 
     # Writing (the writer greenlet, or the outbox's direct path while the writer is parked;
     # see app/stomp/outbox.py) ------------------------------------------------------------------
@@ -232,6 +260,58 @@ def close_reason_bytes(reason: str) -> bytes:
     return reason.encode("utf-8")[:CLOSE_REASON_MAX_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
+def _valid_close_payload(payload: bytes) -> bool:
+    """RFC 6455 7.4: a 2-byte code a peer may send (1000-1003, 1007-1011, 3000-4999), then UTF-8."""
+    if len(payload) < 2:
+        return False
+    code = struct.unpack("!H", payload[:2])[0]
+    if not (1000 <= code <= 1003 or 1007 <= code <= 1011 or 3000 <= code <= 4999):
+        return False
+    try:
+        payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class ConnectionGate:
+    """One worker's limits before the handshake.
+
+    - Every request's line and headers must arrive within ``header_timeout_s`` of the
+      handler starting to read them (a slowloris, or a socket that sends nothing, is then
+      closed without an answer). Keep-alive connections get the same deadline for their
+      next request, so an idle one is closed too.
+    - ``open`` counts the TCP connections of the worker from accept to close. Past
+      ``max_connections`` a request is answered 503 (and its connection closed), except a
+      health path. The worker accepts up to ``max_connections + reserve``
+      (:attr:`pool_size`), so a full worker still has slots to answer health checks and
+      to say 503, instead of leaving new connections unanswered in the listen backlog.
+    """
+
+    __slots__ = ("header_timeout_s", "max_connections", "reserve", "open")
+
+    def __init__(self, *, header_timeout_s: float, max_connections: int, reserve: int) -> None:
+        self.header_timeout_s = header_timeout_s
+        self.max_connections = max_connections
+        self.reserve = reserve
+        self.open = 0
+
+    @property
+    def pool_size(self) -> int:
+        return self.max_connections + self.reserve
+
+    def refuses(self, path: str) -> bool:
+        """Whether a request for ``path`` gets 503: the worker is past its cap and it is no health path."""
+        return self.open > self.max_connections and path not in HEALTH_PATHS
+
+
+@runtime_checkable
+class GatedApplication(Protocol):
+    """A WSGI application that has limits before the handshake."""
+
+    connection_gate: ConnectionGate
+
+
 @runtime_checkable
 class UpgradeGate(Protocol):
     """A WSGI application that says which paths it serves as WebSockets."""
@@ -244,8 +324,16 @@ class StompWebSocketHandler(WebSocketHandler):
 
     If the WSGI application is an :class:`UpgradeGate`, only the paths it accepts are
     upgraded; any other upgrade request is answered by the application as plain HTTP (a
-    404), instead of a 101 followed by an immediate close.
+    404), instead of a 101 followed by an immediate close. If it is a
+    :class:`GatedApplication`, the handler counts its connection and keeps the deadline for
+    each request's headers (:class:`ConnectionGate`).
     """
+
+    # Class defaults, so that a connection without a gate (or once its headers arrived)
+    # holds no per-instance state for them.
+    _gate: ConnectionGate | None = None
+    _header_timer: Any = None
+    _headers_late = False
 
     def __init__(self, sock, address, server, rfile=None):  # type: ignore[no-untyped-def]
         # pywsgi's default 8 KiB read buffer lives as long as the connection. Client frames
@@ -260,6 +348,54 @@ class StompWebSocketHandler(WebSocketHandler):
         environ[PEER_SOCKET] = self.socket
         return environ
 
+    def handle(self):  # type: ignore[no-untyped-def]
+        gate = self.server.application
+        if not isinstance(gate, GatedApplication):
+            return super().handle()
+        self._gate = gate = gate.connection_gate
+        gate.open += 1
+        try:
+            return super().handle()
+        finally:
+            self._disarm_header_deadline()
+            gate.open -= 1
+
+    def read_requestline(self):  # type: ignore[no-untyped-def]
+        if self._gate is not None:
+            timer = self._header_timer = gevent.get_hub().loop.timer(self._gate.header_timeout_s)
+            timer.start(self._headers_too_slow)
+        return super().read_requestline()
+
+    def read_request(self, raw_requestline):  # type: ignore[no-untyped-def]
+        # A deadline that passed mid-line leaves a truncated line: never act on it.
+        if self._headers_late:
+            raise ValueError("request headers too slow")
+        parsed = super().read_request(raw_requestline)
+        if self._headers_late:
+            raise ValueError("request headers too slow")
+        self._disarm_header_deadline()
+        return parsed
+
+    def _handle_client_error(self, ex):  # type: ignore[no-untyped-def]
+        if self._headers_late:
+            return None  # closed without an answer or a log line: there are many of these in an attack
+        return super()._handle_client_error(ex)
+
+    def _headers_too_slow(self) -> None:
+        """Loop callback: the request's headers did not come in time; shut the socket (wakes the reader)."""
+        self._header_timer = None
+        self._headers_late = True
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _disarm_header_deadline(self) -> None:
+        timer = self._header_timer
+        if timer is not None:
+            self._header_timer = None
+            timer.close()
+
     def run_websocket(self):  # type: ignore[no-untyped-def]
         # The parsed request headers and the 101's header list are not read again once
         # upgraded (the environ keeps what the application needs), yet they would live as
@@ -272,6 +408,12 @@ class StompWebSocketHandler(WebSocketHandler):
         gate = self.application
         if isinstance(gate, UpgradeGate) and not gate.accepts_websocket(self.environ.get("PATH_INFO", "")):
             return None
+        refusal = _upgrade_refusal(self.environ, self.request_version)
+        if refusal is not None:
+            status, message, headers = refusal
+            body = error_body(int(status[:3]), message)
+            self.start_response(status, [("Content-Type", "application/json"), ("Connection", "close"), *headers])
+            return [body]
         return super().upgrade_websocket()
 
     def start_response(self, status, headers, exc_info=None):  # type: ignore[no-untyped-def]
@@ -283,6 +425,36 @@ class StompWebSocketHandler(WebSocketHandler):
             self.websocket = StompWebSocket.adopt(self.websocket)
             self.environ["wsgi.websocket"] = self.websocket
         return super().start_response(status, headers, exc_info)
+
+
+def _upgrade_refusal(environ: dict[str, Any], version: str | None) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """Why a WebSocket upgrade request cannot be accepted (RFC 6455 4.2.1), or None.
+
+    gevent-websocket answers these in plain text (an HTTP/1.0 upgrade with "402 Bad
+    Request"); the answers here are JSON envelopes like every other HTTP error.
+    """
+    if environ.get("REQUEST_METHOD") != "GET" or environ.get("HTTP_UPGRADE", "").lower() != "websocket":
+        return None  # not an upgrade: the application answers
+    if "upgrade" not in environ.get("HTTP_CONNECTION", "").lower():
+        return None
+    versions = [("Sec-WebSocket-Version", ", ".join(WebSocketHandler.SUPPORTED_VERSIONS))]
+    if version != "HTTP/1.1":
+        return "400 Bad Request", "websocket upgrade needs HTTP/1.1", []
+    offered = environ.get("HTTP_SEC_WEBSOCKET_VERSION")
+    if not offered:
+        return "426 Upgrade Required", "missing Sec-WebSocket-Version", versions
+    if offered not in WebSocketHandler.SUPPORTED_VERSIONS:
+        return "400 Bad Request", "unsupported Sec-WebSocket-Version", versions
+    if not _valid_key(environ.get("HTTP_SEC_WEBSOCKET_KEY", "")):
+        return "400 Bad Request", "invalid Sec-WebSocket-Key", []
+    return None
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (ValueError, binascii.Error):
+        return False
 
 
 class StompWebSocketWorker(GeventWebSocketWorker):
@@ -317,7 +489,10 @@ class StompWebSocketWorker(GeventWebSocketWorker):
         environ = base_environ(self.cfg)
         environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": GUNICORN_VERSION})
         ssl_args = {"ssl_context": ssl_context(self.cfg)} if self.cfg.is_ssl else {}
-        server = self.server_class(listener, application=self.wsgi, spawn=Pool(self.worker_connections),
+        # The gate's pool: connections past its cap still get a slot to be answered (503, health).
+        gate = self.wsgi.connection_gate if isinstance(self.wsgi, GatedApplication) else None
+        pool_size = gate.pool_size if gate is not None else self.worker_connections
+        server = self.server_class(listener, application=self.wsgi, spawn=Pool(pool_size),
                                    log=self.log, handler_class=self.wsgi_handler, environ=environ, **ssl_args)
         server.start()
         return server
@@ -436,7 +611,7 @@ def _unmask(payload: bytes, mask: bytes) -> bytes:
 
 def _queue_pong(session: TransportSession, payload: bytes) -> None:
     session.note_activity()
-    session.outbox.offer(Pong(payload))  # a full outbox drops the pong; fan-out decides overflow
+    session.outbox.offer_pong(payload)  # outside the bound: a ping flood never makes a slow consumer
 
 
 def _abort(writer: PushWriter, ws: StompWebSocket) -> None:
@@ -455,7 +630,13 @@ def _read_until_closed(ws: StompWebSocket, session: TransportSession, unwrap: Ca
         except UnicodeDecodeError:
             session.fail(InvalidFrame("invalid UTF-8"), code=INVALID_PAYLOAD)
             return
-        except OSError:  # the connection broke, or the client broke the WebSocket protocol
+        except BadCloseFrame:  # the client is closing: no ERROR, only the close code that says why
+            session.close(discard_backlog=True, code=PROTOCOL_ERROR)
+            return
+        except WebSocketProtocolError:  # RSV bits, reserved opcodes, bad fragments or control frames
+            session.fail(InvalidFrame("websocket protocol error"), code=PROTOCOL_ERROR)
+            return
+        except OSError:  # the connection broke
             session.close(discard_backlog=True)
             return
         if message is None:  # the client's close frame

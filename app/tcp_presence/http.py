@@ -9,6 +9,9 @@ Owns :func:`create_presence_http_app`:
   user, read from the ``online`` index (no key scan, W-23).
 - ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
 
+Every error, a 404, a 405, a body that is not JSON (``malformed JSON``) or too big, a
+crash, is answered in the chat server's JSON envelope (app/http_envelope.py).
+
 The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
 wiped Redis without authentication (W-10); they deliberately do not exist here.
 """
@@ -20,20 +23,21 @@ from typing import Any, Final
 
 from flask import Flask, Response, jsonify, request
 
+from app import json_input
 from app.destinations import parse_id
-from app.http_envelope import success
 from app.errors import BackendError
+from app.http_envelope import error_response, register_error_handlers, success
 
 from .store import PresenceStore
 
-__all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS"]
+__all__ = ["create_presence_http_app", "FRIENDS_STATE_MAX_IDS", "MAX_BODY_BYTES"]
 
 log = logging.getLogger(__name__)
 
 # One friends-state request looks up at most this many users.
 FRIENDS_STATE_MAX_IDS: Final = 5000
-_BAD_REQUEST_CODE: Final = 2000
-_UNAVAILABLE_CODE: Final = 5030
+# The largest request body: FRIENDS_STATE_MAX_IDS quoted ids with separators, and room to spare.
+MAX_BODY_BYTES: Final = 128 * 1024
 
 
 def create_presence_http_app(store: PresenceStore) -> Flask:
@@ -41,12 +45,17 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
     app = Flask("smooth-presence")
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @app.post("/presence-server/friends-state")
     def friends_state() -> tuple[Response, int]:
-        user_ids = _user_ids(request.get_json(silent=True))
+        try:
+            body = json_input.loads(request.get_data(cache=False))
+        except json_input.MalformedJSON:
+            return error_response(400, f"body: {json_input.MALFORMED_JSON}"), 400
+        user_ids = _user_ids(body)
         if user_ids is None:
-            return _failure(_BAD_REQUEST_CODE, "user ids must be a JSON array of digits"), 400
+            return error_response(400, "user ids must be a JSON array of digits"), 400
         states = store.friends_state(user_ids)
         result = {str(user): states.get(user) or "offline" for user in user_ids}
         return success(result), 200
@@ -65,9 +74,11 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
             return jsonify({"status": "ready"}), 200
         return jsonify({"status": "redis unreachable"}), 503
 
+    register_error_handlers(app)
+
     @app.errorhandler(BackendError)
     def backend_down(_: BackendError) -> tuple[Response, int]:
-        return _failure(_UNAVAILABLE_CODE, "presence store unavailable"), 503
+        return error_response(503, "presence store unavailable"), 503
 
     return app
 
@@ -83,7 +94,3 @@ def _user_ids(body: Any) -> list[int] | None:
             return None
         ids.append(ident)
     return ids
-
-
-def _failure(code: int, message: str) -> Response:
-    return jsonify({"isSuccess": False, "code": code, "message": message})

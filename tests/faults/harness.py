@@ -65,7 +65,9 @@ class FaultStack:
             "kafka_bootstrap_servers": f"127.0.0.1:{self.ports['kafka']}",
             "mongo_url": f"mongodb://127.0.0.1:{self.ports['mongo']}/", "mongo_db": "faults",
             "redis_url": f"redis://127.0.0.1:{self.ports['redis']}/0", "data_dir": str(data_dir),
-            "outbox_stale_s": 3.0, "kafka_send_timeout_s": 2.0, **overrides})
+            "outbox_stale_s": 3.0, "kafka_send_timeout_s": 2.0,
+            "send_rate_limit": 0,  # one sender per room SENDs 5/s for minutes: never throttled here
+            **overrides})
         self.presence: ServiceProcess | None = None
         self.chat: ServiceProcess | None = None
         self.http_url, self.ws_url, _ = endpoint_urls(self.settings.chat_http_port)

@@ -28,8 +28,9 @@ def application() -> RecordingApplication:
 @pytest.fixture
 def server_settings() -> dict[str, Any]:
     """Settings overrides for every server a test starts: no STOMP heart-beats by default,
-    so no test sees a heart-beat it did not ask for. Modules override this fixture."""
-    return {"heartbeat_ms": 0}
+    so no test sees a heart-beat it did not ask for, and no SEND rate limit (tests pipeline
+    hundreds of SENDs; the limit has tests of its own). Modules override this fixture."""
+    return {"heartbeat_ms": 0, "send_rate_limit": 0}
 
 
 @pytest.fixture

@@ -194,7 +194,7 @@ def test_send_refusals_and_bad_payloads_store_nothing(servers, world, connect, d
     assert refused.value.message == "channelId: must be a positive integer"
     with pytest.raises(StompError) as refused:
         alice.send("/kafka/send-direct-message", b"not json")
-    assert refused.value.message == "body: must be a JSON object"
+    assert refused.value.message == "body: malformed JSON"
     assert db.directMessage.count_documents({"channelId": world.room}) == 0
 
 

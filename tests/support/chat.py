@@ -249,13 +249,16 @@ class ChatClient:
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Read (keeping frames) until the server closes the connection; False on timeout."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        kept: list[Frame] = []  # not straight back into _pending: _read_frame takes from there first
         try:
             while not self.closed:
-                self._pending.append(self._read_frame(deadline))
+                kept.append(self._read_frame(deadline))
         except ConnectionError:
             return True
         except TimeoutError:
             return False
+        finally:
+            self._pending.extend(kept)
         return True
 
     def _read_frame(self, deadline: float) -> Frame:

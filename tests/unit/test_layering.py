@@ -41,6 +41,8 @@ PURE_MODULES = {
     "app.tcp_presence.store": {"app.errors", "app.destinations"},
     "app.destinations": set(),
     "app.errors": set(),
+    "app.json_input": set(),
+    "app.stomp.ratelimit": set(),
 }
 CLIENT_LIBRARIES = {
     "kafka": "app/backends/kafka_bus.py",

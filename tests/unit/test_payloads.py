@@ -75,9 +75,14 @@ class TestContent:
 
 
 class TestBodies:
-    @pytest.mark.parametrize("raw", [b"", b"not json", b"[1,2]", b'"text"', b"\xff\xfe", b"null"])
+    @pytest.mark.parametrize("raw", [b"", b"[1,2]", b'"text"', b"null"])
     def test_non_object_bodies_are_refused(self, raw):
         assert bad(payloads.parse_send_message, raw, "direct", MAX) == "body: must be a JSON object"
+
+    @pytest.mark.parametrize("raw", [b"not json", b"\xff\xfe", b'{"channelId":1', b"[" * 30_000 + b"]" * 30_000,
+                                     b'{"a":' * 33 + b"1" + b"}" * 33])
+    def test_bodies_that_are_not_json_are_malformed(self, raw):
+        assert bad(payloads.parse_send_message, raw, "direct", MAX) == "body: malformed JSON"
 
     def test_unknown_and_server_owned_fields_are_ignored(self):
         raw = body(channelId=1, content="hi", userId=999, user_id=999, id=MSG_ID, type="delete",
@@ -149,4 +154,4 @@ class TestUnstorableText:
 
     def test_nesting_deeper_than_the_parser_allows_is_refused_not_a_crash(self):
         raw = b"[" * 100_000 + b"]" * 100_000
-        assert bad(payloads.parse_send_message, raw, "direct", MAX) == "body: must be a JSON object"
+        assert bad(payloads.parse_send_message, raw, "direct", MAX) == "body: malformed JSON"

@@ -109,3 +109,16 @@ def test_indexes_agree_after_random_operations():
     for subscriber in subscribers:
         assert registry.subscriptions(subscriber) == {i: d for (s, i), d in model.items() if s == subscriber}
     assert set(registry.destinations()) == set(model.values())
+
+
+def test_count_to_counts_one_subscribers_subscriptions_to_one_destination():
+    registry = SubscriptionRegistry()
+    registry.add("a", "1", "/topic/direct/7")
+    registry.add("a", "2", "/topic/direct/7")
+    registry.add("a", "3", "/topic/direct/8")
+    registry.add("b", "1", "/topic/direct/7")
+    assert registry.count_to("a", "/topic/direct/7") == 2
+    assert registry.count_to("b", "/topic/direct/7") == 1
+    assert registry.count_to("c", "/topic/direct/7") == 0
+    registry.remove("a", "1")
+    assert registry.count_to("a", "/topic/direct/7") == 1

@@ -376,3 +376,61 @@ def test_a_send_hands_its_idempotency_key_to_the_application(app, registry):
     handler.receive_frame(frame("SEND", b"x", destination="/kafka/keyed"))
     assert keys == ["k-1", None]
 
+
+
+class TestHostileSubscriptionsAndSends:
+    """Issue 14 items 5 and 8: few subscriptions per destination, short ids, a SEND rate limit."""
+
+    def test_a_fifth_subscription_to_one_destination_is_refused_and_the_connection_stays(self, connected, registry):
+        for n in range(4):
+            assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id=f"s{n}")).frames == ()
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id="s4", receipt="r"))
+        reply = only(outcome)
+        assert reply.command == "ERROR" and reply.header("receipt-id") == "r"
+        assert reply.header("message") == "too many subscriptions to this destination (at most 4)"
+        assert not outcome.close and connected.state == CONNECTED
+        assert registry.count_to("me", "/topic/direct/7") == 4
+        # Other destinations are still open to it, and an UNSUBSCRIBE frees a place.
+        assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/8", id="t")).frames == ()
+        connected.receive_frame(frame("UNSUBSCRIBE", id="s0"))
+        assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id="s5")).frames == ()
+
+    def test_the_per_destination_cap_is_a_setting(self, app, registry):
+        handler = StompHandler(application=app, verifier=TokenVerifier(DEV_JWT_SECRET), registry=registry,
+                               subscriber="me", session_id="s", node_id="n", transport="websocket",
+                               heartbeat_ms=0, max_subscriptions=10, max_per_destination=1)
+        handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+        assert handler.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id="a")).frames == ()
+        assert only(handler.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id="b"))).command == "ERROR"
+
+    def test_a_long_subscription_id_is_refused_but_not_fatal(self, connected, registry):
+        from app.stomp.handler import SUBSCRIPTION_ID_MAX_CHARS
+
+        ok = "i" * SUBSCRIPTION_ID_MAX_CHARS
+        assert connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id=ok)).frames == ()
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/8", id=ok + "i"))
+        assert only(outcome).header("message") == f"id: longer than {SUBSCRIPTION_ID_MAX_CHARS} characters"
+        assert not outcome.close and registry.count("me") == 1
+
+    def test_sends_past_the_rate_limit_get_an_error_and_the_connection_stays(self, app, registry):
+        handler = StompHandler(application=app, verifier=TokenVerifier(DEV_JWT_SECRET), registry=registry,
+                               subscriber="me", session_id="s", node_id="n", transport="websocket",
+                               heartbeat_ms=0, max_subscriptions=10, send_rate=(3, 3600.0))
+        handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
+        for n in range(3):
+            assert only(handler.receive_frame(frame("SEND", b"x", destination="/kafka/echo", receipt=f"r{n}"))) \
+                .command == "RECEIPT"
+        outcome = handler.receive_frame(frame("SEND", b"x", destination="/kafka/echo", receipt="r3"))
+        reply = only(outcome)
+        assert (reply.command, reply.header("receipt-id")) == ("ERROR", "r3")
+        assert reply.header("message") == "rate limit exceeded: at most 3 SENDs per 3600 s"
+        assert not outcome.close and handler.state == CONNECTED
+        assert len(app.sent) == 3  # the refused SEND reached no handler
+        # Refused SENDs count too (an unknown destination is no way around the limit).
+        assert only(handler.receive_frame(frame("SEND", destination="/kafka/nope"))).header("message") \
+            .startswith("rate limit exceeded")
+
+    def test_without_a_rate_limit_sends_are_not_counted(self, connected, app):
+        for _ in range(500):
+            connected.receive_frame(frame("SEND", b"x", destination="/kafka/echo"))
+        assert len(app.sent) == 500

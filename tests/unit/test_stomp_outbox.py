@@ -353,3 +353,29 @@ class TestSockJSReceivers:
         outbox.offer(b"x" * 100)
         chunks = list(stream_outbox(outbox, TickFraming(), idle_s=WAIT, byte_limit=50))
         assert chunks == [b"a" + b"x" * 100]
+
+
+class TestPongs:
+    """RFC 6455 5.5.3: a pong for the latest ping only; pings never count against the bound."""
+
+    def test_three_thousand_pings_leave_one_pong_and_the_bound_untouched(self):
+        outbox, sink = Outbox(2), RecordingSink()
+        for n in range(3000):
+            outbox.offer_pong(str(n).encode())
+        assert len(outbox) == 0
+        assert outbox.offer(b"a") and outbox.offer(b"b")  # the whole bound is still the frames'
+        outbox.close()
+        drain_websocket(outbox, sink, RawFraming())
+        assert sink.calls == [("pong", b"2999"), ("messages", [b"a", b"b"]), ("close", NORMAL)]
+
+    def test_a_pong_owed_goes_out_before_queued_frames_and_a_discarded_backlog_drops_it(self):
+        outbox = Outbox(10)
+        outbox.offer(b"a")
+        outbox.offer_pong(b"p")
+        assert outbox.take(1) == [Pong(b"p")]
+        assert outbox.take(5) == [b"a"]
+        outbox.offer_pong(b"q")
+        outbox.close(b"bye", discard_backlog=True)
+        assert outbox.take(5) == [b"bye"]
+        outbox.offer_pong(b"late")
+        assert outbox.take(5) == []

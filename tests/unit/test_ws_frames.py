@@ -36,3 +36,45 @@ def test_a_close_reason_is_cut_to_fit_never_mid_character():
     assert close_reason_bytes("x" * 200) == b"x" * 123
     cut = close_reason_bytes("\u00e9" * 100)  # 2 bytes each: 123 would split the 62nd
     assert cut == ("\u00e9" * 61).encode("utf-8")
+
+
+# RFC 6455 5.5.1 / 7.4: which client close payloads are valid, and which upgrades are refused.
+
+import struct  # noqa: E402
+
+from app.stomp.ws import _upgrade_refusal, _valid_close_payload  # noqa: E402
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999])
+def test_close_codes_a_client_may_send(code):
+    assert _valid_close_payload(struct.pack("!H", code) + "bye ✓".encode())
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x03", struct.pack("!H", 0), struct.pack("!H", 999), struct.pack("!H", 1004), struct.pack("!H", 1005),
+    struct.pack("!H", 1006), struct.pack("!H", 1012), struct.pack("!H", 1015), struct.pack("!H", 2000),
+    struct.pack("!H", 2999), struct.pack("!H", 5000), struct.pack("!H", 65535), struct.pack("!H", 1000) + b"\xff",
+])
+def test_close_payloads_that_break_the_rfc(payload):
+    assert not _valid_close_payload(payload)
+
+
+UPGRADE = {"REQUEST_METHOD": "GET", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+           "HTTP_SEC_WEBSOCKET_VERSION": "13", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ=="}
+
+
+@pytest.mark.parametrize("changes, version, status, message", [
+    ({}, "HTTP/1.0", "400 Bad Request", "websocket upgrade needs HTTP/1.1"),
+    ({"HTTP_SEC_WEBSOCKET_VERSION": ""}, "HTTP/1.1", "426 Upgrade Required", "missing Sec-WebSocket-Version"),
+    ({"HTTP_SEC_WEBSOCKET_VERSION": "12"}, "HTTP/1.1", "400 Bad Request", "unsupported Sec-WebSocket-Version"),
+    ({"HTTP_SEC_WEBSOCKET_KEY": "short"}, "HTTP/1.1", "400 Bad Request", "invalid Sec-WebSocket-Key"),
+    ({"HTTP_SEC_WEBSOCKET_KEY": ""}, "HTTP/1.1", "400 Bad Request", "invalid Sec-WebSocket-Key"),
+])
+def test_malformed_upgrades_are_refused_with_a_reason(changes, version, status, message):
+    refusal = _upgrade_refusal({**UPGRADE, **changes}, version)
+    assert refusal is not None and refusal[:2] == (status, message)
+
+
+@pytest.mark.parametrize("changes", [{}, {"HTTP_UPGRADE": ""}, {"REQUEST_METHOD": "POST"}, {"HTTP_CONNECTION": "close"}])
+def test_valid_upgrades_and_plain_requests_are_not_refused_here(changes):
+    assert _upgrade_refusal({**UPGRADE, **changes}, "HTTP/1.1") is None

@@ -8,12 +8,12 @@ page numbers and sizes are plain non-negative integers.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from flask import request
 
+from app import json_input
 from app.destinations import MAX_ID, parse_id
 from app.errors import BadRequest, ChatServerError
 
@@ -73,9 +73,9 @@ def json_body(max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise _TooLarge()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("body: invalid JSON") from None
+        return json_input.loads(raw)
+    except json_input.MalformedJSON:
+        raise BadRequest(f"body: {json_input.MALFORMED_JSON}") from None
 
 
 def positive_int(value: Any, field: str) -> int:
