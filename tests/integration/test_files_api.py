@@ -78,7 +78,7 @@ def test_a_dm_upload_stores_files_message_and_publishes_the_file_push(api, room)
     push = json.loads(value)
     assert push == {"id": result["id"], "name": "앨리스", "profileImage": "https://img/a.png",
                     "message": result["url"], "thumbnail": result["thumbnail"], "userId": str(alice),
-                    "channelId": room_id, "type": "direct", "fileType": "image", "time": push["time"]}
+                    "channelId": room_id, "type": "direct", "fileType": "image", "time": push["time"], "seq": 1}
     assert push["time"].startswith("20") and "T" in push["time"]
     names = sorted(doc["filename"] for doc in api.db["uploads.files"].find({}))
     assert len(names) == 2 and "photo.png" not in names and "thumb.png" not in names

@@ -84,6 +84,7 @@ def test_the_wrapper_and_message_shape_are_the_originals(api, room):
         "message": "안녕", "thumbnail": None, "fileType": None, "type": None,
         "time": "2024-03-01T12:00:00.123", "parentId": None, "parentName": None, "parentContent": None,
         "edited": False,
+        "seq": None,  # stored before sequences (written straight to the database)
     }]
 
 

@@ -293,7 +293,9 @@ class TestWebSocket:
 
 
 class TestSockJS:
-    def test_nested_json_over_the_sockjs_websocket_is_an_error_then_1002(self, stack, mallory):
+    def test_nested_json_over_the_sockjs_websocket_cuts_the_connection(self, stack, mallory):
+        """Broken SockJS framing on its WebSocket is cut without a word, as SockJS servers do
+        (the SockJS protocol suite asks for it); deep nesting is broken framing too."""
         mallory(connect=False)  # only for the bystander check afterwards
         url = stack.chat.ws_url.replace("/my-chat/websocket", f"/my-chat/000/{next(_IDS)}/websocket")
         ws = websocket.create_connection(url, timeout=WAIT)
@@ -304,7 +306,7 @@ class TestSockJS:
             with pytest.raises(websocket.WebSocketConnectionClosedException):
                 while True:
                     messages.append(ws.recv())
-            assert any("malformed message" in message for message in messages), messages
+            assert messages in ([], [""]), messages  # nothing but the close
         finally:
             ws.close()
 
