@@ -2,7 +2,7 @@
 
 Owns the rules of one connection from CONNECT to DISCONNECT (STOMP 1.2 "Client Frames"):
 version and heart-beat negotiation, authentication, subscriptions (through the
-``SubscriptionRegistry``), SEND dispatch to the ``ChatApplication``, receipts and errors.
+``SubscriptionRegistry``; their ack modes and ACK/NACK through the ``AckLedger``), SEND dispatch to the ``ChatApplication``, receipts and errors.
 It performs no I/O and never waits: the session (``app/stomp/session.py``) feeds it frames
 and applies the returned :class:`Outcome`: the frames to send, the ``Pending`` of a SEND
 whose reply is owed later (app/contracts.py), whether to close. Keeping replies in frame
@@ -28,6 +28,7 @@ from app.auth import TokenVerifier, token_from_headers
 from app.contracts import ChatApplication, ClientConnection, Pending
 from app.errors import AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError
 from app.stomp import frames as f
+from app.stomp.acks import ACK_MODES, AUTO, AckLedger
 from app.stomp.frames import Frame
 from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
 from app.stomp.parser import negotiate_version
@@ -35,7 +36,7 @@ from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
 __all__ = ["StompHandler", "Outcome", "Resume", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY",
-           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS"]
+           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS", "UNKNOWN_ACK"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ IDEMPOTENCY_KEY = "idempotency-key"
 # The SUBSCRIBE header that resumes a room from after an event number (app/stomp/resume.py).
 SINCE_SEQ = "since-seq"
 SINCE_SEQ_MAX_DIGITS = 15  # below 2**53, so JavaScript clients hold it exactly
+# What an ACK or NACK of nothing owed is told (the connection stays open).
+UNKNOWN_ACK = "unknown ack id"
 
 AWAITING_CONNECT = "awaiting-connect"
 CONNECTED = "connected"
@@ -98,11 +101,14 @@ class StompHandler:
         session_id, node_id, transport: identify the connection to the application.
         heartbeat_ms: the server's heart-beat offer, both directions (0: none).
         max_subscriptions: the most subscriptions this connection may hold.
+        acks: this connection's client-ack subscriptions and the ack ids they are owed (the
+            fan-out records what it delivers there; app/stomp/acks.py).
     """
 
     def __init__(self, *, application: ChatApplication, verifier: TokenVerifier,
                  registry: SubscriptionRegistry[Hashable], subscriber: Hashable, session_id: str,
-                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int) -> None:
+                 node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int,
+                 acks: AckLedger | None = None) -> None:
         self._application = application
         self._verifier = verifier
         self._registry = registry
@@ -112,6 +118,7 @@ class StompHandler:
         self._transport = transport
         self._server_heartbeat = (heartbeat_ms, heartbeat_ms)
         self._max_subscriptions = max_subscriptions
+        self.acks = acks if acks is not None else AckLedger()
         self.state = AWAITING_CONNECT
         self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
         self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
@@ -221,8 +228,10 @@ class StompHandler:
             raise ProtocolError("too many subscriptions")
         check_subscribe_destination(destination)
         since_seq = _since_seq(frame)
+        ack_mode = _ack_mode(frame)
         self._call_application(self._application.authorize_subscription, self.connection, destination)
         self._registry.add(self._subscriber, subscription_id, destination)
+        self.acks.subscribe(subscription_id, ack_mode)
         if since_seq is None:
             return Outcome(_receipt_for(frame))
         # The replay goes out before the RECEIPT: the session performs it (it reads the database).
@@ -236,10 +245,21 @@ class StompHandler:
             raise InvalidFrame("missing id header")
         if self._registry.remove(self._subscriber, subscription_id) is None:
             raise NotFound("unknown subscription")
+        self.acks.unsubscribe(subscription_id)
         return Outcome(_receipt_for(frame))
 
     def _acknowledge(self, frame: Frame) -> Outcome:
-        # Every subscription is auto-acknowledged: ACK/NACK have nothing left to do.
+        """ACK or NACK: it must name a MESSAGE delivered on a client-ack subscription and not
+        acknowledged yet. Either only settles it (app/stomp/acks.py): nothing is redelivered."""
+        if frame.header("transaction") is not None:
+            raise ProtocolError("transactions not supported")
+        if self.version == "1.2":
+            settled = self.acks.settle(_required(frame, "id"))
+        else:  # 1.0 and 1.1 name the message (1.1 also its subscription)
+            subscription_id = _required(frame, "subscription") if self.version == "1.1" else None
+            settled = self.acks.settle_message(_required(frame, "message-id"), subscription_id)
+        if not settled:
+            raise NotFound(UNKNOWN_ACK)
         return Outcome(_receipt_for(frame))
 
     def _transaction(self, frame: Frame) -> Outcome:
@@ -282,6 +302,13 @@ def _required(frame: Frame, name: str) -> str:
     if value is None or value == "":
         raise InvalidFrame(f"missing {name} header")
     return value
+
+
+def _ack_mode(frame: Frame) -> str:
+    mode = frame.header("ack", AUTO)
+    if mode not in ACK_MODES:
+        raise BadRequest("ack: must be auto, client or client-individual")
+    return mode  # type: ignore[return-value]
 
 
 def _since_seq(frame: Frame) -> int | None:
