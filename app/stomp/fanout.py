@@ -18,6 +18,9 @@ of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the or
 ``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, and one
 whose frame cannot be built (a subscription id that cannot be written in its STOMP version)
 is closed with an ERROR, each from a greenlet of its own: neither stops delivery to the others.
+An event with an audience (a channel's: its community's members, app/chat/channel_scope.py)
+reaches only the subscribers whose user is in it: the subscriber list is filtered once per
+event, one set lookup per subscriber, so events without one cost what they did.
 A subscription being resumed (``SUBSCRIBE`` with ``since-seq``) has a gate: its frames go
 through it (held during the replay, then checked against it for a while).
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from typing import Callable
+from typing import Callable, Container
 
 import gevent
 
@@ -55,13 +58,17 @@ class FanoutDelivery:
         self._counter = itertools.count(1)
         self._gathered: dict[Session, list[bytes]] = {}  # frames owed, per session, until the flush
 
-    def deliver(self, destination: str, body: bytes) -> int:
+    def deliver(self, destination: str, body: bytes, audience: Container[int] | None = None) -> int:
         """Owe ``body`` as a MESSAGE to every local subscription of ``destination``.
 
+        With ``audience``, only to subscriptions whose session's user is in it (one
+        membership test per subscriber, filtered once per event before the loop).
         The frames reach the sessions' outboxes when the calling greenlet next yields.
         Returns how many subscriptions they were addressed to.
         """
         subscribers = self._registry.subscribers(destination)
+        if audience is not None and subscribers:
+            subscribers = tuple(pair for pair in subscribers if pair[0].user_id in audience)
         if not subscribers:
             return 0
         message_id = self._id_prefix + str(next(self._counter))

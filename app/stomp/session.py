@@ -148,6 +148,7 @@ class Session:
         # Fan-out's cache: subscription id -> its escaped bytes in this session's version
         # (auto subscriptions only: a client-ack subscription's frames each get an ack id).
         self.subscription_bytes: dict[str, bytes] = {}
+        self.user_id = 0  # the token's user once connected (fan-out checks audiences against it)
         self.acks = AckLedger(lambda subscription_id: self.subscription_bytes.pop(subscription_id, None))
         # Resumed subscriptions whose live frames the fan-out hands to a gate (app/stomp/resume.py).
         self.gates: dict[str, ResumeGate] = {}
@@ -325,6 +326,9 @@ class Session:
 
     def _on_connected(self) -> None:
         self._parser.version = self.version
+        connection = self._handler.connection
+        if connection is not None:
+            self.user_id = connection.user_id
         self._arm(self._check_timers(time.monotonic()))  # heart-beats off: no timer at all
         try:
             self._hub.application.connected(self._handler.connection)

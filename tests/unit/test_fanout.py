@@ -16,6 +16,7 @@ class FakeSession:
     def __init__(self, name, max_frames=100):
         self.session_id = name
         self.version = "1.2"
+        self.user_id = 0
         self.subscription_bytes = {}
         self.acks = AckLedger(lambda sub: self.subscription_bytes.pop(sub, None))
         self.gates = {}
@@ -170,3 +171,17 @@ def test_a_subscription_id_reused_for_client_ack_after_auto_gets_its_ack_header(
     delivery.flush()
     first, second = alice.outbox.take(10)
     assert "ack" not in dict(headers_of(first)) and "ack" in dict(headers_of(second))
+
+
+def test_an_audience_limits_an_event_to_its_users_and_none_means_everyone():
+    alice, bob = FakeSession("a"), FakeSession("b")
+    alice.user_id, bob.user_id = 5, 9
+    registry, delivery = setup()
+    registry.add(alice, "s", "/topic/group/12")
+    registry.add(bob, "s", "/topic/group/12")
+    assert delivery.deliver("/topic/group/12", b"for 5 only", frozenset({5})) == 1
+    assert delivery.deliver("/topic/group/12", b"nobody", frozenset()) == 0
+    assert delivery.deliver("/topic/group/12", b"everyone") == 2
+    delivery.flush()
+    assert [body for _, _, body in messages(alice.outbox)] == [b"for 5 only", b"everyone"]
+    assert [body for _, _, body in messages(bob.outbox)] == [b"everyone"]
