@@ -48,7 +48,7 @@ from app.stomp.session import SessionHub
 from app.stomp.sockjs import ANY_ORIGIN, SockJSEndpoint, SockJSOptions, local_client_script
 from app.stomp.ws import ConnectionGate
 from app.web import ChatServer, create_flask_app
-from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, FanoutConsumer, consumer_instance, group_id
+from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, Audience, FanoutConsumer, consumer_instance, group_id
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_chat_server", "build_chat_domain", "serve_chat_domain", "create_topics", "sockjs_client",
@@ -108,7 +108,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     # The client runs on_recovered in its own greenlet when presence answers again.
     presence.on_recovered = flow.resync
     runtime = WorkerRuntime(
-        consumer=_fanout_consumer(settings, delivery, room_log),
+        consumer=_fanout_consumer(settings, delivery, room_log, access.scope.audience),
         lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
         background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
@@ -133,14 +133,15 @@ def create_topics(settings: Settings) -> list[str]:
     return kafka_bus.create_topics(settings)
 
 
-def _fanout_consumer(settings: Settings, delivery: LocalDelivery, room_log: RoomLog) -> FanoutConsumer:
+def _fanout_consumer(settings: Settings, delivery: LocalDelivery, room_log: RoomLog,
+                     audience: Audience) -> FanoutConsumer:
     group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
 
     def open_source(resume_from: dict[tuple[str, int], kafka_bus.ReadPosition]) -> kafka_bus.RecordSource:
         return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group, resume_from=resume_from)
 
     return FanoutConsumer(FANOUT_GROUP, open_source, delivery, sequences=room_log,
-                          quiet_check_s=settings.quiet_room_check_s)
+                          quiet_check_s=settings.quiet_room_check_s, audience=audience)
 
 
 def sockjs_client(settings: Settings) -> tuple[str, list[Blueprint]]:

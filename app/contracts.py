@@ -25,7 +25,7 @@ still go out in frame order (app/stomp/inflight.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Container, Mapping, Protocol
 
 from app.auth import Principal
 from app.destinations import APP_PREFIX
@@ -120,11 +120,14 @@ class ChatApplication(Protocol):
 class LocalDelivery(Protocol):
     """Pushes an event to this process's subscribers; never blocks on a socket."""
 
-    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None,
+                audience: Container[int] | None = None) -> int:
         """Queue ``body`` as a MESSAGE to every local subscriber; returns how many.
 
         ``seq`` is the event's number in its room, for a numbered event (resumed subscriptions
-        drop what they already have by it).
+        drop what they already have by it). With ``audience`` (user ids, checked once per
+        subscriber: a set), only the subscribers whose user is in it get it (a channel event
+        goes to its community's members only).
         """
         ...
 

@@ -279,6 +279,17 @@ class MemoryMembership:
     def channel_in_community(self, channel_id: int, community_id: int) -> bool:
         return channel_id in self.community_channels(community_id)
 
+    def listed_channels(self, community_id: int) -> list[int] | None:
+        if community_id not in self.channel_lists and community_id not in self.unindexed:
+            return None
+        return self.community_channels(community_id)
+
+    def community_member_set(self, community_id: int) -> frozenset[int]:
+        return frozenset(self.community_members(community_id))
+
+    def cached_communities(self, user_id: int) -> list[int]:
+        return [c for c, members in sorted(self.communities.items()) if user_id in members]
+
     def user_rooms(self, user_id: int) -> list[str]:
         rooms = [membership_entry("community", c) for c, members in sorted(self.communities.items()) if user_id in members]
         rooms += [membership_entry("direct", r) for r, members in sorted(self.rooms.items()) if user_id in members]
@@ -423,13 +434,15 @@ class MemoryProfiles:
 
 
 class RecordingDelivery:
-    """``LocalDelivery`` that keeps ``(destination, body)`` pairs."""
+    """``LocalDelivery`` that keeps ``(destination, body)`` pairs, and each one's audience."""
 
     def __init__(self) -> None:
         self.delivered: list[tuple[str, bytes]] = []
+        self.audiences: list[object] = []
 
-    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None, audience: object = None) -> int:
         self.delivered.append((destination, body))
+        self.audiences.append(audience)
         return 1
 
 

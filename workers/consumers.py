@@ -9,7 +9,9 @@ under a group id unique to the process start (``fanout-group-{node}-{pid}-{token
 
 Loop shape (style-examples.md §7.7): poll → for each record, ``events.decode`` builds the
 §2.7 bodies (serialised once per record; the record's topic says which kind) →
-``delivery.deliver(destination, body)``, which only queues. A record that fails is logged
+``delivery.deliver(destination, body, audience)``, which only queues; a channel event's
+audience is its community's members (``audience``, app/chat/channel_scope.py), read once per
+event from the process's membership copy. A record that fails is logged
 and skipped; a consumer that fails is closed and reopened after a capped, jittered backoff.
 Nothing in the loop blocks except the poll.
 
@@ -26,19 +28,25 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Container, Protocol, Sequence
 
 import gevent
 
 from app.chat.model import TOPICS
 from app.chat.events import Decoded, decode
 from app.contracts import LocalDelivery
+from app.errors import ChatServerError
+from app.logs import RateLimitedLog
 from workers.gap_healing import GapHealer, SequenceReader
 
-__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
+__all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "Audience", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
            "RecentEvents", "RECENT_EVENTS"]
 
 log = logging.getLogger(__name__)
+_unscoped = RateLimitedLog(log)
+
+# Who may receive a channel event: (channel id, its community or None) -> user ids.
+Audience = Callable[[int, "int | None"], Container[int]]
 
 FANOUT_GROUP = "fanout-group"
 FANOUT_TOPICS: tuple[str, ...] = tuple(TOPICS.values())
@@ -114,11 +122,14 @@ class FanoutConsumer:
 
     def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], Any]], Source], delivery: LocalDelivery,
                  *, sequences: SequenceReader | None = None, quiet_check_s: float = 5.0,
-                 sleep: Callable[[float], None] = gevent.sleep) -> None:
-        """``sequences``: the room logs gap healing reads (None: numbered records are only deduplicated by identity)."""
+                 audience: Audience | None = None, sleep: Callable[[float], None] = gevent.sleep) -> None:
+        """``sequences``: the room logs gap healing reads (None: numbered records are only deduplicated by identity).
+        ``audience``: who may receive a channel event, given its channel and community
+        (``ChannelScope.audience``); None: everyone subscribed (tests of other things)."""
         self.name = name
         self._open_source = open_source
         self._delivery = delivery
+        self._audience = audience
         self._sleep = sleep
         self._source: Source | None = None
         self._stopping = False
@@ -185,8 +196,19 @@ class FanoutConsumer:
             log.exception("consumer %s skipped a record it could not deliver", self.name)
 
     def _push(self, decoded: Decoded) -> None:
+        audience = self._audience_of(decoded)
         for destination, body in decoded.pushes:
-            self._delivery.deliver(destination, body, decoded.seq)
+            self._delivery.deliver(destination, body, decoded.seq, audience)
+
+    def _audience_of(self, decoded: Decoded) -> Container[int] | None:
+        """A channel event's audience; nobody when membership cannot be read (it is in history)."""
+        if decoded.channel_scope is None or self._audience is None:
+            return None
+        try:
+            return self._audience(*decoded.channel_scope)
+        except ChatServerError:
+            _unscoped.warning("consumer %s: no member list for a channel event; not delivered live", self.name)
+            return frozenset()
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, BinaryIO, Iterable, Sequence
+from typing import Any, BinaryIO, Collection, Iterable, Sequence
 
 from bson import ObjectId
 from bson.int64 import Int64
@@ -61,7 +61,7 @@ from pymongo import DESCENDING
 from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
-from app.backends.mongo_recent import Density, DensityCache, newest_documents, nth_newest_position
+from app.backends.mongo_recent import Density, DensityCache, newest_documents, nth_newest_position, room_filter
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, find_unique_in, from_document, object_id
 from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
 from app.chat.model import ChatMessage, RoomActivity, StoredFile
@@ -93,22 +93,24 @@ class MongoReadSide:
     # -- HistoryReader -------------------------------------------------------------------
 
     def page(self, kind: RoomKind, channel_id: int, *, size: int, page: int = 0,
-             before_id: str | None = None) -> list[ChatMessage]:
-        """Newest first; with ``before_id``, only messages strictly older than that one.
+             before_id: str | None = None, communities: Collection[int] | None = None) -> list[ChatMessage]:
+        """Newest first; with ``before_id``, only messages strictly older than that one; with
+        ``communities``, only messages written in one of them (a channel's readers').
 
-        Raises ``BadRequest`` when ``before_id`` is not a message of this room. The stale
-        ``parentName``/``parentContent`` copies are dropped (renderers take a parent's current
-        content from ``get_many``), so those two fields are None here.
+        Raises ``BadRequest`` when ``before_id`` is not a message of this room (and of those
+        communities). The stale ``parentName``/``parentContent`` copies are dropped (renderers
+        take a parent's current content from ``get_many``), so those two fields are None here.
         """
         messages = self._db[COLLECTIONS[kind]]
-        before = self._anchor(kind, channel_id, before_id) if before_id is not None else None
+        before = self._anchor(kind, channel_id, before_id, communities) if before_id is not None else None
         density = self._density(kind, channel_id)
         if page > 0:
             before = _guarded(lambda: nth_newest_position(messages, channel_id, page * size, density=density,
-                                                          before=before))
+                                                          before=before, communities=communities))
             if before is None:
                 return []
-        docs = _guarded(lambda: newest_documents(messages, channel_id, size, density=density, before=before))
+        docs = _guarded(lambda: newest_documents(messages, channel_id, size, density=density, before=before,
+                                                 communities=communities))
         if docs:
             self._densities.saw((kind, channel_id), docs[0]["localDateTime"])
         return [from_document(kind, _without_stale_parent(doc)) for doc in docs]
@@ -129,13 +131,14 @@ class MongoReadSide:
         docs = _guarded(lambda: find_unique_in(self._db[COLLECTIONS[kind]], "_id", ids))
         return {str(doc["_id"]): from_document(kind, doc) for doc in docs}
 
-    def _anchor(self, kind: RoomKind, channel_id: int, before_id: str) -> tuple[datetime, ObjectId]:
+    def _anchor(self, kind: RoomKind, channel_id: int, before_id: str,
+                communities: Collection[int] | None) -> tuple[datetime, ObjectId]:
         """Time and id of the cursor message, which must belong to this room."""
         oid = object_id(before_id)
         anchor = None
         if oid is not None:
             anchor = _guarded(lambda: self._db[COLLECTIONS[kind]].find_one(
-                {"_id": oid, "channelId": Int64(channel_id)}, {"localDateTime": 1}))
+                {"_id": oid, **room_filter(channel_id, communities)}, {"localDateTime": 1}))
         if anchor is None:
             raise BadRequest("before: unknown message")
         return anchor["localDateTime"], oid
@@ -273,7 +276,7 @@ class MongoReadSide:
             raise
         return StoredFile(key=key, filename=meta.filename, content_type=meta.content_type, length=length,
                           kind=meta.kind, channel_id=meta.channel_id, uploader_id=meta.uploader_id,
-                          uploaded_at=meta.uploaded_at)
+                          uploaded_at=meta.uploaded_at, community_id=meta.community_id)
 
     def open(self, key: str) -> tuple[StoredFile, BinaryIO] | None:
         doc = _guarded(lambda: self._files.find_one({"filename": key}))
@@ -320,7 +323,8 @@ def _abort_quietly(stream: Any) -> None:
 def _file_metadata(meta: StoredFile) -> dict[str, Any]:
     return {"originalName": meta.filename, "contentType": meta.content_type, "kind": meta.kind,
             "channelId": Int64(meta.channel_id), "uploaderId": Int64(meta.uploader_id),
-            "uploadedAt": meta.uploaded_at}
+            "uploadedAt": meta.uploaded_at,
+            "communityId": Int64(meta.community_id) if meta.community_id is not None else None}
 
 
 def _stored_file(doc: dict[str, Any]) -> StoredFile:
@@ -329,7 +333,8 @@ def _stored_file(doc: dict[str, Any]) -> StoredFile:
                       content_type=meta.get("contentType") or "application/octet-stream",
                       length=int(doc.get("length") or 0), kind=meta.get("kind", "direct"),
                       channel_id=int(meta.get("channelId") or 0), uploader_id=int(meta.get("uploaderId") or 0),
-                      uploaded_at=meta.get("uploadedAt") or doc.get("uploadDate"))
+                      uploaded_at=meta.get("uploadedAt") or doc.get("uploadDate"),
+                      community_id=int(meta["communityId"]) if meta.get("communityId") is not None else None)
 
 
 def _guarded(call: Any) -> Any:

@@ -56,7 +56,7 @@ class MongoOutbox:
     def add_change(self, change: PendingChange) -> PendingChange:
         document = {"action": change.action, "kind": change.kind, "channelId": change.channel_id,
                     "messageId": change.message_id, "content": change.content, "editedAt": change.edited_at,
-                    "seq": change.seq, "pub": datetime.utcnow()}
+                    "seq": change.seq, "communityId": change.community_id, "pub": datetime.utcnow()}
         result = _guarded(lambda: self._changes.insert_one(document))
         return replace(change, id=str(result.inserted_id))
 
@@ -112,7 +112,8 @@ def _change(doc: dict[str, Any]) -> PendingChange:
     return PendingChange(action=doc["action"], kind=kind, channel_id=int(doc["channelId"]),
                          message_id=str(doc["messageId"]), content=doc.get("content"),
                          edited_at=doc.get("editedAt"), id=str(doc["_id"]),
-                         seq=int(doc["seq"]) if doc.get("seq") is not None else None)
+                         seq=int(doc["seq"]) if doc.get("seq") is not None else None,
+                         community_id=int(doc["communityId"]) if doc.get("communityId") is not None else None)
 
 
 def _guarded(call: Any) -> Any:

@@ -45,13 +45,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any, Callable, Collection, Hashable, Mapping
 
 from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import DESCENDING
 
-__all__ = ["Density", "DensityCache", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST",
+__all__ = ["Density", "DensityCache", "room_filter", "newest_documents", "nth_newest_position", "unsorted_cap", "NEWEST_FIRST",
            "SLACK", "GROWTH", "MAX_WINDOWS", "MAX_WINDOWED_SKIP"]
 
 NEWEST_FIRST = [("localDateTime", DESCENDING), ("_id", DESCENDING)]
@@ -132,13 +132,27 @@ class DensityCache:
             self._entries[key] = (entry[0], replace(entry[1], latest=newest))
 
 
+def room_filter(channel_id: int, communities: Collection[int] | None = None) -> dict[str, Any]:
+    """The query of a room's messages; with ``communities``, only those written in one of them."""
+    room: dict[str, Any] = {"channelId": Int64(channel_id)}
+    if communities is not None:
+        ids = [Int64(c) for c in sorted(communities)]
+        # One community (the usual case) as an equality: SecantusDB serves an index range only
+        # when the range is the query's one operator field.
+        room["communityId"] = ids[0] if len(ids) == 1 else {"$in": ids}
+    return room
+
+
 def newest_documents(messages: Any, channel_id: int, count: int, *, density: Density | None,
                      before: tuple[datetime, ObjectId] | None = None,
-                     projection: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+                     projection: Mapping[str, Any] | None = None,
+                     communities: Collection[int] | None = None) -> list[dict[str, Any]]:
     """The room's first ``count`` documents newest first; with ``before`` = (time, id) of a
     message, only those strictly older than it in that order. A ``projection`` must keep
-    ``localDateTime`` and ``_id``: windows are put in that order here."""
-    room = {"channelId": Int64(channel_id)}
+    ``localDateTime`` and ``_id``: windows are put in that order here. With ``communities``,
+    only messages of those communities count (the windows, sized for the whole room, then
+    may grow: they stay bounded index ranges)."""
+    room = room_filter(channel_id, communities)
     reader = _SliceReader(messages, room, projection)
     docs: list[dict[str, Any]] = []
     upper: datetime | None = None  # exclusive upper bound of the next slice; None = no bound
@@ -154,14 +168,16 @@ def newest_documents(messages: Any, channel_id: int, count: int, *, density: Den
 
 
 def nth_newest_position(messages: Any, channel_id: int, n: int, *, density: Density | None,
-                        before: tuple[datetime, ObjectId] | None = None) -> tuple[datetime, ObjectId] | None:
+                        before: tuple[datetime, ObjectId] | None = None,
+                        communities: Collection[int] | None = None) -> tuple[datetime, ObjectId] | None:
     """(time, id) of the room's ``n``-th newest message (``n >= 1``; only messages strictly
-    older than ``before`` count), or None when there are fewer: where page ``p`` of size ``s``
-    starts, for ``n = p * s``."""
+    older than ``before`` count, and only those of ``communities`` when given), or None when
+    there are fewer: where page ``p`` of size ``s`` starts, for ``n = p * s``."""
     if n <= MAX_WINDOWED_SKIP:
-        docs = newest_documents(messages, channel_id, n, density=density, before=before, projection=_POSITION)
+        docs = newest_documents(messages, channel_id, n, density=density, before=before, projection=_POSITION,
+                                communities=communities)
     else:
-        docs = _skipped_on_server(messages, {"channelId": Int64(channel_id)}, n - 1, before)
+        docs = _skipped_on_server(messages, room_filter(channel_id, communities), n - 1, before)
         n = 1
     return (docs[n - 1]["localDateTime"], docs[n - 1]["_id"]) if len(docs) >= n else None
 

@@ -1,9 +1,12 @@
 """Who may SEND to and SUBSCRIBE to what (issue 3 item 3, protocol.md W-3).
 
 - ``/topic/direct/{R}`` and DM sends: member of DM room R.
-- ``/topic/group/{channelId}`` and channel sends: member of the community that owns the
-  text channel (unknown channel → ``NotFound``); a ``communityId`` in a payload must be
-  that community.
+- channel sends: the write's community (``ChannelScope.writer_community``: the channel's
+  listed owner, else the payload's ``communityId`` unless that community's channel list
+  says otherwise); the author must be a member of it.
+- ``/topic/group/{channelId}``: member of the listed owner; a channel no list names may be
+  subscribed to by anyone, because each delivery goes only to members of the event's own
+  community (app/chat/channel_scope.py).
 - ``/topic/community/{C}``, community/voice signaling: member of community C.
 - ``join-channel``: the same rule for the location entered (``home`` is always allowed).
 
@@ -17,9 +20,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Protocol
 
+from app.chat.channel_scope import ChannelScope
 from app.chat.payloads import JoinLocation, RoomRef
 from app.destinations import parse_topic
-from app.errors import BadRequest, Forbidden, NotFound
+from app.errors import Forbidden, NotFound
 
 __all__ = ["MembershipLookup", "Access"]
 
@@ -39,6 +43,10 @@ class MembershipLookup(Protocol):
 
     def channel_in_community(self, channel_id: int, community_id: int) -> bool: ...
 
+    def listed_channels(self, community_id: int) -> list[int] | None: ...
+
+    def community_member_set(self, community_id: int) -> frozenset[int]: ...
+
     def user_rooms(self, user_id: int) -> list[str]: ...
 
 
@@ -47,31 +55,22 @@ class Access:
 
     def __init__(self, membership: MembershipLookup) -> None:
         self._membership = membership
+        self.scope = ChannelScope(membership)
 
     def require_room(self, user_id: int, room: RoomRef) -> RoomRef:
-        """The room with its owning community filled in, if ``user_id`` may post there."""
+        """The room with its community filled in (a channel's), if ``user_id`` may post there."""
         if room.kind == "direct":
             self._require_room_member(room.channel_id, user_id)
             return room
-        community_id = self.require_channel(user_id, room.channel_id, claimed=room.community_id)
-        if room.community_id is not None and room.community_id != community_id:
-            raise BadRequest("communityId: does not own this channel")
+        community_id = self.scope.writer_community(user_id, room.channel_id, room.community_id)
         return replace(room, community_id=community_id)
 
-    def require_channel(self, user_id: int, channel_id: int, *, claimed: int | None = None) -> int:
-        """The community owning text channel ``channel_id``, if ``user_id`` belongs to it.
-
-        ``claimed`` (the payload's ``communityId``) is believed only when that community's
-        channel list, fetched from the community service on a cache miss, has the channel.
-        """
-        community_id = self._membership.channel_community(channel_id)
-        if community_id is None and claimed is not None \
-                and self._membership.channel_in_community(channel_id, claimed):
-            community_id = claimed
-        if community_id is None:
-            raise NotFound("unknown channel")
-        self.require_community(user_id, community_id)
-        return community_id
+    def require_channel(self, user_id: int, channel_id: int) -> None:
+        """A channel with a listed owner needs its membership; an unlisted one is open, since
+        everything it carries is scoped by community (subscriptions, ``join-channel``)."""
+        owner = self.scope.owner(channel_id)
+        if owner is not None:
+            self.require_community(user_id, owner)
 
     def require_community(self, user_id: int, community_id: int) -> None:
         if not self._membership.is_community_member(community_id, user_id):

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from app.chat import events, payloads
 from app.chat.access import Access
-from app.chat.handlers import Messaging
+from app.chat.handlers import CURRENT_COMMUNITY, Messaging
 from app.chat.model import RoomKey
 from app.chat.presence_flow import PresenceFlow
 from app.chat.room_log import RoomLog
@@ -51,17 +51,37 @@ class ChatService:
 
     def authorize_subscription(self, connection: ClientConnection, destination: str) -> None:
         self._access.authorize_subscription(connection.user_id, destination)
+        topic = parse_topic(destination)
+        if topic is not None and topic.kind == "community":
+            # The community page the client shows: what its channel typing is assumed to be in.
+            connection.attributes[CURRENT_COMMUNITY] = topic.ident
 
     def resume(self, connection: ClientConnection, destination: str, since_seq: int) -> Resumed:
+        """The room's events after ``since_seq`` that this reader may see (a channel's: of its
+        communities only, app/chat/channel_scope.py)."""
         room = numbered_room(destination)
         if room is None:
             raise BadRequest("since-seq: only room destinations (/topic/direct/…, /topic/group/…) are numbered")
         replay = self._room_log.replay(room, since_seq)
         if replay.reset:
             return Resumed([(replay.latest, reset_body(replay.latest))], reset=True)
+        readable = self._readable(connection.user_id)
         return Resumed([(event.seq, body) for event in replay.events
-                        for pushed_to, body in events.decode(event.topic, event.value).pushes
-                        if pushed_to == destination])
+                        for decoded in (events.decode(event.topic, event.value),) if readable(decoded)
+                        for pushed_to, body in decoded.pushes if pushed_to == destination])
+
+    def _readable(self, user_id: int) -> Callable[[events.Decoded], bool]:
+        """Whether ``user_id`` may see a decoded event (one membership check per community)."""
+        seen: dict[tuple[int, int | None], bool] = {}
+
+        def readable(decoded: events.Decoded) -> bool:
+            scope = decoded.channel_scope
+            if scope is None:
+                return True
+            if scope not in seen:
+                seen[scope] = self._access.scope.readable(user_id, *scope)
+            return seen[scope]
+        return readable
 
     def connected(self, connection: ClientConnection) -> None:
         self._presence.connected(connection)

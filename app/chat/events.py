@@ -18,8 +18,13 @@ Record shapes per topic (``TOPICS`` in app/chat/model.py)::
     etc-community-topic   {"type":"reply", <message fields>, "parentId","parentName","parentContent"}
                           {"type":"modify","id","channelId","userId","content","time","editedAt","seq"}
                           {"type":"delete","id","channelId","seq"}
+                          (the typing, modify and delete records of a channel carry "communityId" too)
     file-topic            the file push body itself (FileUploadResponse of §2.7, ``file_push_body``),
-                          pushed verbatim
+                          pushed verbatim; a channel's adds "communityId", taken off before the push
+
+A channel event's ``communityId`` is the community it belongs to (app/chat/channel_scope.py):
+``Decoded.channel_scope`` hands it, with the channel, to whoever decides who may see it; it
+is never pushed.
 
 ``seq`` is the event's number in its room (app/chat/room_log.py), a JSON number, and is
 passed on in the push as an added field (a number there too: it is compared, not shown).
@@ -55,6 +60,7 @@ __all__ = [
     "exit_community_record",
     "exit_room_record",
     "file_push_body",
+    "file_record",
     "new_message_record",
     "change_record",
     "pushes_for",
@@ -76,6 +82,8 @@ class Decoded(NamedTuple):
     pushes: list[Push]
     room: RoomKey | None = None
     seq: int | None = None
+    # (channel id, its community or None) of a channel event: only that community's members see it
+    channel_scope: tuple[int, int | None] | None = None
 
 
 # (topic, key, value) of one record to produce.
@@ -141,17 +149,25 @@ def reply_record(message: ChatMessage) -> bytes:
 
 def modify_record(message: ChatMessage, seq: int | None = None) -> bytes:
     edited = java_local_datetime(message.edited_at) if message.edited_at else None
-    return encode(_numbered({"type": "modify", "id": message.id, "channelId": message.channel_id,
-                             "userId": message.user_id, "content": message.content,
-                             "time": java_local_datetime(message.created_at), "editedAt": edited}, seq))
+    return encode(_numbered(_scoped({"type": "modify", "id": message.id, "channelId": message.channel_id,
+                                     "userId": message.user_id, "content": message.content,
+                                     "time": java_local_datetime(message.created_at), "editedAt": edited},
+                                    message.community_id), seq))
 
 
-def delete_record(channel_id: int, message_id: str, seq: int | None = None) -> bytes:
-    return encode(_numbered({"type": "delete", "id": message_id, "channelId": channel_id}, seq))
+def delete_record(channel_id: int, message_id: str, seq: int | None = None, community_id: int | None = None) -> bytes:
+    return encode(_numbered(_scoped({"type": "delete", "id": message_id, "channelId": channel_id}, community_id), seq))
 
 
-def typing_record(channel_id: int, name: str | None) -> bytes:
-    return encode({"type": "typing", "channelId": channel_id, "name": name})
+def typing_record(channel_id: int, name: str | None, community_id: int | None = None) -> bytes:
+    return encode(_scoped({"type": "typing", "channelId": channel_id, "name": name}, community_id))
+
+
+def _scoped(fields: dict[str, Any], community_id: int | None) -> dict[str, Any]:
+    """A channel event's record names its community (direct ones have none)."""
+    if community_id is not None:
+        fields["communityId"] = community_id
+    return fields
 
 
 def presence_record(event: str, user_id: int, rooms: Iterable[str]) -> bytes:
@@ -182,11 +198,24 @@ def file_push_body(message: ChatMessage) -> bytes:
     ``userId`` is a JSON string, ``channelId`` a JSON number, ``message`` the file's URL path,
     ``type`` the room kind (``direct``/``community``) and ``fileType`` the message's type.
     """
-    return encode(_numbered({"id": message.id, "name": message.name, "profileImage": message.profile_image,
-                             "message": message.content, "thumbnail": message.thumbnail,
-                             "userId": str(message.user_id), "channelId": message.channel_id,
-                             "type": "direct" if message.kind == "direct" else "community",
-                             "fileType": message.type, "time": iso_local(message.created_at)}, message.seq))
+    return encode(_file_fields(message))
+
+
+def file_record(message: ChatMessage) -> bytes:
+    """The file-topic record: the push body, plus a channel's ``communityId`` (taken off again
+    by the consumer, so the push stays §2.7's exactly)."""
+    fields = _file_fields(message)
+    if message.kind == "channel":
+        fields["communityId"] = message.community_id
+    return encode(fields)
+
+
+def _file_fields(message: ChatMessage) -> dict[str, Any]:
+    return _numbered({"id": message.id, "name": message.name, "profileImage": message.profile_image,
+                      "message": message.content, "thumbnail": message.thumbnail,
+                      "userId": str(message.user_id), "channelId": message.channel_id,
+                      "type": "direct" if message.kind == "direct" else "community",
+                      "fileType": message.type, "time": iso_local(message.created_at)}, message.seq)
 
 
 def new_message_record(message: ChatMessage) -> Record:
@@ -196,14 +225,15 @@ def new_message_record(message: ChatMessage) -> Record:
         return message_topic(message.kind), key, message_record(message)
     if message.type == "reply":
         return etc_topic(message.kind), key, reply_record(message)
-    return TOPICS["file"], key, file_push_body(message)
+    return TOPICS["file"], key, file_record(message)
 
 
 def change_record(change: PendingChange, message: ChatMessage | None) -> Record:
     """The record of a stored edit (``message`` as edited) or delete."""
     key = record_key(change.channel_id)
     if change.action == "delete":
-        return etc_topic(change.kind), key, delete_record(change.channel_id, change.message_id, change.seq)
+        return etc_topic(change.kind), key, delete_record(change.channel_id, change.message_id, change.seq,
+                                                          change.community_id)
     assert message is not None
     return etc_topic(change.kind), key, modify_record(message, change.seq)
 
@@ -263,11 +293,21 @@ def _room_pushes(kind: RoomKind, record: dict[str, Any], body: dict[str, Any]) -
     return [(room_destination(kind, int(record["channelId"])), encode(body))]
 
 
-def _numbering(kind: RoomKind, record: dict[str, Any]) -> tuple[RoomKey | None, int | None]:
+def _numbering(kind: RoomKind, record: dict[str, Any]) -> tuple[RoomKey | None, int | None,
+                                                                 tuple[int, int | None] | None]:
+    """The numbered room and ``seq`` of a record, and a channel record's scope."""
     seq = record.get("seq")
+    scope = _channel_scope(kind, record)
     if seq is None:
-        return None, None
-    return (kind, int(record["channelId"])), int(seq)
+        return None, None, scope
+    return (kind, int(record["channelId"])), int(seq), scope
+
+
+def _channel_scope(kind: RoomKind, record: dict[str, Any]) -> tuple[int, int | None] | None:
+    if kind != "channel":
+        return None
+    community = record.get("communityId")
+    return int(record["channelId"]), int(community) if community is not None else None
 
 
 def _message_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
@@ -302,9 +342,13 @@ def _etc_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
 def _file_decoded(value: bytes) -> Decoded:
     record = json.loads(value)
     kind: RoomKind = "direct" if record.get("type") == "direct" else "channel"
-    # The record is the push body: forward the producer's bytes untouched.
+    numbering = _numbering(kind, record)
+    if "communityId" in record:  # a channel's scope, not part of the push
+        del record["communityId"]
+        value = encode(record)
+    # Otherwise the record is the push body: forward the producer's bytes untouched.
     return Decoded(("message", str(record["id"])), [(room_destination(kind, int(record["channelId"])), value)],
-                   *_numbering(kind, record))
+                   *numbering)
 
 
 def _presence_pushes(record: dict[str, Any]) -> list[Push]:

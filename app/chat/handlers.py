@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Callable, Mapping, NamedTuple, Protocol
 
@@ -41,7 +42,7 @@ from app.chat import events
 from app.chat.access import Access
 from app.chat.group_commit import GroupCommit, Submitted
 from app.chat.model import ChatMessage, PendingChange
-from app.chat.payloads import Delete, Modify, SendMessage, SendReply, Typing
+from app.chat.payloads import Delete, Modify, RoomRef, SendMessage, SendReply, Typing
 from app.chat.ports import EventBus, MessageWriter, Outbox, PublishAck
 from app.chat.relay import Relay
 from app.chat.room_log import RoomLog
@@ -50,10 +51,12 @@ from app.contracts import ClientConnection
 from app.destinations import RoomKind
 from app.errors import BackendError, BadRequest, Forbidden, NotFound
 
-__all__ = ["ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Stored", "MESSAGE_ID_HEADER"]
+__all__ = ["ProfileLookup", "MessageObserver", "Authors", "TypingLimiter", "Messaging", "Stored", "MESSAGE_ID_HEADER", "CURRENT_COMMUNITY"]
 
 # The RECEIPT header that carries a stored message's id (an addition to protocol.md).
 MESSAGE_ID_HEADER = "message-id"
+# ClientConnection.attributes key: the community this connection last subscribed to.
+CURRENT_COMMUNITY = "current-community"
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +174,8 @@ class Messaging:
         room = self._access.require_room(connection.user_id, command.room)
         self._relay.check_capacity()
         parent = self._store.get(room.kind, command.parent_id)
-        if parent is None or parent.channel_id != room.channel_id:
-            raise NotFound("parentId: no such message in this room")
+        if parent is None or parent.channel_id != room.channel_id or parent.community_id != room.community_id:
+            raise NotFound("parentId: no such message in this room")  # another community's is not quoted
         author = self._authors.resolve(connection.user_id, command.name, command.profile_image)
         message = ChatMessage(kind=room.kind, channel_id=room.channel_id, community_id=room.community_id,
                               user_id=connection.user_id, content=command.content,
@@ -191,13 +194,13 @@ class Messaging:
         return self._commit.submit(message, self._relay.message_stored).wait()
 
     def modify(self, connection: ClientConnection, command: Modify) -> None:
-        room = self._access.require_room(connection.user_id, command.room)
-        original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
+        room, original = self._changed_message(connection.user_id, command.room, command.message_id)
         if original.type not in _EDITABLE_TYPES:
             raise BadRequest("id: only text messages can be edited")  # a file message's content is its URL
         self._relay.check_capacity()
         change = self._record(PendingChange("modify", room.kind, room.channel_id, original.id,
-                                            content=command.content, edited_at=self._now()))
+                                            content=command.content, edited_at=self._now(),
+                                            community_id=room.community_id))
         assert change.edited_at is not None
         edited = self._store.edit(room.kind, original.id, connection.user_id, command.content, change.edited_at)
         if edited is None:
@@ -206,10 +209,10 @@ class Messaging:
         self._made(change, edited)
 
     def delete(self, connection: ClientConnection, command: Delete) -> None:
-        room = self._access.require_room(connection.user_id, command.room)
-        original = self._own_message(connection.user_id, room.kind, room.channel_id, command.message_id)
+        room, original = self._changed_message(connection.user_id, command.room, command.message_id)
         self._relay.check_capacity()
-        change = self._record(PendingChange("delete", room.kind, room.channel_id, original.id))
+        change = self._record(PendingChange("delete", room.kind, room.channel_id, original.id,
+                                            community_id=room.community_id))
         removed = self._store.delete(room.kind, original.id, connection.user_id)
         if removed is None:
             self._not_made(change)
@@ -234,18 +237,47 @@ class Messaging:
         self._relay.change_stored(change, message, record)
 
     def typing(self, connection: ClientConnection, command: Typing) -> PublishAck | None:
-        """Publish a typing event; None when rate-limited (dropped, still acknowledged)."""
-        room = self._access.require_room(connection.user_id, command.room)
+        """Publish a typing event; None when rate-limited or unscoped (dropped, still acknowledged).
+
+        The original clients send no ``communityId`` with typing: in a channel no list names,
+        the community this connection last subscribed to (``/topic/community/{C}``) is assumed;
+        without one the event has no audience and is dropped.
+        """
+        claimed = command.room
+        if claimed.kind == "channel" and claimed.community_id is None \
+                and self._access.scope.owner(claimed.channel_id) is None:
+            current = connection.attributes.get(CURRENT_COMMUNITY)
+            if current is None:
+                return None
+            claimed = replace(claimed, community_id=current)
+        room = self._access.require_room(connection.user_id, claimed)
         if not self._typing.allow(connection.user_id, room.kind, room.channel_id):
             return None
         name = self._authors.name_of(connection.user_id, command.name)
         return self._bus.publish_nowait(events.etc_topic(room.kind), events.record_key(room.channel_id),
-                                        events.typing_record(room.channel_id, name))
+                                        events.typing_record(room.channel_id, name, room.community_id))
 
-    def _own_message(self, user_id: int, kind: RoomKind, channel_id: int, message_id: str) -> ChatMessage:
+    def _changed_message(self, user_id: int, claimed: RoomRef, message_id: str) -> tuple[RoomRef, ChatMessage]:
+        """The room (community filled in) and the author's own message an edit or delete names.
+
+        The original clients name no community with an edit or delete; a channel's message
+        carries the community it was written in, and the editor must still be a member of it.
+        """
+        if claimed.kind == "direct" or claimed.community_id is not None \
+                or self._access.scope.owner(claimed.channel_id) is not None:
+            room = self._access.require_room(user_id, claimed)
+            return room, self._own_message(user_id, room.kind, room.channel_id, message_id, room.community_id)
+        original = self._own_message(user_id, claimed.kind, claimed.channel_id, message_id)
+        room = self._access.require_room(user_id, replace(claimed, community_id=original.community_id))
+        return room, original
+
+    def _own_message(self, user_id: int, kind: RoomKind, channel_id: int, message_id: str,
+                     community_id: int | None = None) -> ChatMessage:
         message = self._store.get(kind, message_id)
         if message is None or message.channel_id != channel_id:
             raise NotFound("id: no such message in this room")
+        if community_id is not None and message.community_id not in (None, community_id):
+            raise NotFound("id: no such message in this room")  # another community's message
         if message.user_id != user_id:
             raise Forbidden("only the author may change a message")
         return message

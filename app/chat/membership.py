@@ -35,11 +35,13 @@ from app.destinations import parse_id, parse_membership_entry
 from app.errors import BackendError, BackendUnavailable, ServiceRefused
 from app.settings import Settings
 
-__all__ = ["Membership", "LocalLists"]
+__all__ = ["Membership", "LocalLists", "MEMBER_SETS_MAX"]
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
+# Communities whose member sets one process keeps (past it they are rebuilt as needed).
+MEMBER_SETS_MAX = 10_000
 
 
 class LocalLists:
@@ -97,6 +99,9 @@ class Membership:
         # channel -> [community], from the reverse index of channel lists: any channel
         # list change may move a channel, so it is dropped whole on one.
         self._owners = LocalLists(settings.membership_local_ttl_s, monotonic=monotonic)
+        # community -> (the member list it was built from, that list as a set); the list object
+        # stays the same while this process keeps it, so an identity check says it is current.
+        self._member_sets: dict[int, tuple[list[int], frozenset[int]]] = {}
         self._http = http
         base = settings.community_service_url.rstrip("/")
         self._base = base if http is not None and base else ""
@@ -128,6 +133,35 @@ class Membership:
                           self._cache.set_community_channels, f"/community/feign/{community_id}/channel-id",
                           "channels")
 
+    def listed_channels(self, community_id: int) -> list[int] | None:
+        """The community's channel list, or None when nothing lists its channels.
+
+        The original community service has no channel-id endpoint, so "no list" is the usual
+        answer there: it is kept like a list (``unlisted``), or every channel SEND would ask
+        the service again.
+        """
+        key = ("unlisted", community_id)
+        if self._local.get(key) is not None:
+            return None
+        epoch = self._local.epoch
+        channels = self.community_channels(community_id)
+        if channels or self._cache.community_channels(community_id) is not None:
+            return channels
+        self._local.put(key, [], epoch=epoch)
+        return None
+
+    def community_member_set(self, community_id: int) -> frozenset[int]:
+        """``community_members`` as a set, for per-delivery checks; rebuilt only when the list is."""
+        members = self.community_members(community_id)
+        known = self._member_sets.get(community_id)
+        if known is not None and known[0] is members:
+            return known[1]
+        if len(self._member_sets) >= MEMBER_SETS_MAX:
+            self._member_sets.clear()
+        as_set = frozenset(members)
+        self._member_sets[community_id] = (members, as_set)
+        return as_set
+
     def _read(self, key: Key, cached: Callable[[int], list[int] | None], store: Callable[[int, Sequence[int]], None],
               path: str, field: str) -> list[int]:
         """This process's copy, else the shared cache's, else the community service's (then cached)."""
@@ -150,6 +184,7 @@ class Membership:
         """A ``room``/``members``/``channels`` list was overwritten somewhere: drop our copy."""
         self._local.forget((kind, entity_id))
         if kind == "channels":
+            self._local.forget(("unlisted", entity_id))
             self._owners.forget_all()
 
     def forget_all(self) -> None:
@@ -192,9 +227,16 @@ class Membership:
     def set_community_channels(self, community_id: int, channel_ids: Sequence[int]) -> None:
         self._cache.set_community_channels(community_id, channel_ids)
         self._local.forget(("channels", community_id))
+        self._local.forget(("unlisted", community_id))
         self._owners.forget_all()
 
     # -- a user's rooms ------------------------------------------------------------------
+
+    def cached_communities(self, user_id: int) -> list[int]:
+        """The communities the cache's reverse index lists for the user (candidates only: a
+        reverse entry may outlive its list, so callers check the member list itself)."""
+        entries = (parse_membership_entry(entry) for entry in self._cache.user_rooms(user_id))
+        return [entry[1] for entry in entries if entry is not None and entry[0] == "community"]
 
     def user_rooms(self, user_id: int) -> list[str]:
         """``community/{id}`` then ``direct/{id}`` entries for the user's pushes."""

@@ -93,6 +93,7 @@ class PendingChange:
     edited_at: datetime | None = None
     id: str = ""
     seq: int | None = None
+    community_id: int | None = None  # a channel message's community (app/chat/channel_scope.py)
 
     @property
     def room(self) -> "RoomKey":
@@ -166,3 +167,4 @@ class StoredFile:
     channel_id: int
     uploader_id: int
     uploaded_at: datetime = field(default_factory=datetime.utcnow)
+    community_id: int | None = None  # a channel file's community (app/chat/channel_scope.py)

@@ -8,7 +8,7 @@ unit tests (``tests/fakes.py``, held to the real backends by ``tests/contract``)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, BinaryIO, Iterable, Mapping, Protocol, Sequence
+from typing import Any, BinaryIO, Collection, Iterable, Mapping, Protocol, Sequence
 
 from app.chat.model import (ChatMessage, Claimed, Latest, OutboxRef, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey,
                             StoredFile)
@@ -64,8 +64,9 @@ class HistoryReader(Protocol):
     """Read side: paged history and the denormalised parents of replies."""
 
     def page(self, kind: RoomKind, channel_id: int, *, size: int, page: int = 0,
-             before_id: str | None = None) -> list[ChatMessage]:
-        """Newest first: ``page`` pages back, or the ``size`` messages older than ``before_id``."""
+             before_id: str | None = None, communities: Collection[int] | None = None) -> list[ChatMessage]:
+        """Newest first: ``page`` pages back, or the ``size`` messages older than ``before_id``;
+        with ``communities``, as if the room held only the messages written in one of them."""
         ...
 
     def get_many(self, kind: RoomKind, message_ids: Iterable[str]) -> dict[str, ChatMessage]: ...

@@ -5,7 +5,9 @@ Per event: one registry lookup, one message id, and one :class:`MessageTemplate`
 version in use (the body is encoded once per event, not per subscriber). Per subscriber:
 one dict lookup of the subscription id's escaped bytes (kept on the session, computed on
 its first delivery) and one ``bytes.join``; nothing here waits on a socket and nothing is
-logged per delivery.
+logged per delivery. Only a client-ack subscription (``ack:client`` or
+``ack:client-individual``) costs more: its bytes are not kept, and each of its frames gets an
+``ack`` header with an id the session's ``AckLedger`` records (app/stomp/acks.py).
 
 Frames are not handed to the sessions one by one: ``deliver`` gathers them per session, and
 one loop callback, run as soon as the delivering greenlet yields (a consumer yields only
@@ -16,6 +18,9 @@ of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the or
 ``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, and one
 whose frame cannot be built (a subscription id that cannot be written in its STOMP version)
 is closed with an ERROR, each from a greenlet of its own: neither stops delivery to the others.
+An event with an audience (a channel's: its community's members, app/chat/channel_scope.py)
+reaches only the subscribers whose user is in it: the subscriber list is filtered once per
+event, one set lookup per subscriber, so events without one cost what they did.
 A subscription being resumed (``SUBSCRIBE`` with ``since-seq``) has a gate: its frames go
 through it (held during the replay, then checked against it for a while).
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import uuid
-from typing import Callable
+from typing import Callable, Container
 
 import gevent
 
@@ -53,13 +58,18 @@ class FanoutDelivery:
         self._counter = itertools.count(1)
         self._gathered: dict[Session, list[bytes]] = {}  # frames owed, per session, until the flush
 
-    def deliver(self, destination: str, body: bytes, seq: int | None = None) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None,
+                audience: Container[int] | None = None) -> int:
         """Owe ``body`` as a MESSAGE to every local subscription of ``destination``.
 
+        With ``audience``, only to subscriptions whose session's user is in it (one
+        membership test per subscriber, filtered once per event before the loop).
         The frames reach the sessions' outboxes when the calling greenlet next yields.
         Returns how many subscriptions they were addressed to.
         """
         subscribers = self._registry.subscribers(destination)
+        if audience is not None and subscribers:
+            subscribers = tuple(pair for pair in subscribers if pair[0].user_id in audience)
         if not subscribers:
             return 0
         message_id = self._id_prefix + str(next(self._counter))
@@ -74,13 +84,11 @@ class FanoutDelivery:
                 if template is None:
                     template = templates[session.version] = MessageTemplate(
                         destination, message_id, body, version=session.version)
-                cached = session.subscription_bytes
-                subscription = cached.get(subscription_id)
-                if subscription is None:
-                    if len(cached) >= SUBSCRIPTION_BYTES_MAX:
-                        cached.clear()
-                    subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
-                frame = template.for_subscription_bytes(subscription)
+                subscription = session.subscription_bytes.get(subscription_id)
+                if subscription is not None:  # an auto subscription seen before: the common case
+                    frame = template.for_subscription_bytes(subscription)
+                else:
+                    frame = _first_or_acked(session, template, subscription_id, message_id)
                 if session.gates and not _through_gate(session, subscription_id, seq, frame):
                     continue
             except Exception:  # noqa: BLE001 - one subscriber's frame must not cost the others theirs
@@ -108,6 +116,20 @@ class FanoutDelivery:
                 log.exception("fan-out to session %s failed", session.session_id)
         if overflowed:
             gevent.spawn(_close_each, overflowed, lambda session: session.close_slow_consumer())
+
+
+def _first_or_acked(session: Session, template: MessageTemplate, subscription_id: str, message_id: str) -> bytes:
+    """The frame for a subscription whose bytes are not cached: a client-ack one (never cached,
+    each frame gets an ack id, app/stomp/acks.py) or an auto one's first (its bytes are kept)."""
+    acks = session.acks
+    if subscription_id in acks.modes:
+        subscription = template.subscription_bytes(subscription_id)
+        return template.for_acked_subscription(subscription, acks.delivered(subscription_id, message_id))
+    cached = session.subscription_bytes
+    if len(cached) >= SUBSCRIPTION_BYTES_MAX:
+        cached.clear()
+    subscription = cached[subscription_id] = template.subscription_bytes(subscription_id)
+    return template.for_subscription_bytes(subscription)
 
 
 def _through_gate(session: Session, subscription_id: str, seq: int | None, frame: bytes) -> bool:

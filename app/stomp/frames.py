@@ -193,8 +193,9 @@ class MessageTemplate:
     fan-out may keep :meth:`subscription_bytes` of each subscription (it depends only on
     the id and the version) and call :meth:`for_subscription_bytes`, which is only the join.
 
-    Headers come in this order: destination, content-type, subscription, message-id,
-    content-length (always present, even for an empty body). The output equals
+    Headers come in this order: destination, content-type, subscription, [ack,] message-id,
+    content-length (always present, even for an empty body); ``ack`` only in frames of a
+    client-ack subscription (:meth:`for_acked_subscription`). The output equals
     ``Frame(MESSAGE, those headers, body).serialize(version)``: each template uses the
     escaping rules of its own version (1.0: none, and CR/LF refused), so a server whose
     subscribers speak several versions builds one template per version in use.
@@ -234,3 +235,11 @@ class MessageTemplate:
     def for_subscription_bytes(self, subscription: bytes) -> bytes:
         """``for_subscription``, given the id already as :meth:`subscription_bytes` of this version."""
         return b"".join((self._prefix, subscription, self._suffix))
+
+    def for_acked_subscription(self, subscription: bytes, ack_id: str) -> bytes:
+        """The frame for a client-ack subscription: an ``ack`` header follows ``subscription``.
+
+        Equals ``Frame(MESSAGE, (destination, content-type, subscription, ("ack", ack_id),
+        message-id, content-length), body).serialize(version)``.
+        """
+        return b"".join((self._prefix, subscription, b"\nack:", self._escape(ack_id).encode("utf-8"), self._suffix))

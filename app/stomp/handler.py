@@ -2,7 +2,7 @@
 
 Owns the rules of one connection from CONNECT to DISCONNECT (STOMP 1.2 "Client Frames"):
 version and heart-beat negotiation, authentication, subscriptions (through the
-``SubscriptionRegistry``), SEND dispatch to the ``ChatApplication``, receipts and errors.
+``SubscriptionRegistry``; their ack modes and ACK/NACK through the ``AckLedger``), SEND dispatch to the ``ChatApplication``, receipts and errors.
 It performs no I/O and never waits: the session (``app/stomp/session.py``) feeds it frames
 and applies the returned :class:`Outcome`: the frames to send, the ``Pending`` of a SEND
 whose reply is owed later (app/contracts.py), whether to close. Keeping replies in frame
@@ -29,6 +29,7 @@ from app.contracts import ChatApplication, ClientConnection, Pending
 from app.errors import (AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError,
                         RateLimited)
 from app.stomp import frames as f
+from app.stomp.acks import ACK_MODES, AUTO, AckLedger
 from app.stomp.frames import Frame
 from app.stomp.heartbeat import negotiate_heartbeat, parse_heart_beat
 from app.stomp.parser import negotiate_version
@@ -37,7 +38,8 @@ from app.stomp.registry import SubscriptionRegistry
 from app.stomp.routing import check_subscribe_destination, resolve_send
 
 __all__ = ["StompHandler", "Outcome", "Resume", "AWAITING_CONNECT", "CONNECTED", "CLOSED", "IDEMPOTENCY_KEY",
-           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS", "SUBSCRIPTION_ID_MAX_CHARS", "MAX_SUBSCRIPTIONS_PER_DESTINATION"]
+           "SINCE_SEQ", "SINCE_SEQ_MAX_DIGITS", "SUBSCRIPTION_ID_MAX_CHARS", "MAX_SUBSCRIPTIONS_PER_DESTINATION",
+           "UNKNOWN_ACK"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ IDEMPOTENCY_KEY = "idempotency-key"
 # The SUBSCRIBE header that resumes a room from after an event number (app/stomp/resume.py).
 SINCE_SEQ = "since-seq"
 SINCE_SEQ_MAX_DIGITS = 15  # below 2**53, so JavaScript clients hold it exactly
+# What an ACK or NACK of nothing owed is told (the connection stays open).
+UNKNOWN_ACK = "unknown ack id"
 
 # The longest subscription id: fan-out writes it into every MESSAGE of the subscription
 # (clients use "sub-0"; ids of kilobytes only multiply what each message costs).
@@ -110,13 +114,15 @@ class StompHandler:
         max_per_destination: the most of them to one destination (past it: a non-fatal ERROR).
         send_rate: ``(limit, window_s)``: at most ``limit`` SENDs per ``window_s`` (a token
             bucket, made at the first SEND); past it a SEND gets a non-fatal ERROR. None: no limit.
+        acks: this connection's client-ack subscriptions and the ack ids they are owed (the
+            fan-out records what it delivers there; app/stomp/acks.py).
     """
 
     def __init__(self, *, application: ChatApplication, verifier: TokenVerifier,
                  registry: SubscriptionRegistry[Hashable], subscriber: Hashable, session_id: str,
                  node_id: str, transport: str, heartbeat_ms: int, max_subscriptions: int,
                  max_per_destination: int = MAX_SUBSCRIPTIONS_PER_DESTINATION,
-                 send_rate: tuple[int, float] | None = None) -> None:
+                 send_rate: tuple[int, float] | None = None, acks: AckLedger | None = None) -> None:
         self._application = application
         self._verifier = verifier
         self._registry = registry
@@ -129,6 +135,7 @@ class StompHandler:
         self._max_per_destination = max_per_destination
         self._send_rate = send_rate
         self._send_bucket: TokenBucket | None = None
+        self.acks = acks if acks is not None else AckLedger()
         self.state = AWAITING_CONNECT
         self.version = "1.2"  # until negotiated; what ERROR frames before CONNECTED use
         self.heartbeat = (0, 0)  # (server sends every ms, server expects every ms)
@@ -243,8 +250,10 @@ class StompHandler:
             raise BadRequest(f"too many subscriptions to this destination (at most {self._max_per_destination})")
         check_subscribe_destination(destination)
         since_seq = _since_seq(frame)
+        ack_mode = _ack_mode(frame)
         self._call_application(self._application.authorize_subscription, self.connection, destination)
         self._registry.add(self._subscriber, subscription_id, destination)
+        self.acks.subscribe(subscription_id, ack_mode)
         if since_seq is None:
             return Outcome(_receipt_for(frame))
         # The replay goes out before the RECEIPT: the session performs it (it reads the database).
@@ -269,10 +278,21 @@ class StompHandler:
             raise InvalidFrame("missing id header")
         if self._registry.remove(self._subscriber, subscription_id) is None:
             raise NotFound("unknown subscription")
+        self.acks.unsubscribe(subscription_id)
         return Outcome(_receipt_for(frame))
 
     def _acknowledge(self, frame: Frame) -> Outcome:
-        # Every subscription is auto-acknowledged: ACK/NACK have nothing left to do.
+        """ACK or NACK: it must name a MESSAGE delivered on a client-ack subscription and not
+        acknowledged yet. Either only settles it (app/stomp/acks.py): nothing is redelivered."""
+        if frame.header("transaction") is not None:
+            raise ProtocolError("transactions not supported")
+        if self.version == "1.2":
+            settled = self.acks.settle(_required(frame, "id"))
+        else:  # 1.0 and 1.1 name the message (1.1 also its subscription)
+            subscription_id = _required(frame, "subscription") if self.version == "1.1" else None
+            settled = self.acks.settle_message(_required(frame, "message-id"), subscription_id)
+        if not settled:
+            raise NotFound(UNKNOWN_ACK)
         return Outcome(_receipt_for(frame))
 
     def _transaction(self, frame: Frame) -> Outcome:
@@ -315,6 +335,13 @@ def _required(frame: Frame, name: str) -> str:
     if value is None or value == "":
         raise InvalidFrame(f"missing {name} header")
     return value
+
+
+def _ack_mode(frame: Frame) -> str:
+    mode = frame.header("ack", AUTO)
+    if mode not in ACK_MODES:
+        raise BadRequest("ack: must be auto, client or client-individual")
+    return mode  # type: ignore[return-value]
 
 
 def _since_seq(frame: Frame) -> int | None:

@@ -46,6 +46,7 @@ from app.contracts import ChatApplication, ClientConnection
 from app.errors import ChatServerError, ProtocolError
 from app.settings import Settings
 from app.stomp import frames as f
+from app.stomp.acks import AckLedger
 from app.stomp.frames import Frame
 from app.stomp.handler import AWAITING_CONNECT, Outcome, Resume, StompHandler
 from app.stomp.heartbeat import is_overdue
@@ -150,8 +151,11 @@ class Session:
         self.session_id = session_id
         self.transport = transport
         self.state = OPEN
-        # Fan-out's cache: subscription id -> its escaped bytes in this session's version.
+        # Fan-out's cache: subscription id -> its escaped bytes in this session's version
+        # (auto subscriptions only: a client-ack subscription's frames each get an ack id).
         self.subscription_bytes: dict[str, bytes] = {}
+        self.user_id = 0  # the token's user once connected (fan-out checks audiences against it)
+        self.acks = AckLedger(lambda subscription_id: self.subscription_bytes.pop(subscription_id, None))
         # Resumed subscriptions whose live frames the fan-out hands to a gate (app/stomp/resume.py).
         self.gates: dict[str, ResumeGate] = {}
         self.outbox = Outbox(settings.outbox_max_frames)
@@ -165,7 +169,7 @@ class Session:
                                      heartbeat_ms=settings.heartbeat_ms,
                                      max_subscriptions=settings.stomp_max_subscriptions,
                                      max_per_destination=settings.stomp_max_subscriptions_per_destination,
-                                     send_rate=hub.send_rate)
+                                     send_rate=hub.send_rate, acks=self.acks)
         self._inflight: InflightSends | None = None  # made by the first SEND left in flight
         self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
@@ -300,9 +304,12 @@ class Session:
         self.gates.pop(subscription_id or "", None)
 
     def _replay_frame(self, resume: Resume, body: bytes) -> bytes:
-        template = f.MessageTemplate(resume.destination, _REPLAY_PREFIX + str(next(_REPLAY_IDS)), body,
-                                     version=self.version)
-        return template.for_subscription_bytes(template.subscription_bytes(resume.subscription_id))
+        message_id = _REPLAY_PREFIX + str(next(_REPLAY_IDS))
+        template = f.MessageTemplate(resume.destination, message_id, body, version=self.version)
+        subscription = template.subscription_bytes(resume.subscription_id)
+        if resume.subscription_id in self.acks.modes:
+            return template.for_acked_subscription(subscription, self.acks.delivered(resume.subscription_id, message_id))
+        return template.for_subscription_bytes(subscription)
 
     def _send_paced(self, frames: list[bytes]) -> None:
         """Queue a replay without overflowing the outbox: a chunk at a time, as the writer drains."""
@@ -339,6 +346,9 @@ class Session:
 
     def _on_connected(self) -> None:
         self._parser.version = self.version
+        connection = self._handler.connection
+        if connection is not None:
+            self.user_id = connection.user_id
         self._arm(self._check_timers(time.monotonic()))  # heart-beats off: no timer at all
         try:
             self._hub.application.connected(self._handler.connection)

@@ -261,7 +261,7 @@ def test_channel_uploads_are_refused_outside_the_community(api, case):
     else:
         del form["communityId"]
     response = upload(api, user, form, "/chat-server/channel/file")
-    assert response.status_code == (400 if case == "no_community" else 403)
+    assert response.status_code == (403 if case == "outsider" else 400)  # a wrong community: as a SEND
     assert nothing_stored(api)
 
 

@@ -249,13 +249,14 @@ def test_channel_history_needs_membership_of_the_owning_community(api):
     assert contents(ok) == ["hello channel"]
     assert api.client.get(f"/chat-server/community?ch_id={channel}", headers=api.auth(outsider)).status_code == 403
     unknown = api.client.get(f"/chat-server/community?ch_id={fresh_id()}", headers=api.auth(member))
-    assert unknown.status_code == 403
+    assert unknown.status_code == 403  # its community's list does not name it
 
 
 def test_channel_and_dm_histories_are_separate(api, room):
     room_id, alice, _ = room
-    set_community(api.settings.redis_url, fresh_id(), [alice], [room_id])  # same number, other kind
-    insert_message(api.db, "channel", room_id, alice, "in channel", BASE_TIME)
+    community = fresh_id()
+    set_community(api.settings.redis_url, community, [alice], [room_id])  # same number, other kind
+    insert_message(api.db, "channel", room_id, alice, "in channel", BASE_TIME, community_id=community)
     insert_message(api.db, "direct", room_id, alice, "in dm", BASE_TIME)
     assert contents(api.client.get(f"/chat-server/direct?ch_id={room_id}", headers=api.auth(alice))) == ["in dm"]
     assert contents(api.client.get(f"/chat-server/community?ch_id={room_id}",

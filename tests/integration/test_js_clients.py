@@ -59,3 +59,13 @@ def test_stompjs_sees_a_refused_token(server, application):
     assert result["connected"] is False
     assert result["errors"] == ["invalid token"]
     assert application.connections == []
+
+
+@pytest.mark.parametrize("mode", ["websocket", "sockjs"])
+def test_stompjs_acknowledges_a_client_individual_message_and_gets_the_receipt(server, application, token_for, mode):
+    """@stomp/stompjs's message.ack({receipt}) sends an ACK only if the MESSAGE has an ack header."""
+    url = server.ws_url if mode == "websocket" else server.sockjs_url
+    result = run_node_client(url=url, mode=mode, token=token_for(5), userId=5, publish=True, ack="client-individual")
+    assert result["ackHeader"], result
+    assert result["ackReceipt"] == "ack-1"
+    assert_round_trip(result, application)

@@ -207,7 +207,7 @@ def test_refusals_and_bad_payloads_store_nothing(nodes, world, db):
         (eve, "send-channel-message", dict(channelId=world.channel, communityId=world.community, content="x"),
          Forbidden),
         (alice, "send-channel-message", dict(channelId=fresh_id(), communityId=world.community, content="x"),
-         NotFound),
+         BadRequest),  # its community's channel list does not name it
         (alice, "send-direct-message", dict(channelId="Optional(5)", content="x"), BadRequest),
         (alice, "send-direct-message", dict(channelId=world.room, content="x" * 201), BadRequest),
         (alice, "send-direct-message", dict(channelId=world.room), BadRequest),

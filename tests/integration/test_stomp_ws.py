@@ -285,12 +285,6 @@ class TestSend:
         assert_error_then_closed(client, "transactions not supported")
         assert_server_serves(server, token_for)
 
-    def test_ack_and_nack_are_accepted_with_receipts(self, client):
-        for command in ("ACK", "NACK"):
-            client.send_frame(Frame(command, (("id", "m-1"), ("receipt", command))))
-            reply = client.receive_frame(WAIT)
-            assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", command)
-
 
 class TestLimits:
     """Frame, header and WebSocket message limits (settings), and malformed input."""
@@ -411,3 +405,41 @@ class TestEndings:
         probe = probe_disconnection(server, application, token_for)
         assert [c.stomp_session for c in application.disconnections] == [probe]  # none for the failed one
         assert len(server.chat.hub) == 0
+
+
+class TestAck:
+    """STOMP 1.2 "SUBSCRIBE ack Header", "ACK", "NACK" over a real socket."""
+
+    def test_a_client_individual_subscription_gets_ack_headers_and_its_acks_receipts(self, client):
+        client.subscribe("/topic/direct/3", "acked", headers={"ack": "client-individual"})
+        client.subscribe("/topic/direct/3", "auto")
+        publish(client, "/topic/direct/3", "one")
+        frames = {frame.header("subscription"): frame for frame in (client.receive_message(WAIT) for _ in range(2))}
+        assert frames["auto"].header("ack") is None
+        ack_id = frames["acked"].header("ack")
+        assert ack_id
+        client.send_frame(Frame("ACK", (("id", ack_id), ("receipt", "ack-1"))))
+        assert client.expect_receipt("ack-1", WAIT).command == "RECEIPT"
+
+    @pytest.mark.parametrize("command", ["ACK", "NACK"])
+    def test_a_bogus_or_repeated_ack_id_gets_an_error_and_the_connection_stays(self, client, command):
+        client.subscribe("/topic/direct/3", "acked", headers={"ack": "client"})
+        client.send_frame(Frame(command, (("id", "bogus"), ("receipt", "bad"))))
+        error = client.wait_for(lambda fr: fr.command == "ERROR", WAIT)
+        assert (error.header("message"), error.header("receipt-id")) == ("unknown ack id", "bad")
+        publish(client, "/topic/direct/3", "two")  # still connected and served
+        ack_id = client.receive_message(WAIT).header("ack")
+        client.send_frame(Frame(command, (("id", ack_id), ("receipt", "once"))))
+        client.expect_receipt("once", WAIT)
+        client.send_frame(Frame(command, (("id", ack_id), ("receipt", "twice"))))
+        error = client.wait_for(lambda fr: fr.command == "ERROR", WAIT)
+        assert (error.header("message"), error.header("receipt-id")) == ("unknown ack id", "twice")
+
+    def test_a_resumed_client_ack_subscription_replays_with_ack_headers(self, client, application):
+        application.resumable["/topic/direct/4"] = [(1, b'{"seq":1}'), (2, b'{"seq":2}')]
+        client.subscribe("/topic/direct/4", "acked", headers={"ack": "client-individual", "since-seq": "0"})
+        replayed = [client.receive_message(WAIT) for _ in range(2)]
+        assert [frame.body for frame in replayed] == [b'{"seq":1}', b'{"seq":2}']
+        for n, frame in enumerate(replayed):
+            client.send_frame(Frame("ACK", (("id", frame.header("ack")), ("receipt", f"replay-{n}"))))
+            client.expect_receipt(f"replay-{n}", WAIT)

@@ -2,13 +2,15 @@
 //
 // Usage: node stomp_roundtrip.js '<json options>'
 //   options: { url, mode: "websocket" | "sockjs", transports?: [...], token, userId,
-//              publish?: true, destination?, timeoutMs? }
+//              publish?: true, destination?, ack?: "client" | "client-individual", timeoutMs? }
 // Connects (access-token + user-id headers, heart-beats 10000,10000). With `publish`
 // (the transport tests' application double only) it subscribes to `destination`, publishes
-// one event through SEND /kafka/publish with a receipt and waits for the MESSAGE. Then it
-// deactivates (DISCONNECT with a receipt). Prints one JSON object:
-//   { connected, version, heartBeat, session, transport, publishReceipt, message,
-//     disconnectReceipt, errors } and exits 0, or exits 1 with { error } on timeout.
+// one event through SEND /kafka/publish with a receipt and waits for the MESSAGE. With `ack`
+// it subscribes in that ack mode and acknowledges the MESSAGE with message.ack({receipt})
+// (`ackHeader`, `ackReceipt`). Then it deactivates (DISCONNECT with a receipt). Prints one
+// JSON object:
+//   { connected, version, heartBeat, session, transport, publishReceipt, message, ackHeader,
+//     ackReceipt, disconnectReceipt, errors } and exits 0, or exits 1 with { error } on timeout.
 'use strict';
 
 const { Client } = require('@stomp/stompjs');
@@ -43,10 +45,20 @@ const config = {
       return;
     }
     const destination = options.destination || '/topic/group/12';
+    const subscribeHeaders = options.ack ? { ack: options.ack } : {};
     client.subscribe(destination, (message) => {
       result.message = { destination: message.headers.destination, body: message.body };
-      client.deactivate();
-    });
+      if (!options.ack) {
+        client.deactivate();
+        return;
+      }
+      result.ackHeader = message.headers.ack === undefined ? null : message.headers.ack;
+      client.watchForReceipt('ack-1', (receipt) => {
+        result.ackReceipt = receipt.headers['receipt-id'];
+        client.deactivate();
+      });
+      message.ack({ receipt: 'ack-1' });
+    }, subscribeHeaders);
     client.watchForReceipt('publish-1', (receipt) => { result.publishReceipt = receipt.headers['receipt-id']; });
     client.publish({
       destination: '/kafka/publish',

@@ -3,6 +3,7 @@ the delivering greenlet yields, in delivery order; a full outbox closes only its
 
 import gevent
 
+from app.stomp.acks import AckLedger
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.resume import ResumeGate
@@ -10,12 +11,14 @@ from app.stomp.outbox import Outbox
 
 
 class FakeSession:
-    """What fan-out touches of a Session: version, the subscription-bytes cache, gates, outbox, close."""
+    """What fan-out touches of a Session: version, the subscription-bytes cache, acks, gates, outbox, close."""
 
     def __init__(self, name, max_frames=100):
         self.session_id = name
         self.version = "1.2"
+        self.user_id = 0
         self.subscription_bytes = {}
+        self.acks = AckLedger(lambda sub: self.subscription_bytes.pop(sub, None))
         self.gates = {}
         self.outbox = RecordingOutbox(max_frames)
         self.closed_slow = False
@@ -127,3 +130,59 @@ def test_a_resumed_subscription_gets_live_frames_after_its_replay_and_never_one_
     gevent.sleep(0)
     assert [body for _, _, body in messages(alice.outbox)] == [b'{"n":7}']
     assert [body for _, _, body in messages(bob.outbox)] == [b'{"n":4}', b'{"n":2}', b'{"n":7}']
+
+
+def headers_of(frame):
+    head = frame.split(b"\n\n", 1)[0].decode().split("\n")
+    return [tuple(line.split(":", 1)) for line in head[1:]]
+
+
+def test_only_a_client_ack_subscription_gets_ack_headers_each_one_owed():
+    """STOMP 1.2 "MESSAGE": an ack header on client and client-individual subscriptions only."""
+    alice = FakeSession("a")
+    registry, delivery = setup()
+    registry.add(alice, "auto-sub", "/topic/direct/7")
+    registry.add(alice, "acked", "/topic/direct/7")
+    alice.acks.subscribe("acked", "client-individual")
+    for n in range(2):
+        delivery.deliver("/topic/direct/7", b"m%d" % n)
+    delivery.flush()
+    frames = alice.outbox.take(10)
+    by_subscription = {}
+    for frame in frames:
+        headers = dict(headers_of(frame))
+        by_subscription.setdefault(headers["subscription"], []).append(headers)
+    assert all("ack" not in headers for headers in by_subscription["auto-sub"])
+    acks = [headers["ack"] for headers in by_subscription["acked"]]
+    assert len(set(acks)) == 2 and len(alice.acks) == 2
+    assert [name for name, _ in headers_of(frames[1])][:4] == ["destination", "content-type", "subscription", "ack"]
+    assert all(alice.acks.settle(ack) for ack in acks) and len(alice.acks) == 0
+    assert set(alice.subscription_bytes) == {"auto-sub"}  # client-ack bytes are never kept
+
+
+def test_a_subscription_id_reused_for_client_ack_after_auto_gets_its_ack_header():
+    alice = FakeSession("a")
+    registry, delivery = setup()
+    registry.add(alice, "s", "/topic/direct/7")
+    delivery.deliver("/topic/direct/7", b"first")
+    registry.remove(alice, "s")
+    registry.add(alice, "s", "/topic/direct/7")
+    alice.acks.subscribe("s", "client")
+    delivery.deliver("/topic/direct/7", b"second")
+    delivery.flush()
+    first, second = alice.outbox.take(10)
+    assert "ack" not in dict(headers_of(first)) and "ack" in dict(headers_of(second))
+
+
+def test_an_audience_limits_an_event_to_its_users_and_none_means_everyone():
+    alice, bob = FakeSession("a"), FakeSession("b")
+    alice.user_id, bob.user_id = 5, 9
+    registry, delivery = setup()
+    registry.add(alice, "s", "/topic/group/12")
+    registry.add(bob, "s", "/topic/group/12")
+    assert delivery.deliver("/topic/group/12", b"for 5 only", audience=frozenset({5})) == 1
+    assert delivery.deliver("/topic/group/12", b"nobody", audience=frozenset()) == 0
+    assert delivery.deliver("/topic/group/12", b"everyone") == 2
+    delivery.flush()
+    assert [body for _, _, body in messages(alice.outbox)] == [b"for 5 only", b"everyone"]
+    assert [body for _, _, body in messages(bob.outbox)] == [b"everyone"]

@@ -228,3 +228,12 @@ class TestMessageTemplate:
         template = MessageTemplate("/topic/a", "m", b"body")
         assert template.for_subscription("a") != template.for_subscription("b")
         assert not hasattr(template, "__dict__")  # slots: nothing is cached per subscriber
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_an_acked_message_template_equals_the_frame_with_its_ack_header(version):
+    template = MessageTemplate("/topic/direct/7", "m-1", b'{"a":1}', version=version)
+    expected = Frame("MESSAGE", (("destination", "/topic/direct/7"), ("content-type", "text/plain;charset=UTF-8"),
+                                 ("subscription", "sub-0"), ("ack", "42"), ("message-id", "m-1"),
+                                 ("content-length", "7")), b'{"a":1}').serialize(version)
+    assert template.for_acked_subscription(template.subscription_bytes("sub-0"), "42") == expected

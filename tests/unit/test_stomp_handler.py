@@ -320,10 +320,6 @@ class TestSend:
 
 
 class TestOthers:
-    def test_ack_and_nack_only_receipt(self, connected):
-        for command in ("ACK", "NACK"):
-            reply = only(connected.receive_frame(frame(command, id="m1", receipt=command)))
-            assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", command)
 
     def test_disconnect_receipts_then_closes(self, connected):
         outcome = connected.receive_frame(frame("DISCONNECT", receipt="bye"))
@@ -434,3 +430,64 @@ class TestHostileSubscriptionsAndSends:
         for _ in range(500):
             connected.receive_frame(frame("SEND", b"x", destination="/kafka/echo"))
         assert len(app.sent) == 500
+
+
+class TestAcknowledge:
+    """STOMP 1.2 "SUBSCRIBE ack Header", "ACK", "NACK": ids are checked against what was delivered."""
+
+    def subscribe(self, handler, ack, sub_id="s1"):
+        reply = only(handler.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id=sub_id, ack=ack,
+                                                 receipt="sub")))
+        assert reply.command == "RECEIPT", reply
+
+    @pytest.mark.parametrize("command", ["ACK", "NACK"])
+    def test_an_ack_of_a_delivered_message_gets_its_receipt_once(self, connected, command):
+        self.subscribe(connected, "client-individual")
+        ack_id = connected.acks.delivered("s1", "m1")  # what the fan-out does per MESSAGE
+        reply = only(connected.receive_frame(frame(command, id=ack_id, receipt="r1")))
+        assert (reply.command, reply.header("receipt-id")) == ("RECEIPT", "r1")
+        again = connected.receive_frame(frame(command, id=ack_id, receipt="r2"))
+        error = only(again)
+        assert (error.command, error.header("message"), error.header("receipt-id")) == ("ERROR", "unknown ack id", "r2")
+        assert not again.close and connected.state == CONNECTED
+
+    @pytest.mark.parametrize("command", ["ACK", "NACK"])
+    def test_an_ack_of_something_never_delivered_is_an_error_and_the_connection_stays(self, connected, command):
+        self.subscribe(connected, "client")
+        outcome = connected.receive_frame(frame(command, id="bogus", receipt="r"))
+        assert only(outcome).header("message") == "unknown ack id" and not outcome.close
+
+    def test_an_auto_subscription_owes_no_ack(self, connected):
+        self.subscribe(connected, "auto")
+        assert connected.acks.modes == {}
+        assert only(connected.receive_frame(frame("ACK", id="1"))).header("message") == "unknown ack id"
+
+    def test_the_subscription_records_its_mode_and_unsubscribe_forgets_it(self, connected):
+        self.subscribe(connected, "client")
+        assert connected.acks.modes == {"s1": "client"}
+        ack_id = connected.acks.delivered("s1", "m1")
+        connected.receive_frame(frame("UNSUBSCRIBE", id="s1"))
+        assert connected.acks.modes == {}
+        assert only(connected.receive_frame(frame("ACK", id=ack_id))).command == "ERROR"
+
+    def test_an_unknown_ack_mode_is_refused(self, connected, registry):
+        outcome = connected.receive_frame(frame("SUBSCRIBE", destination="/topic/direct/7", id="s1", ack="sometimes"))
+        assert only(outcome).header("message") == "ack: must be auto, client or client-individual"
+        assert not outcome.close and registry.count("me") == 0
+
+    def test_an_ack_without_an_id_is_a_protocol_error(self, connected):
+        outcome = connected.receive_frame(frame("ACK", receipt="r"))
+        assert only(outcome).header("message") == "missing id header" and outcome.close
+
+    def test_an_ack_inside_a_transaction_is_refused(self, connected):
+        outcome = connected.receive_frame(frame("ACK", id="1", transaction="t"))
+        assert only(outcome).header("message") == "transactions not supported" and outcome.close
+
+    def test_stomp_1_1_acks_by_message_id_and_subscription(self, app, registry):
+        handler = new_handler(app, registry)
+        handler.receive_frame(frame("CONNECT", accept_version="1.1", access_token=token()))
+        self.subscribe(handler, "client-individual")
+        handler.acks.delivered("s1", "m1")
+        assert only(handler.receive_frame(frame("ACK", message_id="m1", subscription="other"))).command == "ERROR"
+        assert only(handler.receive_frame(frame("ACK", message_id="m1", subscription="s1", receipt="r"))).command \
+            == "RECEIPT"

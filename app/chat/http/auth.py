@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from flask import request
 
 from app.auth import Principal, TokenVerifier, token_from_headers
+from app.chat.channel_scope import ChannelScope
 from app.chat.membership import Membership
 from app.destinations import RoomKind
 from app.errors import AuthError, Forbidden
@@ -137,6 +138,7 @@ class RequestAuth:
         self._services = ServiceCallers.from_settings(settings)
         self._verifier = verifier
         self._membership = membership
+        self.scope = ChannelScope(membership)
 
     def user(self) -> Principal:
         """The user of a valid token, or ``AuthError`` (401)."""
@@ -156,35 +158,34 @@ class RequestAuth:
         return Caller(principal=self.user())
 
     def require_room(self, kind: RoomKind, channel_id: int, user_id: int, *,
-                     owner_hint: Callable[[], int | None] | None = None) -> None:
-        """``Forbidden`` unless ``user_id`` may read and post in that DM room or text channel.
-
-        ``owner_hint`` names a community that may own the channel when the cache does not
-        know it (the community service has no channel → community lookup); the hint is
-        only believed once that community's channel list confirms it.
-        """
+                     community_id: int | None = None) -> None:
+        """``Forbidden`` unless ``user_id`` may see that DM room, or the messages of
+        ``community_id`` in that text channel (app/chat/channel_scope.py; None: the channel's
+        listed owner's)."""
         if kind == "direct":
             allowed = self._membership.is_room_member(channel_id, user_id)
         else:
-            community_id = self._channel_owner(channel_id, owner_hint)
-            allowed = community_id is not None and self._membership.is_community_member(community_id, user_id)
+            allowed = self.scope.readable(user_id, channel_id, community_id)
         if not allowed:
             raise Forbidden()
 
-    def _channel_owner(self, channel_id: int, owner_hint: Callable[[], int | None] | None) -> int | None:
-        community_id = self._membership.channel_community(channel_id)
-        if community_id is not None or owner_hint is None:
-            return community_id
-        hinted = owner_hint()
-        if hinted is not None and self._membership.channel_in_community(channel_id, hinted):
-            return hinted
-        return None
+    def channel_readers(self, channel_id: int, user_id: int,
+                        owner_hint: Callable[[], int | None]) -> frozenset[int]:
+        """The communities whose messages in the channel ``user_id`` may read; ``Forbidden`` if none.
 
-    def require_channel_of(self, channel_id: int, community_id: int, user_id: int) -> None:
-        """``Forbidden`` unless the channel belongs to the community and the user to both."""
-        if not (self._membership.channel_in_community(channel_id, community_id)
-                and self._membership.is_community_member(community_id, user_id)):
-            raise Forbidden()
+        Without a channel list naming the owner, the candidates are the user's communities
+        as the cache's reverse index knows them and the community of the channel's newest
+        message (``owner_hint``), each checked against its member list.
+        """
+        def candidates() -> set[int]:
+            known = set(self._membership.cached_communities(user_id))
+            hinted = owner_hint()
+            return known | {hinted} if hinted is not None else known
+        return self.scope.reader_communities(user_id, channel_id, candidates)
+
+    def require_channel_of(self, channel_id: int, community_id: int | None, user_id: int) -> int:
+        """The community a write to the channel belongs to (``ChannelScope.writer_community``)."""
+        return self.scope.writer_community(user_id, channel_id, community_id)
 
 
 def caller_facts() -> CallerFacts:

@@ -102,8 +102,7 @@ class _Uploads:
         channel_id = positive_int(form.get("channelId"), "channelId")
         community_id = positive_int(form.get("communityId"), "communityId") if kind == "channel" else None
         file_type = _file_type(form.get("fileType"))
-        room = _Room(kind, channel_id, community_id, user_id)
-        self._authorize(room)
+        room = self._authorize(_Room(kind, channel_id, community_id, user_id))
         image = self._checked(parts.get("image"), "image")
         thumbnail = self._checked(parts.get("thumbnail"), "thumbnail") if _sent(parts.get("thumbnail")) else None
         name, avatar = self._author(user_id, form.get("name"), form.get("profileImage"))
@@ -116,7 +115,7 @@ class _Uploads:
             raise NotFound("file not found")
         meta, stream = found
         try:
-            self._auth.require_room(meta.kind, meta.channel_id, user_id)
+            self._auth.require_room(meta.kind, meta.channel_id, user_id, community_id=meta.community_id)
         except BaseException:
             stream.close()
             raise
@@ -124,12 +123,14 @@ class _Uploads:
 
     # -- upload steps --------------------------------------------------------------------
 
-    def _authorize(self, room: "_Room") -> None:
-        """A DM room needs membership; a channel upload names its community, which must own it."""
-        if room.community_id is None:
+    def _authorize(self, room: "_Room") -> "_Room":
+        """A DM room needs membership; a channel upload names its community, whose member the
+        uploader must be (app/chat/channel_scope.py). Returns the room with its community."""
+        if room.kind == "direct":
             self._auth.require_room(room.kind, room.channel_id, room.user_id)
-        else:
-            self._auth.require_channel_of(room.channel_id, room.community_id, room.user_id)
+            return room
+        community_id = self._auth.require_channel_of(room.channel_id, room.community_id, room.user_id)
+        return _Room(room.kind, room.channel_id, community_id, room.user_id)
 
     def _checked(self, part: FileStorage | None, field: str) -> FileStorage:
         if not _sent(part):
@@ -176,7 +177,7 @@ class _Uploads:
         part.stream.seek(0)
         meta = StoredFile(key="", filename=sanitize_filename(part.filename), content_type=_mime(part.mimetype),
                           length=0, kind=room.kind, channel_id=room.channel_id, uploader_id=room.user_id,
-                          uploaded_at=utcnow())
+                          uploaded_at=utcnow(), community_id=room.community_id)
         stored = self._files.save(part.stream, meta)
         saved_keys.append(stored.key)
         return stored.key

@@ -21,9 +21,11 @@ ones when the auth service is configured, else the ones stored with the message.
 Reply parents are looked up in one query (W-19); ``parentName`` is the parent author's
 name; a parent that is gone (or in another room) shows as deleted.
 
-A text channel whose owning community is not cached yet (a community service that does not
-call the channel-list PUT) is resolved through the ``communityId`` stored on its newest
-message, confirmed against that community's channel list before it is believed.
+A text channel's page holds only the messages of the communities the reader may read there
+(app/chat/channel_scope.py): its listed owner, when a channel list names one; otherwise the
+reader's communities (the cache's reverse index, and the ``communityId`` stored on the
+channel's newest message), each confirmed by its member list. None: 403. The catch-up skips
+the events of other communities the same way.
 
 Each message item carries ``seq``, its number in the room (null for messages stored before
 sequences existed).
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, Response
 
@@ -41,7 +43,8 @@ from app.chat.http.auth import RequestAuth
 from app.chat.http.params import query_id, query_int, query_seq, query_str
 from app.chat.model import ChatMessage
 from app.chat.ports import HistoryReader
-from app.chat.events import decode
+from app.chat.channel_scope import ChannelScope
+from app.chat.events import Decoded, decode
 from app.chat.profiles import Profile, Profiles
 from app.chat.room_log import RoomLog
 from app.chat.timefmt import iso_local
@@ -67,23 +70,44 @@ def register_history(bp: Blueprint, settings: Settings, *, auth: RequestAuth, hi
                          maximum=settings.history_max_page_size)
         before = _cursor()
         after_seq = query_seq("after_seq")
-        auth.require_room(kind, channel_id, principal.user_id,
-                          owner_hint=lambda: _stored_owner(history, channel_id))
+        communities = None
+        if kind == "direct":
+            auth.require_room(kind, channel_id, principal.user_id)
+        else:
+            communities = auth.channel_readers(channel_id, principal.user_id,
+                                               owner_hint=lambda: _stored_owner(history, channel_id))
         if after_seq is not None:
-            return success(_catch_up(room_log, (kind, channel_id), after_seq, size))
-        newest_first = history.page(kind, channel_id, size=size, page=page, before_id=before)
+            visible = _readable_by(auth.scope, principal.user_id) if kind == "channel" else None
+            return success(_catch_up(room_log, (kind, channel_id), after_seq, size, visible))
+        newest_first = history.page(kind, channel_id, size=size, page=page, before_id=before, communities=communities)
         return success(_render(kind, list(reversed(newest_first)), history, profiles))
 
     bp.add_url_rule("/direct", "history_direct", lambda: read("direct"), methods=["GET"])
     bp.add_url_rule("/community", "history_community", lambda: read("channel"), methods=["GET"])
 
 
-def _catch_up(room_log: RoomLog, room: tuple[RoomKind, int], after_seq: int, size: int) -> dict[str, Any]:
+def _catch_up(room_log: RoomLog, room: tuple[RoomKind, int], after_seq: int, size: int,
+              visible: Callable[[Decoded], bool] | None) -> dict[str, Any]:
     page = room_log.page(room, after_seq, size)
     if page.reset:
         raise HistoryReset()
-    bodies = [json.loads(body) for event in page.events for _, body in decode(event.topic, event.value).pushes]
+    decoded = (decode(event.topic, event.value) for event in page.events)
+    bodies = [json.loads(body) for event in decoded if visible is None or visible(event) for _, body in event.pushes]
     return {"events": bodies, "next": page.upto, "latest": page.latest}
+
+
+def _readable_by(scope: ChannelScope, user_id: int) -> Callable[[Decoded], bool]:
+    """Whether a channel's reader may see a logged event (one membership check per community)."""
+    seen: dict[tuple[int, int | None], bool] = {}
+
+    def visible(event: Decoded) -> bool:
+        key = event.channel_scope
+        if key is None:
+            return False
+        if key not in seen:
+            seen[key] = scope.readable(user_id, *key)
+        return seen[key]
+    return visible
 
 
 def _stored_owner(history: HistoryReader, channel_id: int) -> int | None:
@@ -134,7 +158,7 @@ def message_response(message: ChatMessage, parents: dict[str, ChatMessage],
     }
     if message.parent_id:
         parent = parents.get(message.parent_id)
-        if parent is None:
+        if parent is None or parent.community_id != message.community_id:  # another community's: not shown
             body.update(parentId=None, parentName="", parentContent=DELETED_PARENT)
         else:
             body.update(parentId=parent.id, parentName=_author(parent, current)[0], parentContent=parent.content)
