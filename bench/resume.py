@@ -306,6 +306,8 @@ def _figures(events: int, series: Series, failures: list[str]) -> dict[str, Any]
     return {"events": events, "runs": len(totals), "failed": len(failures), "failures": failures[:10],
             "replay_ms": percentiles(totals), "first_frame_ms": percentiles(series.firsts),
             "unnumbered_pushes": series.unnumbered,
+            "each_ms": [round(ns / 1e6, 3) for ns in totals],  # in run order: a drift shows here
+            "each_first_frame_ms": [round(ns / 1e6, 3) for ns in series.firsts],
             "events_per_s": round(events * len(totals) / window_s, 1) if window_s else 0.0,
             "window_s": round(window_s, 3), "cpu": cpu, "server_cpu_s": dict(spent)}
 
