@@ -1,7 +1,7 @@
 """The bench CLI: ``python -m bench [scenario] [flags]``; no scenario runs them all (``make bench``).
 
 Owns: the command line (one sub-command per scenario: fanout, sweep, scale, rooms, idle,
-seed, history, presence, all; and ``soak``, which ``all`` does not run), raising the open-files limit, the data directories under
+seed, history, presence, resume, all; and ``soak``, which ``all`` does not run), raising the open-files limit, the data directories under
 ``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
 targets table with machine info. ``--quick`` makes every scenario tiny and shortens the
 sampling and settling waits (the smoke tests: seconds per scenario); several scenarios named
@@ -22,7 +22,7 @@ from app.settings import Settings
 from bench import procstat, servers
 from bench.report import print_targets, save, table
 
-SCENARIOS = ["fanout", "sweep", "scale", "rooms", "idle", "seed", "history", "presence"]
+SCENARIOS = ["fanout", "sweep", "scale", "rooms", "idle", "seed", "history", "presence", "resume"]
 # Run only when named: the churn-and-hostile soak measures memory, not a target.
 EXTRA_SCENARIOS = ["soak"]
 
@@ -132,9 +132,19 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
     return soak.run(data_dir("soak"), args.rounds or (2 if args.quick else 10), args.conns or (5 if args.quick else 200))
 
 
+def cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import resume
+
+    result = resume.run(data_dir("resume"), args.events or (100 if args.quick else 1000),
+                        args.repeats or (3 if args.quick else 50), args.size, profile=args.profile,
+                        warmup=1 if args.quick else resume.WARMUP)
+    result["targets"] = resume.targets(result)
+    return result
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "fanout": cmd_fanout, "sweep": cmd_sweep, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
-    "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence, "soak": cmd_soak,
+    "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence, "soak": cmd_soak, "resume": cmd_resume,
 }
 
 
@@ -153,7 +163,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--senders", type=int, default=1,
                         help="fan-out: sender connections sharing --rate (default 1, the issue's scenario)")
     parser.add_argument("--profile", action="store_true",
-                        help="fan-out, rooms: py-spy the chat worker(s) over each point -> bench/results/profile-*.txt")
+                        help="fan-out, rooms: py-spy the chat worker(s) over each point; resume: over "
+                             "10 s of replays after the figures -> bench/results/profile-*.txt")
     parser.add_argument("--bound-ms", type=float, default=1000.0, help="sweep: p99 bound of a passing point")
     parser.add_argument("--sweep-senders", default="", help="sweep: sender counts, one series each (default 1,8)")
     parser.add_argument("--sweep-budget", type=float, default=180.0,
@@ -166,6 +177,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-budget", type=float, default=1800.0, help="seed: stop after this many seconds")
     parser.add_argument("--requests", type=int, default=200, help="history: requests per query")
     parser.add_argument("--rounds", type=int, default=0, help="soak: rounds of churn and hostile input (default 10)")
+    parser.add_argument("--events", type=int, default=0, help="resume: events in the room (default 1,000)")
+    parser.add_argument("--repeats", type=int, default=0, help="resume: timed replays (default 50)")
     args = parser.parse_args(argv)
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0

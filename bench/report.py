@@ -69,6 +69,8 @@ TARGETS = {
     "idle_rss": Target("RSS per idle connection at 10k (KB)", "<= 25", lambda v: v <= 25),
     "history_p99": Target("history page of 50, p99 (ms)", "<= 10", lambda v: v <= 10),
     "count_100": Target("message-count for 100 rooms, p99 (ms)", "<= 50", lambda v: v <= 50),
+    "resume_p99": Target("resume: replay of 1,000 events (SUBSCRIBE since-seq:0), p99 (ms)", "<= 50",
+                         lambda v: v <= 50),
 }
 
 

@@ -8,7 +8,8 @@ process (own SMOOTH_DATA_DIR), where they share one running system per configura
 ``--quick`` only shortcut; real runs start fresh systems per scenario). Each test then checks
 its scenario's printed table and saved raw JSON. The RabbitMQ Web-STOMP peer runs in fan-out,
 sweep and rooms when ``rabbitmq-server`` is installed (a Debian package; see bench/README.md),
-and is skipped with ``--no-peer`` otherwise. ``seed`` (persistent store) runs on its own.
+and is skipped with ``--no-peer`` otherwise. ``seed`` (persistent store) and ``resume`` (100
+events, 3 timed replays; a few seconds) run on their own, so ``-k resume`` starts only its system.
 """
 
 from __future__ import annotations
@@ -123,3 +124,14 @@ def test_seed_prints_figures(tmp_path: Path) -> None:
     done, saved = bench(tmp_path, "seed")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert saved["seed"]["messages"] == 1000 and "docs_per_s_last_run" in done.stdout
+
+
+@needs_chat
+def test_resume_prints_figures(tmp_path: Path) -> None:
+    done, saved = bench(tmp_path, "resume")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    raw = saved["resume"]
+    assert raw["fill"]["events"] == {"message": 90, "modify": 6, "delete": 4}
+    assert raw["runs"] == 3 and raw["failed"] == 0, raw["failures"]
+    assert raw["replay_ms"]["p50"] > 0 and raw["events_per_s"] > 0
+    assert "SUBSCRIBE since-seq:0" in done.stdout and raw["targets"][0]["verdict"] in ("PASS", "MISS")
