@@ -491,7 +491,7 @@ class MemoryEventLog:
     def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
         self.after_calls.append((room, seq))
         kept = self.events.get(room, {})
-        return [kept[n] for n in sorted(kept) if n > seq][:limit]
+        return [kept[n] for n in sorted(kept) if seq < n <= seq + limit]
 
     def latest(self, room: RoomKey) -> Latest:
         return Latest(self.counters.get(room, 0), self.moved.get(room))

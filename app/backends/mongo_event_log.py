@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 
 from bson import Binary
 from bson.int64 import Int64
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
@@ -120,9 +120,15 @@ class MongoEventLog:
             raise BackendUnavailable("database unavailable") from exc
 
     def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
+        # A range of numbers rather than sort + limit: the server need not sort (the embedded
+        # one sorted in Python: a sixth of a 1,000-event replay's cost), and the numbers are
+        # few enough to sort here.
         docs = _guarded(lambda: list(self._events.find(
-            {"room": summary_id(*room), "seq": {"$gt": seq}}).sort("seq", ASCENDING).limit(limit)))
-        return [RoomEvent(room, int(doc["seq"]), doc["topic"], bytes(doc["value"]), doc["at"]) for doc in docs]
+            {"room": summary_id(*room), "seq": {"$gt": seq, "$lte": seq + limit}},
+            {"_id": 0, "seq": 1, "topic": 1, "value": 1, "at": 1})))
+        events = [RoomEvent(room, int(doc["seq"]), doc["topic"], bytes(doc["value"]), doc["at"]) for doc in docs]
+        events.sort(key=_number)
+        return events
 
     def latest(self, room: RoomKey) -> Latest:
         counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1, "at": 1}))
@@ -140,6 +146,10 @@ class MongoEventLog:
             self._connection.ensure_indexes()
         except BackendUnavailable:
             pass  # the write below reports the outage; indexes are retried next time
+
+
+def _number(event: RoomEvent) -> int:
+    return event.seq
 
 
 def _grant(count: int, token: str, now: datetime) -> dict[str, Any]:

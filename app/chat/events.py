@@ -38,6 +38,8 @@ Records and pushes of events stored before sequences existed have none.
 from __future__ import annotations
 
 import json
+
+import orjson
 from typing import Any, Callable, Iterable, NamedTuple
 
 from app.chat.model import TOPICS, ChatMessage, PendingChange, RoomKey
@@ -92,9 +94,19 @@ Record = tuple[str, str, bytes]
 _ROOM_TOPIC_KIND = {"direct": "direct", "channel": "group"}
 
 
+# Records are parsed on every node for every event; orjson reads them ~5x faster than json.
+_loads = orjson.loads
+
+
 def encode(obj: Any) -> bytes:
     """Compact UTF-8 JSON, the one serialisation used for records and pushes."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        # orjson writes exactly the bytes of json.dumps(obj, separators=(",", ":"),
+        # ensure_ascii=False) for what records and pushes hold, ~20x faster (a push is
+        # serialised on every node for every event: bench/FINDINGS.md).
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits: only json can write it
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def record_key(room_id: int | str) -> str:
@@ -312,7 +324,7 @@ def _channel_scope(kind: RoomKind, record: dict[str, Any]) -> tuple[int, int | N
 
 def _message_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
     def decoded(value: bytes) -> Decoded:
-        record = json.loads(value)
+        record = _loads(value)
         return Decoded(("message", str(record["id"])), _room_pushes(kind, record, _message_push(record)),
                        *_numbering(kind, record))
     return decoded
@@ -331,7 +343,7 @@ def _etc_identity(record: dict[str, Any]) -> tuple[str, ...] | None:
 
 def _etc_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
     def decoded(value: bytes) -> Decoded:
-        record = json.loads(value)
+        record = _loads(value)
         build = _ETC_PUSHES.get(record.get("type"))
         if build is None:
             raise ValueError(f"unknown etc record type {record.get('type')!r}")
@@ -340,7 +352,7 @@ def _etc_decoder(kind: RoomKind) -> Callable[[bytes], Decoded]:
 
 
 def _file_decoded(value: bytes) -> Decoded:
-    record = json.loads(value)
+    record = _loads(value)
     kind: RoomKind = "direct" if record.get("type") == "direct" else "channel"
     numbering = _numbering(kind, record)
     if "communityId" in record:  # a channel's scope, not part of the push
@@ -362,7 +374,7 @@ def _state_decoded(value: bytes) -> Decoded:
 
 
 def _state_pushes(value: bytes) -> list[Push]:
-    record = json.loads(value)
+    record = _loads(value)
     event = record.get("type")
     if event in ("connect", "disconnect"):
         return _presence_pushes(record)

@@ -214,7 +214,7 @@ class EventLog(Protocol):
         ...
 
     def after(self, room: RoomKey, seq: int, limit: int) -> list[RoomEvent]:
-        """Up to ``limit`` kept events of ``room`` numbered above ``seq``, lowest first."""
+        """The kept events of ``room`` numbered above ``seq`` and at most ``seq + limit``, lowest first."""
         ...
 
     def latest(self, room: RoomKey) -> Latest:

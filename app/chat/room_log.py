@@ -165,7 +165,7 @@ class RoomLog:
         first_kept_at = kept[0].at if kept else latest.at
         if (not kept or kept[0].seq > since + 1) and self._settled(first_kept_at):
             return Replay([], latest.seq, reset=True)
-        upto = kept[-1].seq if kept else since
+        upto = min(since + limit, latest.seq)
         return Replay([event for event in kept if event.topic != VOID_TOPIC], latest.seq, upto=upto)
 
     def _settled(self, moment: datetime | None) -> bool:
@@ -176,7 +176,7 @@ class RoomLog:
         """Kept events numbered between ``after`` and ``before`` (exclusive), voids included."""
         if before - after <= 1:
             return []
-        return [event for event in self._log.after(room, after, before - after - 1) if event.seq < before]
+        return self._log.after(room, after, before - after - 1)
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
         """Rooms whose last number was handed out in [since, until), with that number."""
