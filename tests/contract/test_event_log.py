@@ -46,9 +46,9 @@ class EventLogContract:
                                                                     (3, b'{"n":3}')]
         assert [e.seq for e in log.after(DM, 1, 1)] == [2]
         assert [e.seq for e in log.after(DM, 0, 2)] == [1, 2]  # a range of numbers: (0, 2]
+        assert log.after(DM, 3, 10) == []
         log.append([event(DM, 9)])
         assert [e.seq for e in log.after(DM, 3, 5)] == [] and [e.seq for e in log.after(DM, 3, 6)] == [9]
-        assert log.after(DM, 3, 10) == []
         read = log.after(CHANNEL, 0, 10)[0]
         assert (read.room, read.topic) == (CHANNEL, "chat-server-topic")
 
