@@ -8,6 +8,7 @@ Owns :func:`create_presence_http_app`:
 - ``GET /presence-server/user-state``: bare ``{"<id>": "online", ...}`` of every online
   user, read from the ``online`` index (no key scan, W-23).
 - ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
+- ``GET /presence-server/openapi.json``: the OpenAPI description of the above (app/openapi.py).
 
 The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
 wiped Redis without authentication (W-10); they deliberately do not exist here.
@@ -21,7 +22,8 @@ from typing import Any, Final
 from flask import Flask, Response, jsonify, request
 
 from app.destinations import parse_id
-from app.http_envelope import success
+from app.http_envelope import json_response, success
+from app.openapi import PRESENCE_PATH, presence_document
 from app.errors import BackendError
 
 from .store import PresenceStore
@@ -64,6 +66,9 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
         if store.ping():
             return jsonify({"status": "ready"}), 200
         return jsonify({"status": "redis unreachable"}), 503
+
+    document = presence_document()
+    app.add_url_rule(PRESENCE_PATH, "openapi", lambda: json_response(document), methods=["GET"])
 
     @app.errorhandler(BackendError)
     def backend_down(_: BackendError) -> tuple[Response, int]:

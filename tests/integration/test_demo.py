@@ -1,8 +1,8 @@
 """The browser demo (``/demo``) end to end: two users chatting through it in headless Chromium.
 
 A real presence process and a real gunicorn chat server with ``DEMO_ENABLED=on`` run on the
-session's embedded Redis, broker and MongoDB-wire server (their own Redis database and a fresh
-MongoDB database, so the demo's fixed ids meet nobody else's). tests/js/demo_e2e.js opens the
+session's embedded Redis, broker and MongoDB-wire server (the ``stack_chat`` fixture: their own
+Redis database and a fresh MongoDB database, so the demo's fixed ids meet nobody else's). tests/js/demo_e2e.js opens the
 page as Ada and as Ben in two browser contexts and works it as people would: the community
 channel, a dropped connection resumed with ``since-seq``, history paging, typing, send, reply,
 edit, delete, a file sent and downloaded, unread counts, who is online and who is in voice.
@@ -14,44 +14,11 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from app.auth import TokenVerifier
-from app.composition import create_topics
-from app.embedded import EmbeddedStack
 from app.settings import Settings
-from tests.conftest import MS, make_settings
-from tests.support.chat import RunningChatServer, run_js_script, running_chat_server
-from tests.support.processes import ServiceProcess, presence_server_process, wait_ready
-
-DEMO_REDIS_DB = 13
-READY_TIMEOUT_S = 90_000 * MS
-
-
-@pytest.fixture(scope="module")
-def demo_settings(embedded: EmbeddedStack) -> Settings:
-    redis_url = embedded.redis_url.rsplit("/", 1)[0] + f"/{DEMO_REDIS_DB}"
-    settings = make_settings(embedded, redis_url=redis_url, demo_enabled="on", typing_interval_s=1.0)
-    settings = settings.with_generated_secrets()
-    create_topics(settings)
-    return settings
-
-
-@pytest.fixture(scope="module")
-def presence(demo_settings: Settings, log_dir: Path) -> Iterator[ServiceProcess]:
-    process = presence_server_process(demo_settings, log_dir, name="presence-demo").start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def chat(presence: ServiceProcess, demo_settings: Settings, log_dir: Path) -> Iterator[RunningChatServer]:
-    with running_chat_server(demo_settings, log_dir, name="chat-demo") as server:
-        wait_ready(server.http_url, READY_TIMEOUT_S)
-        yield server
+from tests.support.chat import RunningChatServer, run_js_script
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:
@@ -64,8 +31,8 @@ def post(url: str, body: Any) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
-def test_two_users_chat_through_the_demo_in_chromium(chat: RunningChatServer) -> None:
-    result = run_js_script("demo_e2e.js", chatUrl=chat.http_url, pageSize=5)
+def test_two_users_chat_through_the_demo_in_chromium(stack_chat: RunningChatServer) -> None:
+    result = run_js_script("demo_e2e.js", chatUrl=stack_chat.http_url, pageSize=5)
     assert result.get("error") is None, result
     assert result["steps"] == ["online", "channel", "resume", "paging", "typing", "send", "reply", "edit", "delete",
                                "upload", "download", "unread", "voice"]
@@ -78,11 +45,11 @@ def test_two_users_chat_through_the_demo_in_chromium(chat: RunningChatServer) ->
     assert result["pageErrors"] == [] and result["errorsShown"] == ""
 
 
-def test_the_session_endpoint_mints_a_token_for_a_demo_user_only(chat: RunningChatServer,
-                                                                 demo_settings: Settings) -> None:
-    status, body = post(chat.http_url + "/demo/session", {"userId": 9003})
+def test_the_session_endpoint_mints_a_token_for_a_demo_user_only(stack_chat: RunningChatServer,
+                                                                 stack_settings: Settings) -> None:
+    status, body = post(stack_chat.http_url + "/demo/session", {"userId": 9003})
     assert status == 200
-    assert TokenVerifier(demo_settings.jwt_secret).verify(body["result"]["token"]).user_id == 9003
+    assert TokenVerifier(stack_settings.jwt_secret).verify(body["result"]["token"]).user_id == 9003
     assert [room["peer"] for room in body["result"]["rooms"]] == [9001, 9002]
-    assert post(chat.http_url + "/demo/session", {"userId": 5})[0] == 400
-    assert post(chat.http_url + "/demo/presence", [9001, 5])[0] == 400
+    assert post(stack_chat.http_url + "/demo/session", {"userId": 5})[0] == 400
+    assert post(stack_chat.http_url + "/demo/presence", [9001, 5])[0] == 400
