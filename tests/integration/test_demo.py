@@ -18,7 +18,12 @@ from typing import Any
 
 from app.auth import TokenVerifier
 from app.settings import Settings
+from tests.conftest import MS
 from tests.support.chat import RunningChatServer, run_js_script
+
+# Upper bounds of waits (scaled on slow machines), never speed assertions.
+STEP_TIMEOUT_MS = 20_000 * MS * 1000
+RUN_TIMEOUT_S = 240_000 * MS
 
 
 def post(url: str, body: Any) -> tuple[int, Any]:
@@ -32,7 +37,8 @@ def post(url: str, body: Any) -> tuple[int, Any]:
 
 
 def test_two_users_chat_through_the_demo_in_chromium(stack_chat: RunningChatServer) -> None:
-    result = run_js_script("demo_e2e.js", chatUrl=stack_chat.http_url, pageSize=5)
+    result = run_js_script("demo_e2e.js", node_timeout_s=RUN_TIMEOUT_S, chatUrl=stack_chat.http_url, pageSize=5,
+                           timeoutMs=STEP_TIMEOUT_MS)
     assert result.get("error") is None, result
     assert result["steps"] == ["online", "channel", "resume", "paging", "typing", "send", "reply", "edit", "delete",
                                "upload", "download", "unread", "voice"]
