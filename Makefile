@@ -21,7 +21,7 @@ help:
 	@echo "make faults  the fault suite alone, printing its table (var/faults-results.md)"
 	@echo "make token USER=5   mint a dev token for user 5"
 	@echo "make service-token  the running stack's service token (X-Service-Token)"
-	@echo "make bench   run every benchmark scenario"
+	@echo "make bench   run every benchmark scenario, then plot the results (docs/bench/)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,8 +68,9 @@ $(RABBIT):
 	apt-get update -qq && apt-get install -y -qq rabbitmq-server
 	rabbitmq-plugins enable --offline rabbitmq_web_stomp
 
+# Then the plots of the saved results (docs/bench/*.png), also when a scenario failed.
 bench: venv $(JSSTAMP) $(RABBIT)
-	$(PY) -m bench
+	$(PY) -m bench; status=$$?; $(PY) -m bench plot; exit $$status
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules $(STATIC)/node_modules var .pytest_cache

@@ -40,6 +40,7 @@ from app.chat.profiles import Profiles
 from app.chat.relay import Relay
 from app.chat.room_log import RoomLog
 from app.contracts import ChatDomain, LocalDelivery
+from app.demo import create_demo_blueprint
 from app.presence_client import PresenceClient
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
@@ -52,11 +53,14 @@ from workers.consumers import FANOUT_GROUP, FANOUT_TOPICS, Audience, FanoutConsu
 from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 __all__ = ["build_chat_server", "build_chat_domain", "serve_chat_domain", "create_topics", "sockjs_client",
-           "STOMP_PREFIX", "SOCKJS_CLIENT_FILE"]
+           "STOMP_PREFIX", "SOCKJS_CLIENT_FILE", "STOMP_CLIENT_FILE"]
 
 STOMP_PREFIX = "/my-chat"
 # The sockjs-client copy `make` installs from npm (static/package.json).
 SOCKJS_CLIENT_FILE = Path(__file__).resolve().parents[1] / "static/node_modules/sockjs-client/dist/sockjs.min.js"
+# The @stomp/stompjs browser bundle the demo page loads (static/package.json too).
+STOMP_CLIENT_FILE = Path(__file__).resolve().parents[1] / "static/node_modules/@stomp/stompjs/bundles/stomp.umd.min.js"
+STOMP_CLIENT_PATH = "/static/stomp.umd.min.js"
 
 
 def build_chat_server(settings: Settings) -> ChatServer:
@@ -121,6 +125,8 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
                          verifier=verifier),
         create_service_blueprint(settings, bus=bus, offline=flow),
     ]
+    if settings.demo_enabled == "on":
+        blueprints.extend(_demo_blueprints(settings, membership, http))
     return ChatDomain(application=application, blueprints=blueprints,
                       readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
                       info={"outbox_backlog": lambda: relay.backlog},
@@ -150,6 +156,19 @@ def sockjs_client(settings: Settings) -> tuple[str, list[Blueprint]]:
         return settings.sockjs_client_url, []
     url, blueprint = local_client_script(SOCKJS_CLIENT_FILE)
     return url, [blueprint]
+
+
+def _demo_blueprints(settings: Settings, membership: Membership, http: ServiceHttp) -> list[Blueprint]:
+    """The browser demo and the @stomp/stompjs copy it loads (only with ``DEMO_ENABLED=on``)."""
+    stomp_url, stomp_blueprint = local_client_script(STOMP_CLIENT_FILE, STOMP_CLIENT_PATH)
+    presence_url = f"http://{settings.presence_host}:{settings.presence_http_port}/presence-server/friends-state"
+
+    def friends_state(user_ids: list[int]) -> dict[str, str]:
+        return http.post_json(presence_url, user_ids)["result"]  # type: ignore[no-any-return]
+
+    demo = create_demo_blueprint(jwt_secret=settings.jwt_secret, memberships=membership,
+                                 script_urls=[sockjs_client(settings)[0], stomp_url], friends_state=friends_state)
+    return [demo, stomp_blueprint]
 
 
 def _sockjs_options(settings: Settings, close_grace_s: float, client_url: str) -> SockJSOptions:

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["service-token"]:
         return _print_service_token(Settings.from_env())
-    settings = Settings.from_env().with_generated_secrets()
+    # The browser demo is for this stack only: production leaves DEMO_ENABLED off.
+    settings = dataclasses.replace(Settings.from_env().with_generated_secrets(), demo_enabled="on")
     configure_logging(settings.log_level)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -231,6 +232,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  chat STOMP, SockJS          http://{host}:{chat}/my-chat",
         f"  chat HTTP API               http://{host}:{chat}/chat-server/",
         f"  chat health                 http://{host}:{chat}/healthz   http://{host}:{chat}/readyz",
+        f"  browser demo                http://{host}:{chat}/demo",
         f"  presence TCP                {host}:{settings.presence_tcp_port}",
         f"  presence HTTP               http://{host}:{settings.presence_http_port}/presence-server/",
         f"  Redis                       {stack.redis_url}",

@@ -290,6 +290,13 @@ class Settings:
         "NODE_LEASE_S", 15.0, "A chat node's presence lease; its users go offline this long after it dies", minimum=1.0
     )
 
+    # Demo
+    demo_enabled: str = _setting(
+        "DEMO_ENABLED", "off",
+        "Whether the chat server serves the browser demo at `/demo` and its dev-only token and membership "
+        "endpoint (`/demo/session`, which mints tokens with JWT_SECRET for anyone). `make run` turns it on; "
+        "never in production", choices=("on", "off"))
+
     # Logging
     log_level: str = _setting("LOG_LEVEL", "INFO", "Python logging level")
 

@@ -2,8 +2,9 @@
 
 Upgraded WebSocket requests for the transport's paths go straight to the SockJS endpoint
 (app/stomp/sockjs.py); everything else goes to the Flask app :func:`create_flask_app` makes:
-the endpoint's HTTP transports, ``/healthz`` and ``/readyz``, and the application's
-blueprints, every error in the JSON envelope (app/http_envelope.py).
+the endpoint's HTTP transports, ``/healthz`` and ``/readyz``, the application's
+blueprints and the OpenAPI description of them all (app/openapi.py), every error in the
+JSON envelope (app/http_envelope.py).
 
 ``app/composition.py`` builds the ChatServer; gunicorn's ``post_worker_init`` calls its
 ``start()`` (the Kafka consumer starts after fork) and ``worker_exit`` its ``stop()``.
@@ -19,7 +20,8 @@ from flask import Blueprint, Flask
 
 from app.contracts import ChatDomain
 from app.health import health_blueprint
-from app.http_envelope import error_response, register_error_handlers
+from app.http_envelope import error_response, json_response, register_error_handlers
+from app.openapi import CHAT_PATH, chat_document
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.session import SessionHub
@@ -101,5 +103,7 @@ def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints
     app.register_blueprint(health_blueprint(readiness, info or {}, timeout_s=settings.service_timeout_s))
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    document = chat_document()
+    app.add_url_rule(CHAT_PATH, "openapi", lambda: json_response(document), methods=["GET"])
     register_error_handlers(app)
     return app

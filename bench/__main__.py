@@ -1,4 +1,5 @@
 """The bench CLI: ``python -m bench [scenario] [flags]``; no scenario runs them all (``make bench``).
+``python -m bench plot`` draws the saved results instead (bench/plot.py; ``make bench`` runs it last).
 
 Owns: the command line (one sub-command per scenario: fanout, sweep, scale, rooms, idle,
 seed, history, presence, resume, all; and ``soak``, which ``all`` does not run), raising the open-files limit, the data directories under
@@ -206,6 +207,11 @@ def server_env() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["plot"]:  # not a scenario: runs nothing, draws what was saved
+        from bench import plot
+
+        return plot.main(argv[1:])
     args = parse(argv)
     raise_nofile()
     names = [s for s in SCENARIOS if s != "seed"] if "all" in args.scenario else list(args.scenario)

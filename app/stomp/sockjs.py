@@ -625,28 +625,30 @@ class SockJSEndpoint:
         return response
 
 
-def local_client_script(file: Path) -> tuple[str, Blueprint]:
-    """The URL ``iframe.html`` loads for the sockjs-client copy in ``file``, and the blueprint serving it.
+def local_client_script(file: Path, path: str = CLIENT_SCRIPT_PATH) -> tuple[str, Blueprint]:
+    """The URL of the browser script copy in ``file`` served at ``path``, and the blueprint serving it.
 
-    The URL carries the copy's hash, so the year-long caching of ``iframe.html`` and of the
-    script never outlives an upgrade. A missing file is logged once: only the iframe
-    transports need it.
+    Used for the sockjs-client copy ``iframe.html`` loads and for the @stomp/stompjs bundle of
+    the demo page (both installed from npm, ``static/package.json``). The URL carries the
+    copy's hash, so the year-long caching of the pages and of the script never outlives an
+    upgrade. A missing file is logged once: only the pages that load it need it.
     """
     try:
         script: bytes | None = file.read_bytes()
     except OSError as exc:
-        log.warning("no sockjs-client copy at %s (%s): iframe transports will fail; run `make`", file, exc)
+        log.warning("no script copy at %s (%s): pages loading %s will fail; run `make`", file, exc, path)
         script = None
     digest = hashlib.md5(script or b"").hexdigest()
-    return f"{CLIENT_SCRIPT_PATH}?v={digest[:12]}", client_script_blueprint(script, CLIENT_SCRIPT_PATH)
+    return f"{path}?v={digest[:12]}", client_script_blueprint(script, path)
 
 
 def client_script_blueprint(script: bytes | None, path: str) -> Blueprint:
-    """Serves the sockjs-client script ``iframe.html`` loads, from memory; 404 while there is none."""
-    blueprint = Blueprint("sockjs_client", __name__)
+    """Serves one browser script at ``path``, from memory; 404 while there is none."""
+    # One blueprint per script, so each needs a name of its own.
+    blueprint = Blueprint("script_" + re.sub(r"[^A-Za-z0-9]", "_", path), __name__)
     etag = '"' + hashlib.md5(script or b"").hexdigest() + '"'
 
-    def sockjs_client() -> Response:
+    def serve_script() -> Response:
         if script is None:
             return _not_found()
         if request.headers.get("If-None-Match") == etag:
@@ -655,7 +657,7 @@ def client_script_blueprint(script: bytes | None, path: str) -> Blueprint:
         response.headers["ETag"] = etag
         return _cache_for_a_year(response)
 
-    blueprint.add_url_rule(path, "sockjs_client", sockjs_client, methods=["GET"])
+    blueprint.add_url_rule(path, "script", serve_script, methods=["GET"])
     return blueprint
 
 

@@ -8,6 +8,7 @@ Owns :func:`create_presence_http_app`:
 - ``GET /presence-server/user-state``: bare ``{"<id>": "online", ...}`` of every online
   user, read from the ``online`` index (no key scan, W-23).
 - ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
+- ``GET /presence-server/openapi.json``: the OpenAPI description of the above (app/openapi.py).
 
 Every error, a 404, a 405, a body that is not JSON (``malformed JSON``) or too big, a
 crash, is answered in the chat server's JSON envelope (app/http_envelope.py).
@@ -26,7 +27,8 @@ from flask import Flask, Response, jsonify, request
 from app import json_input
 from app.destinations import parse_id
 from app.errors import BackendError
-from app.http_envelope import error_response, register_error_handlers, success
+from app.http_envelope import error_response, json_response, register_error_handlers, success
+from app.openapi import PRESENCE_PATH, presence_document
 
 from .store import PresenceStore
 
@@ -75,6 +77,8 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
         return jsonify({"status": "redis unreachable"}), 503
 
     register_error_handlers(app)
+    document = presence_document()
+    app.add_url_rule(PRESENCE_PATH, "openapi", lambda: json_response(document), methods=["GET"])
 
     @app.errorhandler(BackendError)
     def backend_down(_: BackendError) -> tuple[Response, int]:

@@ -6,17 +6,30 @@
   ``server_settings`` (the settings overrides every server of the module starts with) or
   ``application`` (another application double).
 - ``writer``: the real message writer on the database of a module's own ``api`` fixture.
+- ``stack_settings``, ``stack_chat``: a whole node as `make run` starts it (a presence process
+  and a gunicorn chat server with the demo on, secured with generated tokens) on the session's
+  embedded servers, its own Redis database and a fresh MongoDB database; shared by the demo
+  and OpenAPI modules.
 """
 
 import contextlib
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.composition import create_topics
 from app.contracts import ChatDomain
+from app.embedded import EmbeddedStack
 from app.settings import Settings
-from tests.support.chat import InProcessChatServer, RecordingApplication, in_process_chat_server
+from tests.conftest import MS, make_settings
+from tests.support.chat import (InProcessChatServer, RecordingApplication, RunningChatServer, in_process_chat_server,
+                                running_chat_server)
+from tests.support.processes import presence_server_process, wait_ready
+
+# The whole node's own Redis database: the demo's fixed ids meet no other suite's.
+STACK_REDIS_DB = 13
 
 
 @pytest.fixture
@@ -63,3 +76,24 @@ def writer(api) -> Iterator[MongoMessageWriter]:
     connection = MongoConnection(api.settings)
     yield MongoMessageWriter(connection)
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(embedded: EmbeddedStack) -> Settings:
+    redis_url = embedded.redis_url.rsplit("/", 1)[0] + f"/{STACK_REDIS_DB}"
+    settings = make_settings(embedded, redis_url=redis_url, demo_enabled="on", typing_interval_s=1.0)
+    settings = settings.with_generated_secrets()
+    create_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def stack_chat(stack_settings: Settings, log_dir: Path) -> Iterator[RunningChatServer]:
+    """Presence and a chat server (demo on), ready; stopped at the end of the session."""
+    presence = presence_server_process(stack_settings, log_dir, name="presence-stack").start()
+    try:
+        with running_chat_server(stack_settings, log_dir, name="chat-stack") as server:
+            wait_ready(server.http_url, 90_000 * MS)
+            yield server
+    finally:
+        presence.stop()

@@ -438,13 +438,13 @@ def run_js_client(**options: Any) -> dict[str, Any]:
     return run_js_script("stomp_roundtrip.js", **options)
 
 
-def run_js_script(script: str, **options: Any) -> dict[str, Any]:
+def run_js_script(script: str, *, node_timeout_s: float = NODE_TIMEOUT_S, **options: Any) -> dict[str, Any]:
     """Run ``script`` of tests/js with ``options`` (one JSON argument); its JSON result (any exit status)."""
     node = shutil.which("node")
     assert node, "Node is required for the JS client tests"
     assert (JS_DIR / "node_modules" / "@stomp" / "stompjs").exists(), "run `make test` (npm install) first"
     completed = subprocess.run([node, script, json.dumps(options)], cwd=JS_DIR,
-                               capture_output=True, text=True, timeout=NODE_TIMEOUT_S)
+                               capture_output=True, text=True, timeout=node_timeout_s)
     assert completed.stdout.strip(), f"no output; stderr:\n{completed.stderr}"
     result: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
     result["exit_status"] = completed.returncode
