@@ -211,7 +211,7 @@ class Settings:
     )
     membership_ttl_s: int = _setting("MEMBERSHIP_TTL_S", 14 * DAY, "TTL of cached member and channel lists", minimum=1)
     membership_local_ttl_s: float = _setting(
-        "MEMBERSHIP_LOCAL_TTL_S", 30.0,
+        "MEMBERSHIP_LOCAL_TTL_S", 300.0,
         "How long a chat process may reuse a member/channel list it read from Redis (0: every SEND asks "
         "Redis). Changes made through Smooth drop copies at once (Redis pub/sub); this bounds only "
         "changes written to Redis by hand",
