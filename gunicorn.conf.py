@@ -7,6 +7,10 @@ services (the Kafka fan-out consumer and the outbox relay). On SIGTERM it stops 
 once, every session answers the SENDs it took and tells its client to reconnect elsewhere,
 and ``worker_exit`` then stops the services (the relay publishes what it still holds) well
 inside the graceful timeout.
+
+Metrics: the workers share ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess
+mode, app/metrics.py). It is exported here, before any worker imports prometheus_client,
+emptied once when the master starts, and told when a worker exits.
 """
 
 # Patch before anything imports ssl or socket: the master imports the worker class (and
@@ -20,9 +24,11 @@ monkey.patch_all()
 
 import os  # noqa: E402
 
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, export_metrics_dir  # noqa: E402
 
 _settings = Settings.from_env()
+_metrics_dir = os.path.abspath(_settings.effective_metrics_dir)
+export_metrics_dir(_metrics_dir)
 
 wsgi_app = "app.wsgi:build()"
 bind = [f"{_settings.bind_host}:{_settings.chat_http_port}"]
@@ -34,7 +40,23 @@ timeout = 30
 keepalive = 5
 loglevel = _settings.log_level.lower()
 errorlog = "-"
+if _settings.log_format == "json":
+    from app.logs import gunicorn_logconfig  # noqa: E402
+
+    logconfig_dict = gunicorn_logconfig(_settings.log_level)
 proc_name = "smooth-chat"
+
+
+def on_starting(server):
+    from app.metrics import reset_multiprocess_dir
+
+    reset_multiprocess_dir(_metrics_dir)  # counters of an earlier run must not add up with ours
+
+
+def child_exit(server, worker):
+    from app.metrics import worker_exited
+
+    worker_exited(worker.pid, _metrics_dir)
 
 
 def _chat_server(worker):

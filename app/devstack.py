@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["service-token"]:
         return _print_service_token(Settings.from_env())
     settings = Settings.from_env().with_generated_secrets()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     stack = EmbeddedStack(stack_data_dir(settings), redis_url=settings.redis_url,

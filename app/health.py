@@ -1,10 +1,11 @@
-"""Liveness and readiness endpoints of the chat server.
+"""Liveness, readiness and metrics endpoints of the chat server.
 
 ``/healthz`` answers 200 while the process serves HTTP. ``/readyz`` runs every check of
 ``ChatDomain.readiness`` at once, each bounded by a timeout, and answers 200 when all pass or
 503 naming what is down, with the figures of ``ChatDomain.info`` (``outbox_backlog``: stored
 events waiting for the broker) beside them. Check failures are logged; the body carries only
-fixed words and numbers.
+fixed words and numbers. ``/metrics`` is the Prometheus text format of every worker's
+metrics (app/metrics.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Callable, Mapping
 import gevent
 from flask import Blueprint, Response, jsonify
 
+import app.metrics as metrics
 from app.errors import ChatServerError
 
-__all__ = ["health_blueprint"]
+__all__ = ["health_blueprint", "metrics_response"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,17 @@ def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[
             return jsonify(status="unavailable", checks=results, down=down, **figures), 503
         return jsonify(status="ready", checks=results, **figures), 200
 
+    @blueprint.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return metrics_response()
+
     return blueprint
+
+
+def metrics_response() -> Response:
+    """``/metrics``: the Prometheus text format (the presence server's HTTP API serves it too)."""
+    body, content_type = metrics.exposition()
+    return Response(body, mimetype=None, content_type=content_type)
 
 
 def run_checks(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> dict[str, str]:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import gevent
 from flask import Blueprint, Flask
 
+import app.metrics as metrics
 from app.contracts import ChatDomain
 from app.health import health_blueprint
-from app.http_envelope import register_error_handlers
+from app.http_envelope import register_error_handlers, register_request_ids
+from app.logs import log_context
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.session import SessionHub
@@ -54,8 +57,10 @@ class ChatServer:
         self.delivery = delivery
         self.endpoint = endpoint
         self.flask_app = flask_app
+        self._sampler: gevent.Greenlet | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        log_context()  # a keep-alive connection's greenlet serves many requests: start each afresh
         if self.endpoint.serve_upgraded(environ):
             return []  # the connection is over; gevent-websocket ignores the body
         return self.flask_app(environ, start_response)
@@ -67,6 +72,20 @@ class ChatServer:
     def start(self) -> None:
         """Start the per-process services (after gunicorn forked this worker)."""
         self.domain.start()
+        self._sampler = gevent.spawn(self._sample_forever)
+
+    def sample_metrics(self) -> None:
+        """Set the gauges of this process's live state: sessions and subscriptions, the backlog."""
+        metrics.set_stomp_gauges(self.hub.transport_counts())
+        metrics.set_outbox_backlog(self.domain.backlog())
+
+    def _sample_forever(self) -> None:
+        while True:
+            try:
+                self.sample_metrics()
+            except Exception:  # noqa: BLE001 - metrics must never stop a worker
+                log.exception("could not sample the metrics")
+            gevent.sleep(metrics.SAMPLE_S)
 
     def drain(self) -> None:
         """The worker stops taking connections: every session answers the SENDs it took, tells
@@ -77,6 +96,8 @@ class ChatServer:
 
     def stop(self) -> None:
         """Drain, then stop the domain (the relay publishes what it still holds)."""
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
         self.drain()
         self.domain.stop()
 
@@ -92,4 +113,5 @@ def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    register_request_ids(app)
     return app

@@ -432,6 +432,9 @@ class RecordingDelivery:
         self.delivered.append((destination, body))
         return 1
 
+    def flush(self) -> None:
+        pass
+
 
 class RecordingHttp:
     """``ServiceHttp.post_json`` recorder; ``fail`` makes calls raise."""

@@ -8,6 +8,8 @@ Owns :func:`create_presence_http_app`:
 - ``GET /presence-server/user-state``: bare ``{"<id>": "online", ...}`` of every online
   user, read from the ``online`` index (no key scan, W-23).
 - ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
+- ``GET /metrics``: the Prometheus text format (app/metrics.py); the two endpoints above are
+  counted in ``smooth_presence_requests_total`` (protocol ``http``).
 
 The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
 wiped Redis without authentication (W-10); they deliberately do not exist here.
@@ -20,8 +22,10 @@ from typing import Any, Final
 
 from flask import Flask, Response, jsonify, request
 
+import app.metrics as metrics
 from app.destinations import parse_id
-from app.http_envelope import success
+from app.health import metrics_response
+from app.http_envelope import register_request_ids, success
 from app.errors import BackendError
 
 from .store import PresenceStore
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 FRIENDS_STATE_MAX_IDS: Final = 5000
 _BAD_REQUEST_CODE: Final = 2000
 _UNAVAILABLE_CODE: Final = 5030
+
+
+# The endpoints counted in the presence request metrics (view name -> their ``type`` label).
+_MEASURED_ENDPOINTS: Final = {"friends_state": "friends-state", "user_state": "user-state"}
 
 
 def create_presence_http_app(store: PresenceStore) -> Flask:
@@ -55,6 +63,17 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
     def user_state() -> tuple[Response, int]:
         return jsonify({str(user): "online" for user in store.online_users()}), 200
 
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return metrics_response()
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        kind = _MEASURED_ENDPOINTS.get(request.endpoint or "")
+        if kind is not None:
+            metrics.presence_request("http", kind, metrics.http_outcome(response.status_code))
+        return response
+
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         return jsonify({"status": "ok"}), 200
@@ -69,6 +88,7 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
     def backend_down(_: BackendError) -> tuple[Response, int]:
         return _failure(_UNAVAILABLE_CODE, "presence store unavailable"), 503
 
+    register_request_ids(app)
     return app
 
 
