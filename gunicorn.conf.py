@@ -22,6 +22,7 @@ from gevent import monkey
 gevent.config.track_greenlet_tree = False
 monkey.patch_all()
 
+import glob  # noqa: E402
 import os  # noqa: E402
 
 from app.settings import Settings, export_metrics_dir  # noqa: E402
@@ -48,15 +49,17 @@ proc_name = "smooth-chat"
 
 
 def on_starting(server):
-    from app.metrics import reset_multiprocess_dir
-
-    reset_multiprocess_dir(_metrics_dir)  # counters of an earlier run must not add up with ours
+    # Counters of an earlier run must not add up with ours. Not app.metrics: importing it
+    # creates metrics, and the master must write no files of its own there.
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(stale)
 
 
 def child_exit(server, worker):
-    from app.metrics import worker_exited
+    from prometheus_client import multiprocess
 
-    worker_exited(worker.pid, _metrics_dir)
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)  # its live gauges stop counting
 
 
 def _chat_server(worker):

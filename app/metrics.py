@@ -10,7 +10,8 @@ its values to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR`` and a scrape o
 adds up every worker's files (gauges of live state only over live workers). prometheus_client
 picks the mode once, when it is imported, from that environment variable; gunicorn.conf.py
 sets it (``app.settings.export_metrics_dir``) before any worker exists, empties the directory
-at start (``reset_multiprocess_dir``) and tells it when a worker exits (``worker_exited``).
+at start and tells prometheus_client when a worker exits. Importing this module creates the
+unlabelled metrics, and with them this process's files: the gunicorn master never imports it.
 The presence server is one process and keeps its metrics in memory.
 
 **Cost.** In multiprocess mode every ``inc``/``set``/``observe`` writes a memory-mapped
@@ -21,8 +22,6 @@ subscriptions, backlog) are sampled every ``SAMPLE_S`` rather than moved per eve
 
 from __future__ import annotations
 
-import glob
-import os
 import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
@@ -30,7 +29,7 @@ from typing import Iterable, Iterator, Mapping
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess, values)
 
-__all__ = ["exposition", "multiprocess_mode", "reset_multiprocess_dir", "worker_exited", "SAMPLE_S",
+__all__ = ["exposition", "multiprocess_mode", "SAMPLE_S",
            "set_stomp_gauges", "send_finished", "slow_consumer", "fanout_batch", "set_consumer_lag",
            "set_outbox_backlog", "gap_healing", "backend_call", "backend_error", "backend_timed", "presence_request", "http_outcome",
            "OK", "REFUSED", "FAILED", "OTHER"]
@@ -56,6 +55,7 @@ STOMP_CONNECTIONS = Gauge(
 STOMP_SUBSCRIPTIONS = Gauge(
     "smooth_stomp_subscriptions", "Live STOMP subscriptions, by the transport of their connection",
     ["transport"], multiprocess_mode="livesum")
+_transports_seen: set[str] = set()  # so a transport whose last connection closed shows 0
 STOMP_SENDS = Counter(
     "smooth_stomp_sends", "SEND frames answered, by destination and outcome (ok: RECEIPT or none asked; "
     "refused: ERROR for the client's request; failed: ERROR for a failure of ours)",
@@ -209,15 +209,3 @@ def exposition() -> tuple[bytes, str]:
     else:
         registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-def reset_multiprocess_dir(path: str) -> None:
-    """Create ``path`` and remove what an earlier run left in it (before the workers start)."""
-    os.makedirs(path, exist_ok=True)
-    for stale in glob.glob(os.path.join(path, "*.db")):
-        os.remove(stale)
-
-
-def worker_exited(pid: int, path: str) -> None:
-    """A worker ended: its gauges of live state stop counting (its counters stay in the sums)."""
-    multiprocess.mark_process_dead(pid, path)
