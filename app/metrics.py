@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest, multiprocess, values)
@@ -122,8 +122,8 @@ def set_stomp_gauges(by_transport: Mapping[str, tuple[int, int]]) -> None:
 
 def send_finished(destination: str, outcome: str, started: float) -> None:
     """One SEND got its reply (``started``: ``time.perf_counter()`` at its arrival)."""
-    STOMP_SENDS.labels(destination, outcome).inc()
-    STOMP_SEND_SECONDS.labels(destination).observe(time.perf_counter() - started)
+    _child(STOMP_SENDS, destination, outcome).inc()
+    _child(STOMP_SEND_SECONDS, destination).observe(time.perf_counter() - started)
 
 
 def slow_consumer(transport: str) -> None:
@@ -162,14 +162,14 @@ def gap_healing(healed: int, dropped: int) -> None:
 
 def backend_call(backend: str, operation: str, seconds: float, failed: bool = False) -> None:
     """One call to a backend took ``seconds`` (and failed, if ``failed``)."""
-    BACKEND_SECONDS.labels(backend, operation).observe(seconds)
+    _child(BACKEND_SECONDS, backend, operation).observe(seconds)
     if failed:
         backend_error(backend, operation)
 
 
 def backend_error(backend: str, operation: str) -> None:
     """A call to a backend failed (for calls whose time says nothing, like a Kafka fetch's wait)."""
-    BACKEND_ERRORS.labels(backend, operation).inc()
+    _child(BACKEND_ERRORS, backend, operation).inc()
 
 
 @contextmanager
@@ -191,6 +191,19 @@ def presence_request(protocol: str, kind: str, outcome: str) -> None:
 def http_outcome(status: int) -> str:
     """The outcome label of an HTTP answer's status."""
     return OK if status < 400 else REFUSED if status < 500 else FAILED
+
+
+# Labelled children already made: ``labels()`` validates and locks on every call (several us),
+# and the calls per SEND or backend call repeat a few label sets.
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 # -- exposition and the multiprocess directory ------------------------------------------------------

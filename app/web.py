@@ -6,7 +6,10 @@ the endpoint's HTTP transports, ``/healthz`` and ``/readyz``, and the applicatio
 blueprints, every error in the JSON envelope (app/http_envelope.py).
 
 ``app/composition.py`` builds the ChatServer; gunicorn's ``post_worker_init`` calls its
-``start()`` (the Kafka consumer starts after fork) and ``worker_exit`` its ``stop()``.
+``start()`` (the Kafka consumer starts after fork) and ``worker_exit`` its ``stop()``. While
+it runs, it samples the gauges of its live state for the metrics (sessions and subscriptions
+per transport, the outbox backlog) every ``metrics.SAMPLE_S``: counted where they live, they
+cannot drift, and nothing is written per connection.
 Nothing runs at import time and nothing is monkey-patched here.
 """
 
