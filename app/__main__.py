@@ -18,6 +18,7 @@ app.backends.rebuild_summaries``, ``python -m app.devstack``) still work; this m
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable
 
@@ -28,6 +29,8 @@ PROG = "python -m app"
 
 def _check(args: argparse.Namespace) -> int:
     _single_process()
+    # kafka-python logs every retry of its bootstrap at ERROR; the finding says it once.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from app.check import check, failed
     from app.settings import Settings
 
@@ -72,10 +75,14 @@ def _settings(args: argparse.Namespace) -> int:
 
 
 def _single_process() -> None:
-    """This process keeps its metrics (backend calls) to itself, never in a chat server's directory."""
-    from app.settings import export_metrics_dir
+    """For a command that talks to the backends: its logs as the servers' (the clients' own words on
+    a failure), its metrics (backend calls) in its own memory, never in a chat server's directory."""
+    from app.logs import configure_logging
+    from app.settings import Settings, export_metrics_dir
 
     export_metrics_dir(None)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ Owns :func:`check`, which looks and changes nothing:
   reached lacks them).
 - Redis (``REDIS_URL``, and ``PRESENCE_REDIS_URL`` when it differs): it answers.
 
-Each finding is one line (``ok``, ``warn`` or ``FAIL``, the backend, what was found); the
-exit status is 1 when any is a failure. A backend that is not configured is a failure: the
+Each finding is one line (``ok``, ``warn`` or ``FAIL``, the backend, what was found; an
+address without its credentials); the exit status is 1 when any is a failure. A backend that is not configured is a failure: the
 chat server cannot start without it.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from app.errors import ChatServerError
 from app.settings import Settings
@@ -47,12 +48,20 @@ class Finding:
 def check(settings: Settings) -> list[Finding]:
     """Every finding about the backends ``settings`` name, Kafka first."""
     findings: list[Finding] = []
-    for backend, probe in (("kafka", _kafka), ("mongodb", _mongo), ("redis", _redis)):
+    probes = (("kafka", _kafka, settings.kafka_bootstrap_servers), ("mongodb", _mongo, settings.mongo_url),
+              ("redis", _redis, settings.redis_url))
+    for backend, probe, address in probes:
         try:
             findings += probe(settings)
         except ChatServerError as exc:
-            findings.append(Finding(FAIL, backend, f"unreachable: {exc.message}"))
+            findings.append(Finding(FAIL, backend, f"{_where(address)} unreachable: {exc.message}"))
     return findings
+
+
+def _where(address: str) -> str:
+    """The hosts of a URL or bootstrap list, without credentials (these lines get pasted around)."""
+    netloc = urlsplit(address).netloc if "://" in address else address
+    return netloc.rpartition("@")[2] or address
 
 
 def failed(findings: list[Finding]) -> bool:

@@ -463,15 +463,15 @@ def topic_partitions(settings: Settings, names: Iterable[str] | None = None, *,
                                  request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms,
                                  reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
     except KafkaError as exc:
-        raise BackendUnavailable(f"kafka unreachable: {type(exc).__name__}") from exc
+        raise BackendUnavailable(type(exc).__name__) from exc
     try:
         existing = set(admin.list_topics())
         present = [name for name in wanted if name in existing]
-        described = {topic["topic"]: len(topic["partitions"]) for topic in admin.describe_topics(present)} \
+        described = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(present)} \
             if present else {}
         return {name: described.get(name) for name in wanted}
     except KafkaError as exc:
-        raise BackendUnavailable(f"kafka failed: {type(exc).__name__}") from exc
+        raise BackendUnavailable(type(exc).__name__) from exc
     finally:
         admin.close()
 
