@@ -231,6 +231,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  chat STOMP, SockJS          http://{host}:{chat}/my-chat",
         f"  chat HTTP API               http://{host}:{chat}/chat-server/",
         f"  chat health                 http://{host}:{chat}/healthz   http://{host}:{chat}/readyz",
+        f"  metrics (Prometheus)        http://{host}:{chat}/metrics   http://{host}:{settings.presence_http_port}/metrics",
         f"  presence TCP                {host}:{settings.presence_tcp_port}",
         f"  presence HTTP               http://{host}:{settings.presence_http_port}/presence-server/",
         f"  Redis                       {stack.redis_url}",
@@ -240,6 +241,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  service and presence tokens {secrets_path(settings)}",
         "",
         "Mint a token:  make token USER=5",
+        "Check:         .venv/bin/python -m app check",
         f"Service call:  curl -X PUT -H \"X-Service-Token: $(make -s service-token)\" -H 'Content-Type: "
         f"application/json' -d '[5,9]' http://{host}:{chat}/chat-server/room-user-list/17",
         "Stop:          Ctrl-C",

@@ -15,6 +15,7 @@ from typing import Callable, Mapping
 
 import gevent
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CollectorRegistry
 
 import app.metrics as metrics
 from app.errors import ChatServerError
@@ -48,14 +49,15 @@ def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[
 
     @blueprint.get("/metrics")
     def prometheus_metrics() -> Response:
-        return metrics_response()
+        return metrics_response(metrics.CHAT_REGISTRY)
 
     return blueprint
 
 
-def metrics_response() -> Response:
-    """``/metrics``: the Prometheus text format (the presence server's HTTP API serves it too)."""
-    body, content_type = metrics.exposition()
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """``/metrics``: the Prometheus text format of a server's ``registry`` (app/metrics.py; the
+    presence server's HTTP API serves its own)."""
+    body, content_type = metrics.exposition(registry)
     return Response(body, mimetype=None, content_type=content_type)
 
 

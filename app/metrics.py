@@ -24,15 +24,21 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess, values)
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, GCCollector, Histogram,
+                               PlatformCollector, ProcessCollector, disable_created_metrics, generate_latest,
+                               multiprocess, values)
 
-__all__ = ["exposition", "multiprocess_mode", "SAMPLE_S",
+__all__ = ["exposition", "multiprocess_mode", "SAMPLE_S", "CHAT_REGISTRY", "PRESENCE_REGISTRY",
            "set_stomp_gauges", "send_finished", "slow_consumer", "fanout_batch", "set_consumer_lag",
            "set_outbox_backlog", "gap_healing", "backend_call", "backend_error", "backend_timed", "presence_request", "http_outcome",
            "OK", "REFUSED", "FAILED", "OTHER"]
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+# A ``_created`` sample per counter and histogram, which the multiprocess mode has not either.
+disable_created_metrics()
 
 # How often a chat worker samples its gauges of live state (app/web.py).
 SAMPLE_S = 2.0
@@ -47,65 +53,91 @@ OTHER = "other"
 # Seconds. Chat operations are milliseconds on a quiet node and seconds when it saturates.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# Which server exposes which family when its metrics are in memory (the presence server, and
+# tests). The chat server's workers write files instead, which only they write and its
+# multiprocess collector reads. Backend calls are counted on both.
+CHAT_REGISTRY = CollectorRegistry()
+PRESENCE_REGISTRY = CollectorRegistry()
+# The presence process's own CPU, memory and GC (prometheus_client's collectors; they have no
+# multiprocess form, so the chat server has none).
+ProcessCollector(registry=PRESENCE_REGISTRY)
+PlatformCollector(registry=PRESENCE_REGISTRY)
+GCCollector(registry=PRESENCE_REGISTRY)
+
+
+def _chat(metric: _M) -> _M:
+    CHAT_REGISTRY.register(metric)
+    return metric
+
+
+def _presence(metric: _M) -> _M:
+    PRESENCE_REGISTRY.register(metric)
+    return metric
+
+
+def _both(metric: _M) -> _M:
+    return _presence(_chat(metric))
+
+
 # -- the chat transport ----------------------------------------------------------------------------
 
-STOMP_CONNECTIONS = Gauge(
+STOMP_CONNECTIONS = _chat(Gauge(
     "smooth_stomp_connections", "Open STOMP connections, by transport (websocket, or the SockJS transport)",
-    ["transport"], multiprocess_mode="livesum")
-STOMP_SUBSCRIPTIONS = Gauge(
+    ["transport"], multiprocess_mode="livesum", registry=None))
+STOMP_SUBSCRIPTIONS = _chat(Gauge(
     "smooth_stomp_subscriptions", "Live STOMP subscriptions, by the transport of their connection",
-    ["transport"], multiprocess_mode="livesum")
+    ["transport"], multiprocess_mode="livesum", registry=None))
 _transports_seen: set[str] = set()  # so a transport whose last connection closed shows 0
-STOMP_SENDS = Counter(
+STOMP_SENDS = _chat(Counter(
     "smooth_stomp_sends", "SEND frames answered, by destination and outcome (ok: RECEIPT or none asked; "
     "refused: ERROR for the client's request; failed: ERROR for a failure of ours)",
-    ["destination", "outcome"])
-STOMP_SEND_SECONDS = Histogram(
+    ["destination", "outcome"], registry=None))
+STOMP_SEND_SECONDS = _chat(Histogram(
     "smooth_stomp_send_reply_seconds", "From a SEND's arrival to its reply (RECEIPT or ERROR) being queued, "
-    "by destination", ["destination"], buckets=LATENCY_BUCKETS)
-STOMP_SLOW_CONSUMERS = Counter(
+    "by destination", ["destination"], buckets=LATENCY_BUCKETS, registry=None))
+STOMP_SLOW_CONSUMERS = _chat(Counter(
     "smooth_stomp_slow_consumer_disconnects", "Connections closed because their outbox filled up "
-    "(ERROR slow consumer), by transport", ["transport"])
+    "(ERROR slow consumer), by transport", ["transport"], registry=None))
 
 # -- the fan-out ---------------------------------------------------------------------------------
 
-FANOUT_RECORDS = Counter("smooth_fanout_records", "Kafka records the fan-out consumers read")
-FANOUT_DELIVERIES = Counter(
-    "smooth_fanout_deliveries", "MESSAGE frames the fan-out handed to local subscriptions (counted per poll batch)")
-FANOUT_LATENCY = Histogram(
+FANOUT_RECORDS = _chat(Counter("smooth_fanout_records", "Kafka records the fan-out consumers read", registry=None))
+FANOUT_DELIVERIES = _chat(Counter(
+    "smooth_fanout_deliveries", "MESSAGE frames the fan-out handed to local subscriptions (counted per poll batch)", registry=None))
+FANOUT_LATENCY = _chat(Histogram(
     "smooth_fanout_delivery_seconds", "From a record's production (its Kafka timestamp) to its MESSAGE frames "
-    "being written to the local subscribers' sockets (records with local subscribers)", buckets=LATENCY_BUCKETS)
-FANOUT_LAG = Gauge(
+    "being written to the local subscribers' sockets (records with local subscribers)", buckets=LATENCY_BUCKETS, registry=None))
+FANOUT_LAG = _chat(Gauge(
     "smooth_fanout_consumer_lag", "Records of a partition not read yet by a fan-out consumer "
-    "(the highest of the live workers)", ["topic", "partition"], multiprocess_mode="livemax")
-GAP_HEALED = Counter(
+    "(the highest of the live workers)", ["topic", "partition"], multiprocess_mode="livemax", registry=None))
+GAP_HEALED = _chat(Counter(
     "smooth_gap_healed_events", "Events read from a room's log and pushed because their record did not come "
-    "(the broker lost it) or came out of order")
-GAP_DROPPED = Counter(
+    "(the broker lost it) or came out of order", registry=None))
+GAP_DROPPED = _chat(Counter(
     "smooth_gap_duplicate_records", "Records dropped because their event was pushed already "
-    "(published again, or read again after a broker restart)")
+    "(published again, or read again after a broker restart)", registry=None))
 
 # -- the outbox relay ------------------------------------------------------------------------------
 
-OUTBOX_BACKLOG = Gauge(
+OUTBOX_BACKLOG = _chat(Gauge(
     "smooth_outbox_backlog", "Stored events not acknowledged by the broker yet (all live workers)",
-    multiprocess_mode="livesum")
+    multiprocess_mode="livesum", registry=None))
 
 # -- backends --------------------------------------------------------------------------------------
 
-BACKEND_SECONDS = Histogram(
+BACKEND_SECONDS = _both(Histogram(
     "smooth_backend_call_seconds", "Latency of calls to MongoDB (per command), Redis (per operation) and Kafka "
     "(produce: until the broker's acknowledgement), failed ones included", ["backend", "operation"],
-    buckets=LATENCY_BUCKETS)
-BACKEND_ERRORS = Counter(
+    buckets=LATENCY_BUCKETS, registry=None))
+BACKEND_ERRORS = _both(Counter(
     "smooth_backend_errors", "Failed calls to MongoDB, Redis and Kafka (Kafka also: fetch, admin)",
-    ["backend", "operation"])
+    ["backend", "operation"], registry=None))
 
 # -- presence --------------------------------------------------------------------------------------
 
-PRESENCE_REQUESTS = Counter(
+PRESENCE_REQUESTS = _presence(Counter(
     "smooth_presence_requests", "Presence requests answered, by protocol (tcp, http), type and outcome",
-    ["protocol", "type", "outcome"])
+    ["protocol", "type", "outcome"], registry=None))
 
 
 # -- what the code calls ----------------------------------------------------------------------------
@@ -214,11 +246,10 @@ def multiprocess_mode() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format of every metric (all workers' in multiprocess mode) and its content type."""
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The text format of a server's metrics and its content type: ``registry``'s in one process,
+    every worker's files in multiprocess mode (the chat server's workers)."""
     if multiprocess_mode():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -65,7 +65,7 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
-        return metrics_response()
+        return metrics_response(metrics.PRESENCE_REGISTRY)
 
     @app.after_request
     def count_request(response: Response) -> Response:

@@ -168,6 +168,8 @@ def test_presence_metrics_count_the_chat_workers_requests(stack, token_for):
                                               type="friends-state", outcome="ok") == 1)
     assert total(samples, "smooth_presence_requests_total", protocol="tcp", type="lease", outcome="ok") > 0
     assert total(samples, "smooth_backend_call_seconds_count", backend="redis") > 0
+    names, _ = scrape(url)
+    assert "process_cpu_seconds" in names and not any(name.startswith("smooth_stomp") for name in names)
 
 
 def test_both_servers_write_one_json_object_per_line(stack):

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 import redis
 from kafka.errors import KafkaTimeoutError
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 import app.metrics as metrics
@@ -39,7 +38,8 @@ from workers.consumers import FanoutConsumer
 
 
 def value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    registry = metrics.PRESENCE_REGISTRY if name.startswith("smooth_presence") else metrics.CHAT_REGISTRY
+    return registry.get_sample_value(name, labels) or 0.0
 
 
 class Moved:
@@ -228,8 +228,15 @@ def test_presence_http_requests_are_counted_and_metrics_served():
     assert {"smooth_presence_requests", "smooth_backend_call_seconds"} <= names
 
 
-def test_every_family_has_help_and_a_smooth_name():
-    families = [family for family in text_string_to_metric_families(metrics.exposition()[0].decode())
-                if family.name.startswith("smooth_")]
-    assert len(families) >= 14
-    assert all(family.documentation for family in families)
+def test_each_server_shows_its_own_families_and_both_the_backend_calls():
+    def families(registry):
+        return {family.name: family for family in
+                text_string_to_metric_families(metrics.exposition(registry)[0].decode())}
+
+    chat, presence = families(metrics.CHAT_REGISTRY), families(metrics.PRESENCE_REGISTRY)
+    assert {"smooth_stomp_sends", "smooth_fanout_deliveries", "smooth_backend_call_seconds"} <= chat.keys()
+    assert "smooth_presence_requests" not in chat
+    assert {"smooth_presence_requests", "smooth_backend_call_seconds", "process_cpu_seconds"} <= presence.keys()
+    assert not any(name.startswith(("smooth_stomp", "smooth_fanout", "smooth_outbox")) for name in presence)
+    assert all(family.documentation for family in chat.values())
+    assert not any(sample.name.endswith("_created") for family in chat.values() for sample in family.samples)
