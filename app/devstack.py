@@ -241,7 +241,8 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  service and presence tokens {secrets_path(settings)}",
         "",
         "Mint a token:  make token USER=5",
-        "Check:         .venv/bin/python -m app check",
+        f"Check:         KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap} MONGO_URL={stack.mongo_url} "
+        f"REDIS_URL={stack.redis_url} .venv/bin/python -m app check",
         f"Service call:  curl -X PUT -H \"X-Service-Token: $(make -s service-token)\" -H 'Content-Type: "
         f"application/json' -d '[5,9]' http://{host}:{chat}/chat-server/room-user-list/17",
         "Stop:          Ctrl-C",
