@@ -22,6 +22,7 @@ help:
 	@echo "make token USER=5   mint a dev token for user 5"
 	@echo "make service-token  the running stack's service token (X-Service-Token)"
 	@echo "make bench   run every benchmark scenario, then plot the results (docs/bench/)"
+	@echo "python -m app --help   the operator's commands (check, token, rebuild-summaries...)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,7 +46,7 @@ $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium
 
 run: venv $(STATICSTAMP)
-	$(PY) -m app.devstack
+	$(PY) -m app devstack
 
 test: venv $(JSSTAMP) $(STATICSTAMP) $(CHROMIUM)
 	$(PY) -m pytest
@@ -56,10 +57,10 @@ faults: venv $(JSSTAMP) $(STATICSTAMP)
 	@cat var/faults-results.md
 
 token: venv
-	@$(PY) -m app.auth mint --user $(USER_ID)
+	@$(PY) -m app token --user $(USER_ID)
 
 service-token: venv
-	@$(PY) -m app.devstack service-token
+	@$(PY) -m app service-token
 
 # The peer the fan-out benchmark is compared with: RabbitMQ's Web-STOMP plugin, from Debian.
 RABBIT := /usr/lib/rabbitmq/bin/rabbitmq-server

@@ -7,6 +7,10 @@ services (the Kafka fan-out consumer and the outbox relay). On SIGTERM it stops 
 once, every session answers the SENDs it took and tells its client to reconnect elsewhere,
 and ``worker_exit`` then stops the services (the relay publishes what it still holds) well
 inside the graceful timeout.
+
+Metrics: the workers share ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess
+mode, app/metrics.py). It is exported here, before any worker imports prometheus_client,
+emptied once when the master starts, and told when a worker exits.
 """
 
 # Patch before anything imports ssl or socket: the master imports the worker class (and
@@ -18,11 +22,14 @@ from gevent import monkey
 gevent.config.track_greenlet_tree = False
 monkey.patch_all()
 
+import glob  # noqa: E402
 import os  # noqa: E402
 
-from app.settings import Settings  # noqa: E402
+from app.settings import Settings, export_metrics_dir  # noqa: E402
 
 _settings = Settings.from_env()
+_metrics_dir = os.path.abspath(_settings.effective_metrics_dir)
+export_metrics_dir(_metrics_dir)
 
 wsgi_app = "app.wsgi:build()"
 bind = [f"{_settings.bind_host}:{_settings.chat_http_port}"]
@@ -34,7 +41,25 @@ timeout = 30
 keepalive = 5
 loglevel = _settings.log_level.lower()
 errorlog = "-"
+if _settings.log_format == "json":
+    from app.logs import gunicorn_logconfig  # noqa: E402
+
+    logconfig_dict = gunicorn_logconfig(_settings.log_level)
 proc_name = "smooth-chat"
+
+
+def on_starting(server):
+    # Counters of an earlier run must not add up with ours. Not app.metrics: importing it
+    # creates metrics, and the master must write no files of its own there.
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, _metrics_dir)  # its live gauges stop counting
 
 
 def _chat_server(worker):

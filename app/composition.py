@@ -117,6 +117,9 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
         background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
         closers=[notifier.stop, bus.close, presence.close, cache.close, mongo.close])
+    def backlog() -> int:
+        return relay.backlog
+
     application = ChatService(messaging=messaging, presence=flow, access=access, room_log=room_log,
                               message_max_chars=settings.message_max_chars)
     blueprints = [
@@ -129,7 +132,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
         blueprints.extend(_demo_blueprints(settings, membership, http))
     return ChatDomain(application=application, blueprints=blueprints,
                       readiness={"mongo": mongo.ping, "redis": cache.ping, "kafka": runtime.kafka_ready},
-                      info={"outbox_backlog": lambda: relay.backlog},
+                      info={"outbox_backlog": backlog}, backlog=backlog,
                       delivering=runtime.consumer_positioned, flush=relay.flush,
                       start=runtime.start, stop=runtime.stop)
 

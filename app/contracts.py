@@ -131,6 +131,10 @@ class LocalDelivery(Protocol):
         """
         ...
 
+    def flush(self) -> None:
+        """Write what ``deliver`` queued now (otherwise it is written when the caller next yields)."""
+        ...
+
 
 @dataclass
 class ChatDomain:
@@ -139,6 +143,7 @@ class ChatDomain:
     ``blueprints`` are Flask blueprints of the application's HTTP API. ``readiness`` maps a
     dependency name (``mongo``, ``redis``, ``kafka``) to a check that raises when it is down;
     ``info`` maps a name to a figure ``/readyz`` shows beside them (``outbox_backlog``).
+    ``backlog`` is how many stored events wait for the broker (the metrics sample it).
     ``delivering`` says whether the fan-out consumer is positioned (SUBSCRIBEs wait for it);
     ``flush(timeout_s)`` publishes what is stored and not published yet (a stopping worker).
     ``start()`` starts the Kafka consumer and background tasks after the worker forked;
@@ -149,6 +154,7 @@ class ChatDomain:
     blueprints: list[Any] = field(default_factory=list)
     readiness: dict[str, Callable[[], None]] = field(default_factory=dict)
     info: dict[str, Callable[[], object]] = field(default_factory=dict)
+    backlog: Callable[[], int] = lambda: 0
     delivering: Callable[[], bool] = lambda: True
     flush: Callable[[float], bool] = lambda timeout_s: True
     start: Callable[[], None] = lambda: None

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return _print_service_token(Settings.from_env())
     # The browser demo is for this stack only: production leaves DEMO_ENABLED off.
     settings = dataclasses.replace(Settings.from_env().with_generated_secrets(), demo_enabled="on")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     stack = EmbeddedStack(stack_data_dir(settings), redis_url=settings.redis_url,
@@ -233,6 +233,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  chat HTTP API               http://{host}:{chat}/chat-server/",
         f"  chat health                 http://{host}:{chat}/healthz   http://{host}:{chat}/readyz",
         f"  browser demo                http://{host}:{chat}/demo",
+        f"  metrics (Prometheus)        http://{host}:{chat}/metrics   http://{host}:{settings.presence_http_port}/metrics",
         f"  presence TCP                {host}:{settings.presence_tcp_port}",
         f"  presence HTTP               http://{host}:{settings.presence_http_port}/presence-server/",
         f"  Redis                       {stack.redis_url}",
@@ -242,6 +243,8 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  service and presence tokens {secrets_path(settings)}",
         "",
         "Mint a token:  make token USER=5",
+        f"Check:         KAFKA_BOOTSTRAP_SERVERS={stack.kafka_bootstrap} MONGO_URL={stack.mongo_url} "
+        f"REDIS_URL={stack.redis_url} .venv/bin/python -m app check",
         f"Service call:  curl -X PUT -H \"X-Service-Token: $(make -s service-token)\" -H 'Content-Type: "
         f"application/json' -d '[5,9]' http://{host}:{chat}/chat-server/room-user-list/17",
         "Stop:          Ctrl-C",

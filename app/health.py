@@ -1,10 +1,11 @@
-"""Liveness and readiness endpoints of the chat server.
+"""Liveness, readiness and metrics endpoints of the chat server.
 
 ``/healthz`` answers 200 while the process serves HTTP. ``/readyz`` runs every check of
 ``ChatDomain.readiness`` at once, each bounded by a timeout, and answers 200 when all pass or
 503 naming what is down, with the figures of ``ChatDomain.info`` (``outbox_backlog``: stored
 events waiting for the broker) beside them. Check failures are logged; the body carries only
-fixed words and numbers.
+fixed words and numbers. ``/metrics`` is the Prometheus text format of every worker's
+metrics (app/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Callable, Mapping
 
 import gevent
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CollectorRegistry
 
+import app.metrics as metrics
 from app.errors import ChatServerError
 
-__all__ = ["health_blueprint"]
+__all__ = ["health_blueprint", "metrics_response"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,18 @@ def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[
             return jsonify(status="unavailable", checks=results, down=down, **figures), 503
         return jsonify(status="ready", checks=results, **figures), 200
 
+    @blueprint.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return metrics_response(metrics.CHAT_REGISTRY)
+
     return blueprint
+
+
+def metrics_response(registry: CollectorRegistry) -> Response:
+    """``/metrics``: the Prometheus text format of a server's ``registry`` (app/metrics.py; the
+    presence server's HTTP API serves its own)."""
+    body, content_type = metrics.exposition(registry)
+    return Response(body, mimetype=None, content_type=content_type)
 
 
 def run_checks(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> dict[str, str]:

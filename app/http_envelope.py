@@ -4,19 +4,24 @@ Success is ``{"isSuccess":true,"code":1000,"message":"요청에 성공하였습�
 that order, ``result`` only when there is one). An error is
 ``{"isSuccess":false,"code":<HTTP status>,"message":"<short fixed text>"}`` with that 4xx/5xx status.
 Every Flask app of Smooth registers :func:`register_error_handlers`, so a 413, a 405 or a crash
-reads the same on every route.
+reads the same on every route, and :func:`register_request_ids`, so every request has an id
+(the caller's ``X-Request-Id`` if it sends a sane one, else a new one) that its log lines carry
+(app/logs.py ``log_context``) and its answer echoes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import secrets
 from typing import Any, Final
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app.errors import ChatServerError
+from app.logs import log_context
 
 __all__ = [
     "SUCCESS_CODE",
@@ -27,6 +32,8 @@ __all__ = [
     "error_response",
     "error_body",
     "register_error_handlers",
+    "register_request_ids",
+    "REQUEST_ID_HEADER",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,27 @@ HTTP_MESSAGES: Final = {
     503: "service unavailable",
 }
 _NO_RESULT = object()
+REQUEST_ID_HEADER: Final = "X-Request-Id"
+# A caller's request id is kept only if it is this short and plain (it goes into every log line).
+_SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def register_request_ids(app: Flask) -> None:
+    """Give every request of ``app`` an id: in its log lines, and echoed in ``X-Request-Id``."""
+
+    @app.before_request
+    def bind_request_id() -> None:
+        offered = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = offered if _SANE_REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+        request.environ["smooth.request_id"] = request_id
+        log_context(request=request_id)
+
+    @app.after_request
+    def echo_request_id(response: Response) -> Response:
+        request_id = request.environ.get("smooth.request_id")
+        if request_id:
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
 
 def json_response(body: Any, status: int = 200) -> Response:

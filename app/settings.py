@@ -4,6 +4,8 @@
 variables (``gunicorn.conf.py`` and the dev launcher call it and pass the result down).
 Every field declares its environment key, default and a one-line meaning; the README's
 configuration table is generated from these declarations (``python -m app.settings``).
+It is also the only place that writes one: ``export_metrics_dir`` hands prometheus_client,
+which reads its directory from the environment, the value of ``PROMETHEUS_MULTIPROC_DIR``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["Settings", "SettingsError", "DEV_JWT_SECRET", "markdown_table"]
+__all__ = ["Settings", "SettingsError", "DEV_JWT_SECRET", "markdown_table", "export_metrics_dir"]
 
 # Base64 of "smooth-dev-secret-do-not-use-in-production-0123456789" (the embedded stack's key).
 DEV_JWT_SECRET = "c21vb3RoLWRldi1zZWNyZXQtZG8tbm90LXVzZS1pbi1wcm9kdWN0aW9uLTAxMjM0NTY3ODk="
 
 DAY = 86_400
+# The variable prometheus_client reads (app/metrics.py); also the metrics_dir setting's key.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class SettingsError(ValueError):
@@ -297,8 +301,17 @@ class Settings:
         "endpoint (`/demo/session`, which mints tokens with JWT_SECRET for anyone). `make run` turns it on; "
         "never in production", choices=("on", "off"))
 
-    # Logging
+    # Logging and metrics
     log_level: str = _setting("LOG_LEVEL", "INFO", "Python logging level")
+    log_format: str = _setting(
+        "LOG_FORMAT", "text",
+        "`text`: one readable line per record; `json`: one JSON object per line (time, level, logger, message, "
+        "pid, and the STOMP session or HTTP request id where there is one)", choices=("text", "json"))
+    metrics_dir: str = _setting(
+        METRICS_DIR_ENV, "",
+        "Directory where the chat server's gunicorn workers keep their metrics for `/metrics` "
+        "(prometheus_client's multiprocess mode); emptied when the chat server starts. Default: "
+        "`<SMOOTH_DATA_DIR>/metrics-<CHAT_HTTP_PORT>`. The presence server ignores it (one process)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -336,6 +349,10 @@ class Settings:
         return self.chat_server_url or f"http://127.0.0.1:{self.chat_http_port}"
 
     @property
+    def effective_metrics_dir(self) -> str:
+        return self.metrics_dir or os.path.join(self.data_dir, f"metrics-{self.chat_http_port}")
+
+    @property
     def upload_type_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.upload_allowed_types.split(",") if p.strip())
 
@@ -358,11 +375,27 @@ class Settings:
         return {
             spec.metadata["env"]: str(getattr(self, spec.name))
             for spec in dataclasses.fields(self)
+            # Set but empty would still switch prometheus_client to multiprocess mode (into the
+            # working directory) in any child that imports it: unset means the same default.
+            if spec.metadata["env"] != METRICS_DIR_ENV or self.metrics_dir
         }
 
     def child_environ(self) -> dict[str, str]:
         """This process's environment with these settings applied (for launching children)."""
         return {**os.environ, **self.as_environ()}
+
+
+def export_metrics_dir(path: str | None) -> None:
+    """Set (a chat server's gunicorn master, before forking) or remove (a single process) the
+    ``PROMETHEUS_MULTIPROC_DIR`` prometheus_client reads itself, once, when it is imported.
+
+    Removing matters: launchers pass every setting on (``child_environ``), and an empty value
+    would still switch prometheus_client to multiprocess mode, writing into the working directory.
+    """
+    if path:
+        os.environ[METRICS_DIR_ENV] = path
+    else:
+        os.environ.pop(METRICS_DIR_ENV, None)
 
 
 def _parse(spec: dataclasses.Field[Any], raw: str) -> Any:

@@ -7,7 +7,10 @@ blueprints and the OpenAPI description of them all (app/openapi.py), every error
 JSON envelope (app/http_envelope.py).
 
 ``app/composition.py`` builds the ChatServer; gunicorn's ``post_worker_init`` calls its
-``start()`` (the Kafka consumer starts after fork) and ``worker_exit`` its ``stop()``.
+``start()`` (the Kafka consumer starts after fork) and ``worker_exit`` its ``stop()``. While
+it runs, it samples the gauges of its live state for the metrics (sessions and subscriptions
+per transport, the outbox backlog) every ``metrics.SAMPLE_S``: counted where they live, they
+cannot drift, and nothing is written per connection.
 Nothing runs at import time and nothing is monkey-patched here.
 """
 
@@ -16,11 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import gevent
 from flask import Blueprint, Flask
 
+import app.metrics as metrics
 from app.contracts import ChatDomain
 from app.health import health_blueprint
-from app.http_envelope import error_response, json_response, register_error_handlers
+from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids
+from app.logs import log_context
 from app.openapi import CHAT_PATH, chat_document
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
@@ -62,8 +68,10 @@ class ChatServer:
         self.endpoint = endpoint
         self.flask_app = flask_app
         self.connection_gate = connection_gate
+        self._sampler: gevent.Greenlet | None = None
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        log_context()  # a keep-alive connection's greenlet serves many requests: start each afresh
         if self.connection_gate.refuses(environ.get("PATH_INFO", "")):
             response = error_response(503, OVER_CAPACITY_MESSAGE)
             response.headers["Connection"] = "close"  # the slot goes back at once
@@ -79,6 +87,20 @@ class ChatServer:
     def start(self) -> None:
         """Start the per-process services (after gunicorn forked this worker)."""
         self.domain.start()
+        self._sampler = gevent.spawn(self._sample_forever)
+
+    def sample_metrics(self) -> None:
+        """Set the gauges of this process's live state: sessions and subscriptions, the backlog."""
+        metrics.set_stomp_gauges(self.hub.transport_counts())
+        metrics.set_outbox_backlog(self.domain.backlog())
+
+    def _sample_forever(self) -> None:
+        while True:
+            try:
+                self.sample_metrics()
+            except Exception:  # noqa: BLE001 - metrics must never stop a worker
+                log.exception("could not sample the metrics")
+            gevent.sleep(metrics.SAMPLE_S)
 
     def drain(self) -> None:
         """The worker stops taking connections: every session answers the SENDs it took, tells
@@ -89,6 +111,8 @@ class ChatServer:
 
     def stop(self) -> None:
         """Drain, then stop the domain (the relay publishes what it still holds)."""
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
         self.drain()
         self.domain.stop()
 
@@ -106,4 +130,5 @@ def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints
     document = chat_document()
     app.add_url_rule(CHAT_PATH, "openapi", lambda: json_response(document), methods=["GET"])
     register_error_handlers(app)
+    register_request_ids(app)
     return app

@@ -19,5 +19,5 @@ def build() -> ChatServer:
     from app.composition import build_chat_server  # the composition root imports every backend
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return build_chat_server(settings)

@@ -202,6 +202,9 @@ class StampDelivery:
         self.arrivals.append((time.monotonic_ns(), body))
         return 1
 
+    def flush(self) -> None:
+        pass
+
     def latencies_ms(self, first: int, last: int) -> list[float]:
         out = []
         for arrived, body in self.arrivals[first:last]:

@@ -445,6 +445,9 @@ class RecordingDelivery:
         self.audiences.append(audience)
         return 1
 
+    def flush(self) -> None:
+        pass
+
 
 class RecordingHttp:
     """``ServiceHttp.post_json`` recorder; ``fail`` makes calls raise."""

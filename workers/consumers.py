@@ -13,7 +13,10 @@ Loop shape (style-examples.md §7.7): poll → for each record, ``events.decode`
 audience is its community's members (``audience``, app/chat/channel_scope.py), read once per
 event from the process's membership copy. A record that fails is logged
 and skipped; a consumer that fails is closed and reopened after a capped, jittered backoff.
-Nothing in the loop blocks except the poll.
+Nothing in the loop blocks except the poll. Once a poll's records are delivered, the frames
+are written (``LocalDelivery.flush``) and the batch is reported to the metrics in one call
+(records, deliveries, each record's time from production to the sockets, healing, lag):
+never per delivery.
 
 The outbox relay publishes at least once (app/chat/relay.py), so a stored event may arrive
 twice, and a broker that lost records may skip some. A record numbered in its room's
@@ -28,10 +31,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import time
 from typing import Any, Callable, Container, Protocol, Sequence
 
 import gevent
 
+import app.metrics as metrics
 from app.chat.model import TOPICS
 from app.chat.events import Decoded, decode
 from app.contracts import LocalDelivery
@@ -81,6 +86,7 @@ class RecentEvents:
 class _Record(Protocol):
     topic: str
     value: bytes
+    timestamp: int | None  # when it was produced (ms since the epoch), as Kafka stamped it
 
 
 class Source(Protocol):
@@ -94,6 +100,10 @@ class Source(Protocol):
     @property
     def read_positions(self) -> dict[tuple[str, int], Any]:
         """Per (topic, partition) read so far: where a replacement source goes on."""
+        ...
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): records not read yet, as far as the last fetches told."""
         ...
 
     def close(self) -> None: ...
@@ -139,6 +149,11 @@ class FanoutConsumer:
         self._recent = RecentEvents()
         self.healer = GapHealer(sequences, self._push, quiet_check_s=quiet_check_s) if sequences is not None else None
         self._resume_from: dict[tuple[str, int], Any] = {}
+        # This poll batch's figures for the metrics (reported once per batch, never per delivery).
+        self._delivered = 0
+        self._produced_ms: list[int] = []
+        self._reported_healing = (0, 0)
+        self._next_lag_report = 0.0
 
     @property
     def ready(self) -> bool:
@@ -177,20 +192,29 @@ class FanoutConsumer:
     def _poll_once(self) -> None:
         if self._source is None:
             self._source = self._open_source(self._resume_from)
-        for record in self._source.poll(POLL_TIMEOUT_MS, MAX_RECORDS):
+        records = self._source.poll(POLL_TIMEOUT_MS, MAX_RECORDS)
+        for record in records:
             self._deliver(record)
         if self.healer is not None:
             self.healer.check_quiet()
+        if records or self._delivered:
+            # Written now rather than when this greenlet next yields (the same moment, a poll
+            # later), so the batch's latency is measured up to the sockets.
+            self._delivery.flush()
+        self._report(len(records))
 
     def _deliver(self, record: _Record) -> None:
         try:
             decoded = decode(record.topic, record.value)
+            before = self._delivered
             if decoded.seq is not None and self.healer is not None:
                 self.healer.admit(decoded)
-                return
-            if decoded.identity is not None and not self._recent.first_time(decoded.identity):
+            elif decoded.identity is not None and not self._recent.first_time(decoded.identity):
                 return  # a re-published event (see RecentEvents)
-            self._push(decoded)
+            else:
+                self._push(decoded)
+            if self._delivered != before and record.timestamp is not None:
+                self._produced_ms.append(record.timestamp)
         except Exception:  # noqa: BLE001 - one bad record must not stop the others
             self.skipped += 1
             log.exception("consumer %s skipped a record it could not deliver", self.name)
@@ -198,7 +222,7 @@ class FanoutConsumer:
     def _push(self, decoded: Decoded) -> None:
         audience = self._audience_of(decoded)
         for destination, body in decoded.pushes:
-            self._delivery.deliver(destination, body, decoded.seq, audience)
+            self._delivered += self._delivery.deliver(destination, body, decoded.seq, audience)
 
     def _audience_of(self, decoded: Decoded) -> Container[int] | None:
         """A channel event's audience; nobody when membership cannot be read (it is in history)."""
@@ -209,6 +233,24 @@ class FanoutConsumer:
         except ChatServerError:
             _unscoped.warning("consumer %s: no member list for a channel event; not delivered live", self.name)
             return frozenset()
+
+
+    def _report(self, records: int) -> None:
+        """The batch's figures to the metrics: one call per poll, whatever the deliveries."""
+        try:
+            if records or self._delivered:
+                metrics.fanout_batch(records, self._delivered, self._produced_ms)
+                self._delivered, self._produced_ms = 0, []
+            if self.healer is not None:
+                healing = (self.healer.healed, self.healer.dropped)
+                reported, self._reported_healing = self._reported_healing, healing
+                metrics.gap_healing(healing[0] - reported[0], healing[1] - reported[1])
+            now = time.monotonic()
+            if now >= self._next_lag_report and self._source is not None:
+                self._next_lag_report = now + metrics.SAMPLE_S
+                metrics.set_consumer_lag(self._source.lag())
+        except Exception:  # noqa: BLE001 - metrics must never stop the fan-out
+            log.exception("consumer %s could not report its metrics", self.name)
 
     def _close_source(self) -> None:
         source, self._source = self._source, None

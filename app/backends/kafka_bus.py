@@ -31,11 +31,13 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.producer.future import FutureRecordMetadata
 
+import app.metrics as metrics
 from app.chat.model import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "ReadPosition", "create_topics"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "ReadPosition", "create_topics",
+           "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +71,22 @@ def _bootstrap(settings: Settings) -> list[str]:
 class BrokerAck:
     """``PublishAck`` of one sent record: waits on its future until the send's deadline."""
 
-    __slots__ = ("_future", "_topic", "_deadline")
+    __slots__ = ("_future", "_topic", "_deadline", "_started")
 
-    def __init__(self, future: FutureRecordMetadata, topic: str, deadline: float) -> None:
+    def __init__(self, future: FutureRecordMetadata, topic: str, deadline: float, started: float) -> None:
         self._future = future
         self._topic = topic
         self._deadline = deadline
+        self._started = started  # monotonic time of the send: the metrics time the ack from it
 
     def wait(self) -> None:
         try:
             self._future.get(timeout=max(0.0, self._deadline - time.monotonic()))
         except KafkaError as exc:
+            metrics.backend_call("kafka", "produce", time.monotonic() - self._started, failed=True)
             log.warning("kafka publish to %s failed: %s", self._topic, exc)
             raise BackendUnavailable() from exc
+        metrics.backend_call("kafka", "produce", time.monotonic() - self._started)
 
 
 class KafkaEventBus:
@@ -136,12 +141,14 @@ class KafkaEventBus:
     def publish_nowait(self, topic: str, key: str, value: bytes) -> BrokerAck:
         """Send one record keyed by room id; its ack allows ``kafka_send_timeout_s`` from now."""
         producer = self._get_producer()
+        started = time.monotonic()
         try:
             future = producer.send(topic, key=key.encode(), value=value)
         except KafkaError as exc:
+            metrics.backend_call("kafka", "produce", time.monotonic() - started, failed=True)
             log.warning("kafka publish to %s failed: %s", topic, exc)
             raise BackendUnavailable() from exc
-        return BrokerAck(future, topic, time.monotonic() + self._settings.kafka_send_timeout_s)
+        return BrokerAck(future, topic, started + self._settings.kafka_send_timeout_s, started)
 
     def close(self) -> None:
         with self._lock:
@@ -154,11 +161,13 @@ class KafkaEventBus:
 
 
 class Record(NamedTuple):
-    """One consumed record: the room key and the JSON value bytes (a tuple: built per record)."""
+    """One consumed record: the room key, the JSON value bytes and when it was produced (ms since
+    the epoch, Kafka's timestamp). A tuple: built per record."""
 
     topic: str
     key: bytes | None
     value: bytes
+    timestamp: int | None = None
 
 
 class ReadPosition(NamedTuple):
@@ -233,6 +242,7 @@ class RecordSource:
         self._last_timestamps: dict[TopicPartition, int] = {
             partition: read.timestamp for partition, read in resume.items() if read.timestamp is not None}
         self._next_offsets: dict[TopicPartition, int] = dict(self._resume)
+        self._start_offsets: dict[TopicPartition, int] = {}  # where each partition's reading started
         self.topics = list(topics)
         self._settings = settings
         self._create_missing = create_missing or create_topics
@@ -288,13 +298,25 @@ class RecordSource:
             self._set_fetch_wait(self._pace.wait_ms())
             batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
+            metrics.backend_error("kafka", "fetch")  # a fetch's time is its wait: only failures count
             raise BackendUnavailable() from exc
         if batches:
             self._pace.saw_records()
             for partition, batch in batches.items():
                 self._next_offsets[partition] = batch[-1].offset + 1
                 self._last_timestamps[partition] = batch[-1].timestamp
-        return [Record(r.topic, r.key, r.value) for batch in batches.values() for r in batch]
+        return [Record(r.topic, r.key, r.value, r.timestamp) for batch in batches.values() for r in batch]
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per (topic, partition): records after the read position, by the high-water mark the last
+        fetch of that partition brought (no request is made; a partition not fetched yet is left out)."""
+        lag = {}
+        for partition in self._assigned:
+            end = self._consumer.highwater(partition)
+            position = self._next_offsets.get(partition, self._start_offsets.get(partition))
+            if end is not None and position is not None:
+                lag[(partition.topic, partition.partition)] = max(0, end - position)
+        return lag
 
     @property
     def read_positions(self) -> dict[tuple[str, int], ReadPosition]:
@@ -346,7 +368,9 @@ class RecordSource:
         # position() resolves the committed or 'latest' offset now, so every record
         # produced after ``ready`` turns true is consumed.
         for partition in added:
-            self._consumer.position(partition)
+            position = self._consumer.position(partition)
+            if position is not None:  # where reading starts: the lag counts from here
+                self._start_offsets[partition] = position
         self._assigned |= added
 
     def _create_missing_topics(self, present: set[str]) -> None:
@@ -430,6 +454,29 @@ class RecordSource:
             log.debug("kafka consumer close failed", exc_info=True)
 
 
+def topic_partitions(settings: Settings, names: Iterable[str] | None = None, *,
+                     timeout_ms: int = ADMIN_TIMEOUT_MS) -> dict[str, int | None]:
+    """How many partitions each of Smooth's topics has (None: it does not exist); raises
+    ``BackendUnavailable`` when the broker cannot be reached. Creates nothing."""
+    wanted = list(names) if names is not None else list(TOPICS.values())
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="smooth-check",
+                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms,
+                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+    except KafkaError as exc:
+        raise BackendUnavailable(type(exc).__name__) from exc
+    try:
+        existing = set(admin.list_topics())
+        present = [name for name in wanted if name in existing]
+        described = {topic["name"]: len(topic["partitions"]) for topic in admin.describe_topics(present)} \
+            if present else {}
+        return {name: described.get(name) for name in wanted}
+    except KafkaError as exc:
+        raise BackendUnavailable(type(exc).__name__) from exc
+    finally:
+        admin.close()
+
+
 def create_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
     """Create Smooth's topics with ``settings.kafka_partitions``; idempotent.
 
@@ -441,6 +488,7 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
                                  request_timeout_ms=ADMIN_TIMEOUT_MS, bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
                                  reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
     except KafkaError as exc:
+        metrics.backend_error("kafka", "admin")
         raise BackendUnavailable() from exc
     try:
         existing = set(admin.list_topics())

@@ -28,7 +28,7 @@ writes that marker into a database that holds no message yet; otherwise only
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Final, Mapping, Sequence
 
 from bson import ObjectId
 from bson.int64 import Int64
@@ -42,6 +42,7 @@ from app.destinations import RoomKind
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
            "NONCE_INDEX",
            "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
+           "INDEXES", "missing_indexes",
            "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
@@ -134,30 +135,56 @@ def from_document(kind: RoomKind, doc: dict[str, Any]) -> ChatMessage:
     )
 
 
+def _index_table() -> list[tuple[str, list[tuple[str, int]], dict[str, Any]]]:
+    """Every index Smooth needs: (collection, keys, options with its ``name``)."""
+    table: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = []
+    for name in COLLECTIONS.values():
+        table += [
+            (name, [("channelId", ASCENDING), ("localDateTime", DESCENDING)], {"name": "channel_time"}),
+            # History pages sort by (localDateTime, _id) so ties are stable; this serves that sort.
+            (name, [("channelId", ASCENDING), ("localDateTime", DESCENDING), ("_id", DESCENDING)],
+             {"name": "channel_time_id"}),
+            # A repeated SEND (same author, same nonce) is refused by the index itself, so the rule
+            # holds across workers, nodes and restarts.
+            (name, [("userId", ASCENDING), ("nonce", ASCENDING)],
+             {"name": NONCE_INDEX, "unique": True, "partialFilterExpression": {"nonce": {"$exists": True}}}),
+            # What the retention sweep reads: only messages that still hold a nonce.
+            (name, [("localDateTime", ASCENDING)],
+             {"name": "nonce_time", "partialFilterExpression": {"nonce": {"$exists": True}}}),
+        ]
+    return table + [
+        (UNPUBLISHED, [("pub", ASCENDING)], {"name": "unpublished_since"}),
+        (PENDING_CHANGES, [("pub", ASCENDING)], {"name": "pending_since"}),
+        # One event per number and room; replay and gap healing read a room's events by number.
+        (ROOM_EVENTS, [("room", ASCENDING), ("seq", ASCENDING)], {"name": "room_seq_unique", "unique": True}),
+        (ROOM_EVENTS, [("at", ASCENDING)], {"name": "event_time"}),
+        # The quiet-room check reads the counters last moved in a time window.
+        (ROOM_SEQUENCES, [("at", ASCENDING)], {"name": "sequence_time"}),
+        (READ_MARKERS, [("channelId", ASCENDING)], {"name": "location_unique", "unique": True}),
+    ]
+
+
+INDEXES: Final = _index_table()
+
+
 def ensure_indexes(db: Database[Any]) -> None:
     """Idempotent: the history/unread indexes and the one-document-per-location rule."""
-    for name in COLLECTIONS.values():
-        db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING)],
-                              name="channel_time")
-        # History pages sort by (localDateTime, _id) so ties are stable; this serves that sort.
-        db[name].create_index([("channelId", ASCENDING), ("localDateTime", DESCENDING), ("_id", DESCENDING)],
-                              name="channel_time_id")
-        # A repeated SEND (same author, same nonce) is refused by the index itself, so the rule
-        # holds across workers, nodes and restarts.
-        db[name].create_index([("userId", ASCENDING), ("nonce", ASCENDING)], unique=True, name=NONCE_INDEX,
-                              partialFilterExpression={"nonce": {"$exists": True}})
-        # What the retention sweep reads: only messages that still hold a nonce.
-        db[name].create_index([("localDateTime", ASCENDING)], name="nonce_time",
-                              partialFilterExpression={"nonce": {"$exists": True}})
-    db[UNPUBLISHED].create_index([("pub", ASCENDING)], name="unpublished_since")
-    db[PENDING_CHANGES].create_index([("pub", ASCENDING)], name="pending_since")
-    # One event per number and room; replay and gap healing read a room's events by number.
-    db[ROOM_EVENTS].create_index([("room", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq_unique")
-    db[ROOM_EVENTS].create_index([("at", ASCENDING)], name="event_time")
-    # The quiet-room check reads the counters last moved in a time window.
-    db[ROOM_SEQUENCES].create_index([("at", ASCENDING)], name="sequence_time")
-    db[READ_MARKERS].create_index([("channelId", ASCENDING)], unique=True, name="location_unique")
+    for collection, keys, options in INDEXES:
+        db[collection].create_index(keys, **options)
     _claim_empty_database(db)
+
+
+def missing_indexes(db: Database[Any]) -> list[str]:
+    """``collection.index`` for each index of ``INDEXES`` the database lacks (``python -m app check``)."""
+    present: dict[str, dict[str, Any]] = {}
+    missing = []
+    for collection, keys, options in INDEXES:
+        if collection not in present:
+            present[collection] = db[collection].index_information()
+        found = present[collection].get(options["name"])
+        if found is None or [tuple(key) for key in found["key"]] != [tuple(key) for key in keys]:
+            missing.append(f"{collection}.{options['name']}")
+    return missing
 
 
 def _claim_empty_database(db: Database[Any]) -> None:

@@ -48,7 +48,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bson.int64 import Int64
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
@@ -208,26 +208,31 @@ def _added_update(kind: RoomKind, room: int, batch: list[ChatMessage]) -> dict[s
 # -- rebuild -----------------------------------------------------------------------------
 
 
-def rebuild(db: Database[Any], *, batch: int = REBUILD_BATCH) -> dict[str, Any]:
+def rebuild(db: Database[Any], *, batch: int = REBUILD_BATCH,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Recompute every room's summary from its messages (one aggregate per collection).
 
     The marker is removed first (readers count from the messages meanwhile) and written
     again at the end. Rooms whose summary was already right are not rewritten; summaries of
     rooms without messages become empty ones. Returns per kind: rooms with messages,
-    messages, summaries rewritten (``changed``: drift found), and the time taken.
+    messages, summaries rewritten (``changed``: drift found), and the time taken. ``progress``
+    is told each step as a line of text (the operator's command prints them).
     """
+    say = progress or (lambda line: None)
     started = datetime.utcnow()
     summaries = db[SUMMARIES]
     summaries.delete_one({"_id": SUMMARY_MARKER_ID})
     report: dict[str, Any] = {}
     for kind, collection in COLLECTIONS.items():
-        report[kind] = _rebuild_kind(db, kind, db[collection], batch)
+        report[kind] = _rebuild_kind(db, kind, db[collection], batch, say)
     summaries.replace_one({"_id": SUMMARY_MARKER_ID}, {"since": started, "by": "rebuild"}, upsert=True)
     report["seconds"] = round((datetime.utcnow() - started).total_seconds(), 2)
     return report
 
 
-def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int) -> dict[str, int]:
+def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int,
+                  say: Callable[[str], None]) -> dict[str, int]:
+    say(f"{kind}: counting the messages of {messages.name} per room (one aggregate)")
     counted = _recount(kind, messages)
     existing = {doc["_id"]: doc for doc in db[SUMMARIES].find({"kind": kind})}
     wanted = dict(counted)
@@ -235,8 +240,10 @@ def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int) 
         wanted.setdefault(key, _summary_document(kind, int(doc["channelId"]), {}, None, None))
     stale = [ReplaceOne({"_id": key}, doc, upsert=True) for key, doc in wanted.items()
              if key not in existing or _comparable(existing[key]) != _comparable(doc)]
+    say(f"{kind}: {len(counted)} rooms with messages, {len(stale)} summaries to rewrite")
     for start in range(0, len(stale), batch):
         db[SUMMARIES].bulk_write(stale[start:start + batch], ordered=False)
+        say(f"{kind}: rewrote {min(start + batch, len(stale))}/{len(stale)} summaries")
     return {"rooms": len(counted), "messages": sum(int(doc["n"]) for doc in counted.values()),
             "changed": len(stale)}
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Sequence
 import gevent
 import redis
 
+import app.metrics as metrics
 from app.destinations import membership_entry, parse_membership_entry
 from app.errors import BackendUnavailable
 from app.logs import RateLimitedLog
@@ -84,6 +85,10 @@ class RedisMembershipCache:
     def ping(self) -> None:
         """Raise ``BackendUnavailable`` unless Redis answers (readiness check)."""
         self._call(self._redis.ping)
+
+    def server_version(self) -> str:
+        """The Redis server's version (``python -m app check``); raises ``BackendUnavailable``."""
+        return str(self._call(self._redis.info, "server").get("redis_version", "unknown"))
 
     # -- forward lists -------------------------------------------------------------------
 
@@ -161,8 +166,11 @@ class RedisMembershipCache:
         self._call(self._redis.transaction, overwrite, key)
 
     def _call(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Every call of the cache goes through here: timed for the metrics (by the client
+        method's name: get, mget, execute for a pipeline...), failures mapped."""
         try:
-            return func(*args)
+            with metrics.backend_timed("redis", func.__name__):
+                return func(*args)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             _failures.warning("redis cache unavailable: %s", exc)
             raise BackendUnavailable("cache unavailable") from None

@@ -39,6 +39,7 @@ from typing import Any, Callable, Final, Iterator, Sequence
 
 import redis
 
+import app.metrics as metrics
 from app.destinations import HOME
 from app.errors import BackendUnavailable
 from app.settings import Settings
@@ -188,7 +189,7 @@ class RedisPresenceStore:
     # -- Nodes --------------------------------------------------------------------------------
 
     def renew_lease(self, node_id: str) -> None:
-        with self._backend():
+        with self._backend("renew_lease"):
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self.keys.key("node_lease", node_id), "1", px=self.lease_ms)
             pipe.sadd(self.keys.key("nodes"), node_id)
@@ -204,7 +205,7 @@ class RedisPresenceStore:
         return SyncOutcome(int(added), int(removed), outs)
 
     def expired_nodes(self) -> list[str]:
-        with self._backend():
+        with self._backend("expired_nodes"):
             nodes = sorted(_text(node) for node in self.client.smembers(self.keys.key("nodes")))
             if not nodes:
                 return []
@@ -215,7 +216,7 @@ class RedisPresenceStore:
         return [node for node, exists in zip(nodes, alive) if not exists]
 
     def claim_node(self, node_id: str, owner: str, ttl_s: float) -> bool:
-        with self._backend():
+        with self._backend("claim_node"):
             claimed = self.client.set(self.keys.key("node_reaper", node_id), owner, nx=True,
                                       px=max(1, int(ttl_s * 1000)))
         return bool(claimed)
@@ -233,12 +234,12 @@ class RedisPresenceStore:
         return {user: (loc or None) for user, loc in zip(user_ids, locations)}
 
     def online_users(self) -> list[int]:
-        with self._backend():
+        with self._backend("online_users"):
             members = self.client.zrangebyscore(self.keys.key("online"), self._now_ms(), "+inf")
         return sorted(int(_text(member)) for member in members)
 
     def forget_expired(self) -> int:
-        with self._backend():
+        with self._backend("forget_expired"):
             return int(self.client.zremrangebyscore(self.keys.key("online"), "-inf", f"({self._now_ms()}"))
 
     def ping(self) -> bool:
@@ -253,7 +254,7 @@ class RedisPresenceStore:
         return int(self.clock() * 1000)
 
     def _run(self, script: str, *args: Any) -> Any:
-        with self._backend():
+        with self._backend(script):
             header = [self.keys.for_scripts, HOME, self.retention_s, self._now_ms()]  # see prelude.lua
             return self._scripts[script](keys=[], args=[*header, *args])
 
@@ -261,9 +262,11 @@ class RedisPresenceStore:
         return json.loads(self._run(script, *args))
 
     @contextmanager
-    def _backend(self) -> Iterator[None]:
+    def _backend(self, operation: str) -> Iterator[None]:
+        """One store operation (a script, a pipeline, a command): timed for the metrics, failures mapped."""
         try:
-            yield
+            with metrics.backend_timed("redis", operation):
+                yield
         except (redis.ConnectionError, redis.TimeoutError) as error:
             # No chained traceback: the handler logs the message, rate-limited.
             raise BackendUnavailable(f"presence store unavailable: {error}") from None

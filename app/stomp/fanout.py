@@ -10,9 +10,9 @@ logged per delivery. Only a client-ack subscription (``ack:client`` or
 ``ack`` header with an id the session's ``AckLedger`` records (app/stomp/acks.py).
 
 Frames are not handed to the sessions one by one: ``deliver`` gathers them per session, and
-one loop callback, run as soon as the delivering greenlet yields (a consumer yields only
-when its poll batch is done), hands each session all of its frames with one
-``Outbox.offer_many``. When Kafka returns several records in one fetch, a subscriber then
+``flush`` hands each session all of its frames with one ``Outbox.offer_many``: called by the
+fan-out consumer once its poll batch is delivered, or else by a loop callback as soon as the
+delivering greenlet yields. When Kafka returns several records in one fetch, a subscriber then
 gets them in one write (one system call) instead of one each: the send system call is most
 of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the order of the
 ``deliver`` calls. A subscriber whose outbox is full is closed as a slow consumer, and one

@@ -19,11 +19,14 @@ Two kinds of failure, deliberately different:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
+import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, TypeVar
+from typing import Callable, Hashable, Mapping, TypeVar
 
+import app.metrics as metrics
 from app.auth import TokenVerifier, token_from_headers
 from app.contracts import ChatApplication, ClientConnection, Pending
 from app.errors import (AuthError, BadRequest, ChatServerError, InvalidFrame, NotConnected, NotFound, ProtocolError,
@@ -99,6 +102,30 @@ _NOTHING = Outcome()
 
 class _Refusal(ChatServerError):
     """The application refused a request: ERROR, but the connection stays open."""
+
+    def __init__(self, message: str, http_status: int = ChatServerError.http_status) -> None:
+        super().__init__(message)
+        self.http_status = http_status  # the refusal's kind: the caller's (4xx) or ours (5xx)
+
+
+class _MeasuredPending:
+    """A SEND's ``Pending`` whose outcome and time to reply go to the metrics when it is known."""
+
+    __slots__ = ("_pending", "_destination", "_started")
+
+    def __init__(self, pending: Pending, destination: str, started: float) -> None:
+        self._pending = pending
+        self._destination = destination
+        self._started = started
+
+    def wait(self) -> Mapping[str, str] | None:
+        try:
+            added = self._pending.wait()
+        except Exception as exc:
+            metrics.send_finished(self._destination, _send_outcome(exc), self._started)
+            raise
+        metrics.send_finished(self._destination, metrics.OK, self._started)
+        return added
 
 
 class StompHandler:
@@ -220,6 +247,21 @@ class StompHandler:
     # Commands after CONNECT ----------------------------------------------------------
 
     def _send(self, frame: Frame) -> Outcome:
+        """A SEND, measured: its outcome and time to reply, by destination (unknown ones as one)."""
+        started = time.perf_counter()
+        destination = frame.header("destination")
+        label = destination if destination in self._application.send_handlers else metrics.OTHER
+        try:
+            outcome = self._start_send(frame)
+        except Exception as exc:
+            metrics.send_finished(label, _send_outcome(exc), started)
+            raise
+        if outcome.pending is None:
+            metrics.send_finished(label, metrics.OK, started)
+            return outcome
+        return dataclasses.replace(outcome, pending=_MeasuredPending(outcome.pending, label, started))
+
+    def _start_send(self, frame: Frame) -> Outcome:
         self._take_send_token()
         destination = _required(frame, "destination")
         if frame.header("transaction") is not None:
@@ -303,7 +345,7 @@ class StompHandler:
         try:
             return function(*args)
         except ChatServerError as exc:
-            raise _Refusal(exc.message) from None
+            raise _Refusal(exc.message, exc.http_status) from None
         except Exception:
             log.exception("application handler failed on session %s", self._session_id)
             raise _Refusal(ChatServerError.wire_message) from None
@@ -321,6 +363,12 @@ _COMMANDS: dict[str, Callable[[StompHandler, Frame], Outcome]] = {
     f.COMMIT: StompHandler._transaction,
     f.ABORT: StompHandler._transaction,
 }
+
+
+def _send_outcome(exc: BaseException) -> str:
+    """A failed SEND's outcome label: refused for the client's fault (4xx), failed for ours."""
+    status = exc.http_status if isinstance(exc, ChatServerError) else ChatServerError.http_status
+    return metrics.REFUSED if status < 500 else metrics.FAILED
 
 
 def _token(frame: Frame) -> str | None:

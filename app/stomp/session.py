@@ -41,9 +41,11 @@ from typing import Any, Callable
 
 import gevent
 
+import app.metrics as metrics
 from app.auth import TokenVerifier
 from app.contracts import ChatApplication, ClientConnection
 from app.errors import ChatServerError, ProtocolError
+from app.logs import add_log_context
 from app.settings import Settings
 from app.stomp import frames as f
 from app.stomp.acks import AckLedger
@@ -103,6 +105,7 @@ class SessionHub:
         """A new session (``session_id`` is the transport's; two may share one, app/stomp/transport.py)."""
         session = Session(self, session_id, transport)
         self._live.add(session)
+        add_log_context(session=session_id)  # the transport's greenlet serves it from here on
         return session
 
     def release(self, session: "Session") -> None:
@@ -119,6 +122,16 @@ class SessionHub:
         """
         greenlets = [gevent.spawn(session.drain, message) for session in list(self._live)]
         gevent.joinall(greenlets, timeout=timeout_s)
+
+    def transport_counts(self) -> dict[str, tuple[int, int]]:
+        """(open sessions, their subscriptions) per transport: what the metrics sample."""
+        counts: dict[str, list[int]] = {}
+        count = self.registry.count
+        for session in self._live:
+            held = counts.setdefault(session.transport, [0, 0])
+            held[0] += 1
+            held[1] += count(session)
+        return {transport: (sessions, subscriptions) for transport, (sessions, subscriptions) in counts.items()}
 
     def wait_delivering(self) -> bool:
         """Wait (up to ``ready_wait_s``) until the fan-out is positioned; whether it is."""
@@ -382,6 +395,7 @@ class Session:
         if self.state == OPEN:
             log.warning("session %s is a slow consumer (%d frames queued); closing it",
                         self.session_id, len(self.outbox))
+            metrics.slow_consumer(self.transport)
             self.close(f.error("slow consumer"), code=POLICY_VIOLATION, discard_backlog=True)
 
     def drain(self, message: str) -> None:

@@ -61,6 +61,7 @@ from gevent.monkey import get_original
 
 from app import json_input
 from app.errors import FrameTooLarge
+from app.logs import add_log_context
 from app.stomp.outbox import BATCH_FRAMES, POLICY_VIOLATION, Framing, Outbox, Pong, RawFraming, Wire
 from app.stomp.transport import SessionDirectory, TransportSession
 from app.stomp.ws import PEER_SOCKET, StompWebSocket, serve_websocket
@@ -428,6 +429,7 @@ class SockJSEndpoint:
         """``/{server}/{session}/{transport}``: the transport's view for this method, else 404 (405)."""
         if not _SEGMENT.fullmatch(server) or not _SEGMENT.fullmatch(session_id):
             return _not_found()
+        add_log_context(session=session_id)
         if transport == "websocket" and self._options.websocket:
             return _not_a_websocket()
         view = self._transports.get(transport, {}).get(request.method)

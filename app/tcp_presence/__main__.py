@@ -2,7 +2,8 @@
 
 Reads the configuration once (``Settings.from_env``), patches the standard library for
 gevent before any network client is created, builds the process
-(:func:`app.tcp_presence.composition.build_presence_service`) and hands it to
+(:func:`app.tcp_presence.composition.build_presence_service`; its metrics in this process's
+memory, never in a chat server's ``PROMETHEUS_MULTIPROC_DIR``) and hands it to
 :func:`app.tcp_presence.server.run`. Exit status 0 after a graceful stop.
 """
 
@@ -17,14 +18,18 @@ __all__ = ["main"]
 
 def main() -> int:
     monkey.patch_all()
+    from app.settings import Settings, export_metrics_dir
+
+    # One process: its metrics stay in memory, whatever a launcher passed on for chat's workers
+    # (prometheus_client reads this when it is imported, just below).
+    export_metrics_dir(None)
     # Imported after patching, so redis and urllib get cooperative sockets.
     from app.logs import configure_logging
-    from app.settings import Settings
     from app.tcp_presence.composition import build_presence_service
     from app.tcp_presence.server import run
 
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return run(build_presence_service(settings))
 
 

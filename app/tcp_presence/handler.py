@@ -43,6 +43,8 @@ Who may do what (issue 14). Each connection is a :class:`Caller`:
   change nothing. After ``MAX_CONSECUTIVE_ERRORS`` error replies in a row, the last one is
   followed by ``too many errors`` and the caller is marked closed: the server hangs up
   rather than answering a flood of garbage line by line.
+- Every request line is counted in the metrics (``presence_request``) by type and outcome:
+  ok, refused (a bad or forbidden request) or failed (the store, or a bug).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Final
 
+import app.metrics as metrics
 from app.errors import BackendError
 from app.logs import RateLimitedLog
 
@@ -121,6 +124,8 @@ class PresenceHandler:
             "lease": self._lease,
             "sync": self._sync,
         }
+        # The request types the metrics name (any other one counts as "other": bounded labels).
+        self._kinds = frozenset(self._handlers) | frozenset(self._caller_handlers)
 
     def connect(self, peer_host: str) -> Caller:
         """The :class:`Caller` of a new connection from ``peer_host``."""
@@ -131,6 +136,7 @@ class PresenceHandler:
     def handle_event(self, event: bytes | LineTooLongEvent, caller: Caller) -> bytes:
         """One framed event (a line, or an oversize-line marker) -> its reply line(s)."""
         if isinstance(event, LineTooLongEvent):
+            metrics.presence_request("tcp", metrics.OTHER, metrics.REFUSED)
             return self._failed(caller, "line too long", event.syntax)
         return self.handle_line(event, caller)
 
@@ -139,21 +145,29 @@ class PresenceHandler:
         caller's patience). Without ``caller``: a new connection from this host."""
         caller = caller if caller is not None else self.connect("local")
         syntax: Syntax = "legacy"
+        kind = metrics.OTHER
+        outcome = metrics.REFUSED
         try:
             request = parse_request(line)
             syntax = request.syntax
+            kind = request.type if request.type in self._kinds else metrics.OTHER
             reply = format_reply(self.handle(request, caller), syntax)
+            outcome = metrics.OK
         except RequestError as error:
             return self._failed(caller, error.reason, error.syntax)
         except NotOwner:
             return self._failed(caller, NotOwner.wire_message, syntax)
         except BackendError as error:
+            outcome = metrics.FAILED
             _backend_log.warning("presence store unavailable: %s", error)
             return self._failed(caller, "backend unavailable", syntax)
         except Exception:
+            outcome = metrics.FAILED
             # Never put exception text on the wire: it can be security-sensitive.
             log.exception("presence request failed")
             return self._failed(caller, "internal error", syntax)
+        finally:
+            metrics.presence_request("tcp", kind, outcome)
         caller.errors = 0
         return reply
 

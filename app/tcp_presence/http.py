@@ -12,6 +12,8 @@ Owns :func:`create_presence_http_app`:
 
 Every error, a 404, a 405, a body that is not JSON (``malformed JSON``) or too big, a
 crash, is answered in the chat server's JSON envelope (app/http_envelope.py).
+- ``GET /metrics``: the Prometheus text format (app/metrics.py); the two endpoints above are
+  counted in ``smooth_presence_requests_total`` (protocol ``http``).
 
 The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
 wiped Redis without authentication (W-10); they deliberately do not exist here.
@@ -24,10 +26,12 @@ from typing import Any, Final
 
 from flask import Flask, Response, jsonify, request
 
+import app.metrics as metrics
 from app import json_input
 from app.destinations import parse_id
+from app.health import metrics_response
 from app.errors import BackendError
-from app.http_envelope import error_response, json_response, register_error_handlers, success
+from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids, success
 from app.openapi import PRESENCE_PATH, presence_document
 
 from .store import PresenceStore
@@ -40,6 +44,10 @@ log = logging.getLogger(__name__)
 FRIENDS_STATE_MAX_IDS: Final = 5000
 # The largest request body: FRIENDS_STATE_MAX_IDS quoted ids with separators, and room to spare.
 MAX_BODY_BYTES: Final = 128 * 1024
+
+
+# The endpoints counted in the presence request metrics (view name -> their ``type`` label).
+_MEASURED_ENDPOINTS: Final = {"friends_state": "friends-state", "user_state": "user-state"}
 
 
 def create_presence_http_app(store: PresenceStore) -> Flask:
@@ -66,6 +74,17 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
     def user_state() -> tuple[Response, int]:
         return jsonify({str(user): "online" for user in store.online_users()}), 200
 
+    @app.get("/metrics")
+    def prometheus_metrics() -> Response:
+        return metrics_response(metrics.PRESENCE_REGISTRY)
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        kind = _MEASURED_ENDPOINTS.get(request.endpoint or "")
+        if kind is not None:
+            metrics.presence_request("http", kind, metrics.http_outcome(response.status_code))
+        return response
+
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         return jsonify({"status": "ok"}), 200
@@ -84,6 +103,7 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
     def backend_down(_: BackendError) -> tuple[Response, int]:
         return error_response(503, "presence store unavailable"), 503
 
+    register_request_ids(app)
     return app
 
 

@@ -37,6 +37,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
+from app.logs import log_context
 from app.settings import Settings
 
 from .codec import LineReader
@@ -89,6 +90,7 @@ class PresenceTcpServer:
 
     def _serve_connection(self, sock: socket.socket, address: Any) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log_context(connection=f"{address[0]}:{address[1]}")
         reader = LineReader(self.max_line_bytes)
         caller = self.handler.connect(str(address[0]))
         self._connections.add(sock)

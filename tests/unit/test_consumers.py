@@ -13,8 +13,8 @@ from workers.lifecycle import LeaseRenewer, WorkerRuntime
 
 
 class Record:
-    def __init__(self, topic, value):
-        self.topic, self.value = topic, value
+    def __init__(self, topic, value, timestamp=None):
+        self.topic, self.value, self.timestamp = topic, value, timestamp
 
 
 class FakeSource:
@@ -36,6 +36,9 @@ class FakeSource:
             return self.batches.pop(0)
         gevent.sleep(0.001)
         return []
+
+    def lag(self):
+        return {("t", 0): 3}
 
     def close(self):
         self.closed = True

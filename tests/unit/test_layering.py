@@ -5,7 +5,7 @@
   one top-level module (``app.errors``, ``workers.consumers``...), or a composition root.
 - Backends import no server, transport or presence-client module: of the rest of Smooth
   only the interfaces they implement (``app.chat.model``/``ports``, ``app.tcp_presence.store``),
-  the grammar, errors and settings.
+  the grammar, errors and settings, and the metrics (a backend times its own calls).
 - The STOMP transport (``app.stomp``) imports nothing of the chat domain, of the backends,
   of presence, of the composition root or of the workers.
 - The pure codecs (STOMP, presence lines, destinations, the presence store's types) import
@@ -52,7 +52,7 @@ CLIENT_LIBRARIES = {
     "redis": "app/backends/redis_",
 }
 BACKEND_MAY_IMPORT = {"app.chat.model", "app.chat.ports", "app.tcp_presence.store", "app.destinations",
-                      "app.errors", "app.settings", "app.logs"}
+                      "app.errors", "app.settings", "app.logs", "app.metrics"}
 TRANSPORT_MUST_NOT_IMPORT = ("app.chat", "app.backends", "app.tcp_presence", "app.presence_client",
                              "app.composition", "app.web", "app.wsgi", "workers")
 

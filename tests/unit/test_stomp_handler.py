@@ -348,8 +348,10 @@ def test_a_send_left_in_flight_is_returned_as_pending_not_waited_for(app, regist
     handler = new_handler(app, registry)
     handler.receive_frame(frame("CONNECT", accept_version="1.2", access_token=token()))
     outcome = handler.receive_frame(frame("SEND", b"x", destination="/kafka/later", receipt="r1"))
-    assert outcome.pending is later and outcome.receipt_id == "r1"
+    assert outcome.pending is not None and outcome.receipt_id == "r1"
     assert outcome.frames == () and not outcome.close
+    with pytest.raises(AssertionError, match="must not wait"):  # the handler's Pending, measured
+        outcome.pending.wait()
 
 
 @pytest.mark.parametrize("header", ["id", "receipt"])
