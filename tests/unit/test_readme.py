@@ -24,3 +24,13 @@ def test_the_two_commands_come_first():
 def test_ci_runs_the_readme_test_command():
     ci = (README.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_no_merge_conflict_is_left_in_the_repository_text():
+    """A merge that left its markers in prose or code would still pass every other test."""
+    markers = ("<" * 7 + " ", "=" * 7 + "\n", ">" * 7 + " ")
+    root = README.parent
+    for path in [README, *root.glob("app/**/*.py"), *root.glob("workers/*.py"), *root.glob("bench/*.md"),
+                 *root.glob("tests/**/*.py"), root / "Makefile", root / "requirements.txt"]:
+        text = path.read_text(encoding="utf-8")
+        assert not any(line.startswith(markers) for line in text.splitlines(keepends=True)), path
