@@ -153,6 +153,12 @@ def test_a_poll_batch_reports_records_deliveries_latency_and_lag_once():
     assert value("smooth_fanout_consumer_lag", topic="t", partition="0") == 3
 
 
+def test_a_busy_batch_observes_a_bounded_sample_of_its_latencies():
+    with Moved("smooth_fanout_delivery_seconds_count") as timed:
+        metrics.fanout_batch(100, 200, [int(time.time() * 1000)] * 100)
+    assert timed.by == metrics.LATENCY_SAMPLES_PER_BATCH
+
+
 def test_gap_healing_counts_are_reported_as_they_grow():
     consumer = FanoutConsumer("fanout", lambda resume_from: FakeSource([]), RecordingDelivery())
     consumer.healer = SimpleNamespace(healed=0, dropped=0, check_quiet=lambda: None)
