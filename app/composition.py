@@ -39,6 +39,7 @@ from app.chat.presence_flow import PresenceFlow, worker_node_id
 from app.chat.profiles import Profiles
 from app.chat.relay import Relay
 from app.chat.room_log import RoomLog
+from app.chat.room_memory import RoomMemory
 from app.contracts import ChatDomain, LocalDelivery
 from app.demo import create_demo_blueprint
 from app.presence_client import PresenceClient
@@ -99,6 +100,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     outbox = MongoOutbox(mongo)
     room_log = RoomLog(MongoEventLog(mongo), replay_max_events=settings.resume_max_events,
                        retention_s=settings.event_retention_s)
+    memory = RoomMemory()  # filled by the fan-out consumer, read by resumes
     relay = Relay(bus=bus, outbox=outbox, room_log=room_log, messages=writer, max_backlog=settings.outbox_max_backlog,
                   stale_s=settings.outbox_stale_s, retention_s=settings.idempotency_retention_s,
                   ensure_topics=lambda: kafka_bus.create_topics(settings))
@@ -112,7 +114,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     # The client runs on_recovered in its own greenlet when presence answers again.
     presence.on_recovered = flow.resync
     runtime = WorkerRuntime(
-        consumer=_fanout_consumer(settings, delivery, room_log, access.scope.audience),
+        consumer=_fanout_consumer(settings, delivery, room_log, access.scope.audience, memory),
         lease=LeaseRenewer(flow.renew_lease, settings.node_lease_s / 3),
         background=[MembershipChanges(settings.redis_url, membership.list_changed, membership.forget_all), relay],
         prepare=mongo.ensure_indexes,
@@ -120,7 +122,7 @@ def build_chat_domain(settings: Settings, delivery: LocalDelivery) -> ChatDomain
     def backlog() -> int:
         return relay.backlog
 
-    application = ChatService(messaging=messaging, presence=flow, access=access, room_log=room_log,
+    application = ChatService(messaging=messaging, presence=flow, access=access, room_log=room_log, memory=memory,
                               message_max_chars=settings.message_max_chars)
     blueprints = [
         create_blueprint(settings, membership=membership, profiles=profiles, history=read_side,
@@ -143,14 +145,14 @@ def create_topics(settings: Settings) -> list[str]:
 
 
 def _fanout_consumer(settings: Settings, delivery: LocalDelivery, room_log: RoomLog,
-                     audience: Audience) -> FanoutConsumer:
+                     audience: Audience, memory: RoomMemory) -> FanoutConsumer:
     group = group_id(FANOUT_GROUP, consumer_instance(worker_node_id(settings)))
 
     def open_source(resume_from: dict[tuple[str, int], kafka_bus.ReadPosition]) -> kafka_bus.RecordSource:
         return kafka_bus.RecordSource(settings, FANOUT_TOPICS, group, resume_from=resume_from)
 
     return FanoutConsumer(FANOUT_GROUP, open_source, delivery, sequences=room_log,
-                          quiet_check_s=settings.quiet_room_check_s, audience=audience)
+                          quiet_check_s=settings.quiet_room_check_s, audience=audience, memory=memory)
 
 
 def sockjs_client(settings: Settings) -> tuple[str, list[Blueprint]]:

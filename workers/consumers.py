@@ -42,6 +42,7 @@ from app.chat.events import Decoded, decode
 from app.contracts import LocalDelivery
 from app.errors import ChatServerError
 from app.logs import RateLimitedLog
+from app.chat.room_memory import RoomMemory
 from workers.gap_healing import GapHealer, SequenceReader
 
 __all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "Audience", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
@@ -132,14 +133,17 @@ class FanoutConsumer:
 
     def __init__(self, name: str, open_source: Callable[[dict[tuple[str, int], Any]], Source], delivery: LocalDelivery,
                  *, sequences: SequenceReader | None = None, quiet_check_s: float = 5.0,
-                 audience: Audience | None = None, sleep: Callable[[float], None] = gevent.sleep) -> None:
+                 audience: Audience | None = None, memory: RoomMemory | None = None,
+                 sleep: Callable[[float], None] = gevent.sleep) -> None:
         """``sequences``: the room logs gap healing reads (None: numbered records are only deduplicated by identity).
+        ``memory``: where each numbered event pushed is remembered for resumes (app/chat/room_memory.py).
         ``audience``: who may receive a channel event, given its channel and community
         (``ChannelScope.audience``); None: everyone subscribed (tests of other things)."""
         self.name = name
         self._open_source = open_source
         self._delivery = delivery
         self._audience = audience
+        self._memory = memory
         self._sleep = sleep
         self._source: Source | None = None
         self._stopping = False
@@ -220,6 +224,8 @@ class FanoutConsumer:
             log.exception("consumer %s skipped a record it could not deliver", self.name)
 
     def _push(self, decoded: Decoded) -> None:
+        if self._memory is not None and decoded.seq is not None:
+            self._memory.remember(decoded)
         audience = self._audience_of(decoded)
         for destination, body in decoded.pushes:
             self._delivered += self._delivery.deliver(destination, body, decoded.seq, audience)

@@ -17,6 +17,7 @@ from app.chat.handlers import CURRENT_COMMUNITY, Messaging
 from app.chat.model import RoomKey
 from app.chat.presence_flow import PresenceFlow
 from app.chat.room_log import RoomLog
+from app.chat.room_memory import RoomMemory
 from app.contracts import APP_PREFIX, ClientConnection, Pending, Resumed, SendHandler
 from app.destinations import parse_topic
 from app.errors import BadRequest
@@ -37,9 +38,12 @@ class ChatService:
     """Implements ``app.contracts.ChatApplication``."""
 
     def __init__(self, *, messaging: Messaging, presence: PresenceFlow, access: Access, room_log: RoomLog,
-                 message_max_chars: int) -> None:
+                 message_max_chars: int, memory: RoomMemory | None = None) -> None:
+        """``memory``: the events this process pushed lately, replayed without the database when
+        they cover a resume (app/chat/room_memory.py)."""
         self._messaging = messaging
         self._room_log = room_log
+        self._memory = memory
         self._presence = presence
         self._access = access
         self._max_chars = message_max_chars
@@ -62,12 +66,14 @@ class ChatService:
         room = numbered_room(destination)
         if room is None:
             raise BadRequest("since-seq: only room destinations (/topic/direct/…, /topic/group/…) are numbered")
-        replay = self._room_log.replay(room, since_seq)
-        if replay.reset:
-            return Resumed([(replay.latest, reset_body(replay.latest))], reset=True)
+        recent = self._memory.after(room, since_seq) if self._memory is not None else None
+        if recent is None:
+            replay = self._room_log.replay(room, since_seq)
+            if replay.reset:
+                return Resumed([(replay.latest, reset_body(replay.latest))], reset=True)
+            recent = [events.decode(event.topic, event.value) for event in replay.events]
         readable = self._readable(connection.user_id)
-        return Resumed([(event.seq, body) for event in replay.events
-                        for decoded in (events.decode(event.topic, event.value),) if readable(decoded)
+        return Resumed([(decoded.seq, body) for decoded in recent if readable(decoded) and decoded.seq is not None
                         for pushed_to, body in decoded.pushes if pushed_to == destination])
 
     def _readable(self, user_id: int) -> Callable[[events.Decoded], bool]:

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, StompError, message_json, run_js_script, running_chat_server
+from tests.support.chat import StompError, client_opener, message_json, run_js_script, running_chat_server
 
 WAIT = 15_000 * MS
 SERVICE_TOKEN = "channels-without-lists-service-token-0123456789"
@@ -36,17 +36,8 @@ def chat(embedded, log_dir):
 
 @pytest.fixture
 def clients(chat, token_for):
-    opened = []
-
-    def open_client(user_id):
-        client = ChatClient(chat.ws_url, timeout=WAIT)
-        opened.append(client)
-        client.connect(token_for(user_id))
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
+    with client_opener(token_for, WAIT) as open_client:
+        yield lambda user_id: open_client(chat, user_id)
 
 
 def put_members(chat, community, members):

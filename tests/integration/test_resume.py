@@ -25,7 +25,7 @@ from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
 from app.chat import events
 from app.chat.model import ChatMessage, RoomEvent
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, StompError, run_js_script, running_chat_server
+from tests.support.chat import StompError, client_opener, run_js_script, running_chat_server
 from tests.support.rooms import set_room_members
 
 WAIT = 15_000 * MS
@@ -54,17 +54,8 @@ def room(nodes):
 
 @pytest.fixture
 def clients(token_for):
-    opened = []
-
-    def open_client(server, user_id):
-        client = ChatClient(server.ws_url, timeout=WAIT)
-        opened.append(client)
-        client.connect(token_for(user_id))
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
+    with client_opener(token_for, WAIT) as open_client:
+        yield open_client
 
 
 def send(client, room, content):

@@ -76,6 +76,19 @@ def test_two_communities_claiming_one_channel_id_each_replay_only_their_own(h, a
     assert (mine, theirs) == (["ours"], ["theirs"])
 
 
+def test_a_resume_from_memory_reads_no_log_and_keeps_the_same_scope(h, alice, eve):
+    post(h, alice, MINE, "ours")
+    post(h, eve, THEIRS, "theirs")
+    h.delivered()
+    for record in h.bus.records:  # what the fan-out consumer remembers as it pushes
+        h.memory.remember(decode(record.topic, record.value))
+    h.event_log.after_calls.clear()
+    destination = f"/topic/group/{CHANNEL}"
+    mine = [json.loads(body)["message"] for _, body in h.app.resume(alice, destination, 0).bodies]
+    theirs = [json.loads(body)["message"] for _, body in h.app.resume(eve, destination, 0).bodies]
+    assert (mine, theirs) == (["ours"], ["theirs"]) and h.event_log.after_calls == []
+
+
 def test_a_channel_list_is_the_stricter_source(h, alice, eve):
     post(h, eve, THEIRS, "before the list")
     h.membership.set_community_channels(MINE, [CHANNEL])

@@ -15,6 +15,7 @@ from app.chat.handlers import Authors, Messaging
 from app.chat.notifications import Notifier
 from app.chat.presence_flow import PresenceFlow
 from app.chat.relay import Relay
+from app.chat.room_memory import RoomMemory
 from app.contracts import ClientConnection
 from app.errors import BackendUnavailable, BacklogFull, BadRequest, Forbidden, NotFound
 from app.settings import Settings
@@ -69,8 +70,9 @@ class Harness:
         self.flow = PresenceFlow(presence=self.presence, bus=self.bus, membership=self.membership,
                                  read_markers=self.markers, access=access, node_id=lambda: "node-1",
                                  now=lambda: self.clock.now)
+        self.memory = RoomMemory()
         self.app = ChatService(messaging=self.messaging, presence=self.flow, access=access, room_log=self.room_log,
-                               message_max_chars=100)
+                               message_max_chars=100, memory=self.memory)
         self._sessions = 0
 
     def connection(self, user_id):
