@@ -208,6 +208,14 @@ def _callback(summary: str, body: Schema) -> dict[str, Any]:
         tag="service", security=SERVICE, requestBody={"required": True, "content": {JSON: {"schema": body}}})}
 
 
+# Prometheus's text exposition format (app/metrics.py), on both servers.
+_METRICS = {"get": _operation(
+    "Prometheus metrics (text exposition format 0.0.4); keep it on the private network",
+    {"200": {"description": "Every metric family",
+             "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    tag="health", security=PUBLIC)}
+
+
 def _chat_paths() -> dict[str, Any]:
     voice_out = {"type": "object", "properties": {"type": {"type": "string"}, "communityId": _ID_OR_TEXT,
                                                   "channelId": {"type": "string"}, "ids": _ref("IdList")}}
@@ -220,6 +228,7 @@ def _chat_paths() -> dict[str, Any]:
             tag="health", security=PUBLIC)},
         CHAT_PATH: {"get": _operation("This document", {"200": _json(_ref("OpenApi"), "OpenAPI 3.1")},
                                       tag="meta", security=PUBLIC)},
+        "/metrics": _METRICS,
         "/chat-server/direct": _history("direct"),
         "/chat-server/community": _history("channel"),
         "/chat-server/file": _upload("direct"),
@@ -323,6 +332,7 @@ def presence_document() -> dict[str, Any]:
                 tag="health", security=PUBLIC)},
             PRESENCE_PATH: {"get": _operation("This document", {"200": _json(_ref("OpenApi"), "OpenAPI 3.1")},
                                               tag="meta", security=PUBLIC)},
+            "/metrics": _METRICS,
         },
         "components": {"schemas": {name: _SCHEMAS[name] for name in ("Success", "Error", "IdList", "Health",
                                                                      "OpenApi")}},
