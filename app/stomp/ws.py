@@ -411,6 +411,9 @@ class StompWebSocketHandler(WebSocketHandler):
         refusal = _upgrade_refusal(self.environ, self.request_version)
         if refusal is not None:
             status, message, headers = refusal
+            # One line, where gevent-websocket's own path logged a TypeError traceback.
+            log.info("websocket upgrade refused (%s %s): %s", status[:3], self.client_address[0]
+                     if isinstance(self.client_address, tuple) else self.client_address, message)
             body = error_body(int(status[:3]), message)
             self.start_response(status, [("Content-Type", "application/json"), ("Connection", "close"), *headers])
             return [body]

@@ -398,6 +398,9 @@ class TestHttp:
         line, body = raw_http(stack.settings.chat_http_port, request)
         assert line.split(b" ")[1] == status
         assert json.loads(body) == {"isSuccess": False, "code": int(status), "message": message}
+        logged = stack.chat.process.log_tail(400)
+        refused = f"websocket upgrade refused ({int(status)} 127.0.0.1): {message}"
+        assert refused in logged and "Traceback" not in logged[logged.rindex(refused):]  # one line, no trace
 
 
 # -- presence TCP -----------------------------------------------------------------------------------
