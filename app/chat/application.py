@@ -67,7 +67,7 @@ class ChatService:
         if room is None:
             raise BadRequest("since-seq: only room destinations (/topic/direct/…, /topic/group/…) are numbered")
         recent = self._memory.after(room, since_seq) if self._memory is not None else None
-        if recent is None:
+        if recent is None or len(recent) > self._room_log.replay_max_events:  # the log decides a reset
             replay = self._room_log.replay(room, since_seq)
             if replay.reset:
                 return Resumed([(replay.latest, reset_body(replay.latest))], reset=True)

@@ -89,6 +89,17 @@ def test_a_resume_from_memory_reads_no_log_and_keeps_the_same_scope(h, alice, ev
     assert (mine, theirs) == (["ours"], ["theirs"]) and h.event_log.after_calls == []
 
 
+def test_a_resume_beyond_the_bound_is_a_reset_even_when_memory_holds_it(h, alice):
+    for n in range(3):
+        post(h, alice, MINE, f"m{n}")
+    h.delivered()
+    for record in h.bus.records:
+        h.memory.remember(decode(record.topic, record.value))
+    h.room_log.replay_max_events = 2
+    resumed = h.app.resume(alice, f"/topic/group/{CHANNEL}", 0)
+    assert resumed.reset and json.loads(resumed.bodies[0][1]) == {"type": "reset", "seq": 3}
+
+
 def test_a_channel_list_is_the_stricter_source(h, alice, eve):
     post(h, eve, THEIRS, "before the list")
     h.membership.set_community_channels(MINE, [CHANNEL])
