@@ -53,6 +53,8 @@ class RoomCursor:
 
     def unlooked(self, seq: int) -> bool:
         """Whether numbers below ``seq`` are neither settled nor holes already looked for."""
+        if seq - self.low - 1 > len(self.settled) + len(self.holes):
+            return True  # more numbers than it knows of: some were never looked for (no scan needed)
         return any(n not in self.settled and n not in self.holes for n in range(self.low + 1, seq))
 
     def settle(self, seq: int) -> None:
