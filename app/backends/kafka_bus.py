@@ -454,15 +454,20 @@ class RecordSource:
             log.debug("kafka consumer close failed", exc_info=True)
 
 
+def _admin_client(settings: Settings, client_id: str, timeout_ms: int) -> KafkaAdminClient:
+    """An admin client whose every wait (bootstrap, each request) is ``timeout_ms``."""
+    return KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id=client_id,
+                            request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms,
+                            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+
+
 def topic_partitions(settings: Settings, names: Iterable[str] | None = None, *,
                      timeout_ms: int = ADMIN_TIMEOUT_MS) -> dict[str, int | None]:
     """How many partitions each of Smooth's topics has (None: it does not exist); raises
     ``BackendUnavailable`` when the broker cannot be reached. Creates nothing."""
     wanted = list(names) if names is not None else list(TOPICS.values())
     try:
-        admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="smooth-check",
-                                 request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms,
-                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+        admin = _admin_client(settings, "smooth-check", timeout_ms)
     except KafkaError as exc:
         raise BackendUnavailable(type(exc).__name__) from exc
     try:
@@ -484,9 +489,7 @@ def create_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     """
     wanted = list(names) if names is not None else list(TOPICS.values())
     try:
-        admin = KafkaAdminClient(bootstrap_servers=_bootstrap(settings), client_id="smooth-admin",
-                                 request_timeout_ms=ADMIN_TIMEOUT_MS, bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
-                                 reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+        admin = _admin_client(settings, "smooth-admin", ADMIN_TIMEOUT_MS)
     except KafkaError as exc:
         metrics.backend_error("kafka", "admin")
         raise BackendUnavailable() from exc

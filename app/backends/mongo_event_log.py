@@ -75,7 +75,7 @@ class MongoEventLog:
     def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
         if not counts:
             return {}
-        self._ensure_indexes()
+        self._connection.ensure_indexes_before_write()
         token = secrets.token_hex(8)
         now = datetime.utcnow()
         ids = {summary_id(*room): room for room in counts}
@@ -105,7 +105,7 @@ class MongoEventLog:
     def append(self, entries: Sequence[RoomEvent]) -> None:
         if not entries:
             return
-        self._ensure_indexes()
+        self._connection.ensure_indexes_before_write()
         documents = [{"room": summary_id(*entry.room), "seq": Int64(entry.seq), "topic": entry.topic,
                       "value": Binary(entry.value), "at": entry.at} for entry in entries]
         try:
@@ -141,11 +141,6 @@ class MongoEventLog:
     def prune(self, older_than: datetime) -> int:
         return _guarded(lambda: self._events.delete_many({"at": {"$lt": older_than}})).deleted_count
 
-    def _ensure_indexes(self) -> None:
-        try:
-            self._connection.ensure_indexes()
-        except BackendUnavailable:
-            pass  # the write below reports the outage; indexes are retried next time
 
 
 def _number(event: RoomEvent) -> int:

@@ -132,6 +132,14 @@ class MongoConnection:
                 _guarded(lambda: ensure_indexes(self.db))
                 self._indexes_ready = True
 
+    def ensure_indexes_before_write(self) -> None:
+        """``ensure_indexes``, for a write about to be made: an outage is left to the write to
+        report, and the indexes are tried again before the next one."""
+        try:
+            self.ensure_indexes()
+        except BackendUnavailable:
+            pass
+
     def rebuild_summaries(self, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Recompute every room summary (``mongo_summaries.rebuild``): the operator's repair."""
         return _guarded(lambda: rebuild(self.db, progress=progress))
@@ -163,7 +171,7 @@ class MongoMessageWriter:
 
     def insert(self, message: ChatMessage) -> ChatMessage:
         """Store one message as already published (no outbox entry): for seeding and repairs."""
-        self._ensure_indexes()
+        self._connection.ensure_indexes_before_write()
         document = to_document(message)  # never carries an _id: the server generates it
         result = _guarded(lambda: self._collection(message.kind).insert_one(document))
         self._summaries.added([message])
@@ -171,7 +179,7 @@ class MongoMessageWriter:
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
         """One unordered ``insert_many`` per collection; a document's own error spares the rest."""
-        self._ensure_indexes()
+        self._connection.ensure_indexes_before_write()
         results: list[ChatMessage | Repeated | ChatServerError] = list(messages)
         for kind in ("direct", "channel"):
             positions = [i for i, message in enumerate(messages) if message.kind == kind]
@@ -290,9 +298,3 @@ class MongoMessageWriter:
             return None
         self._summaries.removed(kind, doc)
         return from_document(kind, doc)
-
-    def _ensure_indexes(self) -> None:
-        try:
-            self._connection.ensure_indexes()
-        except BackendUnavailable:
-            pass  # the insert below reports the outage; indexes are retried next time

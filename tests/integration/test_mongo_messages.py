@@ -170,6 +170,9 @@ class ListenedConnection:
     def ensure_indexes(self) -> None:
         ensure_indexes(self.db)
 
+    def ensure_indexes_before_write(self) -> None:
+        self.ensure_indexes()
+
 
 def test_insert_many_updates_each_room_once_in_one_command(settings):
     updates = Updates()

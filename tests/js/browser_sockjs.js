@@ -16,11 +16,9 @@
 
 const fs = require('fs');
 const http = require('http');
-const os = require('os');
 const path = require('path');
-const puppeteer = require('puppeteer-core');
+const { withOfflineChromium } = require('./chromium');
 
-const CHROMIUM = '/usr/bin/chromium';
 const CDN_COPY = 'https://cdn.jsdelivr.net/npm/sockjs-client@1.6.1/dist/sockjs.min.js';
 const STOMP_BUNDLE = path.join(__dirname, 'node_modules/@stomp/stompjs/bundles/stomp.umd.min.js');
 
@@ -90,25 +88,17 @@ function servePage() {
 
 async function main() {
   const server = await servePage();
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'smooth-chromium-'));
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: profile,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-           '--disable-sync', '--no-first-run', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
   try {
-    const tab = await browser.newPage();
-    await tab.goto(`http://127.0.0.1:${server.address().port}/`);
-    const handle = await tab.waitForFunction('window.__result', { timeout: options.timeoutMs || 30000 });
-    const result = await handle.jsonValue();
-    process.stdout.write(JSON.stringify(result) + '\n');
-    return result.error ? 1 : 0;
+    return await withOfflineChromium(async (browser) => {
+      const tab = await browser.newPage();
+      await tab.goto(`http://127.0.0.1:${server.address().port}/`);
+      const handle = await tab.waitForFunction('window.__result', { timeout: options.timeoutMs || 30000 });
+      const result = await handle.jsonValue();
+      process.stdout.write(JSON.stringify(result) + '\n');
+      return result.error ? 1 : 0;
+    });
   } finally {
-    await browser.close();
     server.close();
-    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 

@@ -12,9 +12,8 @@
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
-const puppeteer = require('puppeteer-core');
+const { withOfflineChromium } = require('./chromium');
 
-const CHROMIUM = '/usr/bin/chromium';
 const options = JSON.parse(process.argv[2]);
 const TIMEOUT = options.timeoutMs || 20000;
 // A 1x1 PNG, the file Ben sends.
@@ -193,33 +192,24 @@ async function run(browser) {
 }
 
 async function main() {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'smooth-chromium-'));
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: profile,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-           '--disable-sync', '--no-first-run', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
-  try {
-    await run(browser);
-    process.stdout.write(JSON.stringify(result) + '\n');
-    return 0;
-  } catch (error) {
-    result.seen = {};
-    for (const [user, page] of Object.entries(pages)) {  // what each page showed, for the failure report
-      result.seen[user] = await page.evaluate(() => ({
-        status: document.querySelector('#status').textContent, errors: document.querySelector('#errors').textContent,
-        typing: document.querySelector('#typing').textContent, room: window.demo.current && window.demo.current.key,
-        messages: [...document.querySelectorAll('#messages li')].map((li) => li.textContent),
-      })).catch((e) => String(e));
+  return withOfflineChromium(async (browser) => {
+    try {
+      await run(browser);
+      process.stdout.write(JSON.stringify(result) + '\n');
+      return 0;
+    } catch (error) {  // reported while the pages are still open
+      result.seen = {};
+      for (const [user, page] of Object.entries(pages)) {  // what each page showed, for the failure report
+        result.seen[user] = await page.evaluate(() => ({
+          status: document.querySelector('#status').textContent, errors: document.querySelector('#errors').textContent,
+          typing: document.querySelector('#typing').textContent, room: window.demo.current && window.demo.current.key,
+          messages: [...document.querySelectorAll('#messages li')].map((li) => li.textContent),
+        })).catch((e) => String(e));
+      }
+      process.stdout.write(JSON.stringify({ ...result, error: String(error), step }) + '\n');
+      return 1;
     }
-    process.stdout.write(JSON.stringify({ ...result, error: String(error), step }) + '\n');
-    return 1;
-  } finally {
-    await browser.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  }
+  });
 }
 
 main().then((code) => process.exit(code));
