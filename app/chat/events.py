@@ -257,24 +257,26 @@ def _s(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _message_body(record: dict[str, Any], event: str) -> dict[str, Any]:
+    return {"type": event, "id": _s(record.get("id")), "userId": _s(record.get("userId")),
+            "name": _s(record.get("name")), "profileImage": _s(record.get("profileImage")),
+            "message": _s(record.get("content")), "time": _s(record.get("time"))}
+
+
 def _message_push(record: dict[str, Any]) -> dict[str, Any]:
-    return _seq_of(record, {"type": "message", "id": _s(record.get("id")), "userId": _s(record.get("userId")),
-                            "name": _s(record.get("name")), "profileImage": _s(record.get("profileImage")),
-                            "message": _s(record.get("content")), "time": _s(record.get("time"))})
+    return _seq_of(record, _message_body(record, "message"))
 
 
 def _seq_of(record: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """The record's ``seq`` passed on last in the push, where it has one."""
+    """The push with the record's ``seq`` added as its last field, where the record has one."""
     seq = record.get("seq")
     if seq is not None:
-        body.pop("seq", None)  # keep it the last field, after any the push adds
         body["seq"] = seq
     return body
 
 
 def _reply_push(record: dict[str, Any]) -> dict[str, Any]:
-    body = _message_push(record)
-    body["type"] = "reply"
+    body = _message_body(record, "reply")
     body["parentName"] = _s(record.get("parentName"))
     body["parentContent"] = _s(record.get("parentContent"))
     return _seq_of(record, body)

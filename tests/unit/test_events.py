@@ -115,3 +115,28 @@ def test_malformed_records_raise_for_the_consumer_to_skip(topic, value):
 def test_non_ascii_content_is_kept_as_text():
     _, body = events.pushes_for(TOPICS["direct"], events.message_record(message(content="안녕")))[0]
     assert "안녕".encode() in body
+
+
+def test_numbered_events_pass_their_seq_on_as_the_last_field_of_the_push():
+    """Byte for byte: the original fields in their order, then ``seq`` (a number), so clients that
+    do not know it ignore one trailing field; the decoded record names its room and number."""
+    reply = message(type="reply", parent_id="65a1b2c3d4e5f60718293a4c", parent_name="lee",
+                    parent_content="first", seq=8)
+    cases = [
+        (TOPICS["direct"], events.message_record(message(seq=7)),
+         b'{"type":"message","id":"65a1b2c3d4e5f60718293a4b","userId":"5","name":"kim","profileImage":null,'
+         b'"message":"hello","time":"2022-02-21T04:05:07.123","seq":7}', 7),
+        (TOPICS["direct_etc"], events.reply_record(reply),
+         b'{"type":"reply","id":"65a1b2c3d4e5f60718293a4b","userId":"5","name":"kim","profileImage":null,'
+         b'"message":"hello","time":"2022-02-21T04:05:07.123","parentName":"lee","parentContent":"first",'
+         b'"seq":8}', 8),
+        (TOPICS["direct_etc"], events.modify_record(message(content="new"), 9),
+         b'{"type":"modify","id":"65a1b2c3d4e5f60718293a4b","userId":"5","message":"new",'
+         b'"time":"2022-02-21T04:05:07.123","seq":9}', 9),
+        (TOPICS["direct_etc"], events.delete_record(17, "65a1b2c3d4e5f60718293a4b", 10),
+         b'{"type":"delete","id":"65a1b2c3d4e5f60718293a4b","seq":10}', 10),
+    ]
+    for topic, record, push, seq in cases:
+        decoded = events.decode(topic, record)
+        assert decoded.pushes == [("/topic/direct/17", push)]
+        assert (decoded.room, decoded.seq) == (("direct", 17), seq)
