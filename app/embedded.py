@@ -43,11 +43,23 @@ STARTUP_TIMEOUT_S = 60.0
 _PR_SET_PDEATHSIG = 1
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now and this process never handed out.
+
+    The kernel may give the same ephemeral port to two probes in a row once the first is closed,
+    and a caller usually asks for several ports before it binds any: remembering what was handed
+    out keeps two servers of one stack from being told the same port.
+    """
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for_port(port: int, *, process: subprocess.Popen[bytes] | None = None,
