@@ -54,7 +54,8 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
             max_drain_s: float = 60.0, profile: str = "") -> dict[str, Any]:
     """Run ``groups`` (one process each) for ``duration`` seconds of sending, then drain.
 
-    With ``profile`` (a file name stem), py-spy records the chat workers over the sending window.
+    With ``profile`` (a file name stem), py-spy records the chat workers and the embedded
+    database server (pure Python, and the first to saturate on the send path) over the sending window.
     """
     run = LoadRun(groups)
     try:
@@ -65,7 +66,8 @@ def measure(groups: list[list[ConnSpec]], server_pids: Callable[[], dict[str, li
         if ready < wanted:
             raise RuntimeError(f"only {ready}/{wanted} connections set up: {failures[:3]}")
         meter = CpuMeter({**server_pids(), "loadgen": run.pids})
-        spies = _start_profiles(profile, server_pids().get("chat_workers", []), duration)
+        pids = server_pids()
+        spies = _start_profiles(profile, pids.get("chat_workers", []) + pids.get("mongo", []), duration)
         meter.start()
         start_ns = run.go(duration)
         time.sleep(duration + 0.3)
