@@ -13,8 +13,8 @@ so a race cannot let someone else's request through.
 Durability: new messages, edits and deletes are written with the configured write concern
 (``MONGO_WRITE_CONCERN``: journaled, or a journaled majority), so what a RECEIPT
 acknowledges survives a crash of the database. ``insert_many`` gives each new message its id
-and first writes a mark per message into ``unpublished`` (the outbox, ``mongo_outbox``), then
-the messages: a message is never stored without its mark, and a mark whose message never came
+and first writes one mark for the batch into ``unpublished`` (the outbox; ``mongo_marks``), then
+the messages: a message is never stored without its mark, and a mark whose messages never came
 is dropped by the sweep. It maps a repeated nonce (the unique index) to the message stored the
 first time, and takes back the marks of messages it did not store.
 
@@ -42,7 +42,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from bson import ObjectId
 
 import app.metrics as metrics
-from app.backends.mongo_schema import (COLLECTIONS, UNPUBLISHED, delete_unique_in, ensure_indexes, find_unique_in,
+from app.backends.mongo_marks import UnpublishedMarks
+from app.backends.mongo_schema import (COLLECTIONS, UNPUBLISHED, ensure_indexes, find_unique_in,
                                        from_document, missing_indexes, object_id, to_document)
 from app.backends.mongo_summaries import RoomSummaries, rebuild
 from app.chat.model import ChatMessage, Repeated
@@ -116,6 +117,8 @@ class MongoConnection:
             event_listeners=[_CommandMetrics()])
         self.db: Database[dict[str, Any]] = self._client[settings.mongo_db]
         self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
+        # One per process, shared by the writer that marks and the outbox that settles and claims.
+        self.marks = UnpublishedMarks(self.durable(UNPUBLISHED), guarded=_guarded)
         self._indexes_ready = False
         self._lock = threading.Lock()
 
@@ -159,12 +162,11 @@ class MongoConnection:
 class MongoMessageWriter:
     """``MessageWriter`` on ``directMessage``/``channelMessage``."""
 
-    def __init__(self, connection: MongoConnection, *, now: Callable[[], datetime] = datetime.utcnow) -> None:
+    def __init__(self, connection: MongoConnection) -> None:
         self._connection = connection
         self._summaries = RoomSummaries(connection.db)
         self._collections = {kind: connection.durable(name) for kind, name in COLLECTIONS.items()}
-        self._unpublished = connection.durable(UNPUBLISHED)
-        self._now = now
+        self._marks = connection.marks
 
     def _collection(self, kind: RoomKind) -> Collection[dict[str, Any]]:
         return self._collections[kind]
@@ -193,7 +195,7 @@ class MongoMessageWriter:
         documents = [{"_id": ObjectId(), **to_document(message)} for message in batch]
         failed: dict[int, ChatServerError | Repeated] = {}
         try:
-            self._mark_unpublished(kind, documents)
+            self._marks.mark(kind, [document["_id"] for document in documents])
         except BackendUnavailable as exc:
             for position in positions:
                 results[position] = exc
@@ -228,16 +230,11 @@ class MongoMessageWriter:
         return {index: BackendUnavailable("database unavailable")
                 for index, ident in enumerate(ids) if ident not in stored}
 
-    def _mark_unpublished(self, kind: RoomKind, documents: list[dict[str, Any]]) -> None:
-        since = self._now()
-        marks = [{"_id": document["_id"], "kind": kind, "pub": since} for document in documents]
-        _guarded(lambda: self._unpublished.insert_many(marks, ordered=False))
-
     def _unmark(self, ids: list[ObjectId]) -> None:
         """Take back the marks of messages that were not stored (best effort: the sweep drops the rest)."""
         try:
-            delete_unique_in(self._unpublished, "_id", ids)
-        except PyMongoError:
+            self._marks.settle(ids)
+        except BackendUnavailable:
             log.warning("could not take back %d outbox marks; the sweep will", len(ids))
 
     def _write_error(self, kind: RoomKind, document: dict[str, Any],

@@ -1,7 +1,8 @@
 """MongoDB side of the transactional outbox (``app.chat.ports.Outbox``).
 
-A new message is marked in ``unpublished`` before it is stored (``mongo_messages``), and
-:meth:`MongoOutbox.published` removes the mark once the broker acknowledged the record. An edit
+New messages are marked in ``unpublished`` a round at a time before they are stored
+(``mongo_marks``, written by ``mongo_messages``), and :meth:`MongoOutbox.published` settles
+them once the broker acknowledged their records (a mark goes with its round's last). An edit
 or a delete is a ``pendingChange`` document written before the change is made and removed once
 published. Both are small collections indexed by ``pub`` (unpublished since): marking and
 unmarking never touch the message collections or their indexes, which costs the embedded
@@ -31,7 +32,7 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
-from app.backends.mongo_schema import (COLLECTIONS, PENDING_CHANGES, UNPUBLISHED, delete_unique_in, find_unique_in,
+from app.backends.mongo_schema import (COLLECTIONS, PENDING_CHANGES, delete_unique_in, find_unique_in,
                                        from_document)
 from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, OutboxRef, PendingChange, stored_time
 from app.destinations import RoomKind
@@ -50,7 +51,7 @@ class MongoOutbox:
 
     def __init__(self, connection: MongoConnection) -> None:
         self._messages = {kind: connection.db[name] for kind, name in COLLECTIONS.items()}
-        self._marks = connection.durable(UNPUBLISHED)
+        self._marks = connection.marks
         self._changes = connection.durable(PENDING_CHANGES)
 
     def add_change(self, change: PendingChange) -> PendingChange:
@@ -65,24 +66,22 @@ class MongoOutbox:
 
     def published(self, refs: Sequence[OutboxRef]) -> None:
         changes = [ObjectId(ident) for place, ident in refs if place == CHANGE_PLACE]
-        marks = [ObjectId(ident) for place, ident in refs if place != CHANGE_PLACE]
-        _guarded(lambda: delete_unique_in(self._changes, "_id", changes))
-        _guarded(lambda: delete_unique_in(self._marks, "_id", marks))
+        messages = [ObjectId(ident) for place, ident in refs if place != CHANGE_PLACE]
+        if changes:
+            _guarded(lambda: delete_unique_in(self._changes, "_id", changes))
+        self._marks.settle(messages)
 
     def claim_stale(self, older_than: datetime, owner: str, limit: int) -> Claimed:
         messages: list[ChatMessage] = []
-        marks = _claim(self._marks, older_than, owner, limit)
+        marks = self._marks.claim_stale(older_than, owner, limit)
         for kind, collection in self._messages.items():
-            ids = [mark["_id"] for mark in marks if mark["kind"] == kind]
+            ids = [ident for mark in marks if mark.kind == kind for ident in mark.message_ids]
             found = {doc["_id"]: doc for doc in _guarded(lambda: find_unique_in(collection, "_id", ids))}
             messages += [from_document(kind, found[ident]) for ident in ids if ident in found]
-            self._drop_orphans([ident for ident in ids if ident not in found])
+            # Never stored (their writer failed or died in between): nothing to publish.
+            self._marks.settle([ident for ident in ids if ident not in found])
         changes = [_change(doc) for doc in _claim(self._changes, older_than, owner, limit)]
         return Claimed(messages=messages, changes=changes)
-
-    def _drop_orphans(self, ids: list[ObjectId]) -> None:
-        """Marks whose message was never stored (its writer failed or died in between)."""
-        _guarded(lambda: delete_unique_in(self._marks, "_id", ids))
 
     def forget_nonces(self, older_than: datetime) -> int:
         forgotten = 0

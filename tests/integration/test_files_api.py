@@ -286,7 +286,7 @@ def test_the_real_message_writer_stores_file_messages_and_never_undoes_them(embe
 
     settings = make_settings(embedded, upload_max_bytes=LIMIT)
     connection = MongoConnection(settings)
-    chat = ChatApi(settings, writer=MongoMessageWriter(connection))
+    chat = ChatApi(settings, writer=MongoMessageWriter(connection), connection=connection)
     try:
         room_id, alice = fresh_id(), fresh_id()
         set_room_members(settings.redis_url, room_id, [alice])

@@ -314,7 +314,7 @@ def test_with_the_broker_unreachable_a_send_is_stored_acknowledged_and_waits_in_
                             content="kept while the broker is away")
         stored = db.directMessage.find_one({"channelId": world.room, "content": "kept while the broker is away"})
         assert stored is not None and receipt == {"message-id": str(stored["_id"])}
-        assert db.unpublished.find_one({"_id": stored["_id"]}) is not None  # not published yet
+        assert db.unpublished.find_one({"ids": stored["_id"]}) is not None  # not published yet
         assert node.domain.info["outbox_backlog"]() == 1
     finally:
         node.domain.stop()

@@ -11,8 +11,9 @@ from bson.int64 import Int64
 from pymongo import MongoClient, monitoring
 
 from app.backends.mongo_messages import WRITE_CONCERNS, MongoConnection, MongoMessageWriter
-from app.backends.mongo_schema import ensure_indexes
-from app.chat.model import ChatMessage
+from app.backends.mongo_marks import UnpublishedMarks
+from app.backends.mongo_schema import UNPUBLISHED, ensure_indexes
+from app.chat.model import ChatMessage, Repeated
 
 T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
 T1 = datetime(2022, 2, 21, 5, 0, 0)
@@ -163,6 +164,7 @@ class ListenedConnection:
         self.client = MongoClient(settings.mongo_url, event_listeners=[listener])
         self.db = self.client[settings.mongo_db]
         self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
+        self.marks = UnpublishedMarks(self.durable(UNPUBLISHED), guarded=lambda call: call())
 
     def durable(self, name):
         return self.db.get_collection(name, write_concern=self._write_concern)
@@ -250,17 +252,88 @@ def test_message_writes_wait_for_the_configured_write_concern(settings, concern,
 def test_insert_many_marks_each_new_message_unpublished(writer, mongo):
     before = datetime.utcnow() - timedelta(seconds=1)
     stored, = writer.insert_many([message()])
-    mark = mongo.db.unpublished.find_one({"_id": ObjectId(stored.id)})
+    mark = mongo.db.unpublished.find_one({"ids": ObjectId(stored.id)})
     assert mark["kind"] == "channel" and mark["pub"] >= before.replace(microsecond=0) and "pubBy" not in mark
     assert set(mongo.db.channelMessage.find_one({"_id": ObjectId(stored.id)})) >= {"content", "channelId"}
 
 
-def test_a_message_not_stored_leaves_no_mark(writer, mongo):
+def test_a_message_not_stored_is_not_owed(writer, mongo):
     first, again = writer.insert_many([message(nonce="n-1"), message(nonce="n-1")])
     assert mongo.db.unpublished.count_documents({}) == 1
+    _outbox(mongo).published([("channel", first.id)])  # the repeat is not waited for
+    assert mongo.db.unpublished.count_documents({}) == 0
 
 
 def test_a_seeded_message_is_not_in_the_outbox(writer, mongo):
     writer.insert(message())
     assert mongo.db.unpublished.count_documents({}) == 0
 
+
+
+# -- round marks (app/backends/mongo_marks.py) ----------------------------------------------------
+
+
+def _outbox(connection):
+    from app.backends.mongo_outbox import MongoOutbox
+    return MongoOutbox(connection)
+
+
+def _stale_cutoff():
+    return datetime.utcnow() + timedelta(seconds=1)
+
+
+def test_a_round_is_marked_by_one_document_that_goes_with_its_last_publish(writer, mongo):
+    a, b, c = writer.insert_many([message(content="a"), message(content="b"), message(content="c")])
+    mark, = mongo.db.unpublished.find({})
+    assert mark["ids"] == [ObjectId(a.id), ObjectId(b.id), ObjectId(c.id)] and mark["kind"] == "channel"
+    outbox = _outbox(mongo)
+    outbox.published([("channel", a.id), ("channel", c.id)])
+    assert mongo.db.unpublished.count_documents({}) == 1  # b is still owed
+    outbox.published([("channel", b.id)])
+    assert mongo.db.unpublished.count_documents({}) == 0
+    assert mongo.marks.owed == 0
+
+
+def test_a_round_whose_messages_were_not_stored_leaves_no_mark(writer, mongo):
+    writer.insert_many([message(nonce="n-1")])
+    again, = writer.insert_many([message(nonce="n-1")])  # a repeat: nothing stored
+    assert isinstance(again, Repeated)
+    assert mongo.db.unpublished.count_documents({}) == 1  # the first round's, owed until published
+
+
+def test_a_dead_writers_round_is_claimed_whole_and_its_publishes_settle_it(settings, writer, mongo):
+    a, b = writer.insert_many([message(content="a"), message(content="b")])
+    _outbox(mongo).published([("channel", a.id)])  # then its process dies, b unpublished
+    other = MongoConnection(settings)  # another process: it knows nothing of what a published
+    try:
+        claimed = _outbox(other).claim_stale(_stale_cutoff(), "sweeper", 100).messages
+        assert [m.content for m in claimed] == ["a", "b"]  # a goes out twice; consumers drop it
+        _outbox(other).published([("channel", m.id) for m in claimed])
+        assert mongo.db.unpublished.count_documents({}) == 0
+    finally:
+        other.close()
+
+
+def test_the_writer_claiming_its_own_stale_round_takes_only_what_it_still_owes(writer, mongo):
+    a, b = writer.insert_many([message(content="a"), message(content="b")])
+    outbox = _outbox(mongo)
+    outbox.published([("channel", a.id)])
+    assert [m.content for m in outbox.claim_stale(_stale_cutoff(), "self", 100).messages] == ["b"]
+
+
+def test_a_claim_takes_whole_rounds_up_to_its_limit_and_at_least_one(writer, mongo):
+    writer.insert_many([message(content=str(n)) for n in range(3)])
+    writer.insert_many([message(content=str(n)) for n in range(3, 5)])
+    outbox = _outbox(mongo)
+    assert [m.content for m in outbox.claim_stale(_stale_cutoff(), "s", 2).messages] == ["0", "1", "2"]
+    assert mongo.db.unpublished.count_documents({"pubBy": "s"}) == 1  # the second round is left
+
+
+def test_a_mark_of_the_earlier_version_is_claimed_and_settled(writer, mongo):
+    stored = writer.insert(message(content="marked one by one"))  # stored with no mark...
+    mongo.db.unpublished.insert_one({"_id": ObjectId(stored.id), "kind": "channel", "pub": T0})  # ...then as before
+    outbox = _outbox(mongo)
+    claimed = outbox.claim_stale(_stale_cutoff(), "sweeper", 100).messages
+    assert [m.id for m in claimed] == [stored.id]
+    outbox.published([("channel", stored.id)])
+    assert mongo.db.unpublished.count_documents({}) == 0

@@ -172,7 +172,8 @@ class ChatApi:
     """The blueprint mounted on a Flask app, over real backends; ``close()`` when done."""
 
     def __init__(self, settings: Settings, *, mongo_listeners: list[Any] | None = None,
-                 writer: Any | None = None) -> None:
+                 writer: Any | None = None, connection: MongoConnection | None = None) -> None:
+        """``connection``: the one a given ``writer`` marks through (the outbox settles its marks)."""
         self.settings = settings
         self.mongo: MongoClient[Any] = MongoClient(settings.mongo_url, event_listeners=mongo_listeners or [])
         self.db = self.mongo[settings.mongo_db]
@@ -184,7 +185,8 @@ class ChatApi:
         self.read_side = MongoReadSide(self.db)
         self.writer = writer if writer is not None else DocumentWriter(self.db)
         self.bus = RecordingBus()
-        self.connection = MongoConnection(settings)
+        self._own_connection = connection is None
+        self.connection = connection if connection is not None else MongoConnection(settings)
         outbox = MongoOutbox(self.connection)
         self.room_log = RoomLog(MongoEventLog(self.connection), replay_max_events=settings.resume_max_events,
                                 retention_s=settings.event_retention_s)
@@ -217,7 +219,8 @@ class ChatApi:
     def close(self) -> None:
         self.mongo.drop_database(self.settings.mongo_db)
         self.mongo.close()
-        self.connection.close()
+        if self._own_connection:
+            self.connection.close()
         self.cache.close()
 
 
