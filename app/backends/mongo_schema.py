@@ -158,7 +158,6 @@ def _index_table() -> list[tuple[str, list[tuple[str, int]], dict[str, Any]]]:
         (PENDING_CHANGES, [("pub", ASCENDING)], {"name": "pending_since"}),
         # One event per number and room; replay and gap healing read a room's events by number.
         (ROOM_EVENTS, [("room", ASCENDING), ("seq", ASCENDING)], {"name": "room_seq_unique", "unique": True}),
-        (ROOM_EVENTS, [("at", ASCENDING)], {"name": "event_time"}),
         # The quiet-room check reads the counters last moved in a time window.
         (ROOM_SEQUENCES, [("at", ASCENDING)], {"name": "sequence_time"}),
         (READ_MARKERS, [("channelId", ASCENDING)], {"name": "location_unique", "unique": True}),
