@@ -40,6 +40,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 60.0
+# SecantusDB keeps a record of every retryable write and, on each write, scans all of them
+# (up to 10,000) and sorts them once that many exist: 40 % of its CPU under chat traffic and
+# ~4 ms per write once full (bench/FINDINGS.md). mongod keeps them per session at no such
+# cost, so only the embedded server is reached without retryable writes; the write paths
+# already handle a write whose outcome is unknown (app/backends/mongo_messages.py).
+EMBEDDED_MONGO_OPTIONS = "retryWrites=false"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -161,7 +167,7 @@ def start_mongo(data_dir: Path, port: int | None = None, *, in_memory: bool = Fa
     if not in_memory:
         (data_dir / "mongo").mkdir(parents=True, exist_ok=True)
     argv = [_bin("secantusd-py"), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage]
-    return _spawn("mongo", argv, port, f"mongodb://127.0.0.1:{port}/", data_dir / "logs")
+    return _spawn("mongo", argv, port, f"mongodb://127.0.0.1:{port}/?{EMBEDDED_MONGO_OPTIONS}", data_dir / "logs")
 
 
 class EmbeddedStack:

@@ -14,7 +14,7 @@ Two collections:
   ``_id`` index: no index on ``at``, which cost each event 170 us of the embedded server's CPU
   (bench/db_micro.py).
 
-**Allocating a whole round in two calls.** ``findAndModify`` returns a counter's new value,
+**Allocating a whole round in two calls** (one, ``findAndModify``, when the round has one room). ``findAndModify`` returns a counter's new value,
 but it is one call per room, and a group-commit round of DM traffic touches as many rooms as
 it holds messages. So :meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one
 unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
@@ -82,8 +82,11 @@ class MongoEventLog:
         if not counts:
             return {}
         self._connection.ensure_indexes_before_write()
-        token = secrets.token_hex(8)
         now = datetime.utcnow()
+        if len(counts) == 1:  # one room (a quiet server's round): one findAndModify, no read-back
+            (room, count), = counts.items()
+            return {room: self._allocate_one(summary_id(*room), count, now)}
+        token = secrets.token_hex(8)
         ids = {summary_id(*room): room for room in counts}
         updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now), upsert=True)
                    for ident, room in ids.items()]

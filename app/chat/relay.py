@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 import gevent
+from gevent.event import Event
 
 from app.chat import events
 from app.chat.model import CHANGE_PLACE, ChatMessage, OutboxRef, PendingChange, stored_time
@@ -53,9 +54,11 @@ NONCE_SWEEP_INTERVAL_S = 3600.0
 BATCH = 256
 RETRY_BASE_S = 0.2
 RETRY_CAP_S = 5.0
-# Acknowledged events are marked published in groups of this many (or when the queue empties):
-# one database call per group instead of one per batch.
+# Acknowledged events are marked published in groups of this many, or once the queue has run
+# dry for MARK_AFTER_S (at most that long after the first of them was acknowledged): one
+# database call per group instead of one per batch, which on a quiet server is one per round.
 MARK_EVERY = 32
+MARK_AFTER_S = 0.5
 # How often a failing relay logs its backlog and asks for the topics to be created.
 REPORT_EVERY_S = 10.0
 
@@ -90,7 +93,7 @@ class Relay:
 
     def __init__(self, *, bus: EventBus, outbox: Outbox, room_log: RoomLog, messages: MessageLookup, max_backlog: int,
                  stale_s: float, retention_s: float, ensure_topics: Callable[[], Any] | None = None,
-                 batch: int = BATCH, sweep_interval_s: float = SWEEP_INTERVAL_S,
+                 batch: int = BATCH, sweep_interval_s: float = SWEEP_INTERVAL_S, mark_after_s: float = MARK_AFTER_S,
                  spawn: Callable[..., Any] = gevent.spawn, sleep: Callable[[float], None] = gevent.sleep,
                  now: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._bus = bus
@@ -103,6 +106,7 @@ class Relay:
         self._ensure_topics = ensure_topics
         self._batch = batch
         self._sweep_interval_s = sweep_interval_s
+        self._mark_after_s = mark_after_s
         self._spawn = spawn
         self._sleep = sleep
         self._now = now
@@ -115,6 +119,9 @@ class Relay:
         self._stopped = False
         self._last_report = float("-inf")
         self._to_mark: list[OutboxRef] = []
+        self._first_to_mark_at = 0.0  # when the oldest of _to_mark was acknowledged (monotonic)
+        self._more = Event()  # set when an event is queued (or a flush wants the marks now)
+        self._flushing = False
 
     # -- what the handlers call (never blocks) ----------------------------------------------------
 
@@ -159,8 +166,13 @@ class Relay:
     def flush(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for the queue to empty; whether it did."""
         deadline = self._monotonic() + timeout_s
-        while (self._queue or self._publishing) and self._monotonic() < deadline:
-            self._sleep(0.02)
+        self._flushing = True
+        self._more.set()  # a publisher waiting to mark marks now
+        try:
+            while (self._queue or self._publishing) and self._monotonic() < deadline:
+                self._sleep(0.02)
+        finally:
+            self._flushing = False
         return not self._queue
 
     # -- publishing ----------------------------------------------------------------------------------
@@ -170,6 +182,7 @@ class Relay:
             return
         self._queue.append(entry)
         self._queued.add(entry.ref)
+        self._more.set()
         if not self._publishing:
             self._publishing = True
             self._spawn(self._publish_forever)
@@ -182,7 +195,7 @@ class Relay:
             # same loop, since _enqueue starts no second publisher while this one runs.
             while self._queue or self._to_mark:
                 if not self._queue:
-                    self._mark_published()
+                    self._mark_when_quiet()
                     continue
                 batch = self._queue[:self._batch]
                 published, failed = self._publish(batch)
@@ -217,9 +230,21 @@ class Relay:
                 failed.append(entry)
         return published, failed + not_handed
 
+    def _mark_when_quiet(self) -> None:
+        """The queue ran dry: mark what was acknowledged unless an event comes within what is left
+        of MARK_AFTER_S (then it is published first, and marked with these)."""
+        self._more.clear()
+        left = self._first_to_mark_at + self._mark_after_s - self._monotonic()
+        if left > 0 and not self._flushing:
+            self._more.wait(left)
+        if not self._queue:
+            self._mark_published()
+
     def _forget(self, published: list[RelayEntry]) -> None:
         for entry in published:
             self._queued.discard(entry.ref)
+        if published and not self._to_mark:
+            self._first_to_mark_at = self._monotonic()
         self._to_mark += [entry.ref for entry in published]
         if len(self._to_mark) >= MARK_EVERY:
             self._mark_published()

@@ -39,6 +39,13 @@ class EventLogContract:
             numbers += range(job.value[DM], job.value[DM] + k)
         assert sorted(numbers) == list(range(1, 16))
 
+    def test_one_room_rounds_and_many_room_rounds_never_share_a_number(self, log):
+        rounds = [{DM: k} if k % 2 else {DM: k, CHANNEL: 1} for k in range(1, 9)]
+        blocks = [gevent.spawn(log.allocate, counts) for counts in rounds]
+        gevent.joinall(blocks, raise_error=True)
+        numbers = [n for job, counts in zip(blocks, rounds) for n in range(job.value[DM], job.value[DM] + counts[DM])]
+        assert sorted(numbers) == list(range(1, 37))
+
     def test_events_are_kept_once_and_read_in_order(self, log):
         log.append([event(DM, 2, b'{"n":2}'), event(DM, 1, b'{"n":1}'), event(CHANNEL, 1)])
         log.append([event(DM, 2, b'{"n":"again"}'), event(DM, 3, b'{"n":3}')])
@@ -93,6 +100,6 @@ class TestRealEventLogGrants:
             return result
 
         log._counters.bulk_write = others_first
-        first = log.allocate({DM: 2})[DM]
+        first = log.allocate({DM: 2, CHANNEL: 1})[DM]  # two rooms: the bulk write and its read-back
         assert first == 1 + 1 + GRANTS_KEPT + 2  # its first block (2, 3) stays unused
         assert log.latest(DM).seq == first + 1

@@ -115,7 +115,7 @@ def outbox():
 
 def make_relay(broker, outbox, messages=None, **options):
     defaults = dict(max_backlog=100, stale_s=15, retention_s=86400, sweep_interval_s=0.01, now=lambda: T0,
-                    room_log=memory_room_log())
+                    room_log=memory_room_log(), mark_after_s=0)  # marks at once unless a test says otherwise
     return Relay(bus=broker, outbox=outbox, messages=messages or Messages(), **{**defaults, **options})
 
 
@@ -300,3 +300,29 @@ def test_one_bad_entry_costs_the_sweep_only_itself(broker, outbox):
     assert relay.sweep() == 1
     wait_until(lambda: relay.backlog == 0)
     assert contents(broker) == [events.message_record(message(2))]
+
+
+def test_on_a_quiet_server_rounds_acknowledged_close_together_are_marked_in_one_call(broker, outbox):
+    calls = []
+    marked = outbox.published
+    outbox.published = lambda refs: (calls.append(list(refs)), marked(refs))
+    relay = make_relay(broker, outbox, mark_after_s=0.3)
+    stored(relay, message(1))
+    wait_until(lambda: relay.backlog == 0)
+    gevent.sleep(0.05)
+    stored(relay, message(2))  # a second round, while the first waits to be marked
+    wait_until(lambda: len(outbox.marked_published) == 2)
+    assert calls == [[("direct", message(1).id), ("direct", message(2).id)]]
+
+
+def test_acknowledged_events_are_marked_without_further_traffic(broker, outbox):
+    relay = make_relay(broker, outbox, mark_after_s=0.05)
+    stored(relay, message(1))
+    wait_until(lambda: outbox.marked_published == [("direct", message(1).id)])
+
+
+def test_a_flush_marks_at_once(broker, outbox):
+    relay = make_relay(broker, outbox, mark_after_s=60)
+    stored(relay, message(1))
+    assert relay.flush(5.0)
+    wait_until(lambda: outbox.marked_published == [("direct", message(1).id)])
