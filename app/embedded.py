@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 
 STARTUP_TIMEOUT_S = 60.0
 # SecantusDB keeps a record of every retryable write and, on each write, scans all of them
-# (up to 10,000) and sorts them once that many exist: 40 % of its CPU under chat traffic and
-# ~4 ms per write once full (bench/FINDINGS.md). mongod keeps them per session at no such
-# cost, so only the embedded server is reached without retryable writes; the write paths
-# already handle a write whose outcome is unknown (app/backends/mongo_messages.py).
+# (up to 10,000) and sorts them once that many exist: 40 % of its CPU when each round stores
+# one message (bench/FINDINGS.md). mongod keeps them per session at no such cost, so only the
+# embedded server is reached without retryable writes; the write paths already handle a write
+# whose outcome is unknown (app/backends/mongo_messages.py).
 EMBEDDED_MONGO_OPTIONS = "retryWrites=false"
 _PR_SET_PDEATHSIG = 1
 

@@ -14,9 +14,9 @@ Two collections:
   ``_id`` index: no index on ``at``, which cost each event 170 us of the embedded server's CPU
   (bench/db_micro.py).
 
-**Allocating a whole round in two calls** (one, ``findAndModify``, when the round has one room). ``findAndModify`` returns a counter's new value,
-but it is one call per room, and a group-commit round of DM traffic touches as many rooms as
-it holds messages. So :meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one
+**Allocating a whole round in two calls** (one when the round has one room: ``findAndModify``).
+``findAndModify`` returns a counter's new value, but it is one call per room, and a
+group-commit round of DM traffic touches as many rooms as it holds messages. So :meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one
 unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
 ``grants`` (the last ``GRANTS_KEPT``), and then reads the counters back in one query. The
 update is atomic per document, so ``grants`` lists the increments in the order they were
@@ -115,8 +115,8 @@ class MongoEventLog:
         if not entries:
             return
         self._connection.ensure_indexes_before_write()
-        documents = [{"_id": _id_stamped(entry.at), "room": summary_id(*entry.room), "seq": Int64(entry.seq), "topic": entry.topic,
-                      "value": Binary(entry.value), "at": entry.at} for entry in entries]
+        documents = [{"_id": _id_stamped(entry.at), "room": summary_id(*entry.room), "seq": Int64(entry.seq),
+                      "topic": entry.topic, "value": Binary(entry.value), "at": entry.at} for entry in entries]
         try:
             self._events.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
@@ -150,7 +150,6 @@ class MongoEventLog:
     def prune(self, older_than: datetime) -> int:
         before = ObjectId.from_datetime(older_than)  # the earliest id of older_than's second
         return _guarded(lambda: self._events.delete_many({"_id": {"$lt": before}})).deleted_count
-
 
 
 def _id_stamped(at: datetime) -> ObjectId:

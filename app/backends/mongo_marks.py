@@ -9,7 +9,7 @@ The mark goes once the broker has acknowledged every message it lists. Which mes
 still owed is kept in this process (:class:`UnpublishedMarks`), by whoever wrote or claimed
 the mark, so acknowledgements cost no database call until a mark's last one. One document per
 round rather than one per message: the embedded MongoDB-wire server spent 455 us of its CPU
-per message writing and deleting per-message marks, 100 with one per round (bench/db_micro.py).
+per message writing and deleting per-message marks, about 55 with one per round (bench/FINDINGS.md).
 
 A mark of an earlier version (one per message: its ``_id`` is the message's, no ``ids``) is
 read as a round of one, so a rolling deploy leaves no message unpublished.
