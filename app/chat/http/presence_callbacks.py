@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Protocol
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from app.chat import events
 from app.chat.http.auth import ServiceCallers, caller_facts
