@@ -231,7 +231,7 @@ class MongoReadSide:
 
     @staticmethod
     def _latest_time(messages: Any, in_room: dict[str, Any]) -> datetime | None:
-        """Newest ``localDateTime`` of the room: one seek of ``channel_time_id``, covered by it."""
+        """Newest ``localDateTime`` of the room: one seek of ``channel_time``, covered by it."""
         cursor = messages.find(in_room, {"localDateTime": 1, "_id": 0}).sort("localDateTime", DESCENDING).limit(1)
         docs = _guarded(lambda: list(cursor))
         return docs[0]["localDateTime"] if docs else None

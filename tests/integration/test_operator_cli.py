@@ -84,7 +84,7 @@ def test_check_names_a_missing_topic_and_missing_indexes(embedded, tmp_path):
     failures = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
     assert failures[0] == f"FAIL kafka    topic {missing} is missing (a chat worker creates it with " \
                           f"KAFKA_PARTITIONS={settings.kafka_partitions})"
-    assert failures[1].startswith("FAIL mongodb  missing indexes: directMessage.channel_time_id")
+    assert failures[1].startswith("FAIL mongodb  missing indexes: directMessage.channel_time")
 
 
 def test_rebuild_summaries_shows_progress_then_its_report(prepared):

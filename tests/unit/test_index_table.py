@@ -1,13 +1,16 @@
-"""The index table asks for nothing twice: every index a write must maintain earns its cost."""
+"""The index table asks for nothing twice: every index a write must maintain earns its cost,
+except those kept on purpose (``RANGE_INDEXES``)."""
 
 from __future__ import annotations
 
-from app.backends.mongo_schema import INDEXES
+from app.backends.mongo_schema import INDEXES, RANGE_INDEXES
 
 
 def _plain(options: dict[str, object]) -> bool:
-    """An index whose keys alone say what it serves (not unique, not partial)."""
-    return not options.get("unique") and "partialFilterExpression" not in options
+    """An index whose keys alone say what it serves (not unique, not partial), and not one kept on
+    purpose beside a longer one (``RANGE_INDEXES``, which says why)."""
+    return not options.get("unique") and "partialFilterExpression" not in options \
+        and options["name"] not in RANGE_INDEXES
 
 
 def test_no_plain_index_is_a_prefix_of_another_on_its_collection() -> None:
