@@ -2,7 +2,8 @@
 ``python -m bench plot`` draws the saved results instead (bench/plot.py; ``make bench`` runs it last).
 
 Owns: the command line (one sub-command per scenario: fanout, sweep, scale, rooms, idle,
-seed, history, presence, resume, all; and ``soak``, which ``all`` does not run), raising the open-files limit, the data directories under
+seed, history, presence, resume, all; and ``soak`` and ``rooms-sweep``, which ``all`` does not
+run), raising the open-files limit, the data directories under
 ``<SMOOTH_DATA_DIR>/bench/``, saving every result under bench/results/ and the final
 targets table with machine info. ``--quick`` makes every scenario tiny and shortens the
 sampling and settling waits (the smoke tests: seconds per scenario); several scenarios named
@@ -25,7 +26,7 @@ from bench.report import print_targets, save, table
 
 SCENARIOS = ["fanout", "sweep", "scale", "rooms", "idle", "seed", "history", "presence", "resume"]
 # Run only when named: the churn-and-hostile soak measures memory, not a target.
-EXTRA_SCENARIOS = ["soak"]
+EXTRA_SCENARIOS = ["soak", "rooms-sweep"]
 
 
 def data_dir(name: str) -> Path:
@@ -61,8 +62,18 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     senders = [int(x) for x in (args.sweep_senders or ("1" if args.quick else "1,8")).split(",")]
     return sweep.run(data_dir("sweep"), args.subs or (10 if args.quick else 200), senders,
                      args.duration, args.size, args.procs, args.rate or (20 if args.quick else 25),
-                     args.bound_ms, args.sweep_budget, max_points=2 if args.quick else 0,
+                     args.bound_ms or sweep.BOUND_MS, args.sweep_budget or 180.0, max_points=2 if args.quick else 0,
                      peer=not args.no_peer, peer_only=args.peer_only, profile=args.profile)
+
+
+def cmd_rooms_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    from bench import sweep
+
+    conns = args.conns or (10 if args.quick else 2000)
+    return sweep.run_rooms(data_dir("rooms-sweep"), conns, args.duration, args.size, args.procs,
+                           args.rate or (20 if args.quick else 250), args.bound_ms or sweep.ROOMS_BOUND_MS,
+                           args.sweep_budget or 900.0,
+                           max_points=2 if args.quick else 0, peer=not args.no_peer, peer_only=args.peer_only)
 
 
 def cmd_scale(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +157,7 @@ def cmd_resume(args: argparse.Namespace) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "fanout": cmd_fanout, "sweep": cmd_sweep, "scale": cmd_scale, "rooms": cmd_rooms, "idle": cmd_idle,
     "seed": cmd_seed, "history": cmd_history, "presence": cmd_presence, "soak": cmd_soak, "resume": cmd_resume,
+    "rooms-sweep": cmd_rooms_sweep,
 }
 
 
@@ -166,9 +178,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true",
                         help="fan-out, rooms: py-spy the chat worker(s) over each point; resume: over "
                              "10 s of replays after the figures -> bench/results/profile-*.txt")
-    parser.add_argument("--bound-ms", type=float, default=1000.0, help="sweep: p99 bound of a passing point")
+    parser.add_argument("--bound-ms", type=float, default=None,
+                        help="sweep: p99 bound of a passing point (fan-out 1000, rooms-sweep 100)")
     parser.add_argument("--sweep-senders", default="", help="sweep: sender counts, one series each (default 1,8)")
-    parser.add_argument("--sweep-budget", type=float, default=180.0,
+    parser.add_argument("--sweep-budget", type=float, default=None,
                         help="sweep: seconds per series (system x sender count) before it stops searching")
     parser.add_argument("--configs", default="",
                         help="scale: WORKERSxNODES,... (default 1x1,2x1,1x2; --quick: 2x2)")

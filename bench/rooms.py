@@ -29,12 +29,12 @@ def _peers(conn: dict[str, Any]) -> list[int]:
 
 
 def once(target: Any, pid_groups: Any, conns: int, rate: float, duration: float, size: int,
-         procs: int, idle_pct: float = 0.0, profile: bool = False) -> dict[str, Any]:
+         procs: int, idle_pct: float = 0.0, profile: bool = False, max_drain_s: float = 60.0) -> dict[str, Any]:
     quiet_s = wait_quiet([p for pids in pid_groups().values() for p in pids], busy_pct=idle_pct + 15)
     specs = target.rooms_specs(conns, rate, size, next_base())
     groups = split(specs, procs or max(1, min(4, conns // 1500 + 1)))
     result = measure(groups, pid_groups, duration, deliveries_per_send=2, senders_of=_peers,
-                     profile=f"profile-rooms-{conns}" if profile else "")
+                     max_drain_s=max_drain_s, profile=f"profile-rooms-{conns}" if profile else "")
     result.update(system=target.name, rooms=conns // 2, rate_per_conn=rate, duration_s=duration,
                   waited_for_quiet_s=quiet_s)
     result.update(cpu_figures(result, ["chat_workers"] if target.name == "smooth" else ["rabbitmq"]))

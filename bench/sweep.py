@@ -1,8 +1,11 @@
-"""Max zero-loss fan-out rate: at N subscribers, raise the offered rate until a point fails.
+"""Max zero-loss rates: raise the offered rate until a point fails (fan-out, and many rooms).
 
 Owns: the rate search for one system and one sender count (``search``), the pass/fail rule
 of a point (``judge``), the Smooth and RabbitMQ series over the same search (``run``), the
-Smooth/RabbitMQ ratio of the highest passing rates, and the headline fan-out target.
+Smooth/RabbitMQ ratio of the highest passing rates, and the headline fan-out target. And the
+many-rooms sweep (``run_rooms``): the same search over the total SEND rate of ``bench rooms``
+(C connections in C/2 DM rooms, the rate spread evenly), where a point passes with nothing
+lost or doubled and p99 within ``ROOMS_BOUND_MS``.
 
 A point is one ``fanout.fanout_once`` run (N subscribers, offered rate R split over K sender
 connections, ``duration`` seconds of sending). It passes when nothing was lost, nothing was
@@ -27,14 +30,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import fanout, servers
+from bench import fanout, rooms, servers
 from bench.report import table, verdict
 from bench.servers import RabbitPeer, SmoothStack
 from bench.targets import RabbitTarget, SmoothTarget
 
-__all__ = ["run", "search", "judge"]
+__all__ = ["run", "run_rooms", "search", "judge"]
 
 BOUND_MS = 1000.0
+ROOMS_BOUND_MS = 100.0  # issue "Performance": the highest SEND rate with p99 <= 100 ms and nothing lost
 GROWTH = 2.0
 RESOLUTION = 1.10  # stop when lowest fail / highest pass <= this
 SENT_FRACTION = 0.97  # senders must have sent at least this share of R x duration
@@ -123,7 +127,7 @@ def search(run_point: Callable[[float], dict[str, Any]], duration: float, start_
 
 def point_row(point: dict[str, Any]) -> dict[str, Any]:
     if "error" in point:
-        return {"system": point["system"], "subs": point["subscribers"], "rate": point["rate"],
+        return {"system": point["system"], "subs": point.get("subscribers"), "rate": point["rate"],
                 "verdict": point.get("verdict", point["error"][:100])}
     lat = point["latency_ms"]
     window = max(1e-9, point["window_s"])
@@ -186,25 +190,40 @@ class _System:
 
 def _series(system: _System, subscribers: int, senders: int, args: dict[str, Any],
             profile: bool = False) -> dict[str, Any]:
+    def measure_point(rate: float) -> dict[str, Any]:
+        return fanout.fanout_once(system.target, system.pid_groups, subscribers, rate, args["duration"], args["size"],
+                                  args["procs"], profile and system.name == "smooth", senders, system.idle_pct,
+                                  max_drain_s=_drain_s(args))
+
+    found = _search_series(system, measure_point, args, f"sweep {system.name} {subscribers} subs, {senders} sender(s)",
+                           point_row, POINT_COLUMNS)
+    found.update(subscribers=subscribers, senders=senders)
+    return found
+
+
+def _drain_s(args: dict[str, Any]) -> float:
+    return max(5.0, args["bound_ms"] / 1000 + 5)
+
+
+def _search_series(system: _System, measure_point: Callable[[float], dict[str, Any]], args: dict[str, Any],
+                   title: str, row: Callable[[dict[str, Any]], dict[str, Any]], columns: list[str]) -> dict[str, Any]:
+    """``search`` over one system: each point printed, the system restarted after a failing one."""
     duration = args["duration"]
 
     def run_point(rate: float) -> dict[str, Any]:
         try:
-            point = fanout.fanout_once(system.target, system.pid_groups, subscribers, rate, duration, args["size"],
-                                       args["procs"], profile and system.name == "smooth", senders, system.idle_pct,
-                                       max_drain_s=max(5.0, args["bound_ms"] / 1000 + 5))
+            point = measure_point(rate)
         except (RuntimeError, OSError, TimeoutError) as exc:
-            point = {"system": system.name, "subscribers": subscribers, "rate": rate, "error": str(exc)}
-        print(table(f"sweep {system.name} {subscribers} subs, {senders} sender(s)", [point_row(point)],
-                    POINT_COLUMNS), flush=True)
+            point = {"system": system.name, "rate": rate, "error": str(exc)}
+        point.setdefault("rate", rate)
+        print(table(title, [row(point)], columns), flush=True)
         if judge(point, rate, duration, args["bound_ms"]):
             system.restart()
         return point
 
     found = search(run_point, duration, args["start_rate"], args["bound_ms"], args["max_rate"], args["budget_s"],
                    args["max_points"])
-    found.update(system=system.name, subscribers=subscribers, senders=senders, bound_ms=args["bound_ms"],
-                 duration_s=duration, restarts=system.restarts)
+    found.update(system=system.name, bound_ms=args["bound_ms"], duration_s=duration, restarts=system.restarts)
     return found
 
 
@@ -259,3 +278,60 @@ def targets(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 f" vs RabbitMQ {row['rabbit_max_dps']:,.0f}/s at {row['rabbit_max_rate']:g} msg/s")
         out.append(verdict(key, row["ratio_dps"], note))
     return out
+
+
+# -- many rooms ----------------------------------------------------------------------------------
+
+ROOMS_POINT_COLUMNS = ["system", "connections", "rate", "offered_dps", "deliveries_per_s", "sent", "lost", "dups",
+                       "p50_ms", "p99_ms", "max_ms", "cpu_us_per_delivery", "loadgen_cores", "other_cores",
+                       "verdict"]
+ROOMS_SUMMARY_COLUMNS = ["connections", "bound_ms", "smooth_max_rate", "smooth_p99_ms", "smooth_cpu_us_per_delivery",
+                         "smooth_first_fail", "rabbit_max_rate", "rabbit_p99_ms", "rabbit_cpu_us_per_delivery",
+                         "rabbit_first_fail"]
+
+
+def rooms_point_row(point: dict[str, Any]) -> dict[str, Any]:
+    """One many-rooms point; ``rate`` is SENDs per second in all (each goes to both members of its room)."""
+    if "error" in point:
+        return {"system": point["system"], "rate": point["rate"], "verdict": point.get("verdict", point["error"][:100])}
+    lat = point["latency_ms"]
+    window = max(1e-9, point["window_s"])
+    return {"system": point["system"], "connections": point["connections"], "rate": point["rate"],
+            "offered_dps": round(point["rate"] * 2), "deliveries_per_s": point["deliveries_per_s"],
+            "sent": point["sent"], "lost": point["lost"], "dups": point["duplicates"], "p50_ms": lat["p50"],
+            "p99_ms": lat["p99"], "max_ms": lat["max"], "cpu_us_per_delivery": point["cpu_us_per_delivery"],
+            "loadgen_cores": round(point["loadgen_cpu_s"] / window, 2),
+            "other_cores": round(_other_cores(point), 2), "verdict": point.get("verdict", "")}
+
+
+def run_rooms(data_dir: Path, conns: int, duration: float, size: int, procs: int, start_rate: float,
+              bound_ms: float = ROOMS_BOUND_MS, budget_s: float = 600.0, max_rate: float = 16000.0,
+              max_points: int = 0, peer: bool = True, peer_only: bool = False) -> dict[str, Any]:
+    """The highest total SEND rate over ``conns`` connections in DM rooms that passes, per system."""
+    conns -= conns % 2
+    args = {"duration": duration, "start_rate": start_rate, "bound_ms": bound_ms, "budget_s": budget_s,
+            "max_rate": max_rate, "max_points": max_points}
+    found: dict[str, dict[str, Any]] = {}
+    for name in ([] if peer_only else ["smooth"]) + (["rabbitmq"] if peer else []):
+        system = _System(name, data_dir).start()
+        try:
+            found[name] = _search_series(
+                system, lambda rate, system=system: rooms.once(
+                    system.target, system.pid_groups, conns, rate / conns, max(duration, 2.0 * conns / rate), size,
+                    procs, system.idle_pct, max_drain_s=_drain_s(args)),
+                args, f"rooms sweep {name}, {conns:,} connections", rooms_point_row, ROOMS_POINT_COLUMNS)
+        finally:
+            system.stop()
+    points = [p for series in found.values() for p in series["points"]]
+    print(table("rooms sweep: every point", [rooms_point_row(p) for p in points], ROOMS_POINT_COLUMNS), flush=True)
+    summary = {"connections": conns, "bound_ms": bound_ms}
+    for key, name in (("smooth", "smooth"), ("rabbit", "rabbitmq")):
+        series = found.get(name)
+        if series:
+            summary.update({f"{key}_max_rate": series["max_rate"], f"{key}_p99_ms": series["p99_at_max_ms"],
+                            f"{key}_cpu_us_per_delivery": series["cpu_us_per_delivery_at_max"],
+                            f"{key}_first_fail": (f"{series['first_fail_rate']:g}: {series['first_fail_reason']}"
+                                                  if series["first_fail_rate"] else f"none ({series['stopped_by']})")})
+    print(table(f"rooms sweep: highest SEND rate with nothing lost and p99 <= {bound_ms:g} ms", [summary],
+                ROOMS_SUMMARY_COLUMNS), flush=True)
+    return {"smooth": found.get("smooth"), "rabbitmq": found.get("rabbitmq"), "summary": summary}

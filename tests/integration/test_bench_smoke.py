@@ -3,7 +3,7 @@
 Benchmarks are not tests: nothing here judges a figure beyond "something was delivered and
 nothing was lost". ``--quick`` means 10-20 connections, 2 s windows, 1,000 messages for the
 history queries and short settling waits. To keep the file near a minute, the scenarios run
-in one ``python -m bench fanout sweep rooms idle presence history scale --quick`` child
+in one ``python -m bench fanout sweep rooms rooms-sweep idle presence history scale --quick`` child
 process (own SMOOTH_DATA_DIR), where they share one running system per configuration (a
 ``--quick`` only shortcut; real runs start fresh systems per scenario). Each test then checks
 its scenario's printed table and saved raw JSON. The RabbitMQ Web-STOMP peer runs in fan-out,
@@ -29,8 +29,8 @@ from tests.support.processes import REPO
 RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists()
 CHAT_BUILT = (REPO / "gunicorn.conf.py").exists()
 needs_chat = pytest.mark.skipif(not CHAT_BUILT, reason="chat server not built yet (no gunicorn.conf.py)")
-SCENARIOS = ["fanout", "sweep", "rooms", "idle", "presence", "history", "scale"]
-TIMEOUT_S = 150  # all of SCENARIOS in one process: about 50 s on an idle 2-core machine
+SCENARIOS = ["fanout", "sweep", "rooms", "rooms-sweep", "idle", "presence", "history", "scale"]
+TIMEOUT_S = 200  # all of SCENARIOS in one process: about 70 s on an idle 2-core machine
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, Any]]]:
@@ -92,6 +92,17 @@ def test_rooms_prints_figures(quick_run: Any) -> None:
     assert "many rooms" in out
     for run in raw["runs"]:
         assert_delivered(run)
+
+
+def test_rooms_sweep_prints_figures(quick_run: Any) -> None:
+    out, raw = scenario(quick_run, "rooms-sweep")
+    assert "highest SEND rate with nothing lost and p99 <= 100 ms" in out
+    for system in ["smooth", "rabbitmq"] if RABBIT else ["smooth"]:
+        series = raw[system]
+        assert series["points"] and series["max_rate"] > 0, series
+        for point in series["points"]:
+            assert_delivered(point)
+    assert raw["summary"]["smooth_max_rate"] > 0
 
 
 def test_idle_prints_figures(quick_run: Any) -> None:
