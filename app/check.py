@@ -13,8 +13,8 @@ Owns :func:`check`, which looks and changes nothing:
 - Redis (``REDIS_URL``, and ``PRESENCE_REDIS_URL`` when it differs): it answers.
 
 Each finding is one line (``ok``, ``warn`` or ``FAIL``, the backend, what was found; an
-address without its credentials); the exit status is 1 when any is a failure. A backend that is not configured is a failure: the
-chat server cannot start without it.
+address without its credentials); the exit status is 1 when any is a failure. A backend that
+is not configured is a failure: the chat server cannot start without it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 
 __all__ = ["exposition", "multiprocess_mode", "SAMPLE_S", "CHAT_REGISTRY", "PRESENCE_REGISTRY",
            "set_stomp_gauges", "send_finished", "slow_consumer", "fanout_batch", "set_consumer_lag",
-           "set_outbox_backlog", "gap_healing", "backend_call", "backend_error", "backend_timed", "presence_request", "http_outcome",
+           "set_outbox_backlog", "gap_healing", "backend_call", "backend_error", "backend_timed", "presence_request",
+           "http_outcome",
            "OK", "REFUSED", "FAILED", "OTHER"]
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)

@@ -39,10 +39,10 @@ import gevent
 import app.metrics as metrics
 from app.chat.model import TOPICS
 from app.chat.events import Decoded, decode
+from app.chat.room_memory import RoomMemory
 from app.contracts import LocalDelivery
 from app.errors import ChatServerError
 from app.logs import RateLimitedLog
-from app.chat.room_memory import RoomMemory
 from workers.gap_healing import GapHealer, SequenceReader
 
 __all__ = ["FANOUT_GROUP", "FANOUT_TOPICS", "Audience", "group_id", "consumer_instance", "backoff_delay", "FanoutConsumer",
@@ -239,7 +239,6 @@ class FanoutConsumer:
         except ChatServerError:
             _unscoped.warning("consumer %s: no member list for a channel event; not delivered live", self.name)
             return frozenset()
-
 
     def _report(self, records: int) -> None:
         """The batch's figures to the metrics: one call per poll, whatever the deliveries."""

@@ -64,9 +64,15 @@ class RoomMemory:
         if not kept:
             return None
         top = max(kept)
-        if since > top or any(seq not in kept for seq in range(since + 1, top + 1)):
+        if since > top:
             return None
-        return [kept[seq] for seq in range(since + 1, top + 1)]
+        recent = []
+        for seq in range(since + 1, top + 1):
+            event = kept.get(seq)
+            if event is None:
+                return None  # a number it never pushed
+            recent.append(event)
+        return recent
 
     def __len__(self) -> int:
         """Events held, in all rooms."""

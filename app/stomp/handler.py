@@ -366,9 +366,8 @@ _COMMANDS: dict[str, Callable[[StompHandler, Frame], Outcome]] = {
 
 
 def _send_outcome(exc: BaseException) -> str:
-    """A failed SEND's outcome label: refused for the client's fault (4xx), failed for ours."""
-    status = exc.http_status if isinstance(exc, ChatServerError) else ChatServerError.http_status
-    return metrics.REFUSED if status < 500 else metrics.FAILED
+    """A failed SEND's outcome label, by the status its error maps to (refused: 4xx, failed: 5xx)."""
+    return metrics.http_outcome(exc.http_status if isinstance(exc, ChatServerError) else ChatServerError.http_status)
 
 
 def _token(frame: Frame) -> str | None:
