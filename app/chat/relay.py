@@ -5,8 +5,9 @@ write (``Outbox``, app/chat/ports.py). From there the relay owns it:
 
 - ``message_stored`` / ``change_stored`` queue the event's record (never blocking) in the
   order the events were stored; one publisher greenlet hands a batch to the producer,
-  waits for the broker's acknowledgements, tells the outbox which ones it has
-  (``Outbox.published``), and goes on. What the broker did not acknowledge goes back to the
+  waits for the broker's acknowledgements, and goes on; a marker greenlet tells the outbox
+  which ones the broker has (``Outbox.published``), so publishing never waits for that
+  database call. What the broker did not acknowledge goes back to the
   front of the queue, in order, and is tried again after a capped backoff, for as long as it
   takes: nothing stored is ever undone.
 - A sweep (every ``SWEEP_INTERVAL_S``) claims events that stayed unpublished longer than
@@ -122,6 +123,7 @@ class Relay:
         self._first_to_mark_at = 0.0  # when the oldest of _to_mark was acknowledged (monotonic)
         self._more = Event()  # set when an event is queued (or a flush wants the marks now)
         self._flushing = False
+        self._marking = False  # a marker greenlet runs (it marks whatever _to_mark holds)
 
     # -- what the handlers call (never blocks) ----------------------------------------------------
 
@@ -169,7 +171,7 @@ class Relay:
         self._flushing = True
         self._more.set()  # a publisher waiting to mark marks now
         try:
-            while (self._queue or self._publishing) and self._monotonic() < deadline:
+            while (self._queue or self._publishing or self._marking) and self._monotonic() < deadline:
                 self._sleep(0.02)
         finally:
             self._flushing = False
@@ -191,9 +193,9 @@ class Relay:
         """The publisher: batches until the queue is empty (the next event starts another)."""
         failures = 0
         try:
-            # Marking yields (a database call): what was queued meanwhile is published by this
-            # same loop, since _enqueue starts no second publisher while this one runs.
-            while self._queue or self._to_mark:
+            # Waiting to mark yields: what was queued meanwhile is published by this same
+            # loop, since _enqueue starts no second publisher while this one runs.
+            while self._queue or (self._to_mark and not self._marking):
                 if not self._queue:
                     self._mark_when_quiet()
                     continue
@@ -250,13 +252,26 @@ class Relay:
             self._mark_published()
 
     def _mark_published(self) -> None:
-        refs, self._to_mark = self._to_mark, []
-        if not refs:
-            return
+        """Have what was acknowledged marked, by the marker greenlet (started unless it runs)."""
+        if self._to_mark and not self._marking:
+            self._marking = True
+            self._spawn(self._mark_forever)
+
+    def _mark_forever(self) -> None:
+        """The marker: marks what was acknowledged until nothing is left to mark.
+
+        Why a greenlet of its own: a mark is a database call (milliseconds, and tens of them on
+        a loaded database); made by the publisher, every event queued meanwhile waited for it.
+        """
         try:
-            self._outbox.published(refs)
-        except Exception:  # noqa: BLE001 - delivered anyway; a later sweep re-publishes, consumers drop it
-            log.warning("could not mark %d published events; they may be published again", len(refs))
+            while self._to_mark:
+                refs, self._to_mark = self._to_mark, []
+                try:
+                    self._outbox.published(refs)
+                except Exception:  # noqa: BLE001 - delivered anyway; a later sweep re-publishes, consumers drop it
+                    log.warning("could not mark %d published events; they may be published again", len(refs))
+        finally:
+            self._marking = False
 
     def _report_failure(self, failed: int) -> None:
         now = self._monotonic()

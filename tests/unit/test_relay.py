@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import gevent
+import gevent.event
 import pytest
 
 from app.chat import events
@@ -133,7 +134,7 @@ def test_stored_messages_are_published_in_order_and_marked(broker, outbox):
         stored(relay, message(n))
     wait_until(lambda: relay.backlog == 0)
     assert contents(broker) == [events.message_record(message(n)) for n in range(3)]
-    assert outbox.marked_published == [("direct", message(n).id) for n in range(3)]
+    wait_until(lambda: outbox.marked_published == [("direct", message(n).id) for n in range(3)])
 
 
 def test_each_kind_of_message_goes_to_its_topic(broker, outbox):
@@ -156,7 +157,7 @@ def test_while_the_broker_is_down_nothing_is_dropped_and_order_is_kept(broker, o
     broker.up = True
     wait_until(lambda: relay.backlog == 0)
     assert contents(broker) == [events.message_record(message(n)) for n in range(5)]
-    assert len(outbox.marked_published) == 5
+    wait_until(lambda: len(outbox.marked_published) == 5)
 
 
 def test_a_full_backlog_refuses_new_work_and_frees_up_when_the_broker_is_back(broker, outbox):
@@ -284,8 +285,31 @@ def test_an_event_queued_while_published_ones_are_being_marked_is_published_too(
     wait_until(lambda: broker.records)
     stored(relay, message(2))  # very likely while message 1 is being marked
     wait_until(lambda: len(broker.records) == 2)
-    wait_until(lambda: not relay._publishing)
-    assert relay.backlog == 0 and len(outbox.marked_published) == 2
+    wait_until(lambda: len(outbox.marked_published) == 2)
+    assert relay.backlog == 0
+
+
+def test_publishing_does_not_wait_for_a_mark_in_progress(broker, outbox):
+    """A mark is a database call: an event queued meanwhile goes to the broker at once."""
+    relay = make_relay(broker, outbox)
+    marked, release = outbox.published, gevent.event.Event()
+    started = []
+
+    def stuck_mark(refs):
+        started.append(list(refs))
+        release.wait()
+        marked(refs)
+
+    outbox.published = stuck_mark
+    stored(relay, message(1))
+    wait_until(lambda: started)
+    stored(relay, message(2))
+    wait_until(lambda: len(broker.records) == 2)  # while message 1's mark is still under way
+    assert outbox.marked_published == []
+    release.set()
+    assert relay.flush(timeout_s=WAIT)  # a flush also waits for the marks
+    assert outbox.marked_published == [("direct", message(n).id) for n in (1, 2)]
+    assert len(started) == 2  # one marker at a time: message 2 was marked after message 1
 
 
 def test_one_bad_entry_costs_the_sweep_only_itself(broker, outbox):
