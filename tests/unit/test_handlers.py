@@ -319,10 +319,10 @@ class RefusingStore(MemoryMessageStore):
         super().__init__()
         self.poison = poison
 
-    def insert(self, message):
+    def store_one(self, message, ident):
         if message.content == self.poison:
-            raise BackendUnavailable()
-        return super().insert(message)
+            return BackendUnavailable()
+        return super().store_one(message, ident)
 
 
 def the_message_template():
