@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Mapping, Sequence
 
-from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Latest, Repeated, Reservation, RoomActivity, RoomEvent, RoomKey
+from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, PendingChange, Latest, Repeated, RoomActivity, RoomEvent, RoomKey
 from app.destinations import (HOME, RoomKind, is_text_location, membership_entry, parse_room_key, room_key,
                               voice_location)
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
@@ -54,8 +54,7 @@ class MemoryMessageStore:
         self.claimed_by: dict[tuple[RoomKind, str], str] = {}
         self._ids = itertools.count(1)
         self.fail = False
-        self.batches: list[int] = []  # the size of each round stored (store_reserved), in order
-        self.counted = 0  # messages counted in their rooms' summaries (count_stored)
+        self.batches: list[int] = []  # the size of each insert_many call, in order
         self.now = datetime.utcnow
 
     def _check(self) -> None:
@@ -70,50 +69,24 @@ class MemoryMessageStore:
         return stored
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
-        results = self.store_reserved(messages, self.reserve(messages))
-        self.count_stored([stored for stored in results if isinstance(stored, ChatMessage)])
-        return results
-
-    def reserve(self, messages: Sequence[ChatMessage]) -> Reservation:
-        ids: list[str | ChatServerError] = []
-        for message in messages:
-            if self.fail:
-                ids.append(BackendUnavailable())
-                continue
-            ident = f"{next(self._ids):024x}"
-            self.unpublished[(message.kind, ident)] = self.now()
-            ids.append(ident)
-        return Reservation(tuple(ids))
-
-    def store_reserved(self, messages: Sequence[ChatMessage],
-                       reservation: Reservation) -> list[ChatMessage | Repeated | ChatServerError]:
         self.batches.append(len(messages))
         results: list[ChatMessage | Repeated | ChatServerError] = []
-        for message, ident in zip(messages, reservation.ids):
-            if isinstance(ident, ChatServerError):
-                results.append(ident)
+        for message in messages:
+            original = self._same_nonce(message)
+            if original is not None and original.channel_id == message.channel_id:
+                results.append(Repeated(original))
                 continue
-            result = self.store_one(message, ident)
-            if not isinstance(result, ChatMessage):
-                self.unpublished.pop((message.kind, ident), None)  # its mark is taken back
-            results.append(result)
+            if original is not None:
+                results.append(BadRequest("nonce: already used for a message in another room"))
+                continue
+            try:
+                stored = self.insert(message)
+            except BackendError as exc:
+                results.append(exc)
+                continue
+            self.unpublished[(stored.kind, stored.id)] = self.now()
+            results.append(stored)
         return results
-
-    def count_stored(self, stored: Sequence[ChatMessage]) -> None:
-        self.counted += len(stored)
-
-    def store_one(self, message: ChatMessage, ident: str) -> ChatMessage | Repeated | ChatServerError:
-        """One reserved message stored under ``ident`` (test stores refuse some by overriding this)."""
-        original = self._same_nonce(message)
-        if original is not None and original.channel_id == message.channel_id:
-            return Repeated(original)
-        if original is not None:
-            return BadRequest("nonce: already used for a message in another room")
-        if self.fail:
-            return BackendUnavailable()
-        stored = message.with_id(ident)
-        self.messages[(stored.kind, stored.id)] = stored
-        return stored
 
     def _same_nonce(self, message: ChatMessage) -> ChatMessage | None:
         if message.nonce is None:

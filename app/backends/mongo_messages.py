@@ -12,18 +12,15 @@ so a race cannot let someone else's request through.
 
 Durability: new messages, edits and deletes are written with the configured write concern
 (``MONGO_WRITE_CONCERN``: journaled, or a journaled majority), so what a RECEIPT
-acknowledges survives a crash of the database. New messages are written in two steps (which
-``insert_many`` runs in a row, and the group commit runs beside its other calls): ``reserve``
-gives each its id and writes one mark per collection into ``unpublished`` (the outbox;
-``mongo_marks``); ``store_reserved`` then writes the messages under those ids. A message is
-never stored without its mark, and a mark whose messages never came is dropped by the sweep.
-A repeated nonce (the unique index) maps to the message stored the first time, and the marks
-of messages not stored are taken back.
+acknowledges survives a crash of the database. ``insert_many`` gives each new message its id
+and first writes one mark for the batch into ``unpublished`` (the outbox; ``mongo_marks``), then
+the messages: a message is never stored without its mark, and a mark whose messages never came
+is dropped by the sweep. It maps a repeated nonce (the unique index) to the message stored the
+first time, and takes back the marks of messages it did not store.
 
 Every write that changes what a room holds also updates the room's summary
 (``mongo_summaries.RoomSummaries``), after the message write: ``insert`` counts it in,
-``count_stored`` (``insert_many``'s last step) with one bulk update for the whole batch (one
-update per room), ``delete``
+``insert_many`` with one bulk update for the whole batch (one update per room), ``delete``
 counts the removed message out. ``edit`` changes nothing counted. The two writes are not one
 transaction: what a crash between them leaves behind, and the rebuild that repairs it, are
 described in ``mongo_summaries``.
@@ -49,7 +46,7 @@ from app.backends.mongo_marks import UnpublishedMarks
 from app.backends.mongo_schema import (COLLECTIONS, UNPUBLISHED, ensure_indexes, find_unique_in,
                                        from_document, missing_indexes, object_id, to_document)
 from app.backends.mongo_summaries import RoomSummaries, rebuild
-from app.chat.model import ChatMessage, Repeated, Reservation
+from app.chat.model import ChatMessage, Repeated
 from app.destinations import RoomKind
 from app.errors import BackendError, BackendUnavailable, BadRequest, ChatServerError
 from app.logs import RateLimitedLog
@@ -184,50 +181,25 @@ class MongoMessageWriter:
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
         """One unordered ``insert_many`` per collection; a document's own error spares the rest."""
-        results = self.store_reserved(messages, self.reserve(messages))
-        self.count_stored([stored for stored in results if isinstance(stored, ChatMessage)])
-        return results
-
-    def reserve(self, messages: Sequence[ChatMessage]) -> Reservation:
-        """Fresh ids, and one mark per collection listing them (``mongo_marks``)."""
-        self._connection.ensure_indexes_before_write()
-        ids: list[str | ChatServerError] = [""] * len(messages)
-        for kind, positions in _by_kind(messages):
-            message_ids = [ObjectId() for _ in positions]
-            outcome: list[str | ChatServerError]
-            try:
-                self._marks.mark(kind, message_ids)
-                outcome = [str(message_id) for message_id in message_ids]
-            except BackendUnavailable as exc:
-                outcome = [exc] * len(positions)
-            for position, ident in zip(positions, outcome):
-                ids[position] = ident
-        return Reservation(tuple(ids))
-
-    def store_reserved(self, messages: Sequence[ChatMessage],
-                       reservation: Reservation) -> list[ChatMessage | Repeated | ChatServerError]:
         self._connection.ensure_indexes_before_write()
         results: list[ChatMessage | Repeated | ChatServerError] = list(messages)
-        for kind, positions in _by_kind(messages):
-            reserved = []
-            for position in positions:
-                ident = reservation.ids[position]
-                if isinstance(ident, ChatServerError):
-                    results[position] = ident
-                else:
-                    reserved.append(position)
-            if reserved:
-                self._insert_batch(kind, [messages[i] for i in reserved],
-                                   [ObjectId(str(reservation.ids[i])) for i in reserved], reserved, results)
+        for kind in ("direct", "channel"):
+            positions = [i for i, message in enumerate(messages) if message.kind == kind]
+            if positions:
+                self._insert_batch(kind, [messages[i] for i in positions], positions, results)
+        self._summaries.added([stored for stored in results if isinstance(stored, ChatMessage)])
         return results
 
-    def count_stored(self, stored: Sequence[ChatMessage]) -> None:
-        self._summaries.added(stored)
-
-    def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], ids: list[ObjectId], positions: list[int],
+    def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
                       results: list[ChatMessage | Repeated | ChatServerError]) -> None:
-        documents = [{"_id": ident, **to_document(message)} for ident, message in zip(ids, batch)]
+        documents = [{"_id": ObjectId(), **to_document(message)} for message in batch]
         failed: dict[int, ChatServerError | Repeated] = {}
+        try:
+            self._marks.mark(kind, [document["_id"] for document in documents])
+        except BackendUnavailable as exc:
+            for position in positions:
+                results[position] = exc
+            return
         try:
             self._collection(kind).insert_many(documents, ordered=False)
         except _UNENCODABLE:
@@ -323,10 +295,3 @@ class MongoMessageWriter:
             return None
         self._summaries.removed(kind, doc)
         return from_document(kind, doc)
-
-
-def _by_kind(messages: Sequence[ChatMessage]) -> list[tuple[RoomKind, list[int]]]:
-    """The positions of each collection's messages, for the collections that have some."""
-    kinds: tuple[RoomKind, ...] = ("direct", "channel")
-    grouped = [(kind, [i for i, message in enumerate(messages) if message.kind == kind]) for kind in kinds]
-    return [(kind, positions) for kind, positions in grouped if positions]

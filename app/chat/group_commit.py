@@ -1,21 +1,13 @@
-"""Group commit of new messages: one store per round, handed on in submission order.
+"""Group commit of new messages: one ``insert_many`` per round, handed on in submission order.
 
 Owns :class:`GroupCommit`, the only path by which new messages (SENT messages, replies and
 uploaded files' messages) are stored. A SEND handler submits its message and returns at
-once; one committer greenlet per process, per round, takes everything submitted since its
-last round and:
-
-1. numbers it in its rooms' sequences (one allocation for every room of the round,
-   ``room_log.RoomLog``) and, at the same time, reserves its ids and marks it unpublished
-   (``MessageWriter.reserve``: one mark);
-2. stores it (``store_reserved``: one ``insert_many`` per collection, durably);
-3. keeps the stored messages' records in their rooms' logs (one write) and, at the same
-   time, counts them in their rooms' summaries (``count_stored``: one bulk write);
-4. hands each newly stored message and its record to its ``after_store`` callback (which
-   only queues it with the outbox relay), in the order the messages were submitted.
-
-Five database calls, three waits: the calls paired in steps 1 and 3 need nothing from each
-other, and each round trip a round waits for is added to every SEND's reply.
+once; one committer greenlet per process, per round: numbers everything submitted since its
+last round in its room's sequence (one allocation for every room of the round,
+``room_log.RoomLog``), stores it with one ``insert_many`` (durably, each message marked
+unpublished), keeps the stored messages' records in their rooms' logs (one write), and then
+hands each newly stored message and its record to its ``after_store`` callback (which only
+queues it with the outbox relay), in the order the messages were submitted.
 
 A number whose message was not stored is kept as a void. When the log cannot be written
 after the messages were stored, their senders still get their RECEIPT (the messages are
@@ -45,7 +37,7 @@ import gevent
 from gevent.event import Event
 
 from app.chat.events import Record
-from app.chat.model import ChatMessage, Repeated, Reservation
+from app.chat.model import ChatMessage, Repeated
 from app.chat.ports import MessageWriter
 from app.chat.room_log import Numbered, RoomLog
 from app.errors import BackendError, BackendUnavailable
@@ -147,39 +139,21 @@ class GroupCommit:
             self._running = False
 
     def _commit(self, batch: Sequence[Submitted]) -> None:
-        messages = [submitted.message for submitted in batch]
         try:
-            numbered, reservation = self._number_and_reserve(messages)
-            results: Sequence[ChatMessage | Repeated | BaseException] = self._store.store_reserved(numbered, reservation)
+            numbered = self._room_log.number([submitted.message for submitted in batch])
+            results: Sequence[ChatMessage | Repeated | BaseException] = self._store.insert_many(numbered)
         except Exception as exc:  # noqa: BLE001 - a store bug must still answer every sender
             log.log(logging.WARNING if isinstance(exc, BackendError) else logging.ERROR, "round not stored: %r", exc)
             results = [exc if isinstance(exc, BackendError) else BackendError("message not stored")] * len(batch)
             numbered = []
         self._room_log.void([(message.room, message.seq) for message, result in zip(numbered, results)
                              if _surely_not_stored(result) and message.seq is not None])
-        stored = [result for result in results if isinstance(result, ChatMessage)]
-        counting = gevent.spawn(self._store.count_stored, stored) if stored else None
-        kept = self._keep(stored)
-        if counting is not None:
-            counting.join()  # a RECEIPT comes after the summaries count the message in
+        kept = self._keep([result for result in results if isinstance(result, ChatMessage)])
         for submitted, result in zip(batch, results):
             if isinstance(result, BaseException):
                 submitted._failed(result)
             else:
                 submitted._stored(result, kept.get(result.id) if isinstance(result, ChatMessage) else None)
-
-    def _number_and_reserve(self, messages: list[ChatMessage]) -> tuple[list[ChatMessage], Reservation]:
-        """The round's numbers and its outbox marks, at the same time: neither needs the other.
-
-        When numbering fails, the marks already written stay for the sweep, which drops a mark
-        whose messages never came.
-        """
-        reserving = gevent.spawn(self._store.reserve, messages)
-        try:
-            numbered = self._room_log.number(messages)
-        finally:
-            reservation = reserving.get()
-        return numbered, reservation
 
     def _keep(self, stored: list[ChatMessage]) -> dict[str, Numbered]:
         try:

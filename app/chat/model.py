@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Final, Literal
 
 from app.destinations import RoomKind
-from app.errors import ChatServerError
 
-__all__ = ["ChatMessage", "Repeated", "Reservation", "PendingChange", "OutboxRef", "CHANGE_PLACE", "Claimed", "RoomActivity",
+__all__ = ["ChatMessage", "Repeated", "PendingChange", "OutboxRef", "CHANGE_PLACE", "Claimed", "RoomActivity",
            "StoredFile", "TOPICS", "NONCE_MAX_CHARS", "stored_time", "RoomKey", "RoomEvent", "Latest"]
 
 # The longest idempotency key a client may send with a message (Discord's nonce is 25).
@@ -75,14 +74,6 @@ class Repeated:
     """A message whose author already sent one with its nonce: ``original`` is what was stored."""
 
     original: ChatMessage
-
-
-@dataclass(frozen=True)
-class Reservation:
-    """New messages made ready to store (``MessageWriter.reserve``): for each, in order, the id
-    it will be stored under (already marked unpublished), or the error that keeps it out."""
-
-    ids: tuple[str | ChatServerError, ...]
 
 
 @dataclass(frozen=True)

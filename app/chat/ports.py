@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, BinaryIO, Collection, Iterable, Mapping, Protocol, Sequence
 
-from app.chat.model import (ChatMessage, Claimed, Latest, OutboxRef, PendingChange, Repeated, Reservation, RoomActivity, RoomEvent, RoomKey,
+from app.chat.model import (ChatMessage, Claimed, Latest, OutboxRef, PendingChange, Repeated, RoomActivity, RoomEvent, RoomKey,
                             StoredFile)
 from app.destinations import RoomKind
 from app.errors import ChatServerError
@@ -37,8 +37,7 @@ class MessageWriter(Protocol):
         ...
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
-        """Store several new messages at once, each under a server-generated id: ``reserve``,
-        ``store_reserved`` and ``count_stored`` in a row.
+        """Store several new messages at once (group commit), each under a server-generated id.
 
         Each is stored durably (the configured write concern) and marked unpublished (the
         outbox, see :class:`Outbox`). Returns one entry per input, in order: the stored
@@ -47,23 +46,6 @@ class MessageWriter(Protocol):
         (``BackendError``, or ``BadRequest`` for a nonce its author used in another room). One
         failure does not stop the others.
         """
-        ...
-
-    def reserve(self, messages: Sequence[ChatMessage]) -> Reservation:
-        """Give each new message the id it will be stored under and mark it unpublished, before
-        it is stored (never raises: a message that cannot be marked gets its error)."""
-        ...
-
-    def store_reserved(self, messages: Sequence[ChatMessage],
-                       reservation: Reservation) -> list[ChatMessage | Repeated | ChatServerError]:
-        """Store the messages ``reservation`` was made for (the same ones, in order; their fields
-        may have changed since, their ids come from the reservation), as ``insert_many`` does,
-        without counting them in their rooms' summaries. The marks of those not stored are
-        taken back."""
-        ...
-
-    def count_stored(self, stored: Sequence[ChatMessage]) -> None:
-        """Count newly stored messages in their rooms' summaries (never raises: logged)."""
         ...
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None: ...

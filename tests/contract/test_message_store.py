@@ -1,9 +1,8 @@
 """``MessageWriter``: ``MemoryMessageStore`` against ``MongoMessageWriter`` on the MongoDB-wire
 server.
 
-The cases are what the unit tests rely on the fake for: server-made ids (reserved before the
-store, in the group commit's two steps), stored messages read back equal, author-only edit and
-delete, and a repeated nonce answered with the original.
+The cases are what the unit tests rely on the fake for: server-made ids, stored messages read
+back equal, author-only edit and delete, and a repeated nonce answered with the original.
 Times are whole milliseconds, the precision MongoDB keeps.
 """
 
@@ -61,21 +60,6 @@ class MessageWriterContract:
         for original, stored in zip(batch, results):
             assert stored == original.with_id(stored.id)
             assert store.get(original.kind, stored.id) == stored
-
-    def test_a_reserved_message_is_stored_under_its_reserved_id_with_the_fields_it_has_by_then(self, store):
-        batch = [message("d1"), message("c1", kind="channel", community_id=3)]
-        reservation = store.reserve(batch)
-        assert all(isinstance(ident, str) and len(ident) == 24 for ident in reservation.ids)
-        numbered = [replace(m, seq=n) for n, m in enumerate(batch, start=1)]  # numbered meanwhile
-        results = store.store_reserved(numbered, reservation)
-        assert [r.id for r in results] == list(reservation.ids)
-        for original, stored in zip(numbered, results):
-            assert store.get(original.kind, stored.id) == original.with_id(stored.id)
-        store.count_stored(results)  # never raises
-
-    def test_each_reservation_has_ids_of_its_own(self, store):
-        first, second = store.reserve([message("a")]), store.reserve([message("a")])
-        assert first.ids != second.ids
 
     def test_get_of_an_unknown_or_malformed_id_or_the_other_kind_is_none(self, store):
         stored = store.insert(message())

@@ -37,12 +37,12 @@ from app.chat.access import Access
 from app.chat.handlers import Authors, Messaging
 from app.chat.http import create_blueprint
 from app.chat.membership import Membership
-from app.chat.model import ChatMessage, Reservation
+from app.chat.model import ChatMessage
 from app.chat.profiles import Profiles
 from app.chat.relay import Relay
 from app.chat.room_log import RoomLog
 from app.destinations import RoomKind
-from app.errors import BackendError, BackendUnavailable, ChatServerError
+from app.errors import BackendError, BackendUnavailable
 from app.http_envelope import register_error_handlers
 from app.settings import Settings
 
@@ -79,33 +79,18 @@ class DocumentWriter:
         result = self.db[COLLECTIONS[message.kind]].insert_one(to_document(message))
         return message.with_id(str(result.inserted_id))
 
-    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | ChatServerError]:
+    def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | BackendError]:
         """Each message stored and marked unpublished, as the real writer does."""
-        return self.store_reserved(messages, self.reserve(messages))
-
-    def reserve(self, messages: Sequence[ChatMessage]) -> Reservation:
-        ids: list[str | ChatServerError] = []
+        results: list[ChatMessage | BackendError] = []
         for message in messages:
             if self.fail_insert:
-                ids.append(BackendUnavailable("database unavailable"))
+                results.append(BackendUnavailable("database unavailable"))
                 continue
-            ident = ObjectId()
-            self.db.unpublished.insert_one({"_id": ident, "kind": message.kind, "pub": datetime.utcnow()})
-            ids.append(str(ident))
-        return Reservation(tuple(ids))
-
-    def store_reserved(self, messages: Sequence[ChatMessage], reservation: Reservation) -> list[ChatMessage | ChatServerError]:
-        results: list[ChatMessage | ChatServerError] = []
-        for message, ident in zip(messages, reservation.ids):
-            if isinstance(ident, ChatServerError):
-                results.append(ident)
-                continue
-            self.db[COLLECTIONS[message.kind]].insert_one({"_id": ObjectId(ident), **to_document(message)})
-            results.append(message.with_id(ident))
+            document = {"_id": ObjectId(), **to_document(message)}
+            self.db.unpublished.insert_one({"_id": document["_id"], "kind": message.kind, "pub": datetime.utcnow()})
+            self.db[COLLECTIONS[message.kind]].insert_one(document)
+            results.append(message.with_id(str(document["_id"])))
         return results
-
-    def count_stored(self, stored: Sequence[ChatMessage]) -> None:
-        """Nothing to count: this store keeps no summaries."""
 
     def get(self, kind: RoomKind, message_id: str) -> ChatMessage | None:
         doc = self.db[COLLECTIONS[kind]].find_one({"_id": object_id(message_id)})

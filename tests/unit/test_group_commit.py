@@ -11,7 +11,7 @@ from gevent.event import Event
 
 from app.chat.group_commit import GroupCommit
 from app.chat.model import ChatMessage
-from app.errors import BackendError, BackendUnavailable
+from app.errors import BackendError
 from tests.fakes import MemoryMessageStore, memory_room_log
 
 T0 = datetime(2022, 2, 21, 4, 5, 7)
@@ -22,15 +22,15 @@ def message(content):
 
 
 class GatedStore(MemoryMessageStore):
-    """Each round's store waits for the test to open the gate: a database round trip in progress."""
+    """Each insert_many waits for the test to open the gate: a database round trip in progress."""
 
     def __init__(self):
         super().__init__()
         self.gate = Event()
 
-    def store_reserved(self, messages, reservation):
+    def insert_many(self, messages):
         self.gate.wait()
-        return super().store_reserved(messages, reservation)
+        return super().insert_many(messages)
 
 
 def test_messages_submitted_while_a_round_is_in_the_database_form_the_next_round():
@@ -77,11 +77,11 @@ def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_
     class BrokenOnce(MemoryMessageStore):
         broken = True
 
-        def store_reserved(self, messages, reservation):
+        def insert_many(self, messages):
             if self.broken:
                 self.broken = False
                 raise RuntimeError("bug")
-            return super().store_reserved(messages, reservation)
+            return super().insert_many(messages)
 
     commit = GroupCommit(BrokenOnce(), memory_room_log())
     lost = [commit.submit(message(str(n)), lambda m, r: m.content) for n in range(3)]
@@ -99,64 +99,3 @@ def test_a_dead_store_reports_its_error_to_each_sender_and_publishes_nothing():
     with pytest.raises(BackendError):
         submitted.wait()
     assert published == []
-
-
-GUARD_S = 5.0  # only a guard against a hang: the awaited call comes at the next greenlet switch
-
-
-def test_a_round_asks_for_its_numbers_and_its_outbox_marks_at_once():
-    """Neither call needs the other's answer: a round waits for one round trip, not two."""
-    reserving, seen = Event(), []
-
-    class Store(MemoryMessageStore):
-        def reserve(self, messages):
-            reserving.set()
-            return super().reserve(messages)
-
-    room_log = memory_room_log()
-    number = room_log.number
-
-    def number_while_reserving(messages):
-        seen.append(reserving.wait(GUARD_S))  # true only if the marks were asked for meanwhile
-        return number(messages)
-
-    room_log.number = number_while_reserving
-    stored = GroupCommit(Store(), room_log).submit(message("m"), lambda m, r: None).wait()
-    assert seen == [True] and stored.seq == 1
-
-
-def test_a_round_keeps_its_records_and_counts_its_messages_at_once_and_answers_after_both():
-    counting, seen = Event(), []
-
-    class Store(MemoryMessageStore):
-        def count_stored(self, stored):
-            counting.set()
-            for _ in range(3):
-                gevent.sleep(0)  # a database call, slower than the log's
-            super().count_stored(stored)
-            seen.append("counted")
-
-    room_log = memory_room_log()
-    keep = room_log.keep
-
-    def keep_while_counting(stored):
-        seen.append(counting.wait(GUARD_S))  # true only if the summaries' update began meanwhile
-        return keep(stored)
-
-    room_log.keep = keep_while_counting
-    store = Store()
-    GroupCommit(store, room_log).submit(message("m"), lambda m, r: None).wait()
-    assert seen == [True, "counted"] and store.counted == 1  # answered only once counted
-
-
-def test_when_numbering_fails_the_round_fails_and_its_reserved_marks_are_left_to_the_sweep():
-    store = MemoryMessageStore()
-    room_log = memory_room_log()
-
-    def no_numbers(messages):
-        raise BackendUnavailable()
-
-    room_log.number = no_numbers
-    with pytest.raises(BackendError):
-        GroupCommit(store, room_log).submit(message("m"), lambda m, r: None).wait()
-    assert store.messages == {} and len(store.unpublished) == 1  # a mark of nothing: the sweep drops it

@@ -319,10 +319,10 @@ class RefusingStore(MemoryMessageStore):
         super().__init__()
         self.poison = poison
 
-    def store_one(self, message, ident):
+    def insert(self, message):
         if message.content == self.poison:
-            return BackendUnavailable()
-        return super().store_one(message, ident)
+            raise BackendUnavailable()
+        return super().insert(message)
 
 
 def the_message_template():
