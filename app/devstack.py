@@ -233,7 +233,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"  chat HTTP API               http://{host}:{chat}/chat-server/",
         f"  chat health                 http://{host}:{chat}/healthz   http://{host}:{chat}/readyz",
         f"  browser demo                http://{host}:{chat}/demo",
-        f"  metrics (Prometheus)        http://{host}:{chat}/metrics   http://{host}:{settings.presence_http_port}/metrics",
+        f"  metrics (service token)     http://{host}:{chat}/metrics   http://{host}:{settings.presence_http_port}/metrics",
         f"  presence TCP                {host}:{settings.presence_tcp_port}",
         f"  presence HTTP               http://{host}:{settings.presence_http_port}/presence-server/",
         f"  Redis                       {stack.redis_url}",
@@ -247,6 +247,7 @@ def _banner(settings: Settings, stack: EmbeddedStack) -> str:
         f"REDIS_URL={stack.redis_url} .venv/bin/python -m app check",
         f"Service call:  curl -X PUT -H \"X-Service-Token: $(make -s service-token)\" -H 'Content-Type: "
         f"application/json' -d '[5,9]' http://{host}:{chat}/chat-server/room-user-list/17",
+        f"Metrics:       curl -H \"X-Service-Token: $(make -s service-token)\" http://{host}:{chat}/metrics",
         "Stop:          Ctrl-C",
         "",
     ]

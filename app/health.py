@@ -5,7 +5,7 @@
 503 naming what is down, with the figures of ``ChatDomain.info`` (``outbox_backlog``: stored
 events waiting for the broker) beside them. Check failures are logged; the body carries only
 fixed words and numbers. ``/metrics`` is the Prometheus text format of every worker's
-metrics (app/metrics.py).
+metrics (app/metrics.py), for trusted services only (:func:`metrics_response`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ import logging
 from typing import Callable, Mapping
 
 import gevent
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry
 
 import app.metrics as metrics
 from app.errors import ChatServerError
+from app.service_auth import SERVICE_TOKEN_HEADER, CallerFacts, ServiceCallers
 
-__all__ = ["health_blueprint", "metrics_response"]
+__all__ = ["health_blueprint", "metrics_response", "scraper_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,9 @@ TIMEOUT = "timeout"
 
 
 def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[str, Callable[[], object]], *,
-                     timeout_s: float) -> Blueprint:
-    """``/healthz`` and ``/readyz`` over ``readiness`` (dependency name -> check that raises) and ``info``."""
+                     timeout_s: float, metrics_callers: ServiceCallers) -> Blueprint:
+    """``/healthz`` and ``/readyz`` over ``readiness`` (dependency name -> check that raises) and
+    ``info``; ``/metrics`` for ``metrics_callers``."""
     blueprint = Blueprint("health", __name__)
 
     @blueprint.get("/healthz")
@@ -49,16 +51,34 @@ def health_blueprint(readiness: Mapping[str, Callable[[], None]], info: Mapping[
 
     @blueprint.get("/metrics")
     def prometheus_metrics() -> Response:
-        return metrics_response(metrics.CHAT_REGISTRY)
+        return metrics_response(metrics.CHAT_REGISTRY, metrics_callers)
 
     return blueprint
 
 
-def metrics_response(registry: CollectorRegistry) -> Response:
+def metrics_response(registry: CollectorRegistry, callers: ServiceCallers) -> Response:
     """``/metrics``: the Prometheus text format of a server's ``registry`` (app/metrics.py; the
-    presence server's HTTP API serves its own)."""
+    presence server's HTTP API serves its own), to trusted services only.
+
+    Why not open: the chat server's port is the one its clients reach, and its figures are
+    nobody else's business. A scraper shows the service token as ``X-Service-Token`` or, as
+    Prometheus's ``authorization`` setting sends it, ``Authorization: Bearer``; with no service
+    token configured it must call from ``SERVICE_ALLOWED_NETWORKS``. Raises ``AuthError`` or
+    ``Forbidden`` (401 or 403 in the JSON envelope).
+    """
+    callers.check(scraper_facts())
     body, content_type = metrics.exposition(registry)
     return Response(body, mimetype=None, content_type=content_type)
+
+
+def scraper_facts() -> CallerFacts:
+    """The current request's :class:`CallerFacts`, for ``/metrics``: a bearer credential is a
+    service token offered (a scraper has no user token to show)."""
+    bearer = request.headers.get("Authorization", "")
+    offered = request.headers.get(SERVICE_TOKEN_HEADER)
+    if offered is None and bearer[:7].lower() == "bearer ":
+        offered = bearer[7:].strip()
+    return CallerFacts(sent_token=offered, has_user_token=False, remote_addr=request.remote_addr)
 
 
 def run_checks(readiness: Mapping[str, Callable[[], None]], *, timeout_s: float) -> dict[str, str]:

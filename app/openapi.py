@@ -149,7 +149,12 @@ _SECURITY_SCHEMES = {
     "accessToken": {"type": "apiKey", "in": "header", "name": "access-token", "description": "The raw JWT"},
     "serviceToken": {"type": "apiKey", "in": "header", "name": "X-Service-Token",
                      "description": "`SERVICE_TOKEN`; user tokens never open service endpoints"},
+    "serviceBearer": {"type": "http", "scheme": "bearer",
+                      "description": "`SERVICE_TOKEN` as a bearer credential, as Prometheus's `authorization` "
+                                     "setting sends it (`/metrics` only)"},
 }
+# What the presence server's document needs of them (its only guarded path is /metrics).
+_SERVICE_SCHEMES = {name: _SECURITY_SCHEMES[name] for name in ("serviceToken", "serviceBearer")}
 
 
 # -- the chat server -----------------------------------------------------------------------------
@@ -210,10 +215,11 @@ def _callback(summary: str, body: Schema) -> dict[str, Any]:
 
 # Prometheus's text exposition format (app/metrics.py), on both servers.
 _METRICS = {"get": _operation(
-    "Prometheus metrics (text exposition format 0.0.4); keep it on the private network",
+    "Prometheus metrics (text exposition format 0.0.4), for trusted services (the scraper)",
     {"200": {"description": "Every metric family",
-             "content": {"text/plain": {"schema": {"type": "string"}}}}},
-    tag="health", security=PUBLIC)}
+             "content": {"text/plain": {"schema": {"type": "string"}}}},
+     **_errors(401, 403)},
+    tag="health", security=[{"serviceToken": []}, {"serviceBearer": []}, {}])}
 
 
 def _chat_paths() -> dict[str, Any]:
@@ -335,5 +341,6 @@ def presence_document() -> dict[str, Any]:
             "/metrics": _METRICS,
         },
         "components": {"schemas": {name: _SCHEMAS[name] for name in ("Success", "Error", "IdList", "Health",
-                                                                     "OpenApi")}},
+                                                                     "OpenApi")},
+                       "securitySchemes": _SERVICE_SCHEMES},
     }

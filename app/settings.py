@@ -78,12 +78,14 @@ class Settings:
     )
     service_token: str = _setting(
         "SERVICE_TOKEN", "",
-        "Secret of service-to-service calls (`X-Service-Token`; membership PUTs, presence callbacks). Set: "
-        "required from every caller. Empty: only SERVICE_ALLOWED_NETWORKS may call. `make run` generates one"
+        "Secret of service-to-service calls (`X-Service-Token`; membership PUTs, presence callbacks, both "
+        "servers' `/metrics`, where `Authorization: Bearer` works too). Set: required from every caller. Empty: "
+        "only SERVICE_ALLOWED_NETWORKS may call. `make run` generates one"
     )
     service_allowed_networks: str = _setting(
         "SERVICE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128",
-        "Comma-separated CIDR list of the callers service endpoints accept while SERVICE_TOKEN is empty"
+        "Comma-separated CIDR list of the callers service endpoints (and `/metrics`) accept while "
+        "SERVICE_TOKEN is empty"
     )
     presence_token: str = _setting(
         "PRESENCE_TOKEN", "",

@@ -28,6 +28,7 @@ from app.health import health_blueprint
 from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids
 from app.logs import log_context
 from app.openapi import CHAT_PATH, chat_document
+from app.service_auth import ServiceCallers
 from app.settings import Settings
 from app.stomp.fanout import FanoutDelivery
 from app.stomp.session import SessionHub
@@ -124,7 +125,8 @@ def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.upload_max_bytes + _FORM_OVERHEAD_BYTES
     app.register_blueprint(endpoint.blueprint)
-    app.register_blueprint(health_blueprint(readiness, info or {}, timeout_s=settings.service_timeout_s))
+    app.register_blueprint(health_blueprint(readiness, info or {}, timeout_s=settings.service_timeout_s,
+                                            metrics_callers=ServiceCallers.from_settings(settings)))
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     document = chat_document()

@@ -12,8 +12,9 @@ Owns :func:`create_presence_http_app`:
 
 Every error, a 404, a 405, a body that is not JSON (``malformed JSON``) or too big, a
 crash, is answered in the chat server's JSON envelope (app/http_envelope.py).
-- ``GET /metrics``: the Prometheus text format (app/metrics.py); the two endpoints above are
-  counted in ``smooth_presence_requests_total`` (protocol ``http``).
+- ``GET /metrics``: the Prometheus text format (app/metrics.py), to trusted services only
+  (``app.health.metrics_response``); the two endpoints above are counted in
+  ``smooth_presence_requests_total`` (protocol ``http``).
 
 The original's debug endpoints (``/all-redis-info``, ``/delete``, ``/for-me``) dumped or
 wiped Redis without authentication (W-10); they deliberately do not exist here.
@@ -33,6 +34,7 @@ from app.health import metrics_response
 from app.errors import BackendError
 from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids, success
 from app.openapi import PRESENCE_PATH, presence_document
+from app.service_auth import ServiceCallers
 
 from .store import PresenceStore
 
@@ -50,8 +52,8 @@ MAX_BODY_BYTES: Final = 128 * 1024
 _MEASURED_ENDPOINTS: Final = {"friends_state": "friends-state", "user_state": "user-state"}
 
 
-def create_presence_http_app(store: PresenceStore) -> Flask:
-    """The Flask app; ``store`` is the same one the TCP handler uses."""
+def create_presence_http_app(store: PresenceStore, *, metrics_callers: ServiceCallers) -> Flask:
+    """The Flask app; ``store`` is the same one the TCP handler uses; ``/metrics`` answers ``metrics_callers``."""
     app = Flask("smooth-presence")
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -76,7 +78,7 @@ def create_presence_http_app(store: PresenceStore) -> Flask:
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
-        return metrics_response(metrics.PRESENCE_REGISTRY)
+        return metrics_response(metrics.PRESENCE_REGISTRY, metrics_callers)
 
     @app.after_request
     def count_request(response: Response) -> Response:

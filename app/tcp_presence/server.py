@@ -38,6 +38,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from app.logs import log_context
+from app.service_auth import ServiceCallers
 from app.settings import Settings
 
 from .codec import LineReader
@@ -131,7 +132,8 @@ class PresenceService:
                                      max_connections=settings.presence_max_connections,
                                      max_line_bytes=settings.presence_max_line_bytes,
                                      idle_timeout_s=settings.presence_idle_timeout_s)
-        self.http = WSGIServer((settings.bind_host, settings.presence_http_port), create_presence_http_app(store),
+        http_app = create_presence_http_app(store, metrics_callers=ServiceCallers.from_settings(settings))
+        self.http = WSGIServer((settings.bind_host, settings.presence_http_port), http_app,
                                spawn=Pool(HTTP_MAX_CONNECTIONS), log=None)
         self.reaper = LeaseReaper(store, notifier, lease_s=settings.node_lease_s)
 

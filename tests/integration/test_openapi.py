@@ -130,7 +130,9 @@ CASES: list[Case] = [
     _chat("GET", "/healthz", 200, lambda w: call(w.chat + "/healthz")),
     _chat("GET", "/readyz", 200, lambda w: call(w.chat + "/readyz")),
     _chat("GET", CHAT_PATH, 200, lambda w: call(w.chat + CHAT_PATH)),
-    _chat("GET", "/metrics", 200, lambda w: call(w.chat + "/metrics")),
+    _chat("GET", "/metrics", 200, lambda w: call(w.chat + "/metrics", headers=as_service(w))),
+    _chat("GET", "/metrics", 401, lambda w: call(w.chat + "/metrics")),
+    _chat("GET", "/metrics", 401, lambda w: call(w.chat + "/metrics", headers=as_user(w, w.five))),
     # history
     _chat("GET", "/chat-server/direct", 200,
           lambda w: call(f"{w.chat}/chat-server/direct?ch_id={w.room}", headers=as_user(w, w.five))),
@@ -220,14 +222,16 @@ CASES: list[Case] = [
     (PRESENCE, "GET", "/healthz", lambda w: call(w.presence + "/healthz"), 200),
     (PRESENCE, "GET", "/readyz", lambda w: call(w.presence + "/readyz"), 200),
     (PRESENCE, "GET", PRESENCE_PATH, lambda w: call(w.presence + PRESENCE_PATH), 200),
-    (PRESENCE, "GET", "/metrics", lambda w: call(w.presence + "/metrics"), 200),
+    (PRESENCE, "GET", "/metrics",
+     lambda w: call(w.presence + "/metrics", headers={"Authorization": "Bearer " + w.service}), 200),
+    (PRESENCE, "GET", "/metrics", lambda w: call(w.presence + "/metrics"), 401),
 ]
 # Operations whose refusals cannot be provoked on a healthy node, or that refuse nothing.
 NO_ERROR_CASE = {
     (CHAT, "GET", "/healthz"), (CHAT, "GET", "/readyz"), (CHAT, "GET", CHAT_PATH),
     (CHAT, "GET", "/demo"),  # 404 only with the demo off: tests/unit/test_demo_routes.py
     (PRESENCE, "GET", "/presence-server/user-state"), (PRESENCE, "GET", "/healthz"), (PRESENCE, "GET", "/readyz"),
-    (PRESENCE, "GET", PRESENCE_PATH), (CHAT, "GET", "/metrics"), (PRESENCE, "GET", "/metrics"),
+    (PRESENCE, "GET", PRESENCE_PATH),
 }
 
 

@@ -24,6 +24,7 @@ from app.chat import events
 from app.chat.model import TOPICS
 from app.contracts import ChatDomain
 from app.errors import BackendUnavailable
+from app.service_auth import ServiceCallers, parse_networks
 from app.settings import DEV_JWT_SECRET, Settings
 from app.stomp.registry import SubscriptionRegistry
 from app.stomp.session import SessionHub
@@ -224,7 +225,8 @@ def test_presence_lines_are_counted_by_type_and_outcome():
 
 
 def test_presence_http_requests_are_counted_and_metrics_served():
-    client = create_presence_http_app(MemoryPresenceStore()).test_client()
+    loopback = ServiceCallers("", parse_networks("127.0.0.0/8"))  # the test client calls from 127.0.0.1
+    client = create_presence_http_app(MemoryPresenceStore(), metrics_callers=loopback).test_client()
     with Moved("smooth_presence_requests_total", protocol="http", type="friends-state", outcome="ok") as ok, \
             Moved("smooth_presence_requests_total", protocol="http", type="friends-state", outcome="refused") as bad:
         assert client.post("/presence-server/friends-state", json=[5]).status_code == 200

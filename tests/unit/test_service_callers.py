@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.chat.http.auth import CallerFacts, ServiceCallers, address_in, parse_networks
 from app.errors import AuthError, Forbidden
+from app.service_auth import CallerFacts, ServiceCallers, address_in, parse_networks
 from app.settings import Settings
 
 DEFAULT_NETWORKS = parse_networks(Settings().service_allowed_networks)

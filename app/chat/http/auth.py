@@ -4,11 +4,8 @@
   as the original clients send it) or in ``access-token``; the token's ``id`` claim is the
   caller's identity (client-sent user ids are ignored, W-1).
 - Service endpoints (the membership PUTs, the presence callbacks; community server or
-  presence → chat) never accept a user token (:class:`ServiceCallers`). When
-  ``settings.service_token`` is set, a caller must send it in ``X-Service-Token``
-  (compared in constant time); when it is unset, only callers whose address is in
-  ``settings.service_allowed_networks`` (loopback by default) are served, as the original
-  community server calls without any credential (protocol.md §6.2).
+  presence → chat) never accept a user token; the service token travels in
+  ``X-Service-Token`` (who counts as a service: ``app.service_auth.ServiceCallers``).
 - Room access (W-3): a DM room needs membership of the room; a text channel needs
   membership of the community that owns it. Unknown rooms and channels are refused the
   same way as foreign ones (403), so the answer does not reveal which exist.
@@ -16,10 +13,8 @@
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 from flask import request
 
@@ -27,97 +22,14 @@ from app.auth import Principal, TokenVerifier, token_from_headers
 from app.chat.channel_scope import ChannelScope
 from app.chat.membership import Membership
 from app.destinations import RoomKind
-from app.errors import AuthError, Forbidden
+from app.errors import Forbidden
+from app.service_auth import SERVICE_TOKEN_HEADER, CallerFacts, ServiceCallers
 from app.settings import Settings
 
-__all__ = ["Caller", "CallerFacts", "RequestAuth", "ServiceCallers", "SERVICE_TOKEN_HEADER", "caller_facts",
-           "parse_networks", "address_in"]
+__all__ = ["Caller", "RequestAuth", "caller_facts"]
 
-SERVICE_TOKEN_HEADER = "X-Service-Token"
 # The headers a user token travels in; their presence marks a call as a user's.
 USER_TOKEN_HEADERS = ("Authorization", "access-token")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """``127.0.0.0/8, ::1/128, 10.1.2.3``: a comma-separated CIDR list (a bare address is a /32
-    or /128). Raises ``ValueError`` naming the entry it cannot read."""
-    networks = []
-    for entry in (part.strip() for part in text.split(",")):
-        if entry:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                raise ValueError(f"SERVICE_ALLOWED_NETWORKS: not a network: {entry!r}") from None
-    return tuple(networks)
-
-
-def address_in(address: str | None, networks: Sequence[Network]) -> bool:
-    """Whether a peer address (as WSGI's ``REMOTE_ADDR`` gives it) lies in one of ``networks``.
-
-    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``, a dual-stack listener) counts as its
-    IPv4 address; anything that is not an address is outside every network.
-    """
-    try:
-        ip = ipaddress.ip_address((address or "").split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == network.version and ip in network for network in networks)
-
-
-@dataclass(frozen=True)
-class CallerFacts:
-    """What decides whether a request is a trusted service's: read from the request by
-    :func:`caller_facts`, given by hand in tests."""
-
-    sent_token: str | None  # X-Service-Token, None when absent
-    has_user_token: bool    # an Authorization or access-token header
-    remote_addr: str | None
-
-
-class ServiceCallers:
-    """Who may call a service-to-service endpoint (pure: the request's facts come as arguments).
-
-    - A call that carries a user token is refused (403) unless it also carries the right
-      service token: user tokens never open a service endpoint.
-    - ``token`` configured: the caller must send it (else 401), from any address.
-    - No token configured: the caller's address must be in ``networks`` (else 403).
-    """
-
-    def __init__(self, token: str, networks: Sequence[Network]) -> None:
-        self._token = token.encode("utf-8")
-        self._networks = tuple(networks)
-
-    def check(self, facts: CallerFacts) -> None:
-        """Return if the caller is a trusted service; raise ``AuthError`` or ``Forbidden``."""
-        if self._token and facts.sent_token is not None and self._matches(facts.sent_token):
-            return
-        if facts.has_user_token:
-            raise Forbidden("service endpoint: user tokens are not accepted")
-        if self._token:
-            raise AuthError("invalid service token")
-        if not address_in(facts.remote_addr, self._networks):
-            raise Forbidden("service endpoint: caller not allowed")
-
-    def is_service(self, facts: CallerFacts) -> bool:
-        """For endpoints users may call too: is this a service call? A wrong service token
-        raises ``AuthError``; a call with a user token, or from outside the allowed networks
-        without the service token, is a user's."""
-        if facts.sent_token is not None and self._token:
-            if not self._matches(facts.sent_token):
-                raise AuthError("invalid service token")
-            return True
-        return not self._token and not facts.has_user_token and address_in(facts.remote_addr, self._networks)
-
-    def _matches(self, sent: str) -> bool:
-        return hmac.compare_digest(sent.encode("utf-8"), self._token)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "ServiceCallers":
-        return cls(settings.service_token, parse_networks(settings.service_allowed_networks))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@
 
 All three answer 200 with an empty body once the event is published.
 
-Who may call: trusted services only (``app.chat.http.auth.ServiceCallers``): the
+Who may call: trusted services only (``app.service_auth.ServiceCallers``): the
 ``SERVICE_TOKEN`` in ``X-Service-Token`` when one is configured (``make run`` generates one
 and gives it to presence), otherwise callers in ``SERVICE_ALLOWED_NETWORKS`` (loopback by
 default). A user token never opens these endpoints (403). A proxy in front of the server
@@ -24,13 +24,14 @@ from typing import Any, Callable, Protocol
 from flask import Blueprint, Response
 
 from app.chat import events
-from app.chat.http.auth import ServiceCallers, caller_facts
+from app.chat.http.auth import caller_facts
 from app.chat.http.params import json_body
 from app.chat.model import TOPICS
 from app.chat.ports import EventBus
 from app.destinations import (is_text_location, parse_id, parse_room_key, parse_voice_location,
                               room_key)
 from app.errors import BadRequest
+from app.service_auth import ServiceCallers
 from app.settings import Settings
 
 __all__ = ["create_service_blueprint", "OfflineHandler"]
