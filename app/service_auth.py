@@ -1,7 +1,8 @@
 """Who counts as a trusted service: the service token, or an allowed network without one.
 
 Owns :class:`ServiceCallers` (pure: a request's facts come as :class:`CallerFacts`) and the
-network list it reads (``SERVICE_ALLOWED_NETWORKS``). Service-to-service endpoints (the chat
+network lists (``SERVICE_ALLOWED_NETWORKS``; the presence server reads
+``PRESENCE_ALLOWED_NETWORKS`` with :func:`address_in` too). Service-to-service endpoints (the chat
 server's membership PUTs and presence callbacks, app/chat/http/auth.py) and both servers'
 ``/metrics`` (app/health.py) use it:
 
@@ -30,16 +31,16 @@ SERVICE_TOKEN_HEADER = "X-Service-Token"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def parse_networks(text: str) -> tuple[Network, ...]:
+def parse_networks(text: str, setting: str = "SERVICE_ALLOWED_NETWORKS") -> tuple[Network, ...]:
     """``127.0.0.0/8, ::1/128, 10.1.2.3``: a comma-separated CIDR list (a bare address is a /32
-    or /128). Raises ``ValueError`` naming the entry it cannot read."""
+    or /128). Raises ``ValueError`` naming ``setting`` and the entry it cannot read."""
     networks = []
     for entry in (part.strip() for part in text.split(",")):
         if entry:
             try:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
-                raise ValueError(f"SERVICE_ALLOWED_NETWORKS: not a network: {entry!r}") from None
+                raise ValueError(f"{setting}: not a network: {entry!r}") from None
     return tuple(networks)
 
 

@@ -90,7 +90,13 @@ class Settings:
     presence_token: str = _setting(
         "PRESENCE_TOKEN", "",
         "Secret a chat node shows presence (`auth` line) before `lease`, `sync` and node logouts. Empty: "
-        "presence trusts every connection with those. `make run` generates one"
+        "presence trusts every connection from PRESENCE_ALLOWED_NETWORKS with those. `make run` generates one"
+    )
+    presence_allowed_networks: str = _setting(
+        "PRESENCE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128",
+        "Comma-separated CIDR list whose presence TCP connections are served without `auth` (the original "
+        "chat and signaling servers send no credential); a connection from elsewhere must send `auth` with "
+        "PRESENCE_TOKEN first, and with no token set it is refused"
     )
 
     # Backends

@@ -39,6 +39,10 @@ Who may do what (issue 14). Each connection is a :class:`Caller`:
 - Without a presence token every connection is trusted (the original servers send no
   credential), and a session logged in without a node belongs to the *host* that logged it
   in, because the original chat server logs in and out on different pooled connections.
+- Either way, a connection from outside the allowed networks (``PRESENCE_ALLOWED_NETWORKS``,
+  loopback by default) is served nothing until it sent ``auth`` with the token (``auth
+  required``), and nothing at all when there is no token (``not allowed``): the original
+  servers' lines are served only where the deployment says they come from.
 - Refusals are error replies (``auth required``, ``invalid token``, ``not allowed``) and
   change nothing. After ``MAX_CONSECUTIVE_ERRORS`` error replies in a row, the last one is
   followed by ``too many errors`` and the caller is marked closed: the server hangs up
@@ -53,11 +57,12 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Final
+from typing import Callable, Final, Sequence
 
 import app.metrics as metrics
 from app.errors import BackendError
 from app.logs import RateLimitedLog
+from app.service_auth import Network, address_in
 
 from . import fields
 from .codec import (
@@ -91,10 +96,11 @@ _backend_log = RateLimitedLog(log)
 @dataclass
 class Caller:
     """One connection as the handler sees it: whom its sessions belong to, whether it may
-    act for chat nodes, and its run of error replies."""
+    act for chat nodes, whether it calls from an allowed network, and its run of error replies."""
 
     owner: str
     trusted: bool
+    listed: bool = True  # its address is in the allowed networks: served without ``auth``
     errors: int = 0
     closed: bool = False
 
@@ -102,10 +108,11 @@ class Caller:
 class PresenceHandler:
     """Turns request lines into reply lines. Safe to share between connections."""
 
-    def __init__(self, store: PresenceStore, notifier: ChatNotifier, *, token: str = "",
-                 max_errors: int = MAX_CONSECUTIVE_ERRORS) -> None:
+    def __init__(self, store: PresenceStore, notifier: ChatNotifier, *, open_networks: Sequence[Network],
+                 token: str = "", max_errors: int = MAX_CONSECUTIVE_ERRORS) -> None:
         self.store = store
         self.notifier = notifier
+        self._open_networks = tuple(open_networks)
         self._token = token.encode("utf-8")
         self.max_errors = max_errors
         self._handlers: dict[str, Callable[[Request], Reply]] = {
@@ -129,9 +136,10 @@ class PresenceHandler:
 
     def connect(self, peer_host: str) -> Caller:
         """The :class:`Caller` of a new connection from ``peer_host``."""
+        listed = address_in(peer_host, self._open_networks)
         if self._token:
-            return Caller(owner=connection_owner(uuid.uuid4().hex), trusted=False)
-        return Caller(owner=host_owner(peer_host), trusted=True)
+            return Caller(owner=connection_owner(uuid.uuid4().hex), trusted=False, listed=listed)
+        return Caller(owner=host_owner(peer_host), trusted=listed, listed=listed)
 
     def handle_event(self, event: bytes | LineTooLongEvent, caller: Caller) -> bytes:
         """One framed event (a line, or an oversize-line marker) -> its reply line(s)."""
@@ -142,8 +150,8 @@ class PresenceHandler:
 
     def handle_line(self, line: bytes, caller: Caller | None = None) -> bytes:
         """One request line -> its reply line (plus ``too many errors`` when that ends the
-        caller's patience). Without ``caller``: a new connection from this host."""
-        caller = caller if caller is not None else self.connect("local")
+        caller's patience). Without ``caller``: a new connection from this host (loopback)."""
+        caller = caller if caller is not None else self.connect("127.0.0.1")
         syntax: Syntax = "legacy"
         kind = metrics.OTHER
         outcome = metrics.REFUSED
@@ -176,6 +184,8 @@ class PresenceHandler:
         kind = request.type
         if kind is None:
             raise request.error("missing field type")
+        if not (caller.listed or caller.trusted or kind == "auth"):
+            raise request.error("auth required" if self._token else "not allowed")
         for_caller = self._caller_handlers.get(kind)
         if for_caller is not None:
             return for_caller(request, caller)
@@ -197,6 +207,8 @@ class PresenceHandler:
     # -- Who may do what -------------------------------------------------------------------------
 
     def _auth(self, request: Request, caller: Caller) -> Reply:
+        if not self._token and not caller.listed:
+            raise request.error("not allowed")  # nothing to show: only the allowed networks are served
         sent = request.text("token", required=bool(self._token)) or ""
         if self._token and not hmac.compare_digest(sent.encode("utf-8"), self._token):
             raise request.error("invalid token")

@@ -38,7 +38,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 from app.logs import log_context
-from app.service_auth import ServiceCallers
+from app.service_auth import ServiceCallers, parse_networks
 from app.settings import Settings
 
 from .codec import LineReader
@@ -127,7 +127,10 @@ class PresenceService:
         self.settings = settings
         self.store = store
         self.notifier = notifier
-        self.tcp = PresenceTcpServer(PresenceHandler(store, notifier, token=settings.presence_token),
+        handler = PresenceHandler(
+            store, notifier, token=settings.presence_token,
+            open_networks=parse_networks(settings.presence_allowed_networks, "PRESENCE_ALLOWED_NETWORKS"))
+        self.tcp = PresenceTcpServer(handler,
                                      host=settings.bind_host, port=settings.presence_tcp_port,
                                      max_connections=settings.presence_max_connections,
                                      max_line_bytes=settings.presence_max_line_bytes,

@@ -215,7 +215,7 @@ def test_kafka_produce_is_timed_until_the_broker_acknowledges():
 
 
 def test_presence_lines_are_counted_by_type_and_outcome():
-    handler = PresenceHandler(MemoryPresenceStore(), RecordingNotifier())
+    handler = PresenceHandler(MemoryPresenceStore(), RecordingNotifier(), open_networks=parse_networks("127.0.0.0/8"))
     with Moved("smooth_presence_requests_total", protocol="tcp", type="login", outcome="ok") as logins, \
             Moved("smooth_presence_requests_total", protocol="tcp", type="other", outcome="refused") as refused:
         handler.handle_line(b'{"type":"login","session_id":"s1","user_id":"5"}')

@@ -14,12 +14,19 @@ from typing import Any
 import pytest
 
 from app.errors import BackendUnavailable
+from app.service_auth import parse_networks
+from app.settings import Settings
 from app.tcp_presence.codec import LineTooLongEvent
 from app.tcp_presence.handler import MAX_CONSECUTIVE_ERRORS, Caller, PresenceHandler
 from app.tcp_presence.store import VoiceOut
 from tests.support.presence import MemoryPresenceStore, RecordingNotifier
 
 OK = "반환메세지\r\n".encode("utf-8")
+
+
+# The deployment's networks in these tests: this host and the private network the servers share.
+DEPLOYMENT = parse_networks("127.0.0.0/8, 10.0.0.0/8")
+OUTSIDE = "203.0.113.9"
 
 
 @pytest.fixture
@@ -34,7 +41,7 @@ def notifier() -> RecordingNotifier:
 
 @pytest.fixture
 def handler(store: MemoryPresenceStore, notifier: RecordingNotifier) -> PresenceHandler:
-    return PresenceHandler(store, notifier)
+    return PresenceHandler(store, notifier, open_networks=DEPLOYMENT)
 
 
 def legacy(handler: PresenceHandler, **fields: str) -> bytes:
@@ -304,7 +311,7 @@ class _BrokenStore(MemoryPresenceStore):
 
 
 def test_failures_never_leak_exception_text(notifier: RecordingNotifier) -> None:
-    handler = PresenceHandler(_BrokenStore(), notifier)
+    handler = PresenceHandler(_BrokenStore(), notifier, open_networks=DEPLOYMENT)
     assert handler.handle_line(b"{type='login', session_id='s1', user_id='5'}") == b"ERROR internal error\r\n"
     assert handler.handle_line(b'{"type":"logout","session_id":"s1"}') == \
         b'{"ok":false,"error":"backend unavailable"}\r\n'
@@ -318,7 +325,7 @@ TOKEN = "presence-s3cret"
 @pytest.fixture
 def guarded(store: MemoryPresenceStore, notifier: RecordingNotifier) -> PresenceHandler:
     """A handler of a deployment with a presence token."""
-    return PresenceHandler(store, notifier, token=TOKEN)
+    return PresenceHandler(store, notifier, token=TOKEN, open_networks=DEPLOYMENT)
 
 
 def ask(handler: PresenceHandler, caller: Caller, **fields: Any) -> dict[str, Any]:
@@ -400,3 +407,40 @@ def test_a_good_request_resets_the_error_run(handler: PresenceHandler) -> None:
             handler.handle_line(b"garbage", caller)
         assert handler.handle_line(b"{type='login', session_id='s1', user_id='5'}", caller) == OK
     assert not caller.closed and caller.errors == 0
+
+
+# -- Who may connect at all: the allowed networks (PRESENCE_ALLOWED_NETWORKS) ------------------------
+
+
+def test_with_a_token_an_outside_connection_is_served_only_once_it_shows_it(guarded: PresenceHandler,
+                                                                           store: MemoryPresenceStore) -> None:
+    outsider = guarded.connect(OUTSIDE)
+    for fields in ({"type": "state", "user_id": 5, "channel_id": "c-1"}, {"type": "direct", "channel_id": 7,
+                                                                            "ids": [5]},
+                   {"type": "login", "session_id": "s1", "user_id": 5}):
+        assert ask(guarded, outsider, **fields) == {"ok": False, "error": "auth required"}
+    assert guarded.handle_line(b"{type='login', session_id='s1', user_id='5'}", outsider) == \
+        b"ERROR auth required\r\n"
+    assert store.sessions == {}
+    assert ask(guarded, outsider, type="auth", token=TOKEN) == {"ok": True}
+    assert ask(guarded, outsider, type="login", session_id="s1", user_id=5) == {"ok": True, "first_session": True}
+
+
+def test_with_a_token_a_listed_connection_keeps_the_original_lines_without_it(guarded: PresenceHandler) -> None:
+    signaling_server = guarded.connect("10.0.0.7")
+    assert guarded.handle_line(b"{type='login', session_id='s1', user_id='5'}", signaling_server) == OK
+
+
+def test_without_a_token_an_outside_connection_is_refused_everything(handler: PresenceHandler,
+                                                                     store: MemoryPresenceStore) -> None:
+    outsider = handler.connect(OUTSIDE)
+    assert handler.handle_line(b"{type='login', session_id='s1', user_id='5'}", outsider) == b"ERROR not allowed\r\n"
+    assert ask(handler, outsider, type="auth", token="anything") == {"ok": False, "error": "not allowed"}
+    assert ask(handler, outsider, type="lease", node_id="n1") == {"ok": False, "error": "not allowed"}
+    assert store.sessions == {} and store.leases == {}
+
+
+def test_by_default_only_this_host_is_listed(store: MemoryPresenceStore, notifier: RecordingNotifier) -> None:
+    default = PresenceHandler(store, notifier, open_networks=parse_networks(Settings().presence_allowed_networks))
+    assert default.connect("127.0.0.1").listed and default.connect("::1").listed
+    assert not default.connect("10.0.0.5").listed
