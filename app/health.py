@@ -21,7 +21,7 @@ import app.metrics as metrics
 from app.errors import ChatServerError
 from app.service_auth import SERVICE_TOKEN_HEADER, CallerFacts, ServiceCallers
 
-__all__ = ["health_blueprint", "metrics_response", "scraper_facts"]
+__all__ = ["health_blueprint", "metrics_response", "service_call_facts"]
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,15 @@ def metrics_response(registry: CollectorRegistry, callers: ServiceCallers) -> Re
     token configured it must call from ``SERVICE_ALLOWED_NETWORKS``. Raises ``AuthError`` or
     ``Forbidden`` (401 or 403 in the JSON envelope).
     """
-    callers.check(scraper_facts())
+    callers.check(service_call_facts())
     body, content_type = metrics.exposition(registry)
     return Response(body, mimetype=None, content_type=content_type)
 
 
-def scraper_facts() -> CallerFacts:
-    """The current request's :class:`CallerFacts`, for ``/metrics``: a bearer credential is a
-    service token offered (a scraper has no user token to show)."""
+def service_call_facts() -> CallerFacts:
+    """The current request's :class:`CallerFacts`, for endpoints only services call (``/metrics``,
+    presence's ``user-state``): a bearer credential is a service token offered (a scraper has no
+    user token to show)."""
     bearer = request.headers.get("Authorization", "")
     offered = request.headers.get(SERVICE_TOKEN_HEADER)
     if offered is None and bearer[:7].lower() == "bearer ":

@@ -325,10 +325,11 @@ def presence_document() -> dict[str, Any]:
                 tag="presence", security=PUBLIC,
                 requestBody={"required": True, "content": {JSON: {"schema": _ref("IdList")}}})},
             "/presence-server/user-state": {"get": _operation(
-                "Every online user (a bare map)",
+                "Every online user (a bare map), for trusted services (the community server)",
                 {"200": _json({"type": "object", "additionalProperties": {"const": "online"}}, "Online users"),
+                 **_errors(401, 403),
                  "503": {**failure, "description": "Redis is unavailable (code 5030)"}},
-                tag="presence", security=PUBLIC)},
+                tag="presence", security=SERVICE)},
             "/healthz": {"get": _operation("Alive", {"200": _json(_ref("Health"), "Alive")},
                                            tag="health", security=PUBLIC)},
             "/readyz": {"get": _operation(

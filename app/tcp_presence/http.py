@@ -6,7 +6,8 @@ Owns :func:`create_presence_http_app`:
   numbers); answer = the common wrapper with ``result`` = ``{"<id>": "<location>" |
   "offline"}`` (the user's visible location, §7.5).
 - ``GET /presence-server/user-state``: bare ``{"<id>": "online", ...}`` of every online
-  user, read from the ``online`` index (no key scan, W-23).
+  user, read from the ``online`` index (no key scan, W-23); for trusted services only (the
+  community server resyncs from it), by the rule of ``/metrics``.
 - ``GET /healthz`` (the process runs) and ``GET /readyz`` (Redis answers).
 - ``GET /presence-server/openapi.json``: the OpenAPI description of the above (app/openapi.py).
 
@@ -30,7 +31,7 @@ from flask import Flask, Response, jsonify, request
 import app.metrics as metrics
 from app import json_input
 from app.destinations import parse_id
-from app.health import metrics_response
+from app.health import metrics_response, service_call_facts
 from app.errors import BackendError
 from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids, success
 from app.openapi import PRESENCE_PATH, presence_document
@@ -52,8 +53,9 @@ MAX_BODY_BYTES: Final = 128 * 1024
 _MEASURED_ENDPOINTS: Final = {"friends_state": "friends-state", "user_state": "user-state"}
 
 
-def create_presence_http_app(store: PresenceStore, *, metrics_callers: ServiceCallers) -> Flask:
-    """The Flask app; ``store`` is the same one the TCP handler uses; ``/metrics`` answers ``metrics_callers``."""
+def create_presence_http_app(store: PresenceStore, *, services: ServiceCallers) -> Flask:
+    """The Flask app; ``store`` is the same one the TCP handler uses; ``/metrics`` and
+    ``user-state`` answer ``services`` (trusted services) only."""
     app = Flask("smooth-presence")
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -74,11 +76,12 @@ def create_presence_http_app(store: PresenceStore, *, metrics_callers: ServiceCa
 
     @app.get("/presence-server/user-state")
     def user_state() -> tuple[Response, int]:
+        services.check(service_call_facts())  # every online user: the community server's, no one else's
         return jsonify({str(user): "online" for user in store.online_users()}), 200
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
-        return metrics_response(metrics.PRESENCE_REGISTRY, metrics_callers)
+        return metrics_response(metrics.PRESENCE_REGISTRY, services)
 
     @app.after_request
     def count_request(response: Response) -> Response:

@@ -135,7 +135,7 @@ class PresenceService:
                                      max_connections=settings.presence_max_connections,
                                      max_line_bytes=settings.presence_max_line_bytes,
                                      idle_timeout_s=settings.presence_idle_timeout_s)
-        http_app = create_presence_http_app(store, metrics_callers=ServiceCallers.from_settings(settings))
+        http_app = create_presence_http_app(store, services=ServiceCallers.from_settings(settings))
         self.http = WSGIServer((settings.bind_host, settings.presence_http_port), http_app,
                                spawn=Pool(HTTP_MAX_CONNECTIONS), log=None)
         self.reaper = LeaseReaper(store, notifier, lease_s=settings.node_lease_s)

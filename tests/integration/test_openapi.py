@@ -218,7 +218,9 @@ CASES: list[Case] = [
      lambda w: call(w.presence + "/presence-server/friends-state", "POST", body=[w.five, str(w.nine)]), 200),
     (PRESENCE, "POST", "/presence-server/friends-state",
      lambda w: call(w.presence + "/presence-server/friends-state", "POST", body=["x"]), 400),
-    (PRESENCE, "GET", "/presence-server/user-state", lambda w: call(w.presence + "/presence-server/user-state"), 200),
+    (PRESENCE, "GET", "/presence-server/user-state",
+     lambda w: call(w.presence + "/presence-server/user-state", headers=as_service(w)), 200),
+    (PRESENCE, "GET", "/presence-server/user-state", lambda w: call(w.presence + "/presence-server/user-state"), 401),
     (PRESENCE, "GET", "/healthz", lambda w: call(w.presence + "/healthz"), 200),
     (PRESENCE, "GET", "/readyz", lambda w: call(w.presence + "/readyz"), 200),
     (PRESENCE, "GET", PRESENCE_PATH, lambda w: call(w.presence + PRESENCE_PATH), 200),
@@ -230,7 +232,7 @@ CASES: list[Case] = [
 NO_ERROR_CASE = {
     (CHAT, "GET", "/healthz"), (CHAT, "GET", "/readyz"), (CHAT, "GET", CHAT_PATH),
     (CHAT, "GET", "/demo"),  # 404 only with the demo off: tests/unit/test_demo_routes.py
-    (PRESENCE, "GET", "/presence-server/user-state"), (PRESENCE, "GET", "/healthz"), (PRESENCE, "GET", "/readyz"),
+    (PRESENCE, "GET", "/healthz"), (PRESENCE, "GET", "/readyz"),
     (PRESENCE, "GET", PRESENCE_PATH),
 }
 

@@ -84,7 +84,8 @@ def friends_state(presence: ServiceProcess, *user_ids: int) -> dict[str, str]:
 
 
 def online(presence: ServiceProcess) -> set[int]:
-    status, body = http_json(f"http://127.0.0.1:{presence.settings.presence_http_port}/presence-server/user-state")
+    status, body = http_json(f"http://127.0.0.1:{presence.settings.presence_http_port}/presence-server/user-state",
+                             headers={"X-Service-Token": presence.settings.service_token})
     assert status == 200
     return {int(user) for user in body}
 

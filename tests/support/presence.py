@@ -72,12 +72,12 @@ def presence_settings(embedded: EmbeddedStack, **overrides: Any) -> Settings:
     return make_settings(embedded, **{"presence_redis_url": redis_url, **overrides})
 
 
-def http_json(url: str, body: Any = None, *, method: str | None = None,
-              timeout: float = 10.0) -> tuple[int, Any]:
+def http_json(url: str, body: Any = None, *, method: str | None = None, timeout: float = 10.0,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """One HTTP request with an optional JSON body; returns (status, decoded body or None)."""
     data = None if body is None else json.dumps(body).encode("utf-8")
     request = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()

@@ -226,7 +226,7 @@ def test_presence_lines_are_counted_by_type_and_outcome():
 
 def test_presence_http_requests_are_counted_and_metrics_served():
     loopback = ServiceCallers("", parse_networks("127.0.0.0/8"))  # the test client calls from 127.0.0.1
-    client = create_presence_http_app(MemoryPresenceStore(), metrics_callers=loopback).test_client()
+    client = create_presence_http_app(MemoryPresenceStore(), services=loopback).test_client()
     with Moved("smooth_presence_requests_total", protocol="http", type="friends-state", outcome="ok") as ok, \
             Moved("smooth_presence_requests_total", protocol="http", type="friends-state", outcome="refused") as bad:
         assert client.post("/presence-server/friends-state", json=[5]).status_code == 200

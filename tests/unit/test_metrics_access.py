@@ -1,4 +1,4 @@
-"""Who may read ``/metrics`` (app/health.py ``metrics_response``): on both servers, trusted
+"""Who may read ``/metrics`` (app/health.py ``metrics_response``) and presence's ``user-state``: trusted
 services only, by the same rule as the service endpoints (app/service_auth.py). A scraper
 shows the service token as ``X-Service-Token`` or as Prometheus's ``authorization`` setting
 sends it (``Authorization: Bearer``); without a configured token, only allowed networks."""
@@ -27,7 +27,7 @@ def chat_app(callers: ServiceCallers) -> Flask:
 
 
 def presence_app(callers: ServiceCallers) -> Flask:
-    return create_presence_http_app(MemoryPresenceStore(), metrics_callers=callers)
+    return create_presence_http_app(MemoryPresenceStore(), services=callers)
 
 
 SERVERS = pytest.mark.parametrize("make_app", [chat_app, presence_app], ids=["chat", "presence"])
@@ -66,3 +66,13 @@ def test_a_refusal_is_the_json_envelope_and_shows_no_metric(make_app):
 def test_health_stays_open_for_load_balancers(make_app):
     client = make_app(ServiceCallers(TOKEN, LOOPBACK)).test_client()
     assert client.get("/healthz", environ_base=OUTSIDE).status_code == 200
+
+
+def test_the_list_of_every_online_user_is_for_trusted_services_too():
+    """``user-state`` is the community server's resync (protocol.md §6.3), not anyone's to read."""
+    app = presence_app(ServiceCallers(TOKEN, LOOPBACK))
+    assert app.test_client().get("/presence-server/user-state").status_code == 401
+    answer = app.test_client().get("/presence-server/user-state", headers={"X-Service-Token": TOKEN})
+    assert answer.status_code == 200 and answer.get_json() == {}
+    outside = presence_app(ServiceCallers("", LOOPBACK)).test_client()
+    assert outside.get("/presence-server/user-state", environ_base=OUTSIDE).status_code == 403
