@@ -3,8 +3,8 @@
 Owns :class:`ServiceCallers` (pure: a request's facts come as :class:`CallerFacts`) and the
 network lists (``SERVICE_ALLOWED_NETWORKS``; the presence server reads
 ``PRESENCE_ALLOWED_NETWORKS`` with :func:`address_in` too). Service-to-service endpoints (the chat
-server's membership PUTs and presence callbacks, app/chat/http/auth.py) and both servers'
-``/metrics`` (app/health.py) use it:
+server's membership PUTs and presence callbacks, app/chat/http/auth.py), both servers'
+``/metrics`` and presence's ``user-state`` (app/health.py ``service_call_facts``) use it:
 
 - when ``SERVICE_TOKEN`` is set, a caller must send it (compared in constant time), from any
   address;
@@ -61,8 +61,8 @@ def address_in(address: str | None, networks: Sequence[Network]) -> bool:
 
 @dataclass(frozen=True)
 class CallerFacts:
-    """What decides whether a request is a trusted service's: read from the request by
-    :func:`caller_facts`, given by hand in tests."""
+    """What decides whether a request is a trusted service's: read from the request
+    (``app.chat.http.auth.caller_facts``, ``app.health.service_call_facts``), given by hand in tests."""
 
     sent_token: str | None  # X-Service-Token, None when absent
     has_user_token: bool    # an Authorization or access-token header

@@ -100,7 +100,7 @@ class Caller:
 
     owner: str
     trusted: bool
-    listed: bool = True  # its address is in the allowed networks: served without ``auth``
+    listed: bool  # its address is in the allowed networks: served without ``auth``
     errors: int = 0
     closed: bool = False
 
