@@ -76,6 +76,8 @@ def _operation(summary: str, responses: dict[str, Any], *, tag: str, security: l
 
 USER = [{"bearer": []}, {"accessToken": []}]
 SERVICE = [{"serviceToken": []}, {}]  # {}: no credential, from SERVICE_ALLOWED_NETWORKS, while SERVICE_TOKEN is unset
+# The same, for the endpoints where the service token may also come as a bearer credential.
+SERVICE_OR_BEARER = [{"serviceToken": []}, {"serviceBearer": []}, {}]
 PUBLIC: list[dict[str, list[str]]] = [{}]
 
 
@@ -151,9 +153,9 @@ _SECURITY_SCHEMES = {
                      "description": "`SERVICE_TOKEN`; user tokens never open service endpoints"},
     "serviceBearer": {"type": "http", "scheme": "bearer",
                       "description": "`SERVICE_TOKEN` as a bearer credential, as Prometheus's `authorization` "
-                                     "setting sends it (`/metrics` only)"},
+                                     "setting sends it (`/metrics` and presence's `user-state` only)"},
 }
-# What the presence server's document needs of them (its only guarded path is /metrics).
+# What the presence server's document needs of them (its guarded paths: /metrics, user-state).
 _SERVICE_SCHEMES = {name: _SECURITY_SCHEMES[name] for name in ("serviceToken", "serviceBearer")}
 
 
@@ -219,7 +221,7 @@ _METRICS = {"get": _operation(
     {"200": {"description": "Every metric family",
              "content": {"text/plain": {"schema": {"type": "string"}}}},
      **_errors(401, 403)},
-    tag="health", security=[{"serviceToken": []}, {"serviceBearer": []}, {}])}
+    tag="health", security=SERVICE_OR_BEARER)}
 
 
 def _chat_paths() -> dict[str, Any]:
@@ -329,7 +331,7 @@ def presence_document() -> dict[str, Any]:
                 {"200": _json({"type": "object", "additionalProperties": {"const": "online"}}, "Online users"),
                  **_errors(401, 403),
                  "503": {**failure, "description": "Redis is unavailable (code 5030)"}},
-                tag="presence", security=SERVICE)},
+                tag="presence", security=SERVICE_OR_BEARER)},
             "/healthz": {"get": _operation("Alive", {"200": _json(_ref("Health"), "Alive")},
                                            tag="health", security=PUBLIC)},
             "/readyz": {"get": _operation(
