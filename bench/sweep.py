@@ -128,16 +128,24 @@ def search(run_point: Callable[[float], dict[str, Any]], duration: float, start_
 def point_row(point: dict[str, Any]) -> dict[str, Any]:
     if "error" in point:
         return {"system": point["system"], "subs": point.get("subscribers"), "rate": point["rate"],
-                "verdict": point.get("verdict", point["error"][:100])}
+                "verdict": _error_verdict(point)}
+    return {"system": point["system"], "subs": point["subscribers"], "senders": point["senders"],
+            "rate": point["rate"], "offered_dps": round(point["rate"] * point["subscribers"]), **_figures(point)}
+
+
+def _figures(point: dict[str, Any]) -> dict[str, Any]:
+    """What a measured point shows in its row, in a fan-out sweep and a rooms sweep alike."""
     lat = point["latency_ms"]
     window = max(1e-9, point["window_s"])
-    return {"system": point["system"], "subs": point["subscribers"], "senders": point["senders"],
-            "rate": point["rate"], "offered_dps": round(point["rate"] * point["subscribers"]),
-            "deliveries_per_s": point["deliveries_per_s"], "sent": point["sent"], "lost": point["lost"],
+    return {"deliveries_per_s": point["deliveries_per_s"], "sent": point["sent"], "lost": point["lost"],
             "dups": point["duplicates"], "p50_ms": lat["p50"], "p99_ms": lat["p99"], "max_ms": lat["max"],
             "cpu_us_per_delivery": point["cpu_us_per_delivery"],
             "loadgen_cores": round(point["loadgen_cpu_s"] / window, 2),
             "other_cores": round(_other_cores(point), 2), "verdict": point.get("verdict", "")}
+
+
+def _error_verdict(point: dict[str, Any]) -> str:
+    return point.get("verdict", point["error"][:100])
 
 
 class _System:
@@ -293,15 +301,9 @@ ROOMS_SUMMARY_COLUMNS = ["connections", "bound_ms", "smooth_max_rate", "smooth_p
 def rooms_point_row(point: dict[str, Any]) -> dict[str, Any]:
     """One many-rooms point; ``rate`` is SENDs per second in all (each goes to both members of its room)."""
     if "error" in point:
-        return {"system": point["system"], "rate": point["rate"], "verdict": point.get("verdict", point["error"][:100])}
-    lat = point["latency_ms"]
-    window = max(1e-9, point["window_s"])
+        return {"system": point["system"], "rate": point["rate"], "verdict": _error_verdict(point)}
     return {"system": point["system"], "connections": point["connections"], "rate": point["rate"],
-            "offered_dps": round(point["rate"] * 2), "deliveries_per_s": point["deliveries_per_s"],
-            "sent": point["sent"], "lost": point["lost"], "dups": point["duplicates"], "p50_ms": lat["p50"],
-            "p99_ms": lat["p99"], "max_ms": lat["max"], "cpu_us_per_delivery": point["cpu_us_per_delivery"],
-            "loadgen_cores": round(point["loadgen_cpu_s"] / window, 2),
-            "other_cores": round(_other_cores(point), 2), "verdict": point.get("verdict", "")}
+            "offered_dps": round(point["rate"] * 2), **_figures(point)}
 
 
 def run_rooms(data_dir: Path, conns: int, duration: float, size: int, procs: int, start_rate: float,
