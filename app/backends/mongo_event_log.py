@@ -16,10 +16,11 @@ Two collections:
 
 **Allocating a whole round in two calls** (one when the round has one room: ``findAndModify``).
 ``findAndModify`` returns a counter's new value, but it is one call per room, and a
-group-commit round of DM traffic touches as many rooms as it holds messages. So :meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one
-unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
-``grants`` (the last ``GRANTS_KEPT``), and then reads the counters back in one query. The
-update is atomic per document, so ``grants`` lists the increments in the order they were
+group-commit round of DM traffic touches as many rooms as it holds messages. So
+:meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one unordered bulk write, each
+also pushing ``{t: token, k: count}`` onto the counter's ``grants`` (the last
+``GRANTS_KEPT``), and then reads the counters back in one query. The update is atomic per
+document, so ``grants`` lists the increments in the order they were
 applied: this round's block ends where the increments after it (those listed after its
 token) begin. A round whose grant has already scrolled out of ``grants`` (more than
 ``GRANTS_KEPT`` other rounds hit the room between the write and the read) takes another

@@ -166,7 +166,8 @@ class Relay:
         return flushed
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for the queue to empty; whether it did."""
+        """Wait up to ``timeout_s`` for the queue to empty and what was acknowledged to be marked
+        (marked at once, not after MARK_AFTER_S); whether the queue emptied."""
         deadline = self._monotonic() + timeout_s
         self._flushing = True
         self._more.set()  # a publisher waiting to mark marks now
