@@ -26,6 +26,8 @@ __all__ = ["Settings", "SettingsError", "DEV_JWT_SECRET", "markdown_table", "exp
 DEV_JWT_SECRET = "c21vb3RoLWRldi1zZWNyZXQtZG8tbm90LXVzZS1pbi1wcm9kdWN0aW9uLTAxMjM0NTY3ODk="
 
 DAY = 86_400
+# This host only: the default of every "who may call without a credential" network list.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 # The variable prometheus_client reads (app/metrics.py); also the metrics_dir setting's key.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -83,7 +85,7 @@ class Settings:
         "only SERVICE_ALLOWED_NETWORKS may call. `make run` generates one"
     )
     service_allowed_networks: str = _setting(
-        "SERVICE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128",
+        "SERVICE_ALLOWED_NETWORKS", LOOPBACK_NETWORKS,
         "Comma-separated CIDR list of the callers service endpoints (and `/metrics`) accept while "
         "SERVICE_TOKEN is empty"
     )
@@ -93,7 +95,7 @@ class Settings:
         "presence trusts every connection from PRESENCE_ALLOWED_NETWORKS with those. `make run` generates one"
     )
     presence_allowed_networks: str = _setting(
-        "PRESENCE_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128",
+        "PRESENCE_ALLOWED_NETWORKS", LOOPBACK_NETWORKS,
         "Comma-separated CIDR list whose presence TCP connections are served without `auth` (the original "
         "chat and signaling servers send no credential); a connection from elsewhere must send `auth` with "
         "PRESENCE_TOKEN first, and with no token set it is refused"
