@@ -7,8 +7,10 @@ run`` has it) and drives the send path's database calls through Smooth's own bac
 rounds of ``--per-round`` DM messages to as many rooms (the many-rooms shape), one step at a
 time, reading the server process's CPU time (/proc, via psutil) around each step:
 
-- ``number``: the round's sequence numbers (``RoomLog.number``: counters' bulk update + read-back);
-- ``store``: ``MongoMessageWriter.insert_many`` (the outbox mark, the messages, the summaries);
+- ``number``: the round's sequence numbers (``RoomLog.number``: counters' bulk update + read-back;
+  since the tenth session the same update counts the messages into the room summaries);
+- ``store``: ``MongoMessageWriter.insert_many`` (the outbox mark, the messages; before the tenth
+  session also the summaries);
 - ``keep``: the records in the room log (``RoomLog.keep``);
 - ``publish``: ``MongoOutbox.published`` once the round is acknowledged.
 

@@ -468,6 +468,7 @@ class MemoryEventLog:
 
     def __init__(self, now=datetime.utcnow) -> None:
         self.counters: dict[RoomKey, int] = {}
+        self.counted: dict[RoomKey, int] = {}  # new messages counted per room (allocate - uncount)
         self.moved: dict[RoomKey, datetime] = {}
         self.events: dict[RoomKey, dict[int, RoomEvent]] = {}
         self.fail_allocate = False
@@ -475,7 +476,7 @@ class MemoryEventLog:
         self.after_calls: list[tuple[RoomKey, int]] = []
         self._now = now
 
-    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+    def allocate(self, counts: Mapping[RoomKey, int], messages: Sequence[ChatMessage] = ()) -> dict[RoomKey, int]:
         if self.fail_allocate:
             raise BackendUnavailable("database unavailable")
         firsts = {}
@@ -483,7 +484,15 @@ class MemoryEventLog:
             firsts[room] = self.counters.get(room, 0) + 1
             self.counters[room] = firsts[room] + count - 1
             self.moved[room] = self._now()
+        self._count(messages, 1)
         return firsts
+
+    def uncount(self, messages: Sequence[ChatMessage]) -> None:
+        self._count(messages, -1)
+
+    def _count(self, messages: Sequence[ChatMessage], sign: int) -> None:
+        for message in messages:
+            self.counted[message.room] = self.counted.get(message.room, 0) + sign
 
     def append(self, entries: Sequence[RoomEvent]) -> None:
         if self.fail_append:

@@ -2,9 +2,11 @@
 
 Two collections:
 
-- ``roomSeq``: one counter per room, ``_id`` ``"<kind>:<channelId>"`` (``summary_id``)::
+- ``roomSeq``: one document per room, ``_id`` ``"<kind>:<channelId>"`` (``summary_id``): its
+  counter, and beside it the room's message summary (``mongo_summaries``)::
 
-      {seq: <highest number handed out>, at: <when>, grants: [{t: <token>, k: <count>}, ...]}
+      {seq: <highest number handed out>, at: <when>, grants: [{t: <token>, k: <count>}, ...],
+       n, byUser, latest, first}
 
 - ``roomEvent``: the log, one document per event, unique on (``room``, ``seq``)::
 
@@ -26,6 +28,10 @@ token) begin. A round whose grant has already scrolled out of ``grants`` (more t
 ``GRANTS_KEPT`` other rounds hit the room between the write and the read) takes another
 block by ``findAndModify``; the first block's numbers then stay unused.
 
+**Numbering counts.** The new messages among a round's events are counted into their rooms'
+summaries by the very update that numbers them (``mongo_summaries.counting``), so a round
+writes each room's document once; ``uncount`` takes back those then not stored.
+
 Writes wait for the configured write concern: a counter that went back after a crash of the
 database would hand a number out twice.
 """
@@ -45,9 +51,9 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
-from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, summary_id
-from app.chat.model import Latest, RoomEvent, RoomKey
-from app.destinations import RoomKind
+from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, room_of_id, summary_id
+from app.backends.mongo_summaries import RoomSummaries, counting
+from app.chat.model import ChatMessage, Latest, RoomEvent, RoomKey
 from app.errors import BackendUnavailable
 
 __all__ = ["MongoEventLog", "GRANTS_KEPT", "first_of_block"]
@@ -58,6 +64,8 @@ log = logging.getLogger(__name__)
 # round's write and its read before that round must take a second block.
 GRANTS_KEPT = 64
 DUPLICATE_KEY = 11000
+# What a numbering call reads back of a room's document: not its summary.
+_COUNTER_FIELDS = {"seq": 1, "grants": 1}
 
 
 def first_of_block(counter: Mapping[str, Any], token: str) -> int | None:
@@ -78,21 +86,23 @@ class MongoEventLog:
         self._connection = connection
         self._counters = connection.durable(ROOM_SEQUENCES)
         self._events = connection.durable(ROOM_EVENTS)
+        self._summaries = RoomSummaries(connection.db)
 
-    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+    def allocate(self, counts: Mapping[RoomKey, int], messages: Sequence[ChatMessage] = ()) -> dict[RoomKey, int]:
         if not counts:
             return {}
         self._connection.ensure_indexes_before_write()
         now = datetime.utcnow()
+        new = _by_room(messages)
         if len(counts) == 1:  # one room (a quiet server's round): one findAndModify, no read-back
             (room, count), = counts.items()
-            return {room: self._allocate_one(summary_id(*room), count, now)}
+            return {room: self._allocate_one(summary_id(*room), count, now, new.get(room, ()))}
         token = secrets.token_hex(8)
         ids = {summary_id(*room): room for room in counts}
-        updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now), upsert=True)
+        updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now, new.get(room, ())), upsert=True)
                    for ident, room in ids.items()]
         _guarded(lambda: self._counters.bulk_write(updates, ordered=False))
-        counters = _guarded(lambda: find_unique_in(self._counters, "_id", list(ids)))
+        counters = _guarded(lambda: find_unique_in(self._counters, "_id", list(ids), _COUNTER_FIELDS))
         firsts: dict[RoomKey, int] = {}
         for counter in counters:
             first = first_of_block(counter, token)
@@ -101,16 +111,20 @@ class MongoEventLog:
         for ident, room in ids.items():
             if room not in firsts:
                 log.info("room %s: a sequence grant scrolled away; taking another block", ident)
-                firsts[room] = self._allocate_one(ident, counts[room], now)
+                firsts[room] = self._allocate_one(ident, counts[room], now)  # counted already
         return firsts
 
-    def _allocate_one(self, ident: str, count: int, now: datetime) -> int:
+    def _allocate_one(self, ident: str, count: int, now: datetime, new: Sequence[ChatMessage] = ()) -> int:
         token = secrets.token_hex(8)
         counter = _guarded(lambda: self._counters.find_one_and_update(
-            {"_id": ident}, _grant(count, token, now), upsert=True, return_document=ReturnDocument.AFTER))
+            {"_id": ident}, _grant(count, token, now, new), upsert=True, projection=_COUNTER_FIELDS,
+            return_document=ReturnDocument.AFTER))
         first = first_of_block(counter, token)
         assert first is not None  # this very update listed it last
         return first
+
+    def uncount(self, messages: Sequence[ChatMessage]) -> None:
+        self._summaries.uncounted(messages)
 
     def append(self, entries: Sequence[RoomEvent]) -> None:
         if not entries:
@@ -141,12 +155,13 @@ class MongoEventLog:
         return events
 
     def latest(self, room: RoomKey) -> Latest:
-        counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1, "at": 1}))
-        return Latest(int(counter["seq"]), counter.get("at")) if counter is not None else Latest(0, None)
+        # A room's document can hold a summary and no counter yet (messages stored unnumbered).
+        counter = _guarded(lambda: self._counters.find_one({"_id": summary_id(*room)}, {"seq": 1, "at": 1})) or {}
+        return Latest(int(counter.get("seq", 0)), counter.get("at"))
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]:
         docs = _guarded(lambda: list(self._counters.find({"at": {"$gte": since, "$lt": until}}, {"seq": 1})))
-        return {_room_of(doc["_id"]): int(doc["seq"]) for doc in docs}
+        return {room_of_id(doc["_id"]): int(doc["seq"]) for doc in docs}
 
     def prune(self, older_than: datetime) -> int:
         before = ObjectId.from_datetime(older_than)  # the earliest id of older_than's second
@@ -162,15 +177,22 @@ def _number(event: RoomEvent) -> int:
     return event.seq
 
 
-def _grant(count: int, token: str, now: datetime) -> dict[str, Any]:
-    return {"$inc": {"seq": count}, "$set": {"at": now},
-            "$push": {"grants": {"$each": [{"t": token, "k": count}], "$slice": -GRANTS_KEPT}}}
+def _grant(count: int, token: str, now: datetime, new: Sequence[ChatMessage] = ()) -> dict[str, Any]:
+    """The update that hands out ``count`` numbers, counting the ``new`` messages among them."""
+    update: dict[str, Any] = {"$inc": {"seq": count}, "$set": {"at": now},
+                              "$push": {"grants": {"$each": [{"t": token, "k": count}], "$slice": -GRANTS_KEPT}}}
+    if new:
+        counted = counting(new)
+        update["$inc"].update(counted.pop("$inc"))
+        update.update(counted)
+    return update
 
 
-def _room_of(ident: str) -> RoomKey:
-    kind, _, channel = ident.partition(":")
-    room_kind: RoomKind = "direct" if kind == "direct" else "channel"
-    return room_kind, int(channel)
+def _by_room(messages: Sequence[ChatMessage]) -> dict[RoomKey, list[ChatMessage]]:
+    rooms: dict[RoomKey, list[ChatMessage]] = {}
+    for message in messages:
+        rooms.setdefault(message.room, []).append(message)
+    return rooms
 
 
 def _guarded(call: Any) -> Any:

@@ -13,7 +13,7 @@ Order within one ``localDateTime`` millisecond is by ``_id``, so pages and curso
 the ``channel_time_id`` index of ``mongo_schema.ensure_indexes`` serves both sorts.
 
 ``room_activity`` (message-count) answers from the room summaries of ``mongo_summaries``
-(``roomSummary``: per room ``n``, ``byUser.<id>``, ``latest``, ``first``, kept on write), read
+(the rooms' ``roomSeq`` documents: per room ``n``, ``byUser.<id>``, ``latest``, ``first``, kept on write), read
 for all rooms with ``find_unique_in`` (one ``$in`` per ``IN_CHUNK`` rooms), and the read marks
 the same way. Per room:
 

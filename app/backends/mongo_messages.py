@@ -19,11 +19,13 @@ is dropped by the sweep. It maps a repeated nonce (the unique index) to the mess
 first time, and takes back the marks of messages it did not store.
 
 Every write that changes what a room holds also updates the room's summary
-(``mongo_summaries.RoomSummaries``), after the message write: ``insert`` counts it in,
-``insert_many`` with one bulk update for the whole batch (one update per room), ``delete``
-counts the removed message out. ``edit`` changes nothing counted. The two writes are not one
-transaction: what a crash between them leaves behind, and the rebuild that repairs it, are
-described in ``mongo_summaries``.
+(``mongo_summaries``). A numbered message (``seq`` set: the group commit's) was counted when
+it was numbered (``mongo_event_log``), so it is not counted again here. After the message
+write, ``insert`` counts an unnumbered message in, ``insert_many`` the unnumbered ones of its
+batch with one bulk update (one update per room), and ``delete`` counts the removed message
+out. ``edit`` changes nothing counted. The writes are not one transaction: what a crash
+between them leaves behind, and the rebuild that repairs it, are described in
+``mongo_summaries``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from bson.errors import BSONError
 from pymongo import MongoClient, ReturnDocument, WriteConcern, monitoring
@@ -176,7 +178,7 @@ class MongoMessageWriter:
         self._connection.ensure_indexes_before_write()
         document = to_document(message)  # never carries an _id: the server generates it
         result = _guarded(lambda: self._collection(message.kind).insert_one(document))
-        self._summaries.added([message])
+        self._summaries.added(_unnumbered([message]))
         return message.with_id(str(result.inserted_id))
 
     def insert_many(self, messages: Sequence[ChatMessage]) -> list[ChatMessage | Repeated | ChatServerError]:
@@ -187,7 +189,7 @@ class MongoMessageWriter:
             positions = [i for i, message in enumerate(messages) if message.kind == kind]
             if positions:
                 self._insert_batch(kind, [messages[i] for i in positions], positions, results)
-        self._summaries.added([stored for stored in results if isinstance(stored, ChatMessage)])
+        self._summaries.added(_unnumbered(stored for stored in results if isinstance(stored, ChatMessage)))
         return results
 
     def _insert_batch(self, kind: RoomKind, batch: list[ChatMessage], positions: list[int],
@@ -295,3 +297,8 @@ class MongoMessageWriter:
             return None
         self._summaries.removed(kind, doc)
         return from_document(kind, doc)
+
+
+def _unnumbered(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
+    """The messages not counted yet: a numbered one was counted with its number."""
+    return [message for message in messages if message.seq is None]

@@ -8,19 +8,23 @@ and ``messageTime`` (``channelId`` location key, ``read.<userId>`` Date). New fi
 ``editedAt``; ``nonce`` (the client's idempotency key, unique per author while kept:
 ``NONCE_INDEX``); ``seq`` (the message's number in its room, ``mongo_event_log``).
 
-Each room's event sequence (``mongo_event_log``) is two collections: ``roomSeq``, one counter
-per room (``_id`` as a summary's), and ``roomEvent``, the numbered events' records.
+Each room's event sequence (``mongo_event_log``) is two collections: ``roomSeq``, one document
+per room (``_id`` ``"<kind>:<channelId>"``: ``summary_id``) holding its counter and its message
+summary, and ``roomEvent``, the numbered events' records.
 
 The outbox (``mongo_outbox``) is two small collections, so the message collections carry no
 publishing state and no index for it: ``unpublished``, one mark per new message not published
 to Kafka yet (``_id`` the message's id, ``kind``, ``pub`` since when, ``pubBy`` the worker that
 claimed it last), and ``pendingChange``, one document per edit or delete not published yet.
 
-``roomSummary`` is new (maintained by ``mongo_summaries``): one document per room, ``_id``
-``"<kind>:<channelId>"`` (``summary_id``), plus one marker document (``SUMMARY_MARKER_ID``)
-that says every message in the database is counted in the summaries. ``ensure_indexes``
+Room summaries (``mongo_summaries``) are fields of the room's ``roomSeq`` document (``SUMMARIES``),
+so a round of new messages numbers and counts each room in one write. One marker document
+there (``SUMMARY_MARKER_ID``) says every message in the database is counted. ``ensure_indexes``
 writes that marker into a database that holds no message yet; otherwise only
-``mongo_summaries.rebuild`` does.
+``mongo_summaries.rebuild`` does. Versions before 2026-12-06 kept summaries in a collection of
+their own (``LEGACY_SUMMARIES``); ``ensure_indexes`` removes its marker, so a node of such a
+version still running during a rolling upgrade counts from the messages instead of believing
+summaries that this version no longer keeps (README, "Upgrading").
 
 ``find_unique_in`` is the one query helper here: a lookup by a list of unique keys.
 """
@@ -39,20 +43,23 @@ from pymongo.database import Database
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
+__all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "LEGACY_SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
            "NONCE_INDEX",
-           "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "to_document", "from_document", "ensure_indexes",
+           "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "room_of_id", "to_document", "from_document", "ensure_indexes",
            "INDEXES", "missing_indexes",
            "object_id"]
 
 COLLECTIONS: dict[RoomKind, str] = {"direct": "directMessage", "channel": "channelMessage"}
 READ_MARKERS = "messageTime"
-SUMMARIES = "roomSummary"
+ROOM_SEQUENCES = "roomSeq"
+# A room's summary shares its counter's document: a round's one write per room does both.
+SUMMARIES = ROOM_SEQUENCES
+# Where summaries were kept before 2026-12-06: only its marker is still touched (removed).
+LEGACY_SUMMARIES = "roomSummary"
 # The marker's _id cannot collide with a room's: those are "direct:<id>" / "channel:<id>".
 SUMMARY_MARKER_ID = "summaries-complete"
 PENDING_CHANGES = "pendingChange"
 UNPUBLISHED = "unpublished"
-ROOM_SEQUENCES = "roomSeq"
 ROOM_EVENTS = "roomEvent"
 NONCE_INDEX = "author_nonce_unique"
 
@@ -104,8 +111,15 @@ def object_id(message_id: str) -> ObjectId | None:
 
 
 def summary_id(kind: RoomKind, channel_id: int) -> str:
-    """The ``_id`` of a room's ``roomSummary`` document."""
+    """The ``_id`` of a room's ``roomSeq`` document (its counter and its summary)."""
     return f"{kind}:{int(channel_id)}"
+
+
+def room_of_id(ident: str) -> tuple[RoomKind, int]:
+    """The room a ``summary_id`` names."""
+    kind, _, channel = ident.partition(":")
+    room_kind: RoomKind = "direct" if kind == "direct" else "channel"
+    return room_kind, int(channel)
 
 
 def to_document(message: ChatMessage) -> dict[str, Any]:
@@ -178,7 +192,14 @@ def ensure_indexes(db: Database[Any]) -> None:
     """Idempotent: the history/unread indexes and the one-document-per-location rule."""
     for collection, keys, options in INDEXES:
         db[collection].create_index(keys, **options)
+    _retire_legacy_summaries(db)
     _claim_empty_database(db)
+
+
+def _retire_legacy_summaries(db: Database[Any]) -> None:
+    """Stop older nodes believing ``LEGACY_SUMMARIES``, which this version no longer keeps: without
+    its marker they count from the messages (exact, slower) until they are replaced."""
+    db[LEGACY_SUMMARIES].delete_one({"_id": SUMMARY_MARKER_ID})
 
 
 def missing_indexes(db: Database[Any]) -> list[str]:

@@ -1,30 +1,39 @@
-"""Per-room message summaries (``roomSummary``): kept on every write, read instead of counting.
+"""Per-room message summaries: kept on every write, read instead of counting.
 
-One document per room, ``_id`` = ``mongo_schema.summary_id(kind, channelId)``::
+A room's summary is four fields of its ``roomSeq`` document (``mongo_schema.SUMMARIES``), the
+one that also holds its event counter (``mongo_event_log``), ``_id`` =
+``mongo_schema.summary_id(kind, channelId)``::
 
-    {kind, channelId, n, byUser: {"<userId>": count}, latest, first}
+    {seq, at, grants, n, byUser: {"<userId>": count}, latest, first}
 
 - ``n``: messages of the room currently stored; ``byUser.<id>``: how many of them that user
   wrote. Exact. message-count for a room the user never read is ``n - byUser.<user>``.
 - ``latest``: never older than the room's newest ``localDateTime`` (equal to it, except that
-  two deletes racing each other can leave the time of a deleted message). A read mark at or
-  after ``latest`` therefore really has nothing newer: that shortcut stays exact.
+  two deletes racing each other, or a message that was numbered and then not stored, can
+  leave a newer time). A read mark at or after ``latest`` therefore really has nothing newer:
+  that shortcut stays exact.
 - ``first``: never newer than the room's oldest ``localDateTime`` (deletes do not raise
   it). Used to size history windows (``mongo_recent.Density``) and for "every message is
   newer than the mark", both of which only need that bound.
 
-``RoomSummaries`` keeps them: ``added`` (insert, ``insert_many`` with one bulk update per
-batch, restore) and ``removed`` (delete, remove), each one atomic update per room. Edits
-change nothing counted.
+**Who counts what, when.** A new message sent through the group commit is counted in the
+same write that numbers it (``counting``, merged into ``mongo_event_log``'s counter update):
+one update per room per round does both, where two did before (bench/FINDINGS.md, tenth
+session). A numbered message that was then surely not stored (a repeated nonce, a refused
+document) is taken back (``uncounted``). ``RoomSummaries`` keeps the rest: ``added`` counts
+messages stored without a number (``MessageWriter.insert``, for seeding and repairs, and
+``insert_many`` of unnumbered messages), ``removed`` counts a delete out; each is one atomic
+update per room. Edits change nothing counted.
 
-**Two writes, no transaction.** The message is written first, its summary update second.
-If the process dies between the two (or the update fails: it is logged, never raised,
-because the message is stored and its sender must get the truth), that room's summary
-misses that message: ``n`` one short, and ``latest`` possibly older than it, so an unread
-message can be reported as read until the summary is rebuilt. A delete that dies halfway
-leaves ``n`` one too high. ``rebuild`` (the operator's command:
-``python -m app.backends.rebuild_summaries``) recomputes every summary from the messages.
-Run it after a crash of a chat server, and once for data written before summaries existed.
+**Writes, no transaction.** Counting and storing are separate writes. A process that dies
+between numbering a round and storing it, or a store whose outcome stays unknown (the
+database went away mid-write and could not be asked), leaves those rooms' ``n`` too high by
+the messages not stored; a take-back or a delete's update that fails leaves it off by one (it
+is logged, never raised: the message's outcome is what its sender must hear). An unread
+count there can then be one off until the summary is rebuilt. ``rebuild`` (the operator's
+command: ``python -m app.backends.rebuild_summaries``) recomputes every summary from the
+messages. Run it after a crash of a chat server, and once after upgrading from a version
+that kept summaries elsewhere or had none.
 
 **When summaries are believed.** The marker document ``SUMMARY_MARKER_ID`` says every
 stored message is counted. ``mongo_schema.ensure_indexes`` writes it into a database that
@@ -39,7 +48,8 @@ all, and that error would then look like a valid summary.
 
 ``rebuild`` while chat servers write: a message written during the rebuild can be counted
 twice or missed in its room (the recount and the writer's ``$inc`` race). Run it with the
-writers stopped, or run it again when they are quiet.
+writers stopped, or run it again when they are quiet. It sets the summary fields only: the
+counters sharing the documents are never touched.
 """
 
 from __future__ import annotations
@@ -51,16 +61,17 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bson.int64 import Int64
-from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_recent import Density, newest_documents
-from app.backends.mongo_schema import COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, find_unique_in, summary_id
+from app.backends.mongo_schema import (COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID, find_unique_in, room_of_id,
+                                       summary_id)
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["RoomSummary", "RoomSummaries", "rebuild", "REBUILD_COMMAND"]
+__all__ = ["RoomSummary", "RoomSummaries", "counting", "rebuild", "REBUILD_COMMAND"]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +79,12 @@ REBUILD_COMMAND = "python -m app.backends.rebuild_summaries"
 REBUILD_BATCH = 1000
 DUPLICATE_KEY = 11000
 _DENSITY_FIELDS = {"n": 1, "first": 1, "latest": 1}
+_SUMMARY_FIELDS = {"n": 1, "byUser": 1, "latest": 1, "first": 1}
 
 
 @dataclass(frozen=True)
 class RoomSummary:
-    """One room's ``roomSummary`` document, as read."""
+    """One room's summary, as read from its ``roomSeq`` document."""
 
     messages: int
     by_user: Mapping[int, int] = field(default_factory=dict)
@@ -95,7 +107,7 @@ class RoomSummary:
 
 
 class RoomSummaries:
-    """Keeps and reads ``roomSummary``; one instance per database."""
+    """Keeps and reads the rooms' summaries; one instance per database."""
 
     def __init__(self, db: Database[Any]) -> None:
         self._db = db
@@ -108,9 +120,21 @@ class RoomSummaries:
         if not messages:
             return
         rooms = _by_room(messages)
-        updates = [UpdateOne({"_id": summary_id(kind, room)}, _added_update(kind, room, batch), upsert=True)
+        updates = [UpdateOne({"_id": summary_id(kind, room)}, counting(batch), upsert=True)
                    for (kind, room), batch in rooms.items()]
         self._quietly(lambda: self._upsert(updates), rooms=[summary_id(kind, room) for kind, room in rooms])
+
+    def uncounted(self, messages: Sequence[ChatMessage]) -> None:
+        """Take back messages counted when they were numbered and then not stored (best effort).
+
+        ``latest`` and ``first`` stay as they are: bounds that are still true."""
+        if not messages:
+            return
+        rooms = _by_room(messages)
+        updates = [UpdateOne({"_id": summary_id(kind, room)}, {"$inc": _tally(batch, -1)})
+                   for (kind, room), batch in rooms.items()]
+        self._quietly(lambda: self._summaries.bulk_write(updates, ordered=False),
+                      rooms=[summary_id(kind, room) for kind, room in rooms])
 
     def _upsert(self, updates: list[UpdateOne]) -> None:
         """One unordered bulk write; updates that lost a race to create the same new summary
@@ -130,10 +154,11 @@ class RoomSummaries:
         room, at = int(document["channelId"]), document["localDateTime"]
         key = summary_id(kind, room)
         update = {"$inc": {"n": Int64(-1), f"byUser.{int(document['userId'])}": Int64(-1)}}
-        # No upsert: a room without a summary stays without one (a summary made of this
-        # decrement alone would claim n = -1 and be believed).
+        # No upsert, and only where there is a summary: a room without one (its counter's
+        # document may exist) stays without one (a summary made of this decrement alone would
+        # claim n = -1 and be believed).
         after = self._quietly(lambda: self._summaries.find_one_and_update(
-            {"_id": key}, update, projection={"latest": 1, "n": 1, "first": 1},
+            {"_id": key, "n": {"$exists": True}}, update, projection={"latest": 1, "n": 1, "first": 1},
             return_document=ReturnDocument.AFTER), rooms=[key])
         if after is not None and after.get("latest") is not None and at >= after["latest"]:
             self._quietly(lambda: self._lower_latest(kind, room, at, after), rooms=[key])
@@ -174,10 +199,10 @@ class RoomSummaries:
         """The summaries of ``rooms`` that exist (one lookup per ``IN_CHUNK`` rooms); None while
         they are not believed (no marker: messages may predate the summaries)."""
         wanted = [SUMMARY_MARKER_ID, *(summary_id(kind, room) for room in rooms)]
-        docs = find_unique_in(self._summaries, "_id", wanted)
+        docs = find_unique_in(self._summaries, "_id", wanted, _SUMMARY_FIELDS)
         if not any(doc["_id"] == SUMMARY_MARKER_ID for doc in docs):
             return None
-        return {int(doc["channelId"]): RoomSummary.from_document(doc) for doc in docs
+        return {room_of_id(doc["_id"])[1]: RoomSummary.from_document(doc) for doc in docs
                 if doc["_id"] != SUMMARY_MARKER_ID}
 
     def density(self, kind: RoomKind, room: int) -> Density | None:
@@ -195,14 +220,19 @@ def _by_room(messages: Iterable[ChatMessage]) -> dict[tuple[RoomKind, int], list
     return rooms
 
 
-def _added_update(kind: RoomKind, room: int, batch: list[ChatMessage]) -> dict[str, Any]:
-    counts: dict[str, Int64] = {"n": Int64(len(batch))}
+def counting(batch: Sequence[ChatMessage]) -> dict[str, Any]:
+    """The update that counts one room's new messages into its summary (``$inc``, ``$max``,
+    ``$min``): ``mongo_event_log`` merges it into the update that numbers them."""
+    times = [message.created_at for message in batch]
+    return {"$inc": _tally(batch, 1), "$max": {"latest": max(times)}, "$min": {"first": min(times)}}
+
+
+def _tally(batch: Sequence[ChatMessage], sign: int) -> dict[str, Int64]:
+    counts: dict[str, int] = {"n": len(batch)}
     for message in batch:
         key = f"byUser.{int(message.user_id)}"
-        counts[key] = Int64(counts.get(key, 0) + 1)
-    times = [message.created_at for message in batch]
-    return {"$inc": counts, "$max": {"latest": max(times)}, "$min": {"first": min(times)},
-            "$setOnInsert": {"kind": kind, "channelId": Int64(room)}}
+        counts[key] = counts.get(key, 0) + 1
+    return {key: Int64(sign * n) for key, n in counts.items()}
 
 
 # -- rebuild -----------------------------------------------------------------------------
@@ -234,12 +264,14 @@ def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int,
                   say: Callable[[str], None]) -> dict[str, int]:
     say(f"{kind}: counting the messages of {messages.name} per room (one aggregate)")
     counted = _recount(kind, messages)
-    existing = {doc["_id"]: doc for doc in db[SUMMARIES].find({"kind": kind})}
+    # The room documents of this kind: their ids are "<kind>:<channelId>", and ";" follows ":".
+    of_kind = {"_id": {"$gte": f"{kind}:", "$lt": f"{kind};"}}
+    existing = {doc["_id"]: doc for doc in db[SUMMARIES].find(of_kind, _SUMMARY_FIELDS) if "n" in doc}
     wanted = dict(counted)
-    for key, doc in existing.items():
-        wanted.setdefault(key, _summary_document(kind, int(doc["channelId"]), {}, None, None))
-    stale = [ReplaceOne({"_id": key}, doc, upsert=True) for key, doc in wanted.items()
-             if key not in existing or _comparable(existing[key]) != _comparable(doc)]
+    for key in existing:
+        wanted.setdefault(key, _summary_fields({}, None, None))
+    stale = [UpdateOne({"_id": key}, _setting(fields), upsert=True) for key, fields in wanted.items()
+             if key not in existing or _comparable(existing[key]) != _comparable(fields)]
     say(f"{kind}: {len(counted)} rooms with messages, {len(stale)} summaries to rewrite")
     for start in range(0, len(stale), batch):
         db[SUMMARIES].bulk_write(stale[start:start + batch], ordered=False)
@@ -249,7 +281,7 @@ def _rebuild_kind(db: Database[Any], kind: RoomKind, messages: Any, batch: int,
 
 
 def _recount(kind: RoomKind, messages: Any) -> dict[str, dict[str, Any]]:
-    """Every room's summary document, from one ``$group`` by (room, author)."""
+    """Every room's summary fields, from one ``$group`` by (room, author)."""
     pipeline = [{"$group": {"_id": {"room": "$channelId", "user": "$userId"}, "n": {"$sum": 1},
                             "latest": {"$max": "$localDateTime"}, "first": {"$min": "$localDateTime"}}}]
     rooms: dict[int, dict[str, Any]] = {}
@@ -258,19 +290,25 @@ def _recount(kind: RoomKind, messages: Any) -> dict[str, dict[str, Any]]:
         room["byUser"][str(int(row["_id"]["user"]))] = int(row["n"])
         room["latest"] = _later(room["latest"], row["latest"])
         room["first"] = _earlier(room["first"], row["first"])
-    return {summary_id(kind, room): _summary_document(kind, room, parts["byUser"], parts["latest"], parts["first"])
+    return {summary_id(kind, room): _summary_fields(parts["byUser"], parts["latest"], parts["first"])
             for room, parts in rooms.items()}
 
 
-def _summary_document(kind: RoomKind, room: int, by_user: Mapping[str, int], latest: datetime | None,
-                      first: datetime | None) -> dict[str, Any]:
-    doc: dict[str, Any] = {"kind": kind, "channelId": Int64(room), "n": Int64(sum(by_user.values())),
-                           "byUser": {user: Int64(n) for user, n in by_user.items()}}
+def _summary_fields(by_user: Mapping[str, int], latest: datetime | None,
+                    first: datetime | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"n": Int64(sum(by_user.values())),
+                              "byUser": {user: Int64(n) for user, n in by_user.items()}}
     if latest is not None:
-        doc["latest"] = latest
+        fields["latest"] = latest
     if first is not None:
-        doc["first"] = first
-    return doc
+        fields["first"] = first
+    return fields
+
+
+def _setting(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The update that makes a room's summary ``fields``, leaving its counter alone."""
+    absent = {name: "" for name in ("latest", "first") if name not in fields}
+    return {"$set": dict(fields), **({"$unset": absent} if absent else {})}
 
 
 def _comparable(doc: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -9,7 +9,8 @@ unpublished), keeps the stored messages' records in their rooms' logs (one write
 hands each newly stored message and its record to its ``after_store`` callback (which only
 queues it with the outbox relay), in the order the messages were submitted.
 
-A number whose message was not stored is kept as a void. When the log cannot be written
+A number whose message was surely not stored is kept as a void, and the message's count (taken
+with its number) is taken back. When the log cannot be written
 after the messages were stored, their senders still get their RECEIPT (the messages are
 stored durably) and nothing is handed on: the relay's sweep keeps and publishes them later.
 
@@ -146,8 +147,7 @@ class GroupCommit:
             log.log(logging.WARNING if isinstance(exc, BackendError) else logging.ERROR, "round not stored: %r", exc)
             results = [exc if isinstance(exc, BackendError) else BackendError("message not stored")] * len(batch)
             numbered = []
-        self._room_log.void([(message.room, message.seq) for message, result in zip(numbered, results)
-                             if _surely_not_stored(result) and message.seq is not None])
+        self._room_log.withdraw([message for message, result in zip(numbered, results) if _surely_not_stored(result)])
         kept = self._keep([result for result in results if isinstance(result, ChatMessage)])
         for submitted, result in zip(batch, results):
             if isinstance(result, BaseException):

@@ -202,11 +202,18 @@ class EventLog(Protocol):
     and node. The log keeps each event's record for replay and gap healing.
     """
 
-    def allocate(self, counts: Mapping[RoomKey, int]) -> dict[RoomKey, int]:
+    def allocate(self, counts: Mapping[RoomKey, int], messages: Sequence[ChatMessage] = ()) -> dict[RoomKey, int]:
         """Reserve ``counts[room]`` consecutive numbers in each room; the first of each block.
 
-        One atomic step per room, all rooms in as few calls as the backend can.
+        One atomic step per room, all rooms in as few calls as the backend can. ``messages``
+        are the new messages among the numbered events: a backend that keeps per-room figures
+        beside its counters (the MongoDB one: the rooms' message summaries) counts them in
+        the same step.
         """
+        ...
+
+    def uncount(self, messages: Sequence[ChatMessage]) -> None:
+        """Take back new messages ``allocate`` counted that were then not stored (best effort)."""
         ...
 
     def append(self, entries: Sequence[RoomEvent]) -> None:

@@ -81,12 +81,13 @@ class RoomLog:
     # -- numbering ----------------------------------------------------------------------------
 
     def number(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-        """The messages with their ``seq``, in order within each room (one allocation for all).
+        """The messages with their ``seq``, in order within each room (one allocation for all,
+        which also counts them as new messages in their rooms: see ``withdraw``).
 
         Raises ``BackendError`` (none is numbered) when the counters cannot be reached.
         """
         counts = Counter(message.room for message in messages)
-        nexts = dict(self._log.allocate(counts))
+        nexts = dict(self._log.allocate(counts, messages))
         numbered = []
         for message in messages:
             numbered.append(replace(message, seq=nexts[message.room]))
@@ -125,6 +126,18 @@ class RoomLog:
             self._log.append([RoomEvent(room, seq, VOID_TOPIC, b"", now) for room, seq in numbered])
         except Exception:  # noqa: BLE001 - a missing number is read as "in flight": still safe
             log.warning("could not keep %d void numbers; readers wait them out", len(numbered))
+
+    def withdraw(self, messages: Sequence[ChatMessage]) -> None:
+        """Numbered new messages that were surely not stored: their numbers kept as voids, and
+        their count taken back (best effort, never raises: a count left too high is repaired by
+        the summaries' rebuild)."""
+        if not messages:
+            return
+        self.void([(message.room, message.seq) for message in messages if message.seq is not None])
+        try:
+            self._log.uncount(messages)
+        except Exception:  # noqa: BLE001 - the sender hears its own outcome whatever the count says
+            log.warning("could not take back the count of %d messages not stored", len(messages))
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pymongo import MongoClient
 
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
-from app.backends.mongo_schema import IN_CHUNK, SUMMARY_MARKER_ID
+from app.backends.mongo_schema import IN_CHUNK, SUMMARIES, SUMMARY_MARKER_ID
 from app.backends.mongo_summaries import rebuild
 from app.chat.model import ChatMessage
 from tests.conftest import make_settings
@@ -262,7 +262,7 @@ def test_counts_match_a_brute_force_count_of_the_same_messages(api, writer, comm
         [checked] = commands.on("distinct", "directMessage")
         assert checked["query"] == {"channelId": {"$in": [rooms[-1]]}}
         assert len(commands.reads_of_messages()) == len(ranged) + 1
-        assert len(commands.on("find", "roomSummary")) == 1 and len(commands.on("find", "messageTime")) == 1
+        assert len(commands.on("find", SUMMARIES)) == 1 and len(commands.on("find", "messageTime")) == 1
 
 
 def test_summaries_answer_without_reading_the_messages(api, writer, commands):
@@ -280,7 +280,7 @@ def test_summaries_answer_without_reading_the_messages(api, writer, commands):
     assert activity_of(api, user, rooms) == [(never_read, 3, at(20)), (read_all, 0, at(20)),
                                             (read_before_first, 3, at(20)), (own_only, 0, at(5))]
     assert commands.reads_of_messages() == []
-    [summaries] = commands.on("find", "roomSummary")
+    [summaries] = commands.on("find", SUMMARIES)
     [marks] = commands.on("find", "messageTime")
     assert len(summaries["filter"]["_id"]["$in"]) == 5  # the four rooms and the marker: one query
     assert len(marks["filter"]["channelId"]["$in"]) == 4
@@ -297,7 +297,7 @@ def test_many_rooms_are_looked_up_in_chunks_with_the_same_answers(api, writer, c
     expected = brute_force(api, user, rooms)
     commands.clear()
     assert activity_of(api, user, rooms) == expected
-    summaries, marks = commands.on("find", "roomSummary"), commands.on("find", "messageTime")
+    summaries, marks = commands.on("find", SUMMARIES), commands.on("find", "messageTime")
     assert [len(f["filter"]["_id"]["$in"]) for f in summaries] == [IN_CHUNK, IN_CHUNK, 71 - 2 * IN_CHUNK]
     assert [len(f["filter"]["channelId"]["$in"]) for f in marks] == [IN_CHUNK, IN_CHUNK, 70 - 2 * IN_CHUNK]
     assert all(f["limit"] == len(f["filter"]["_id"]["$in"]) for f in summaries)
@@ -340,7 +340,7 @@ def test_a_database_from_before_summaries_is_counted_until_it_is_rebuilt(embedde
     chat = ChatApi(settings, mongo_listeners=[commands])
     connection = MongoConnection(settings)
     try:
-        assert chat.db.roomSummary.find_one({"_id": SUMMARY_MARKER_ID}) is None  # not claimed: it held messages
+        assert chat.db[SUMMARIES].find_one({"_id": SUMMARY_MARKER_ID}) is None  # not claimed: it held messages
         write(MongoMessageWriter(connection), room, other, at(10))  # a summary of one message: not the truth
         assert activity_of(chat, user, [room]) == [(room, 4, at(10))]
         report = rebuild(chat.db)
@@ -387,7 +387,7 @@ def test_every_write_path_keeps_counts_exact(api, writer):
     recount = rebuild(api.db)
     assert recount["direct"]["messages"] == len(stored)
     for room in rooms:
-        doc = api.db.roomSummary.find_one({"_id": f"direct:{room}"})
+        doc = api.db[SUMMARIES].find_one({"_id": f"direct:{room}"})
         docs = list(api.db.directMessage.find({"channelId": room}))
         assert doc["n"] == len(docs) and doc.get("latest") == max((d["localDateTime"] for d in docs), default=None)
 
@@ -409,7 +409,7 @@ def test_concurrent_writers_lose_no_count(api):
         for connection in writers:
             connection.close()
     assert activity_of(api, user, [room]) == brute_force(api, user, [room])
-    doc = api.db.roomSummary.find_one({"_id": f"direct:{room}"})
+    doc = api.db[SUMMARIES].find_one({"_id": f"direct:{room}"})
     newest = max(d["localDateTime"] for d in api.db.directMessage.find({"channelId": room}))
     assert doc["n"] == api.db.directMessage.count_documents({"channelId": room})
     assert doc["latest"] >= newest  # never older than the truth, whatever the interleaving
@@ -448,7 +448,7 @@ def test_the_rebuild_command_recounts_the_configured_database(api):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["direct"] == {"rooms": 1, "messages": 1, "changed": 1}
-    assert api.db.roomSummary.find_one({"_id": f"direct:{room}"})["n"] == 1
+    assert api.db[SUMMARIES].find_one({"_id": f"direct:{room}"})["n"] == 1
 
 
 def test_the_response_is_a_bare_array_and_user_id_defaults_to_the_token(api):

@@ -10,10 +10,10 @@ from bson import ObjectId
 from bson.int64 import Int64
 from pymongo import MongoClient, monitoring
 
-from app.backends.mongo_messages import WRITE_CONCERNS, MongoConnection, MongoMessageWriter
-from app.backends.mongo_marks import UnpublishedMarks
-from app.backends.mongo_schema import UNPUBLISHED, ensure_indexes
+from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+from app.backends.mongo_schema import SUMMARIES, ensure_indexes
 from app.chat.model import ChatMessage, Repeated
+from tests.support.mongo_commands import ListenedConnection
 
 T0 = datetime(2022, 2, 21, 4, 5, 7, 123000)
 T1 = datetime(2022, 2, 21, 5, 0, 0)
@@ -126,13 +126,13 @@ def test_one_unencodable_message_fails_alone_in_its_batch(writer, mongo):
 
 
 class Updates(monitoring.CommandListener):
-    """The ``update`` commands sent to ``roomSummary``."""
+    """The ``update`` commands sent to ``roomSeq`` (``SUMMARIES``)."""
 
     def __init__(self) -> None:
         self.commands: list[dict] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name == "update" and event.command.get("update") == "roomSummary":
+        if event.command_name == "update" and event.command.get("update") == SUMMARIES:
             self.commands.append(dict(event.command))
 
     def succeeded(self, event) -> None:
@@ -143,7 +143,7 @@ class Updates(monitoring.CommandListener):
 
 
 def summary(mongo, kind="channel", room=12):
-    doc = mongo.db.roomSummary.find_one({"_id": f"{kind}:{room}"})
+    doc = mongo.db[SUMMARIES].find_one({"_id": f"{kind}:{room}"})
     if doc is None:
         return None
     by_user = {int(user): n for user, n in doc.get("byUser", {}).items() if n}
@@ -155,25 +155,6 @@ def test_insert_counts_the_message_into_its_rooms_summary(writer, mongo):
     writer.insert(message(user_id=6, created_at=T0))
     assert summary(mongo) == (2, {5: 1, 6: 1}, T1, T0)
     assert summary(mongo, "direct") is None  # kinds are separate rooms
-
-
-class ListenedConnection:
-    """What MongoMessageWriter uses of a MongoConnection, over a client that logs commands."""
-
-    def __init__(self, settings, listener) -> None:
-        self.client = MongoClient(settings.mongo_url, event_listeners=[listener])
-        self.db = self.client[settings.mongo_db]
-        self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
-        self.marks = UnpublishedMarks(self.durable(UNPUBLISHED), guarded=lambda call: call())
-
-    def durable(self, name):
-        return self.db.get_collection(name, write_concern=self._write_concern)
-
-    def ensure_indexes(self) -> None:
-        ensure_indexes(self.db)
-
-    def ensure_indexes_before_write(self) -> None:
-        self.ensure_indexes()
 
 
 def test_insert_many_updates_each_room_once_in_one_command(settings):

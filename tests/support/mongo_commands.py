@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import monitoring
+from pymongo import MongoClient, monitoring
 
-__all__ = ["CommandLog"]
+from app.backends.mongo_marks import UnpublishedMarks
+from app.backends.mongo_messages import WRITE_CONCERNS
+from app.backends.mongo_schema import UNPUBLISHED, ensure_indexes
+from app.settings import Settings
+
+__all__ = ["CommandLog", "ListenedConnection"]
 
 
 class CommandLog(monitoring.CommandListener):
@@ -43,3 +48,22 @@ class CommandLog(monitoring.CommandListener):
 
     def failed(self, event: Any) -> None:
         pass
+
+
+class ListenedConnection:
+    """What MongoMessageWriter uses of a MongoConnection, over a client that logs commands."""
+
+    def __init__(self, settings: Settings, listener: monitoring.CommandListener) -> None:
+        self.client = MongoClient(settings.mongo_url, event_listeners=[listener])
+        self.db = self.client[settings.mongo_db]
+        self._write_concern = WRITE_CONCERNS[settings.mongo_write_concern]
+        self.marks = UnpublishedMarks(self.durable(UNPUBLISHED), guarded=lambda call: call())
+
+    def durable(self, name: str) -> Any:
+        return self.db.get_collection(name, write_concern=self._write_concern)
+
+    def ensure_indexes(self) -> None:
+        ensure_indexes(self.db)
+
+    def ensure_indexes_before_write(self) -> None:
+        self.ensure_indexes()

@@ -12,7 +12,7 @@ from gevent.event import Event
 from app.chat.group_commit import GroupCommit
 from app.chat.model import ChatMessage
 from app.errors import BackendError
-from tests.fakes import MemoryMessageStore, memory_room_log
+from tests.fakes import MemoryEventLog, MemoryMessageStore, memory_room_log
 
 T0 = datetime(2022, 2, 21, 4, 5, 7)
 
@@ -71,6 +71,27 @@ def test_a_repeated_nonce_answers_the_original_and_is_not_handed_on_again():
     first = commit.submit(replace(message("a"), nonce="n"), lambda m, r: handed_on.append(m)).wait()
     again = commit.submit(replace(message("a, retried"), nonce="n"), lambda m, r: handed_on.append(m)).wait()
     assert again == first and handed_on == [first]
+
+
+def test_a_message_is_counted_with_its_number_and_taken_back_when_surely_not_stored():
+    """Numbering counts a round's new messages in their rooms; a repeat (not stored again) and
+    a refused message are taken back, so the count is what the room holds."""
+    class RefusesBad(MemoryMessageStore):
+        def insert_many(self, messages):
+            results = super().insert_many([m for m in messages if m.content != "bad"])
+            return [BackendError("message not stored") if m.content == "bad" else results.pop(0) for m in messages]
+
+    event_log = MemoryEventLog()
+    commit = GroupCommit(RefusesBad(), memory_room_log(event_log))
+    submitted = [commit.submit(replace(message("a"), nonce="n"), lambda m, r: None),
+                 commit.submit(replace(message("a, retried"), nonce="n"), lambda m, r: None),
+                 commit.submit(message("bad"), lambda m, r: None),
+                 commit.submit(replace(message("other room"), channel_id=8), lambda m, r: None)]
+    for one in submitted[:2] + submitted[3:]:
+        one.wait()
+    with pytest.raises(BackendError):
+        submitted[2].wait()
+    assert event_log.counted == {("direct", 7): 1, ("direct", 8): 1}
 
 
 def test_a_store_that_raises_fails_every_sender_of_the_round_and_the_next_round_still_runs():
