@@ -19,8 +19,8 @@ of the cost of a delivery (bench/FINDINGS.md). Each session's frames keep the or
 whose frame cannot be built (a subscription id that cannot be written in its STOMP version)
 is closed with an ERROR, each from a greenlet of its own: neither stops delivery to the others.
 An event with an audience (a channel's: its community's members, app/chat/channel_scope.py)
-reaches only the subscribers whose user is in it: the subscriber list is filtered once per
-event, one set lookup per subscriber, so events without one cost what they did.
+reaches only the subscribers whose user is in it: one set lookup per subscriber, in the
+delivery loop, so events without one cost what they did.
 A subscription being resumed (``SUBSCRIBE`` with ``since-seq``) has a gate: its frames go
 through it (held during the replay, then checked against it for a while).
 """
@@ -63,13 +63,11 @@ class FanoutDelivery:
         """Owe ``body`` as a MESSAGE to every local subscription of ``destination``.
 
         With ``audience``, only to subscriptions whose session's user is in it (one
-        membership test per subscriber, filtered once per event before the loop).
+        membership test per subscriber, in the loop: no filtered copy of the list).
         The frames reach the sessions' outboxes when the calling greenlet next yields.
         Returns how many subscriptions they were addressed to.
         """
         subscribers = self._registry.subscribers(destination)
-        if audience is not None and subscribers:
-            subscribers = tuple(pair for pair in subscribers if pair[0].user_id in audience)
         if not subscribers:
             return 0
         message_id = self._id_prefix + str(next(self._counter))
@@ -78,7 +76,11 @@ class FanoutDelivery:
         if not gathered:
             gevent.get_hub().loop.run_callback(self.flush)
         broken: list[Session] = []
+        outside = 0
         for session, subscription_id in subscribers:
+            if audience is not None and session.user_id not in audience:
+                outside += 1
+                continue
             try:
                 template = templates.get(session.version)
                 if template is None:
@@ -102,7 +104,7 @@ class FanoutDelivery:
                 owed.append(frame)
         if broken:
             gevent.spawn(_close_each, broken, lambda session: session.close_undeliverable())
-        return len(subscribers)
+        return len(subscribers) - outside
 
     def flush(self) -> None:
         """Hand every session the frames gathered for it (a loop callback; also safe to call directly)."""
