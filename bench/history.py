@@ -4,9 +4,11 @@ Owns: ``seed`` (insert_many batches of ``to_document`` documents straight into t
 MongoDB-wire server under ``<data_dir>/mongo``, timed, remembered in ``seed.json`` so later
 runs reuse the data; then the room summaries rebuilt from them, timed on their own) and
 ``run`` (Smooth on that data: GET a page of 50 of a community channel, page 0 and page 40,
-and POST message-count for 100 DM rooms twice: user 5 never read any room (the summary
-answers alone), then with a read mark in each room leaving ``UNREAD_AFTER_MARK`` unread
-(each room counts its messages after the mark); every request timed over keep-alive HTTP,
+and POST message-count for 100 DM rooms three times: user 5 never read any room (the summary
+answers alone); with a read mark set in the past in each room leaving ``UNREAD_AFTER_MARK``
+unread (as an older writer leaves marks: each room counts its messages after the mark); and
+the common case, each room read now (the mark records the room's read position) and then
+``UNREAD_AFTER_MARK`` new messages from the peer (a subtraction per room); every request timed over keep-alive HTTP,
 every answer checked against what the seed formula gives). During the message-count series
 user 6 has a read mark in every room (each room has its ``messageTime`` document, as in use).
 
@@ -249,6 +251,40 @@ def _clear_marks(db: Any, *, user: int | None = USER) -> None:
         db.messageTime.update_many(rooms, {"$unset": {f"read.{user}": ""}})
 
 
+def _read_now_then_new_messages(db: Any, settings: Any, unread: int) -> list[Any]:
+    """USER reads every room now (marks with read positions), then PEER writes ``unread`` new
+    messages to each, through the writer (so the summaries count them); the stored messages."""
+    from app.backends.mongo_history import MongoReadSide
+    from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+    from app.chat.model import ChatMessage
+
+    now = datetime.utcnow()
+    read_side = MongoReadSide(db)
+    for room in ROOMS:
+        read_side.mark_read(f"r-{room}", USER, now)
+    connection = MongoConnection(settings)
+    try:
+        writer = MongoMessageWriter(connection)
+        return [writer.insert(ChatMessage(kind="direct", channel_id=room, user_id=PEER, content=f"new {i}",
+                                          created_at=now + timedelta(milliseconds=i + 1), name="bench"))
+                for room in ROOMS for i in range(unread)]
+    finally:
+        connection.close()
+
+
+def _delete_new_messages(settings: Any, messages: list[Any]) -> None:
+    """Take the new messages away again through the writer (the summaries follow)."""
+    from app.backends.mongo_messages import MongoConnection, MongoMessageWriter
+
+    connection = MongoConnection(settings)
+    try:
+        writer = MongoMessageWriter(connection)
+        for message in messages:
+            writer.delete("direct", message.id, message.user_id)
+    finally:
+        connection.close()
+
+
 def _counts_are(expected: dict[int, int]) -> Any:
     def check(n: int, body: bytes) -> bool:
         return {entry["roomId"]: entry["count"] for entry in json.loads(body)} == expected
@@ -330,22 +366,29 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
                         check=_counts_are(_unread_never_read(stored)))
         marks = _marks_leaving_unread(db, UNREAD_AFTER_MARK)
         _set_marks(db, marks)
+        new_messages: list[Any] = []
         try:
             marked = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
                              check=_counts_are({room: n for room, (_, n) in marks.items()}))
+            new_messages = _read_now_then_new_messages(db, settings, UNREAD_AFTER_MARK)
+            read_now = _series(port, token, requests, lambda n: ("POST", "/chat-server/message-count", count_body),
+                               check=_counts_are(dict.fromkeys(ROOMS, UNREAD_AFTER_MARK)))
         finally:
+            _delete_new_messages(settings, new_messages)
             _clear_marks(db, user=None)
             client.close()
     result = {"stored_messages": stored, "summary_rebuild": summaries,
               "page0": page[0], "page0_status": page[1], "page0_sample": str(page[2]),
               "page40": deep[0], "page40_status": deep[1], "count100": count[0], "count100_status": count[1],
               "count_sample": str(count[2]), "count100_marked": marked[0], "count100_marked_status": marked[1],
-              "count_marked_unread": sorted({n for _, n in marks.values()})}
+              "count_marked_unread": sorted({n for _, n in marks.values()}),
+              "count100_read_now": read_now[0], "count100_read_now_status": read_now[1]}
     rows = [{"query": q, "stored_messages": stored, "requests": r[0]["count"], "p50_ms": r[0]["p50"],
              "p99_ms": r[0]["p99"], "max_ms": r[0]["max"], "status": r[1]}
             for q, r in (("page of 50 (page 0)", page), ("page of 50 (page 40)", deep),
                          ("message-count, 100 rooms, never read", count),
-                         (f"message-count, 100 rooms, {UNREAD_AFTER_MARK} unread after a mark", marked))]
+                         (f"message-count, 100 rooms, {UNREAD_AFTER_MARK} unread after a mark set in the past", marked),
+                         (f"message-count, 100 rooms, read now, then {UNREAD_AFTER_MARK} new", read_now))]
     print(table("history", rows, COLUMNS), flush=True)
     return result
 
@@ -356,9 +399,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     ok_count = (result["count100_status"].get(200) == result["count100"]["count"]
                 and "wrong_answer" not in result["count100_status"])
     page = verdict("history_p99", result["page0"]["p99"], note if ok_page else f"{note}; answers {result['page0_status']}")
-    marked = result.get("count100_marked")
-    count_note = f"{note}; never read" + (f" (with {UNREAD_AFTER_MARK} unread after a mark: p99 {marked['p99']} ms)"
-                                          if marked else "")
+    marked, read_now = result.get("count100_marked"), result.get("count100_read_now")
+    count_note = f"{note}; never read" + (f" (with {UNREAD_AFTER_MARK} unread after a mark set in the past: "
+                                          f"p99 {marked['p99']} ms)" if marked else "")
+    count_note += (f" (read now, then {UNREAD_AFTER_MARK} new: p99 {read_now['p99']} ms)" if read_now else "")
     count = verdict("count_100", result["count100"]["p99"],
                     count_note if ok_count else f"{count_note}; answers {result['count100_status']}")
     for item, ok in ((page, ok_page), (count, ok_count)):

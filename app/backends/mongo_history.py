@@ -19,6 +19,8 @@ the same way. Per room:
 
 - no mark, or a mark older than ``first``: unread = ``n - byUser.<user>``, no count query;
 - a mark at or after ``latest``: 0;
+- a mark with a usable read position (``seen.<user>`` beside ``read.<user>``, recorded by
+  ``mark_read`` for a DM room: ``mongo_summaries.ReadPosition``): a subtraction, no count query;
 - otherwise one aggregate over the index range ``localDateTime > mark`` (then
   ``userId != user``, then ``$count``): it costs the messages after the mark, not the room.
   The author test is a separate stage because a filter with two operator fields is not
@@ -51,7 +53,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, BinaryIO, Collection, Iterable, Sequence
+from typing import Any, BinaryIO, Callable, Collection, Iterable, NamedTuple, Sequence
 
 from bson import ObjectId
 from bson.int64 import Int64
@@ -63,7 +65,7 @@ from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from app.backends.mongo_recent import Density, DensityCache, newest_documents, nth_newest_position, room_filter
 from app.backends.mongo_schema import COLLECTIONS, READ_MARKERS, find_unique_in, from_document, object_id
-from app.backends.mongo_summaries import REBUILD_COMMAND, RoomSummaries, RoomSummary
+from app.backends.mongo_summaries import MARK_FRESH_S, REBUILD_COMMAND, ReadPosition, RoomSummaries, RoomSummary
 from app.chat.model import ChatMessage, RoomActivity, StoredFile
 from app.destinations import RoomKind, parse_room_key, room_key
 from app.errors import BackendUnavailable, BadRequest
@@ -80,11 +82,27 @@ STALE_PARENT_FIELDS = ("parentName", "parentContent")
 EMPTY_ROOM = RoomSummary(messages=0)
 
 
+class Mark(NamedTuple):
+    """A user's read mark in a room, with the read position recorded with it (if any)."""
+
+    at: datetime
+    position: ReadPosition | None
+
+
+def _position_of(doc: dict[str, Any], user: str, at: datetime) -> ReadPosition | None:
+    """The position stored with the mark; only one recorded with this very mark counts (a
+    writer that keeps no positions may have moved the mark since)."""
+    position = ReadPosition.from_document((doc.get("seen") or {}).get(user))
+    return position if position is not None and position.at == at else None
+
+
 class MongoReadSide:
     """HistoryReader, ReadMarkers and FileStore over one pymongo ``Database``."""
 
-    def __init__(self, db: Database[Any], *, bucket_name: str = FILE_BUCKET) -> None:
+    def __init__(self, db: Database[Any], *, bucket_name: str = FILE_BUCKET,
+                 now: Callable[[], datetime] = datetime.utcnow) -> None:
         self._db = db
+        self._now = now
         self._summaries = RoomSummaries(db)
         self._densities = DensityCache()
         self._bucket = GridFSBucket(db, bucket_name=bucket_name)
@@ -146,12 +164,20 @@ class MongoReadSide:
     # -- ReadMarkers ---------------------------------------------------------------------
 
     def mark_read(self, location: str, user_id: int, at: datetime) -> None:
-        """``messageTime[location].read[user_id] = at`` as one atomic upsert."""
+        """``messageTime[location].read[user_id] = at`` as one atomic upsert; for a DM room,
+        with the room's read position beside it (``seen.<user_id>``) when there is one."""
         # Only text channels and DM rooms have read markers; `home`, voice (`com3,c-7`) and
         # garbage such as `null` are ignored (W-13).
-        if not isinstance(location, str) or parse_room_key(location) is None:
+        key = parse_room_key(location) if isinstance(location, str) else None
+        if key is None:
             return
-        update = {"$set": {f"read.{int(user_id)}": at}}
+        position = self._position(key.ident, user_id, at) if key.kind == "direct" else None
+        seen = f"seen.{int(user_id)}"
+        update: dict[str, Any] = {"$set": {f"read.{int(user_id)}": at}}
+        if position is not None:
+            update["$set"][seen] = position.document()
+        else:
+            update["$unset"] = {seen: ""}
         markers = self._db[READ_MARKERS]
         try:
             _guarded(lambda: markers.update_one({"channelId": location}, update, upsert=True))
@@ -194,7 +220,20 @@ class MongoReadSide:
         found = _guarded(lambda: messages.distinct("channelId", {"channelId": {"$in": [Int64(r) for r in rooms]}}))
         return {int(room) for room in found}
 
-    def _from_summary(self, user_id: int, room: int, mark: datetime | None,
+    def _position(self, room: int, user_id: int, at: datetime) -> ReadPosition | None:
+        """The DM room's read position for a mark at ``at``: only for a mark about now (see
+        ``MARK_FRESH_S``), and none when the summary cannot be read (the mark alone is kept)."""
+        if abs((self._now() - at).total_seconds()) > MARK_FRESH_S:
+            return None
+        try:
+            summary = _guarded(lambda: self._summaries.one("direct", room))
+        except BackendUnavailable:
+            return None
+        # No summary yet: nothing was counted there. (A room holding messages without one is
+        # counted from its messages, and the rebuild that gives it one starts a generation.)
+        return (summary or EMPTY_ROOM).position(user_id, at)
+
+    def _from_summary(self, user_id: int, room: int, mark: Mark | None,
                       summary: RoomSummary) -> RoomActivity | None:
         """The answer the summary gives (a count query only for a mark inside the room's
         time range); None when the summary cannot be right (counted from the messages then)."""
@@ -205,17 +244,21 @@ class MongoReadSide:
             log.warning("DM room %d has an impossible summary: counted from the messages; run `%s`",
                         room, REBUILD_COMMAND)
             return None
-        if mark is None or (summary.first is not None and mark < summary.first):
+        if mark is None or (summary.first is not None and mark.at < summary.first):
             return RoomActivity(room_id=room, count=unread_if_never_read, latest=summary.latest)
-        if mark >= summary.latest:
+        if mark.at >= summary.latest:
             return RoomActivity(room_id=room, count=0, latest=summary.latest)
-        return RoomActivity(room_id=room, count=self._count_after(user_id, room, mark), latest=summary.latest)
+        unread = summary.unread_since(mark.position, user_id) if mark.position is not None else None
+        if unread is None:
+            unread = self._count_after(user_id, room, mark.at)
+        return RoomActivity(room_id=room, count=unread, latest=summary.latest)
 
-    def _counted(self, user_id: int, room: int, mark: datetime | None) -> RoomActivity:
+    def _counted(self, user_id: int, room: int, read: Mark | None) -> RoomActivity:
         """The answer from the messages alone (no summary believed for this room)."""
         messages = self._db[COLLECTIONS["direct"]]
-        if mark is None:
+        if read is None:
             return self._never_read(messages, user_id, room)
+        mark = read.at
         latest = self._latest_time(messages, {"channelId": Int64(room)})
         if latest is None or latest <= mark:
             return RoomActivity(room_id=room, count=0, latest=latest)  # nothing newer than the mark
@@ -249,18 +292,19 @@ class MongoReadSide:
             return RoomActivity(room_id=room, count=0, latest=None)
         return RoomActivity(room_id=room, count=int(rows[0]["count"]), latest=rows[0]["latest"])
 
-    def _read_marks(self, user_id: int, rooms: list[int]) -> dict[int, datetime]:
+    def _read_marks(self, user_id: int, rooms: list[int]) -> dict[int, Mark]:
         if not rooms:
             return {}
-        field = f"read.{int(user_id)}"
+        user = str(int(user_id))
+        projection = {"channelId": 1, f"read.{user}": 1, f"seen.{user}": 1}
         docs = _guarded(lambda: find_unique_in(self._db[READ_MARKERS], "channelId",  # one per location
-                                               [room_key("direct", room) for room in rooms], {"channelId": 1, field: 1}))
-        marks: dict[int, datetime] = {}
+                                               [room_key("direct", room) for room in rooms], projection))
+        marks: dict[int, Mark] = {}
         for doc in docs:
-            at = (doc.get("read") or {}).get(str(int(user_id)))
+            at = (doc.get("read") or {}).get(user)
             key = parse_room_key(doc["channelId"])
             if isinstance(at, datetime) and key is not None:
-                marks[key.ident] = at
+                marks[key.ident] = Mark(at, _position_of(doc, user, at))
         return marks
 
     # -- FileStore -----------------------------------------------------------------------

@@ -4,7 +4,7 @@ A room's summary is four fields of its ``roomSeq`` document (``mongo_schema.SUMM
 one that also holds its event counter (``mongo_event_log``), ``_id`` =
 ``mongo_schema.summary_id(kind, channelId)``::
 
-    {seq, at, grants, n, byUser: {"<userId>": count}, latest, first}
+    {seq, at, grants, n, byUser: {"<userId>": count}, latest, first, gone, lastGone: [...], gen}
 
 - ``n``: messages of the room currently stored; ``byUser.<id>``: how many of them that user
   wrote. Exact. message-count for a room the user never read is ``n - byUser.<user>``.
@@ -15,6 +15,24 @@ one that also holds its event counter (``mongo_event_log``), ``_id`` =
 - ``first``: never newer than the room's oldest ``localDateTime`` (deletes do not raise
   it). Used to size history windows (``mongo_recent.Density``) and for "every message is
   newer than the mark", both of which only need that bound.
+
+- ``gone``: how many counted messages left the room (deletes, and numbered messages taken
+  back), ever; ``lastGone``: the last ``GONE_KEPT`` of them (``{s: seq or null, t: time,
+  u: author}``, oldest first); ``gen``: raised by each rebuild that rewrites the summary.
+  These make an unread count after a read mark a subtraction (``ReadPosition``).
+
+**Unread after a mark without counting.** A read mark set about now (``mark_read``, when a
+user enters or leaves a room) also records the room's position: its ``n``, the user's
+``byUser``, ``gone``, ``gen`` and ``seq`` as they were. Later, the others' messages after the
+mark are ``(n - n_then) - (own - own_then)``, plus the others' messages that were already
+there at the mark and have gone since (from ``lastGone``; a message is "already there" when
+its number is at most the ``seq`` then, or, unnumbered, when its time is at most the mark's).
+A message counts as after the mark when it was numbered after it: a message written a few
+milliseconds before the mark but stored after it (in flight) is unread. The position is not
+used (the count reads the messages after the mark, as before) when it does not describe the
+mark: the room held a message newer than the mark when it was set, the mark was not about
+now, a rebuild rewrote the summary since, more than ``GONE_KEPT`` messages went since, or a
+writer that keeps no positions (an older version) moved the mark.
 
 **Who counts what, when.** A new message sent through the group commit is counted in the
 same write that numbers it (``counting``, merged into ``mongo_event_log``'s counter update):
@@ -71,15 +89,56 @@ from app.backends.mongo_schema import (COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["RoomSummary", "RoomSummaries", "counting", "rebuild", "REBUILD_COMMAND"]
+__all__ = ["RoomSummary", "RoomSummaries", "ReadPosition", "Gone", "counting", "rebuild", "REBUILD_COMMAND",
+           "GONE_KEPT", "MARK_FRESH_S"]
 
 log = logging.getLogger(__name__)
 
 REBUILD_COMMAND = "python -m app.backends.rebuild_summaries"
 REBUILD_BATCH = 1000
 DUPLICATE_KEY = 11000
+# Removed messages remembered per room: more removals since a read mark than this, and that
+# mark's unread count reads the messages again.
+GONE_KEPT = 32
+# A read mark within this many seconds of the server's clock is "about now": only such a mark
+# gets a position (a mark in the past would count messages stored later but written before it).
+MARK_FRESH_S = 10.0
 _DENSITY_FIELDS = {"n": 1, "first": 1, "latest": 1}
-_SUMMARY_FIELDS = {"n": 1, "byUser": 1, "latest": 1, "first": 1}
+_SUMMARY_FIELDS = {"n": 1, "byUser": 1, "latest": 1, "first": 1, "gone": 1, "lastGone": 1, "gen": 1, "seq": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A counted message that left its room: its number (None: stored unnumbered), time, author."""
+
+    seq: int | None
+    at: datetime
+    author: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPosition:
+    """Where a room stood when a user's read mark was set (see the module docstring)."""
+
+    at: datetime
+    messages: int
+    own: int
+    gone: int
+    generation: int
+    seq: int
+
+    def document(self) -> dict[str, Any]:
+        return {"at": self.at, "n": Int64(self.messages), "own": Int64(self.own), "gone": Int64(self.gone),
+                "gen": Int64(self.generation), "seq": Int64(self.seq)}
+
+    @classmethod
+    def from_document(cls, doc: Any) -> "ReadPosition | None":
+        """The position a mark document holds; None for anything else (absent, or malformed)."""
+        try:
+            return cls(at=doc["at"], messages=int(doc["n"]), own=int(doc["own"]), gone=int(doc["gone"]),
+                       generation=int(doc["gen"]), seq=int(doc["seq"]))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -90,15 +149,41 @@ class RoomSummary:
     by_user: Mapping[int, int] = field(default_factory=dict)
     latest: datetime | None = None
     first: datetime | None = None
+    gone: int = 0
+    last_gone: tuple[Gone, ...] = ()
+    generation: int = 0
+    seq: int = 0
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> "RoomSummary":
         by_user = {int(user): int(n) for user, n in (doc.get("byUser") or {}).items()}
+        last_gone = tuple(Gone(None if g.get("s") is None else int(g["s"]), g["t"], int(g["u"]))
+                          for g in doc.get("lastGone") or ())
         return cls(messages=int(doc.get("n") or 0), by_user=by_user, latest=doc.get("latest"),
-                   first=doc.get("first"))
+                   first=doc.get("first"), gone=int(doc.get("gone") or 0), last_gone=last_gone,
+                   generation=int(doc.get("gen") or 0), seq=int(doc.get("seq") or 0))
 
     def written_by(self, user_id: int) -> int:
         return self.by_user.get(int(user_id), 0)
+
+    def position(self, user_id: int, at: datetime) -> ReadPosition | None:
+        """This summary as a read mark at ``at`` records it; None when the room holds a message
+        newer than the mark (then the position would not describe the mark)."""
+        if self.latest is not None and self.latest > at:
+            return None
+        return ReadPosition(at=at, messages=self.messages, own=self.written_by(user_id), gone=self.gone,
+                            generation=self.generation, seq=self.seq)
+
+    def unread_since(self, position: ReadPosition, user_id: int) -> int | None:
+        """Others' messages after the mark ``position`` was recorded with; None when it cannot
+        say (rewritten by a rebuild, too many removals since, or an impossible answer)."""
+        removed_since = self.gone - position.gone
+        if position.generation != self.generation or not 0 <= removed_since <= len(self.last_gone):
+            return None
+        returned = sum(1 for gone in self.last_gone[len(self.last_gone) - removed_since:]
+                       if gone.author != int(user_id) and _there_at(gone, position))
+        unread = (self.messages - position.messages) - (self.written_by(user_id) - position.own) + returned
+        return unread if 0 <= unread <= self.messages - self.written_by(user_id) else None
 
     def density(self) -> Density | None:
         if self.latest is None or self.first is None:
@@ -131,7 +216,8 @@ class RoomSummaries:
         if not messages:
             return
         rooms = _by_room(messages)
-        updates = [UpdateOne({"_id": summary_id(kind, room)}, {"$inc": _tally(batch, -1)})
+        updates = [UpdateOne({"_id": summary_id(kind, room), "n": {"$exists": True}},
+                             _going([(m.seq, m.created_at, int(m.user_id)) for m in batch]))
                    for (kind, room), batch in rooms.items()]
         self._quietly(lambda: self._summaries.bulk_write(updates, ordered=False),
                       rooms=[summary_id(kind, room) for kind, room in rooms])
@@ -153,7 +239,7 @@ class RoomSummaries:
         """Count a deleted message out; if it was the newest, move ``latest`` to the new newest."""
         room, at = int(document["channelId"]), document["localDateTime"]
         key = summary_id(kind, room)
-        update = {"$inc": {"n": Int64(-1), f"byUser.{int(document['userId'])}": Int64(-1)}}
+        update = _going([(document.get("seq"), at, int(document["userId"]))])
         # No upsert, and only where there is a summary: a room without one (its counter's
         # document may exist) stays without one (a summary made of this decrement alone would
         # claim n = -1 and be believed).
@@ -205,6 +291,11 @@ class RoomSummaries:
         return {room_of_id(doc["_id"])[1]: RoomSummary.from_document(doc) for doc in docs
                 if doc["_id"] != SUMMARY_MARKER_ID}
 
+    def one(self, kind: RoomKind, room: int) -> RoomSummary | None:
+        """One room's summary as it is now (believed or not); None when it has none."""
+        doc = self._summaries.find_one({"_id": summary_id(kind, room), "n": {"$exists": True}}, _SUMMARY_FIELDS)
+        return RoomSummary.from_document(doc) if doc is not None else None
+
     def density(self, kind: RoomKind, room: int) -> Density | None:
         """What sizes a room's history windows, whether or not summaries are believed (it is
         an estimate). Read without ``byUser``, which for a channel can hold thousands of
@@ -224,15 +315,30 @@ def counting(batch: Sequence[ChatMessage]) -> dict[str, Any]:
     """The update that counts one room's new messages into its summary (``$inc``, ``$max``,
     ``$min``): ``mongo_event_log`` merges it into the update that numbers them."""
     times = [message.created_at for message in batch]
-    return {"$inc": _tally(batch, 1), "$max": {"latest": max(times)}, "$min": {"first": min(times)}}
+    return {"$inc": _tally(batch), "$max": {"latest": max(times)}, "$min": {"first": min(times)}}
 
 
-def _tally(batch: Sequence[ChatMessage], sign: int) -> dict[str, Int64]:
+def _going(leaving: Sequence[tuple[Any, datetime, int]]) -> dict[str, Any]:
+    """The update that counts messages ``(seq or None, time, author)`` out of their room."""
+    counts: dict[str, int] = {"n": -len(leaving), "gone": len(leaving)}
+    for _, _, author in leaving:
+        counts[f"byUser.{author}"] = counts.get(f"byUser.{author}", 0) - 1
+    records = [{"s": None if seq is None else Int64(seq), "t": at, "u": Int64(author)} for seq, at, author in leaving]
+    return {"$inc": {key: Int64(n) for key, n in counts.items()},
+            "$push": {"lastGone": {"$each": records, "$slice": -GONE_KEPT}}}
+
+
+def _there_at(gone: Gone, position: ReadPosition) -> bool:
+    """Whether a message that went was in the room when ``position`` was recorded."""
+    return gone.seq <= position.seq if gone.seq is not None else gone.at <= position.at
+
+
+def _tally(batch: Sequence[ChatMessage]) -> dict[str, Int64]:
     counts: dict[str, int] = {"n": len(batch)}
     for message in batch:
         key = f"byUser.{int(message.user_id)}"
         counts[key] = counts.get(key, 0) + 1
-    return {key: Int64(sign * n) for key, n in counts.items()}
+    return {key: Int64(n) for key, n in counts.items()}
 
 
 # -- rebuild -----------------------------------------------------------------------------
@@ -306,9 +412,10 @@ def _summary_fields(by_user: Mapping[str, int], latest: datetime | None,
 
 
 def _setting(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The update that makes a room's summary ``fields``, leaving its counter alone."""
+    """The update that makes a room's summary ``fields``, leaving its counter alone; a new
+    generation, so read positions recorded against the old figures are not used."""
     absent = {name: "" for name in ("latest", "first") if name not in fields}
-    return {"$set": dict(fields), **({"$unset": absent} if absent else {})}
+    return {"$set": dict(fields), "$inc": {"gen": Int64(1)}, **({"$unset": absent} if absent else {})}
 
 
 def _comparable(doc: Mapping[str, Any]) -> tuple[Any, ...]:
