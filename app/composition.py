@@ -81,7 +81,7 @@ def serve_chat_domain(settings: Settings, domain: ChatDomain, *, registry: Subsc
     flask_app = create_flask_app(settings, endpoint=endpoint, blueprints=[*domain.blueprints, *client_blueprints],
                                  readiness=domain.readiness, info=domain.info)
     gate = ConnectionGate(header_timeout_s=settings.header_timeout_s, max_connections=settings.worker_connections,
-                          reserve=settings.health_reserve)
+                          reserve=settings.health_reserve, body_idle_timeout_s=settings.body_idle_timeout_s)
     return ChatServer(domain=domain, hub=hub, delivery=delivery, endpoint=endpoint, flask_app=flask_app,
                       connection_gate=gate)
 

@@ -11,6 +11,7 @@
     ├── Forbidden                authenticated, but not a member of the room / not the author
     ├── BadRequest               a payload or parameter that fails validation (names the field)
     ├── RateLimited              a client sent more than its rate limit allows
+    ├── RequestTimeout           a request body stalled: no byte for the body idle timeout (HTTP 408)
     ├── NotFound                 a message, file or destination that does not exist
     ├── HistoryReset             a catch-up from further back than the room's log keeps (HTTP 410)
     ├── BackendError             a dependency failed
@@ -40,6 +41,7 @@ __all__ = [
     "ServiceRefused",
     "BacklogFull",
     "RateLimited",
+    "RequestTimeout",
 ]
 
 
@@ -90,6 +92,13 @@ class BadRequest(ChatServerError):
 class RateLimited(ChatServerError):
     wire_message = "rate limit exceeded"
     http_status = 429
+
+
+class RequestTimeout(ChatServerError):
+    """A request body stopped arriving (``CHAT_BODY_IDLE_TIMEOUT_S`` without a byte)."""
+
+    wire_message = "request body too slow"
+    http_status = 408
 
 
 class NotFound(ChatServerError):

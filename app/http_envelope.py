@@ -20,7 +20,7 @@ from typing import Any, Final
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from app.errors import ChatServerError
+from app.errors import ChatServerError, RequestTimeout
 from app.logs import log_context
 
 __all__ = [
@@ -112,7 +112,10 @@ def register_error_handlers(app: Flask) -> None:
 def _chat_error(exc: ChatServerError) -> Response:
     if exc.http_status >= 500:
         log.warning("HTTP %s %s failed: %s", request.method, request.path, type(exc).__name__)
-    return error_response(exc.http_status, exc.message)
+    response = error_response(exc.http_status, exc.message)
+    if isinstance(exc, RequestTimeout):
+        response.headers["Connection"] = "close"  # the rest of the stalled body is not worth waiting for
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

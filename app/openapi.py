@@ -49,6 +49,7 @@ _ERROR_TEXT = {
     401: "Missing, invalid or expired token (or a wrong service token)",
     403: "Not a member, not the author, or a user token on a service endpoint",
     404: "Not found",
+    408: "The request body stalled (`CHAT_BODY_IDLE_TIMEOUT_S` without a byte)",
     410: "The room's log no longer holds events that old: reload history",
     413: "Body or file too large",
     415: "File type not allowed (`UPLOAD_ALLOWED_TYPES`)",
@@ -197,21 +198,21 @@ def _upload(kind: str) -> dict[str, Any]:
     return {"post": _operation(
         f"Send a file to a {'DM room' if kind == 'direct' else 'text channel'}: stored, then a file message",
         {"200": _json(_envelope(_ref("Upload")), "Stored; the file message is on its way"),
-         **_errors(400, 401, 403, 413, 415, 503)},
+         **_errors(400, 401, 403, 408, 413, 415, 503)},
         tag="files", security=USER, requestBody=body)}
 
 
 def _overwrite(what: str) -> dict[str, Any]:
     return {"put": _operation(
         f"Replace the cached {what} (the community service)",
-        {"200": _json(_envelope(), "Replaced"), **_errors(400, 401, 403, 413, 503)},
+        {"200": _json(_envelope(), "Replaced"), **_errors(400, 401, 403, 408, 413, 503)},
         tag="service", security=SERVICE, parameters=[_path_id("ident", "the room or community")],
         requestBody={"required": True, "content": {JSON: {"schema": _ref("IdList")}}})}
 
 
 def _callback(summary: str, body: Schema) -> dict[str, Any]:
     return {"post": _operation(
-        summary, {"200": {"description": "Published (empty body)"}, **_errors(400, 401, 403, 503)},
+        summary, {"200": {"description": "Published (empty body)"}, **_errors(400, 401, 403, 408, 503)},
         tag="service", security=SERVICE, requestBody={"required": True, "content": {JSON: {"schema": body}}})}
 
 
@@ -250,7 +251,7 @@ def _chat_paths() -> dict[str, Any]:
             parameters=[{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}])},
         "/chat-server/message-count": {"post": _operation(
             "Unread counts of DM rooms: a bare array, rooms with messages first, newest first",
-            {"200": _json({"type": "array", "items": _ref("RoomCount")}, "Counts"), **_errors(400, 401, 403, 413, 503)},
+            {"200": _json({"type": "array", "items": _ref("RoomCount")}, "Counts"), **_errors(400, 401, 403, 408, 413, 503)},
             tag="rooms", security=[*USER, {"serviceToken": []}],
             requestBody={"required": True, "content": {JSON: {"schema": {
                 "type": "object", "required": ["roomIds"],

@@ -72,6 +72,12 @@ class Settings:
         "before it is closed",
         minimum=0.1,
     )
+    body_idle_timeout_s: float = _setting(
+        "CHAT_BODY_IDLE_TIMEOUT_S", 30.0,
+        "Longest a request's body (an upload, a JSON POST) or an HTTP response may go without a byte "
+        "moving before the request is answered 408 (or the connection closed); WebSockets are exempt",
+        minimum=0.1,
+    )
     node_id: str = _setting("CHAT_NODE_ID", "", "Name of this chat node (default: hostname-port)")
 
     # Auth

@@ -17,13 +17,14 @@ Nothing runs at import time and nothing is monkey-patched here.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import gevent
 from flask import Blueprint, Flask
 
 import app.metrics as metrics
 from app.contracts import ChatDomain
+from app.errors import RequestTimeout
 from app.health import health_blueprint
 from app.http_envelope import error_response, json_response, register_error_handlers, register_request_ids
 from app.logs import log_context
@@ -36,6 +37,8 @@ from app.stomp.sockjs import SockJSEndpoint
 from app.stomp.ws import ConnectionGate
 
 __all__ = ["ChatServer", "create_flask_app"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ class ChatServer:
             return response(environ, start_response)  # type: ignore[no-any-return]
         if self.endpoint.serve_upgraded(environ):
             return []  # the connection is over; gevent-websocket ignores the body
+        environ["wsgi.input"] = StallGuardedBody(environ["wsgi.input"])
         return self.flask_app(environ, start_response)
 
     def accepts_websocket(self, path: str) -> bool:
@@ -134,3 +138,34 @@ def create_flask_app(settings: Settings, *, endpoint: SockJSEndpoint, blueprints
     register_error_handlers(app)
     register_request_ids(app)
     return app
+
+
+class StallGuardedBody:
+    """``wsgi.input`` whose stalls are the client's fault: a read that the socket's idle
+    timeout (``CHAT_BODY_IDLE_TIMEOUT_S``, set by the connection handler) cuts short raises
+    ``RequestTimeout`` (HTTP 408) instead of a socket error the application would take for
+    its own failure (a 500)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def read(self, *args: Any) -> bytes:
+        return _unstalled(self._body.read, *args)
+
+    def readline(self, *args: Any) -> bytes:
+        return _unstalled(self._body.readline, *args)
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        return _unstalled(self._body.readlines, *args)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+def _unstalled(read: Callable[..., T], *args: Any) -> T:
+    try:
+        return read(*args)
+    except TimeoutError as exc:
+        raise RequestTimeout() from exc

@@ -1,6 +1,6 @@
 """Per-room message summaries: kept on every write, read instead of counting.
 
-A room's summary is four fields of its ``roomSeq`` document (``mongo_schema.SUMMARIES``), the
+A room's summary is a set of fields of its ``roomSeq`` document (``mongo_schema.SUMMARIES``), the
 one that also holds its event counter (``mongo_event_log``), ``_id`` =
 ``mongo_schema.summary_id(kind, channelId)``::
 

@@ -281,6 +281,11 @@ class ConnectionGate:
       handler starting to read them (a slowloris, or a socket that sends nothing, is then
       closed without an answer). Keep-alive connections get the same deadline for their
       next request, so an idle one is closed too.
+    - Once the headers are in, the rest of the request (its body, and the response) may not
+      stall: ``body_idle_timeout_s`` without a byte moving either way times the socket out (a
+      body read then fails as ``RequestTimeout``, app/web.py). A slow upload that keeps
+      moving is never cut; a WebSocket, once upgraded, has no such timeout (heart-beats
+      and the outbox bound watch it).
     - ``open`` counts the TCP connections of the worker from accept to close. Past
       ``max_connections`` a request is answered 503 (and its connection closed), except a
       health path. The worker accepts up to ``max_connections + reserve``
@@ -288,10 +293,12 @@ class ConnectionGate:
       to say 503, instead of leaving new connections unanswered in the listen backlog.
     """
 
-    __slots__ = ("header_timeout_s", "max_connections", "reserve", "open")
+    __slots__ = ("header_timeout_s", "body_idle_timeout_s", "max_connections", "reserve", "open")
 
-    def __init__(self, *, header_timeout_s: float, max_connections: int, reserve: int) -> None:
+    def __init__(self, *, header_timeout_s: float, max_connections: int, reserve: int,
+                 body_idle_timeout_s: float | None = None) -> None:
         self.header_timeout_s = header_timeout_s
+        self.body_idle_timeout_s = body_idle_timeout_s
         self.max_connections = max_connections
         self.reserve = reserve
         self.open = 0
@@ -362,6 +369,7 @@ class StompWebSocketHandler(WebSocketHandler):
 
     def read_requestline(self):  # type: ignore[no-untyped-def]
         if self._gate is not None:
+            self._io_timeout(None)  # the headers' deadline governs until they are in
             timer = self._header_timer = gevent.get_hub().loop.timer(self._gate.header_timeout_s)
             timer.start(self._headers_too_slow)
         return super().read_requestline()
@@ -374,7 +382,16 @@ class StompWebSocketHandler(WebSocketHandler):
         if self._headers_late:
             raise ValueError("request headers too slow")
         self._disarm_header_deadline()
+        if self._gate is not None:
+            self._io_timeout(self._gate.body_idle_timeout_s)
         return parsed
+
+    def _io_timeout(self, seconds: float | None) -> None:
+        """How long one read or write of this socket may wait for a byte (None: for ever)."""
+        sock = getattr(self, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(seconds)
 
     def _handle_client_error(self, ex):  # type: ignore[no-untyped-def]
         if self._headers_late:
@@ -402,6 +419,7 @@ class StompWebSocketHandler(WebSocketHandler):
         # long as the connection: ~1 KB of every idle socket.
         self.headers = None
         self.response_headers = None
+        self._io_timeout(None)  # an open WebSocket is quiet at times: heart-beats watch it
         return super().run_websocket()
 
     def upgrade_websocket(self):  # type: ignore[no-untyped-def]
