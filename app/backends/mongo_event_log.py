@@ -16,17 +16,19 @@ Two collections:
   ``_id`` index: no index on ``at``, which cost each event 170 us of the embedded server's CPU
   (bench/db_micro.py).
 
-**Allocating a whole round in two calls** (one when the round has one room: ``findAndModify``).
-``findAndModify`` returns a counter's new value, but it is one call per room, and a
-group-commit round of DM traffic touches as many rooms as it holds messages. So
-:meth:`MongoEventLog.allocate` sends every room's ``$inc`` in one unordered bulk write, each
-also pushing ``{t: token, k: count}`` onto the counter's ``grants`` (the last
-``GRANTS_KEPT``), and then reads the counters back in one query. The update is atomic per
-document, so ``grants`` lists the increments in the order they were
+**Allocating a whole round in two calls**, whatever its rooms: every room's ``$inc`` in one
+unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
+``grants`` (the last ``GRANTS_KEPT``), and then the counters read back in one query. The
+update is atomic per document, so ``grants`` lists the increments in the order they were
 applied: this round's block ends where the increments after it (those listed after its
 token) begin. A round whose grant has already scrolled out of ``grants`` (more than
 ``GRANTS_KEPT`` other rounds hit the room between the write and the read) takes another
-block by ``findAndModify``; the first block's numbers then stay unused.
+block the same way, room by room; the first block's numbers then stay unused.
+
+No ``findAndModify``, though it would return the new value in one call: the embedded server
+scans the whole collection for it (9.5 ms with 1,000 rooms, 145 ms with 10,000, 572 ms with
+50,000; an update by ``_id`` takes under a millisecond at any size), and a quiet server's
+rounds, each of one room, paid that scan every time (bench/FINDINGS.md, tenth session).
 
 **Numbering counts.** The new messages among a round's events are counted into their rooms'
 summaries by the very update that numbers them (``mongo_summaries.counting``), so a round
@@ -47,7 +49,7 @@ from typing import Any, Mapping, Sequence
 
 from bson import Binary, ObjectId
 from bson.int64 import Int64
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
@@ -94,9 +96,6 @@ class MongoEventLog:
         self._connection.ensure_indexes_before_write()
         now = datetime.utcnow()
         new = _by_room(messages)
-        if len(counts) == 1:  # one room (a quiet server's round): one findAndModify, no read-back
-            (room, count), = counts.items()
-            return {room: self._allocate_one(summary_id(*room), count, now, new.get(room, ()))}
         token = secrets.token_hex(8)
         ids = {summary_id(*room): room for room in counts}
         updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now, new.get(room, ())), upsert=True)
@@ -114,14 +113,15 @@ class MongoEventLog:
                 firsts[room] = self._allocate_one(ident, counts[room], now)  # counted already
         return firsts
 
-    def _allocate_one(self, ident: str, count: int, now: datetime, new: Sequence[ChatMessage] = ()) -> int:
-        token = secrets.token_hex(8)
-        counter = _guarded(lambda: self._counters.find_one_and_update(
-            {"_id": ident}, _grant(count, token, now, new), upsert=True, projection=_COUNTER_FIELDS,
-            return_document=ReturnDocument.AFTER))
-        first = first_of_block(counter, token)
-        assert first is not None  # this very update listed it last
-        return first
+    def _allocate_one(self, ident: str, count: int, now: datetime) -> int:
+        """Another block for one room whose grant scrolled away (its messages are counted)."""
+        while True:
+            token = secrets.token_hex(8)
+            _guarded(lambda: self._counters.update_one({"_id": ident}, _grant(count, token, now), upsert=True))
+            first = first_of_block(_guarded(lambda: self._counters.find_one({"_id": ident}, _COUNTER_FIELDS)) or {},
+                                   token)
+            if first is not None:
+                return first
 
     def uncount(self, messages: Sequence[ChatMessage]) -> None:
         self._summaries.uncounted(messages)

@@ -15,7 +15,11 @@ worker that stored them crashed, or is stuck). It reads the oldest stale ids, th
 by one sweep only, and it is claimable again after the stale time if that claimer dies too.
 
 ``forget_nonces`` ends the idempotency retention of old messages (the unique index stops
-covering them once ``nonce`` is gone).
+covering them once ``nonce`` is gone). It reads the ids through the partial ``nonce_time``
+index by hint, a batch at a time, and unsets by id: the embedded server plans neither a
+partial index nor a hint for an ``update_many``, and scanned every message instead (16 s for
+500,000 DM messages, longer than a call may take, so the sweep failed and began again at
+every sweep while the server stayed busy: bench/FINDINGS.md, tenth session).
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
-from app.backends.mongo_schema import (COLLECTIONS, PENDING_CHANGES, delete_unique_in, find_unique_in,
-                                       from_document)
+from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, NONCE_TIME_INDEX, PENDING_CHANGES, delete_unique_in,
+                                       find_unique_in, from_document)
 from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, OutboxRef, PendingChange, stored_time
 from app.destinations import RoomKind
 from app.errors import BackendUnavailable
@@ -43,6 +47,9 @@ __all__ = ["MongoOutbox"]
 
 log = logging.getLogger(__name__)
 _failures = RateLimitedLog(log)
+
+# Messages whose nonce one read of the retention sweep takes: bounds each call.
+NONCE_BATCH = 1000
 
 
 
@@ -85,10 +92,17 @@ class MongoOutbox:
 
     def forget_nonces(self, older_than: datetime) -> int:
         forgotten = 0
+        expired = {"nonce": {"$exists": True}, "localDateTime": {"$lt": older_than}}
         for collection in self._messages.values():
-            result = _guarded(lambda: collection.update_many(
-                {"nonce": {"$exists": True}, "localDateTime": {"$lt": older_than}}, {"$unset": {"nonce": ""}}))
-            forgotten += result.modified_count
+            while True:
+                ids = [doc["_id"] for doc in _guarded(lambda: list(
+                    collection.find(expired, {"_id": 1}).hint(NONCE_TIME_INDEX).limit(NONCE_BATCH)))]
+                for start in range(0, len(ids), IN_CHUNK):
+                    chunk = ids[start:start + IN_CHUNK]
+                    forgotten += _guarded(lambda: collection.update_many(
+                        {"_id": {"$in": chunk}, **expired}, {"$unset": {"nonce": ""}})).modified_count
+                if len(ids) < NONCE_BATCH:
+                    break
         return forgotten
 
 

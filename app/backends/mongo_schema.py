@@ -44,7 +44,7 @@ from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "LEGACY_SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
-           "NONCE_INDEX",
+           "NONCE_INDEX", "NONCE_TIME_INDEX",
            "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "room_of_id", "to_document", "from_document", "ensure_indexes",
            "INDEXES", "missing_indexes",
            "object_id"]
@@ -62,6 +62,8 @@ PENDING_CHANGES = "pendingChange"
 UNPUBLISHED = "unpublished"
 ROOM_EVENTS = "roomEvent"
 NONCE_INDEX = "author_nonce_unique"
+# The messages that still hold a nonce, by time: the retention sweep reads it (by hint).
+NONCE_TIME_INDEX = "nonce_time"
 
 _OPTIONAL_FIELDS = {
     "name": "name",
@@ -172,7 +174,7 @@ def _index_table() -> list[tuple[str, list[tuple[str, int]], dict[str, Any]]]:
              {"name": NONCE_INDEX, "unique": True, "partialFilterExpression": {"nonce": {"$exists": True}}}),
             # What the retention sweep reads: only messages that still hold a nonce.
             (name, [("localDateTime", ASCENDING)],
-             {"name": "nonce_time", "partialFilterExpression": {"nonce": {"$exists": True}}}),
+             {"name": NONCE_TIME_INDEX, "partialFilterExpression": {"nonce": {"$exists": True}}}),
         ]
     return table + [
         (UNPUBLISHED, [("pub", ASCENDING)], {"name": "unpublished_since"}),

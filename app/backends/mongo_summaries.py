@@ -79,7 +79,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bson.int64 import Int64
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -243,9 +243,14 @@ class RoomSummaries:
         # No upsert, and only where there is a summary: a room without one (its counter's
         # document may exist) stays without one (a summary made of this decrement alone would
         # claim n = -1 and be believed).
-        after = self._quietly(lambda: self._summaries.find_one_and_update(
-            {"_id": key, "n": {"$exists": True}}, update, projection={"latest": 1, "n": 1, "first": 1},
-            return_document=ReturnDocument.AFTER), rooms=[key])
+        # update_one + find_one, not findAndModify: the embedded server scans the whole
+        # collection for that (mongo_event_log says how much).
+        counted_out = self._quietly(lambda: self._summaries.update_one({"_id": key, "n": {"$exists": True}}, update),
+                                    rooms=[key])
+        after = None
+        if counted_out is not None and counted_out.matched_count:
+            after = self._quietly(lambda: self._summaries.find_one({"_id": key}, {"latest": 1, "n": 1, "first": 1}),
+                                  rooms=[key])
         if after is not None and after.get("latest") is not None and at >= after["latest"]:
             self._quietly(lambda: self._lower_latest(kind, room, at, after), rooms=[key])
 

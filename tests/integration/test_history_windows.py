@@ -245,3 +245,45 @@ def test_messages_after_a_cached_density_still_lead_page_zero(api, writer, finds
     assert _page(api, room, 10, 0) == newest
     [window] = finds.on("find", "channelMessage")
     assert window["filter"]["localDateTime"]["$gte"] > latest  # not the old end minus a window
+
+
+@pytest.mark.parametrize("shape", ["clusters", "uniform", "shared_milliseconds"])
+def test_community_scoped_pages_are_the_slices_of_that_communitys_order(api, writer, monkeypatch, shape):
+    """A channel that holds messages of two communities (it moved): pages for one community's
+    readers are the slices of that community's order (windows, cursors, and the server's skip),
+    and each read puts the community in a second $match after the index range (the embedded
+    server read the whole room for a filter with the community in it)."""
+    monkeypatch.setattr(mongo_recent, "MAX_WINDOWED_SKIP", 10)
+    rng = random.Random(f"scoped/{shape}")
+    room = fresh_id()
+    for i, seconds in enumerate(SHAPES[shape](rng)):
+        insert_message(api.db, "channel", room, 1 + i % 3, f"m{i}", BASE_TIME + timedelta(seconds=seconds),
+                       community_id=COMMUNITY if i % 4 else COMMUNITY + 1)
+    rebuild(api.db)
+    docs = api.db.channelMessage.find({"channelId": Int64(room), "communityId": Int64(COMMUNITY)}, {"localDateTime": 1})
+    order = [str(d["_id"]) for d in sorted(docs, key=lambda d: (d["localDateTime"], d["_id"]), reverse=True)]
+
+    def page(size: int, number: int, before: str | None = None) -> list[str]:
+        return [m.id for m in api.read_side.page("channel", room, size=size, page=number, before_id=before,
+                                                 communities={COMMUNITY})]
+
+    for size in (1, 7, 50):
+        for number in range(len(order) // size + 2 if size > 1 else 6):
+            assert page(size, number) == order[number * size:(number + 1) * size], (size, number)
+    for index in range(0, len(order), 7):
+        assert page(5, 1, before=order[index]) == order[index + 6:index + 11], index
+
+
+def test_community_scoped_reads_match_the_community_after_the_index_range(api, writer, finds):
+    room = fresh_id()
+    for i in range(30):
+        insert_message(api.db, "channel", room, 1, f"m{i}", BASE_TIME + timedelta(seconds=i), community_id=COMMUNITY)
+    rebuild(api.db)
+    finds.clear()
+    assert len(api.read_side.page("channel", room, size=10, page=0, communities={COMMUNITY})) == 10
+    reads = [doc for doc in finds.on("aggregate", "channelMessage")]
+    assert reads and finds.on("find", "channelMessage") == []
+    for read in reads:
+        first, second = read["pipeline"][0]["$match"], read["pipeline"][1]["$match"]
+        assert "communityId" not in first and first["channelId"] == room
+        assert second == {"communityId": COMMUNITY}

@@ -221,9 +221,11 @@ def test_message_writes_wait_for_the_configured_write_concern(settings, concern,
         stored, = writer.insert_many([message()])
         writer.edit("channel", stored.id, 5, "v2", T1)
         writer.delete("channel", stored.id, 5)
-        writes = log.named("insert") + log.named("findAndModify")
+        writes = log.named("insert") + log.named("update") + log.named("delete")
         assert len(writes) >= 3
-        concerns = [(doc.get("insert") or doc.get("findAndModify"), doc.get("writeConcern")) for doc in writes]
+        assert log.named("findAndModify") == []  # the embedded server scans a collection for one
+        concerns = [(doc.get("insert") or doc.get("update") or doc.get("delete"), doc.get("writeConcern"))
+                    for doc in writes]
         assert all(concern == expected for collection, concern in concerns if collection == "channelMessage"), concerns
     finally:
         connection.client.drop_database(settings.mongo_db)
@@ -318,3 +320,32 @@ def test_a_mark_of_the_earlier_version_is_claimed_and_settled(writer, mongo):
     assert [m.id for m in claimed] == [stored.id]
     outbox.published([("channel", stored.id)])
     assert mongo.db.unpublished.count_documents({}) == 0
+
+
+def test_old_nonces_are_forgotten_through_their_index_in_batches(settings):
+    """The retention sweep reads ids through the partial nonce index (a hint) and unsets by id:
+    more than one batch of old nonces are all forgotten, newer ones and others' fields stay."""
+    from app.backends.mongo_outbox import NONCE_BATCH, MongoOutbox
+    from app.backends.mongo_schema import NONCE_TIME_INDEX
+    from tests.support.mongo_commands import CommandLog
+
+    log = CommandLog()
+    connection = ListenedConnection(replace(settings, mongo_db=f"nonces_{ObjectId()}"), log)
+    try:
+        connection.ensure_indexes()
+        old = [{"channelId": Int64(7), "userId": Int64(5), "content": "old", "localDateTime": T0, "nonce": f"o{i}"}
+               for i in range(NONCE_BATCH + 5)]
+        connection.db.directMessage.insert_many(old)
+        connection.db.directMessage.insert_one({"channelId": Int64(7), "userId": Int64(5), "content": "new",
+                                                "localDateTime": T1, "nonce": "kept"})
+        log.clear()
+        assert MongoOutbox(connection).forget_nonces(T0 + timedelta(minutes=1)) == NONCE_BATCH + 5
+        assert connection.db.directMessage.count_documents({"nonce": {"$exists": True}}) == 1
+        assert connection.db.directMessage.count_documents({"content": "old"}) == NONCE_BATCH + 5
+        finds = [doc for doc in log.named("find") if doc.get("find") == "directMessage"]
+        assert len(finds) == 2 and all(doc.get("hint") == NONCE_TIME_INDEX for doc in finds)
+        updates = [u for doc in log.named("update") for u in doc["updates"]]
+        assert updates and all("$in" in u["q"]["_id"] for u in updates)
+    finally:
+        connection.client.drop_database(connection.db.name)
+        connection.client.close()
