@@ -12,13 +12,12 @@ One chat server with a 1 s body idle timeout (``CHAT_BODY_IDLE_TIMEOUT_S``):
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
 
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, running_chat_server
+from tests.support.chat import ChatClient, raw_connection, read_until_closed, running_chat_server
 
 WAIT = 20_000 * MS
 IDLE_S = 1.0
@@ -32,26 +31,9 @@ def chat(embedded, log_dir):
         yield server
 
 
-def connect_raw(chat) -> socket.socket:
-    port = int(chat.http_url.rsplit(":", 1)[1])
-    return socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-
-
 def post_head(token: str, length: int) -> bytes:
     return (f"POST /chat-server/message-count HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {token}\r\nContent-Length: {length}\r\n\r\n").encode()
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (or WAIT passes)."""
-    sock.settimeout(WAIT)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
 
 
 def status_and_body(answer: bytes) -> tuple[int, bytes]:
@@ -61,11 +43,11 @@ def status_and_body(answer: bytes) -> tuple[int, bytes]:
 
 def test_a_stalled_body_gets_408_and_the_worker_keeps_serving(chat, token_for):
     body = json.dumps({"userId": USER, "roomIds": []}).encode()
-    with connect_raw(chat) as stalled, connect_raw(chat) as other:
+    with raw_connection(chat, WAIT) as stalled, raw_connection(chat, WAIT) as other:
         stalled.sendall(post_head(token_for(USER), len(body) + 100) + body)  # 100 bytes never come
         other.sendall(post_head(token_for(USER), len(body)) + body + b"")
         other_status, _ = status_and_body(other.recv(65536))
-        answer = read_answer(stalled)
+        answer = read_until_closed(stalled, WAIT)
     status, envelope = status_and_body(answer)
     assert other_status == 200
     assert status == 408
@@ -76,7 +58,7 @@ def test_a_stalled_body_gets_408_and_the_worker_keeps_serving(chat, token_for):
 def test_a_body_that_keeps_moving_is_read_whole(chat, token_for):
     body = json.dumps({"userId": USER, "roomIds": []}).encode()
     step = IDLE_S / 4
-    with connect_raw(chat) as trickle:
+    with raw_connection(chat, WAIT) as trickle:
         trickle.sendall(post_head(token_for(USER), len(body)))
         started = time.monotonic()
         for byte in body:

@@ -12,7 +12,6 @@ request's line and headers:
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ import pytest
 import websocket
 
 from tests.conftest import MS, make_settings
-from tests.support.chat import ChatClient, running_chat_server
+from tests.support.chat import ChatClient, raw_connection, read_until_closed, running_chat_server
 
 WAIT = 20_000 * MS
 CAP = 4
@@ -46,30 +45,13 @@ def fetch(url: str) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def connect_raw(chat) -> socket.socket:
-    port = int(chat.http_url.rsplit(":", 1)[1])
-    return socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (or WAIT passes)."""
-    sock.settimeout(WAIT)
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
 def test_a_socket_that_sends_nothing_is_closed_without_an_answer(chat):
-    with connect_raw(chat) as silent:
-        assert read_answer(silent) == b""
+    with raw_connection(chat, WAIT) as silent:
+        assert read_until_closed(silent, WAIT) == b""
 
 
 def test_slowloris_upgrades_are_closed_before_they_finish(chat):
-    sockets = [connect_raw(chat) for _ in range(20)]
+    sockets = [raw_connection(chat, WAIT) for _ in range(20)]
     open_ = set(range(len(sockets)))
     deadline = time.monotonic() + WAIT
     sent = 0
@@ -101,9 +83,9 @@ def test_past_the_cap_requests_get_503_and_health_still_answers(chat, token_for)
     try:
         for n, client in enumerate(clients):
             client.connect(token_for(700 + n))
-        with connect_raw(chat) as upgrade:
+        with raw_connection(chat, WAIT) as upgrade:
             upgrade.sendall(UPGRADE)
-            answer = read_answer(upgrade)
+            answer = read_until_closed(upgrade, WAIT)
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 503")
         assert json.loads(body) == {"isSuccess": False, "code": 503,
@@ -111,7 +93,7 @@ def test_past_the_cap_requests_get_503_and_health_still_answers(chat, token_for)
         assert fetch(chat.http_url + "/chat-server/direct?ch_id=1")[0] == 503
         assert fetch(chat.http_url + "/healthz") == (200, {"status": "ok"})
         assert fetch(chat.http_url + "/readyz")[0] in (200, 503)  # answered, whatever the backends say
-        with connect_raw(chat) as silent_a, connect_raw(chat) as silent_b:  # within the reserve
+        with raw_connection(chat, WAIT) as silent_a, raw_connection(chat, WAIT) as silent_b:  # within the reserve
             assert fetch(chat.http_url + "/healthz") == (200, {"status": "ok"})
         # The connected clients were not disturbed, and a freed slot serves again.
         assert clients[0].disconnect().command == "RECEIPT"

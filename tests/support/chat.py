@@ -54,6 +54,7 @@ import contextlib
 import itertools
 import json
 import shutil
+import socket
 import subprocess
 import time
 import urllib.request
@@ -89,6 +90,8 @@ __all__ = [
     "RunningChatServer",
     "running_chat_server",
     "endpoint_urls",
+    "raw_connection",
+    "read_until_closed",
     "run_js_client",
     "run_js_script",
 ]
@@ -418,6 +421,24 @@ def running_chat_server(settings: Settings, log_dir: Path, name: str = "chat",
         yield RunningChatServer(process, *urls)
     finally:
         process.stop()
+
+
+def raw_connection(server: RunningChatServer, timeout: float) -> socket.socket:
+    """A plain TCP connection to ``server``'s HTTP port (for bytes no HTTP client would send)."""
+    port = int(server.http_url.rsplit(":", 1)[1])
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    """Everything the server sends until it closes (or ``timeout`` passes without a byte)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
 
 
 def _wait_http_ok(url: str, process: ServiceProcess, timeout: float) -> None:
