@@ -131,17 +131,6 @@ def ensure_summaries(db: Any, *, rebuild_anyway: bool = False) -> dict[str, Any]
     return result
 
 
-def _settle_journal(db: Any) -> None:
-    """One journaled write before the series: the embedded server syncs everything written
-    unjournaled before it (the seed) on the first one, which took longer than the chat
-    server's 10 s socket timeout on 1,000,000 messages."""
-    from pymongo import WriteConcern
-
-    t0 = time.monotonic()
-    db.get_collection("benchJournal", write_concern=WriteConcern(j=True)).insert_one({"at": datetime.utcnow()})
-    print(f"first journaled write after the seed: {time.monotonic() - t0:.1f} s", flush=True)
-
-
 def _timed(conn: http.client.HTTPConnection, method: str, path: str, body: Any, token: str) -> tuple[float, int, Any]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     payload = json.dumps(body).encode() if body is not None else None
@@ -360,7 +349,6 @@ def run(data_dir: Path, requests: int = 200, in_memory: int = 0) -> dict[str, An
         client = pymongo.MongoClient(settings.mongo_url)
         db = client["smooth"]
         summaries = ensure_summaries(db)
-        _settle_journal(db)
         set_community(settings.redis_url, COMMUNITY, [USER, PEER], CHANNELS)
         for room in ROOMS:
             set_room_members(settings.redis_url, room, [USER, PEER])

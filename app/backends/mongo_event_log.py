@@ -54,7 +54,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
 from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, room_of_id, summary_id
-from app.backends.mongo_summaries import RoomSummaries, counting
+from app.backends.mongo_summaries import RoomSummaries, counting, messages_by_room
 from app.chat.model import ChatMessage, Latest, RoomEvent, RoomKey
 from app.errors import BackendUnavailable
 
@@ -95,7 +95,7 @@ class MongoEventLog:
             return {}
         self._connection.ensure_indexes_before_write()
         now = datetime.utcnow()
-        new = _by_room(messages)
+        new = messages_by_room(messages)
         token = secrets.token_hex(8)
         ids = {summary_id(*room): room for room in counts}
         updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now, new.get(room, ())), upsert=True)
@@ -187,12 +187,6 @@ def _grant(count: int, token: str, now: datetime, new: Sequence[ChatMessage] = (
         update.update(counted)
     return update
 
-
-def _by_room(messages: Sequence[ChatMessage]) -> dict[RoomKey, list[ChatMessage]]:
-    rooms: dict[RoomKey, list[ChatMessage]] = {}
-    for message in messages:
-        rooms.setdefault(message.room, []).append(message)
-    return rooms
 
 
 def _guarded(call: Any) -> Any:

@@ -36,8 +36,8 @@ from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from app.backends.mongo_messages import MongoConnection
-from app.backends.mongo_schema import (COLLECTIONS, IN_CHUNK, NONCE_TIME_INDEX, PENDING_CHANGES, delete_unique_in,
-                                       find_unique_in, from_document)
+from app.backends.mongo_schema import (COLLECTIONS, NONCE_TIME_INDEX, PENDING_CHANGES, delete_unique_in,
+                                       find_unique_in, from_document, update_unique_in)
 from app.chat.model import CHANGE_PLACE, ChatMessage, Claimed, OutboxRef, PendingChange, stored_time
 from app.destinations import RoomKind
 from app.errors import BackendUnavailable
@@ -97,10 +97,8 @@ class MongoOutbox:
             while True:
                 ids = [doc["_id"] for doc in _guarded(lambda: list(
                     collection.find(expired, {"_id": 1}).hint(NONCE_TIME_INDEX).limit(NONCE_BATCH)))]
-                for start in range(0, len(ids), IN_CHUNK):
-                    chunk = ids[start:start + IN_CHUNK]
-                    forgotten += _guarded(lambda: collection.update_many(
-                        {"_id": {"$in": chunk}, **expired}, {"$unset": {"nonce": ""}})).modified_count
+                forgotten += _guarded(lambda: update_unique_in(collection, "_id", ids, {"$unset": {"nonce": ""}},
+                                                               also=expired))
                 if len(ids) < NONCE_BATCH:
                     break
         return forgotten

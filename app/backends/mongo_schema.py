@@ -26,7 +26,8 @@ their own (``LEGACY_SUMMARIES``); ``ensure_indexes`` removes its marker, so a no
 version still running during a rolling upgrade counts from the messages instead of believing
 summaries that this version no longer keeps (README, "Upgrading").
 
-``find_unique_in`` is the one query helper here: a lookup by a list of unique keys.
+``find_unique_in``, ``delete_unique_in`` and ``update_unique_in`` are the query helpers here: a
+lookup, a delete and an update by a list of unique keys, in chunks of ``IN_CHUNK``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from app.destinations import RoomKind
 
 __all__ = ["COLLECTIONS", "READ_MARKERS", "SUMMARIES", "LEGACY_SUMMARIES", "SUMMARY_MARKER_ID", "PENDING_CHANGES", "UNPUBLISHED", "ROOM_SEQUENCES", "ROOM_EVENTS",
            "NONCE_INDEX", "NONCE_TIME_INDEX",
-           "IN_CHUNK", "find_unique_in", "delete_unique_in", "summary_id", "room_of_id", "to_document", "from_document", "ensure_indexes",
+           "IN_CHUNK", "find_unique_in", "delete_unique_in", "update_unique_in", "summary_id", "room_of_id", "to_document", "from_document", "ensure_indexes",
            "INDEXES", "missing_indexes",
            "object_id"]
 
@@ -105,6 +106,17 @@ def delete_unique_in(collection: Collection[Any], field: str, values: Sequence[A
     """Delete the documents whose ``field`` (unique in ``collection``) is one of ``values``."""
     for start in range(0, len(values), IN_CHUNK):
         collection.delete_many({field: {"$in": list(values[start:start + IN_CHUNK])}})
+
+
+def update_unique_in(collection: Collection[Any], field: str, values: Sequence[Any], update: Mapping[str, Any],
+                     also: Mapping[str, Any] | None = None) -> int:
+    """Apply ``update`` to the documents whose ``field`` (unique in ``collection``) is one of
+    ``values`` and that still match ``also``; how many it modified."""
+    modified = 0
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = {field: {"$in": list(values[start:start + IN_CHUNK])}, **(also or {})}
+        modified += collection.update_many(chunk, update).modified_count
+    return modified
 
 
 def object_id(message_id: str) -> ObjectId | None:

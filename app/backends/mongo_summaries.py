@@ -89,7 +89,7 @@ from app.backends.mongo_schema import (COLLECTIONS, SUMMARIES, SUMMARY_MARKER_ID
 from app.chat.model import ChatMessage
 from app.destinations import RoomKind
 
-__all__ = ["RoomSummary", "RoomSummaries", "ReadPosition", "Gone", "counting", "rebuild", "REBUILD_COMMAND",
+__all__ = ["RoomSummary", "RoomSummaries", "ReadPosition", "Gone", "counting", "messages_by_room", "rebuild", "REBUILD_COMMAND",
            "GONE_KEPT", "MARK_FRESH_S"]
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class RoomSummaries:
         """Count stored messages in: one update per room, all in one unordered bulk write."""
         if not messages:
             return
-        rooms = _by_room(messages)
+        rooms = messages_by_room(messages)
         updates = [UpdateOne({"_id": summary_id(kind, room)}, counting(batch), upsert=True)
                    for (kind, room), batch in rooms.items()]
         self._quietly(lambda: self._upsert(updates), rooms=[summary_id(kind, room) for kind, room in rooms])
@@ -215,7 +215,7 @@ class RoomSummaries:
         ``latest`` and ``first`` stay as they are: bounds that are still true."""
         if not messages:
             return
-        rooms = _by_room(messages)
+        rooms = messages_by_room(messages)
         updates = [UpdateOne({"_id": summary_id(kind, room), "n": {"$exists": True}},
                              _going([(m.seq, m.created_at, int(m.user_id)) for m in batch]))
                    for (kind, room), batch in rooms.items()]
@@ -309,7 +309,8 @@ class RoomSummaries:
         return RoomSummary.from_document(doc).density() if doc is not None else None
 
 
-def _by_room(messages: Iterable[ChatMessage]) -> dict[tuple[RoomKind, int], list[ChatMessage]]:
+def messages_by_room(messages: Iterable[ChatMessage]) -> dict[tuple[RoomKind, int], list[ChatMessage]]:
+    """The messages grouped by room (kind, channel id), each group in the given order."""
     rooms: dict[tuple[RoomKind, int], list[ChatMessage]] = defaultdict(list)
     for message in messages:
         rooms[(message.kind, int(message.channel_id))].append(message)
