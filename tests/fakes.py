@@ -474,6 +474,7 @@ class MemoryEventLog:
         self.fail_allocate = False
         self.fail_append = False
         self.after_calls: list[tuple[RoomKey, int]] = []
+        self.expected: dict[RoomKey, int] = {}  # the hints of expect (numbering needs none here)
         self._now = now
 
     def allocate(self, counts: Mapping[RoomKey, int], messages: Sequence[ChatMessage] = ()) -> dict[RoomKey, int]:
@@ -489,6 +490,9 @@ class MemoryEventLog:
 
     def uncount(self, messages: Sequence[ChatMessage]) -> None:
         self._count(messages, -1)
+
+    def expect(self, room: RoomKey, seq: int) -> None:
+        self.expected[room] = max(seq, self.expected.get(room, 0))
 
     def _count(self, messages: Sequence[ChatMessage], sign: int) -> None:
         for message in messages:

@@ -45,11 +45,13 @@ HEAL_MAX = 1000
 
 
 class SequenceReader(Protocol):
-    """``app.chat.room_log.RoomLog``: the room logs, read."""
+    """``app.chat.room_log.RoomLog``: the room logs, read, and told which numbers were consumed."""
 
     def missing(self, room: RoomKey, after: int, before: int) -> list[RoomEvent]: ...
 
     def went_quiet(self, since: datetime, until: datetime) -> dict[RoomKey, int]: ...
+
+    def saw(self, room: RoomKey, seq: int) -> None: ...
 
 
 class GapHealer:
@@ -76,6 +78,7 @@ class GapHealer:
         """Push a consumed numbered record unless it was pushed; heal the gap before it first."""
         room, seq = decoded.room, decoded.seq
         assert room is not None and seq is not None
+        self._reader.saw(room, seq)  # so this worker's next SEND in the room is numbered in one call
         cursor = self._cursors.get(room) or self._cursors.start(room, seq - 1)
         if cursor.seen(seq):
             self.dropped += 1

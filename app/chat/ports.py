@@ -216,6 +216,12 @@ class EventLog(Protocol):
         """Take back new messages ``allocate`` counted that were then not stored (best effort)."""
         ...
 
+    def expect(self, room: RoomKey, seq: int) -> None:
+        """Number ``seq`` of ``room`` was handed out (its event was consumed here): a hint that
+        the room's counter is at least there, which a backend may use to number the room's next
+        round in fewer calls. Never raises, never blocks."""
+        ...
+
     def append(self, entries: Sequence[RoomEvent]) -> None:
         """Keep these events, durably; an event already kept (same room and seq) is left as it is."""
         ...

@@ -94,6 +94,10 @@ class RoomLog:
             nexts[message.room] += 1
         return numbered
 
+    def saw(self, room: RoomKey, seq: int) -> None:
+        """This process consumed event ``seq`` of ``room``: the counters may expect it (``EventLog.expect``)."""
+        self._log.expect(room, seq)
+
     def number_change(self, change: PendingChange) -> PendingChange:
         return replace(change, seq=self._log.allocate({change.room: 1})[change.room])
 

@@ -103,3 +103,15 @@ class TestRealEventLogGrants:
         first = log.allocate({DM: 2, CHANNEL: 1})[DM]  # two rooms: the bulk write and its read-back
         assert first == 1 + 1 + GRANTS_KEPT + 2  # its first block (2, 3) stays unused
         assert log.latest(DM).seq == first + 1
+
+    def test_one_room_rounds_of_two_processes_at_once_never_share_a_number(self, mongo_connection):
+        """Both processes know the counter, so each round tries its compare-and-set first."""
+        logs = [MongoEventLog(mongo_connection), MongoEventLog(mongo_connection)]
+        logs[0].allocate({DM: 1})
+        logs[1].expect(DM, 1)
+        rounds = [(logs[i % 2], i % 3 + 1) for i in range(30)]
+        jobs = [gevent.spawn(log.allocate, {DM: k}) for log, k in rounds]
+        gevent.joinall(jobs, raise_error=True)
+        numbers = [n for job, (_, k) in zip(jobs, rounds) for n in range(job.value[DM], job.value[DM] + k)]
+        assert sorted(numbers) == list(range(2, 2 + sum(k for _, k in rounds)))
+        assert logs[0].latest(DM).seq == 1 + sum(k for _, k in rounds)

@@ -42,8 +42,12 @@ def connection(settings, commands) -> Iterator[ListenedConnection]:
 
 
 @pytest.fixture
-def commit(connection) -> GroupCommit:
-    room_log = RoomLog(MongoEventLog(connection), replay_max_events=1000, retention_s=ONE_DAY)
+def room_log(connection) -> RoomLog:
+    return RoomLog(MongoEventLog(connection), replay_max_events=1000, retention_s=ONE_DAY)
+
+
+@pytest.fixture
+def commit(connection, room_log) -> GroupCommit:
     return GroupCommit(MongoMessageWriter(connection), room_log)
 
 
@@ -82,6 +86,12 @@ def updates_of_room_documents(commands: CommandLog) -> list[dict]:
     return commands.on("update", ROOM_SEQUENCES) + commands.on("findAndModify", ROOM_SEQUENCES)
 
 
+def counter_reads(commands: CommandLog) -> list[dict]:
+    """Reads of rooms' counters (not of the summaries' marker, which the test connection's
+    index check reads before every write)."""
+    return [doc for doc in commands.on("find", ROOM_SEQUENCES) if doc["filter"].get("_id") != SUMMARY_MARKER_ID]
+
+
 def test_a_round_of_many_rooms_numbers_and_counts_each_room_in_one_update(connection, commands, commit):
     a, b, c = fresh_id(), fresh_id(), fresh_id()
     commands.clear()
@@ -105,6 +115,58 @@ def test_a_round_of_one_room_numbers_and_counts_it_in_one_update_by_id(connectio
     assert update.get("update") == ROOM_SEQUENCES and len(update["updates"]) == 1
     assert commands.named("findAndModify") == []
     assert summary(connection.db, room) == truth(connection.db, room) == (2, {1: 1, 2: 1}, T + timedelta(seconds=5))
+
+
+def test_a_room_this_process_numbered_last_is_numbered_again_without_reading_its_counter(connection, commands,
+                                                                                          commit):
+    room = fresh_id()
+    send_round(commit, [dm(room, 1, 0)])  # unknown here yet: the update and its read-back
+    commands.clear()
+    stored = [send_round(commit, [dm(room, 2, second)])[0] for second in (1, 2, 3)]
+    assert [m.seq for m in stored] == [2, 3, 4]
+    updates = updates_of_room_documents(commands)
+    assert len(updates) == 3 and counter_reads(commands) == []
+    assert all(update["updates"][0]["q"].get("seq") is not None for update in updates)  # compare-and-set
+    assert summary(connection.db, room) == truth(connection.db, room)
+
+
+def other_process(connection) -> GroupCommit:
+    """A group commit with a counter memory of its own, over the same database: another worker."""
+    return GroupCommit(MongoMessageWriter(connection),
+                       RoomLog(MongoEventLog(connection), replay_max_events=1000, retention_s=ONE_DAY))
+
+
+def test_rounds_of_two_processes_in_one_room_take_turns_without_sharing_a_number(connection, commands, commit):
+    """Each process's compare-and-set misses after the other numbered the room: that round
+    takes the read-back path, and no number is handed out twice or skipped, nor counted twice."""
+    room, other = fresh_id(), other_process(connection)
+    seqs = [send_round(committer, [dm(room, author, second)])[0].seq
+            for second, (committer, author) in enumerate([(commit, 1), (commit, 1), (other, 2), (commit, 1),
+                                                           (other, 2), (other, 2), (commit, 1)])]
+    assert seqs == [1, 2, 3, 4, 5, 6, 7]
+    assert summary(connection.db, room) == truth(connection.db, room) == (7, {1: 4, 2: 3}, T + timedelta(seconds=6))
+    before = len(commands.on("update", ROOM_SEQUENCES))
+    send_round(other, [dm(room, 2, 7)])  # the compare-and-set misses, then the two-call path
+    assert len(commands.on("update", ROOM_SEQUENCES)) - before == 2
+
+
+def test_a_number_consumed_from_the_other_process_lets_the_next_round_take_one_call(connection, commands, commit,
+                                                                                     room_log):
+    room, other = fresh_id(), other_process(connection)
+    send_round(commit, [dm(room, 1, 0)])
+    [theirs] = send_round(other, [dm(room, 2, 1)])
+    room_log.saw(("direct", room), theirs.seq)  # what the fan-out consumer does per record
+    commands.clear()
+    [mine] = send_round(commit, [dm(room, 1, 2)])
+    assert mine.seq == 3 and len(updates_of_room_documents(commands)) == 1 and counter_reads(commands) == []
+
+
+def test_a_hint_ahead_of_the_counter_costs_a_miss_and_never_a_wrong_number(connection, commit, room_log):
+    room = fresh_id()
+    send_round(commit, [dm(room, 1, 0)])
+    room_log.saw(("direct", room), 40)  # no such number: a forged or corrupt record
+    assert [m.seq for m in send_round(commit, [dm(room, 1, 1)])] == [2]
+    assert summary(connection.db, room)[:2] == truth(connection.db, room)[:2] == (2, {1: 2})
 
 
 def test_a_repeated_nonce_is_numbered_then_taken_back_and_voided(connection, commit):

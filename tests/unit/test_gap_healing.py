@@ -67,6 +67,16 @@ def test_records_in_order_are_pushed_as_they_come_without_reading_the_log():
     assert h.pushed == [1, 2, 3] and h.log.after_calls == []
 
 
+def test_every_consumed_number_is_handed_to_the_counters_as_a_hint_pushed_or_not():
+    h = Harness()
+    h.consume(1, 2)
+    assert h.log.expected == {ROOM: 2}
+    h.consume(2, 1)  # dropped as seen, still no lower hint
+    assert h.log.expected == {ROOM: 2}
+    h.healer.admit(decoded(4, room=("channel", 9)))
+    assert h.log.expected == {ROOM: 2, ("channel", 9): 4}
+
+
 def test_a_record_seen_again_is_dropped():
     h = Harness()
     h.consume(1, 2, 2, 1, 3, 3)
