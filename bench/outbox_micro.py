@@ -86,7 +86,7 @@ class CountingSink:
     def send_pong(self, payload: bytes) -> None:
         self.writes += 1
 
-    def send_close(self, code: int) -> None:
+    def send_close(self, code: int, reason: str = "") -> None:
         self.writes += 1
 
 
@@ -122,15 +122,20 @@ def start_writers(session: types.ModuleType, outboxes: list[Any], sinks: list[Co
 
 
 class Subscriber:
-    """What FanoutDelivery reads from a Session."""
+    """What FanoutDelivery reads from a Session (as of every revision measured: later ones
+    also read its user, its client-ack subscriptions and its resume gates)."""
 
-    __slots__ = ("outbox", "version", "session_id", "subscription_bytes", "__weakref__")
+    __slots__ = ("outbox", "version", "session_id", "user_id", "subscription_bytes", "acks", "gates",
+                 "__weakref__")
 
     def __init__(self, outbox: Any, n: int) -> None:
         self.outbox = outbox
         self.version = "1.2"
         self.session_id = str(n)
+        self.user_id = n
         self.subscription_bytes: dict[str, bytes] = {}
+        self.acks = types.SimpleNamespace(modes={})  # no client-ack subscription
+        self.gates: dict[str, Any] = {}  # no subscription being resumed
 
     def close_slow_consumer(self) -> None:
         raise AssertionError("no subscriber of the micro-benchmark may overflow")
