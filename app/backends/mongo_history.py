@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import Any, BinaryIO, Callable, Collection, Iterable, NamedTuple, Sequence
+from typing import Any, BinaryIO, Callable, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from bson import ObjectId
 from bson.int64 import Int64
@@ -192,6 +192,7 @@ class MongoReadSide:
             return []
         marks = self._read_marks(user_id, rooms)
         summaries = self._believed_summaries(rooms)
+        self._read_removals(summaries, marks)
         activity = []
         for room in rooms:
             summary = summaries.get(room)
@@ -213,6 +214,15 @@ class MongoReadSide:
                             sorted(holding), REBUILD_COMMAND)
             loaded.update({room: EMPTY_ROOM for room in missing if room not in holding})
         return loaded
+
+    def _read_removals(self, summaries: dict[int, RoomSummary], marks: Mapping[int, Mark]) -> None:
+        """Add the last removals to the summaries whose unread count after a read position
+        needs them (messages went since the position): one more lookup, for those rooms only."""
+        needing = {room: summary for room, summary in summaries.items()
+                   if (mark := marks.get(room)) is not None and mark.position is not None
+                   and summary.needs_removals(mark.position)}
+        if needing:
+            summaries.update(_guarded(lambda: self._summaries.with_removals("direct", needing)))
 
     def _rooms_with_messages(self, rooms: list[int]) -> set[int]:
         """Which of ``rooms`` hold any message: one ``distinct`` (an index-only scan on MongoDB)."""

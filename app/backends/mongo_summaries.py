@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -104,7 +104,11 @@ GONE_KEPT = 32
 # gets a position (a mark in the past would count messages stored later but written before it).
 MARK_FRESH_S = 10.0
 _DENSITY_FIELDS = {"n": 1, "first": 1, "latest": 1}
-_SUMMARY_FIELDS = {"n": 1, "byUser": 1, "latest": 1, "first": 1, "gone": 1, "lastGone": 1, "gen": 1, "seq": 1}
+# What a summary read returns: not ``lastGone``, which only an unread count after removals since
+# a read position needs (``with_removals``), and which costs the embedded server more to copy out
+# than all the rest (32 rooms: 4.8 ms without it, 10-12 ms with it; bench/FINDINGS.md, eleventh session).
+_SUMMARY_FIELDS = {"n": 1, "byUser": 1, "latest": 1, "first": 1, "gone": 1, "gen": 1, "seq": 1}
+_REMOVAL_FIELDS = {"lastGone": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +161,14 @@ class RoomSummary:
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> "RoomSummary":
         by_user = {int(user): int(n) for user, n in (doc.get("byUser") or {}).items()}
-        last_gone = tuple(Gone(None if g.get("s") is None else int(g["s"]), g["t"], int(g["u"]))
-                          for g in doc.get("lastGone") or ())
         return cls(messages=int(doc.get("n") or 0), by_user=by_user, latest=doc.get("latest"),
-                   first=doc.get("first"), gone=int(doc.get("gone") or 0), last_gone=last_gone,
+                   first=doc.get("first"), gone=int(doc.get("gone") or 0), last_gone=removals_of(doc),
                    generation=int(doc.get("gen") or 0), seq=int(doc.get("seq") or 0))
+
+    def needs_removals(self, position: ReadPosition) -> bool:
+        """Whether ``unread_since(position)`` needs the last removals, which ``load`` does not
+        read: messages went since the position was recorded, and the summary was read without them."""
+        return self.gone > position.gone and not self.last_gone
 
     def written_by(self, user_id: int) -> int:
         return self.by_user.get(int(user_id), 0)
@@ -189,6 +196,12 @@ class RoomSummary:
         if self.latest is None or self.first is None:
             return None
         return Density(messages=self.messages, first=self.first, latest=self.latest)
+
+
+def removals_of(doc: Mapping[str, Any]) -> tuple[Gone, ...]:
+    """A room document's ``lastGone``, oldest first (empty when it was not read)."""
+    return tuple(Gone(None if g.get("s") is None else int(g["s"]), g["t"], int(g["u"]))
+                 for g in doc.get("lastGone") or ())
 
 
 class RoomSummaries:
@@ -295,6 +308,14 @@ class RoomSummaries:
             return None
         return {room_of_id(doc["_id"])[1]: RoomSummary.from_document(doc) for doc in docs
                 if doc["_id"] != SUMMARY_MARKER_ID}
+
+    def with_removals(self, kind: RoomKind, summaries: Mapping[int, RoomSummary]) -> dict[int, RoomSummary]:
+        """``summaries`` (as ``load`` read them) with their last removals (``last_gone``): one
+        lookup per ``IN_CHUNK`` rooms."""
+        wanted = [summary_id(kind, room) for room in summaries]
+        docs = find_unique_in(self._summaries, "_id", wanted, _REMOVAL_FIELDS)
+        removals = {room_of_id(doc["_id"])[1]: removals_of(doc) for doc in docs}
+        return {room: replace(summary, last_gone=removals.get(room, ())) for room, summary in summaries.items()}
 
     def one(self, kind: RoomKind, room: int) -> RoomSummary | None:
         """One room's summary as it is now (believed or not); None when it has none."""

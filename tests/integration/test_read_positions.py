@@ -85,6 +85,11 @@ def brute_force(api: ChatApi, room: int) -> int:
                if doc["userId"] != USER and (at is None or doc["localDateTime"] > at))
 
 
+def removal_reads(commands: CommandLog) -> list[dict]:
+    """Reads of rooms' last removals (``lastGone``), which the summaries' own read leaves out."""
+    return [doc for doc in commands.named("find") if "lastGone" in (doc.get("projection") or {})]
+
+
 def counted_by_reading(api: ChatApi, commands: CommandLog, room: int) -> tuple[int, bool]:
     """The unread count, and whether answering it read any message."""
     commands.clear()
@@ -103,6 +108,7 @@ def test_a_mark_set_now_answers_later_messages_by_subtraction(api, commands, com
     writer.insert(ChatMessage(kind="direct", channel_id=room, user_id=OTHER, content="unnumbered",
                               created_at=clock.tick()))
     assert counted_by_reading(api, commands, room) == (21, False) and brute_force(api, room) == 21
+    assert removal_reads(commands) == []  # nothing went since the mark: the summary alone answers
 
 
 def test_removals_after_the_mark_are_subtracted_or_returned_by_where_they_were(api, commands, commit, writer):
@@ -113,6 +119,7 @@ def test_removals_after_the_mark_are_subtracted_or_returned_by_where_they_were(a
     for message in (old[0], new[1], old[2], new[2]):
         assert writer.delete("direct", message.id, message.user_id) is not None
     assert counted_by_reading(api, commands, room) == (2, False) and brute_force(api, room) == 2
+    assert len(removal_reads(commands)) == 1  # the removals, read for this room only
 
 
 def test_a_repeated_nonce_after_the_mark_is_taken_back_and_not_counted(api, commands, commit):
