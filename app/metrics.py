@@ -118,6 +118,14 @@ GAP_DROPPED = _chat(Counter(
     "smooth_gap_duplicate_records", "Records dropped because their event was pushed already "
     "(published again, or read again after a broker restart)", registry=None))
 
+# -- numbering ---------------------------------------------------------------------------------------
+
+NUMBERING_ONE_CALL, NUMBERING_MISSED, NUMBERING_READ_BACK = "one-call", "missed", "read-back"
+NUMBERING_ROUNDS = _chat(Counter(
+    "smooth_numbering_rounds", "Group-commit rounds (and edits, deletes) numbered, by path: one-call (a "
+    "compare-and-set on a counter the worker knew), missed (the counter had moved: then read-back too), "
+    "read-back (an update and a read of the counters)", ["path"], registry=None))
+
 # -- the outbox relay ------------------------------------------------------------------------------
 
 OUTBOX_BACKLOG = _chat(Gauge(
@@ -198,6 +206,11 @@ def gap_healing(healed: int, dropped: int) -> None:
         GAP_HEALED.inc(healed)
     if dropped:
         GAP_DROPPED.inc(dropped)
+
+
+def numbering_round(path: str) -> None:
+    """A round was numbered by ``path`` (``NUMBERING_ONE_CALL``, ``NUMBERING_MISSED``, ``NUMBERING_READ_BACK``)."""
+    _child(NUMBERING_ROUNDS, path).inc()
 
 
 def backend_call(backend: str, operation: str, seconds: float, failed: bool = False) -> None:

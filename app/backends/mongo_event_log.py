@@ -61,6 +61,7 @@ from bson.int64 import Int64
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
+import app.metrics as metrics
 from app.backends.mongo_messages import MongoConnection
 from app.backends.mongo_schema import ROOM_EVENTS, ROOM_SEQUENCES, find_unique_in, room_of_id, summary_id
 from app.backends.mongo_summaries import RoomSummaries, counting, messages_by_room
@@ -109,11 +110,17 @@ class MongoEventLog:
         self._connection.ensure_indexes_before_write()
         now = datetime.utcnow()
         new = messages_by_room(messages)
+        path = metrics.NUMBERING_READ_BACK
         if len(counts) == 1:
             [(room, count)] = counts.items()
-            first = self._allocate_after_known(room, count, now, new.get(room, ()))
-            if first is not None:
-                return {room: first}
+            known = self._known.get(summary_id(*room))
+            if known is not None:
+                first = self._allocate_after(room, known, count, now, new.get(room, ()))
+                if first is not None:
+                    metrics.numbering_round(metrics.NUMBERING_ONE_CALL)
+                    return {room: first}
+                path = metrics.NUMBERING_MISSED
+        metrics.numbering_round(path)
         token = secrets.token_hex(8)
         ids = {summary_id(*room): room for room in counts}
         updates = [UpdateOne({"_id": ident}, _grant(counts[room], token, now, new.get(room, ())), upsert=True)
@@ -132,14 +139,11 @@ class MongoEventLog:
                 firsts[room] = self._allocate_one(ident, counts[room], now)  # counted already
         return firsts
 
-    def _allocate_after_known(self, room: RoomKey, count: int, now: datetime,
-                              new: Sequence[ChatMessage]) -> int | None:
+    def _allocate_after(self, room: RoomKey, known: int, count: int, now: datetime,
+                        new: Sequence[ChatMessage]) -> int | None:
         """The first of ``count`` numbers taken in one call if the room's counter still holds
-        the value this process knows; None (nothing taken or counted) if it does not, or is unknown."""
+        ``known``; None (nothing taken or counted) if it does not."""
         ident = summary_id(*room)
-        known = self._known.get(ident)
-        if known is None:
-            return None
         # Every increment lists its grant, as on the two-call path: other rounds' read-backs
         # find their own block by the grants listed after theirs.
         update = _grant(count, secrets.token_hex(8), now, new)

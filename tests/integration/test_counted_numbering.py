@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 from pymongo import MongoClient
 
+import app.metrics as metrics
 from app.backends.mongo_event_log import MongoEventLog
 from app.backends.mongo_history import MongoReadSide
 from app.backends.mongo_messages import MongoMessageWriter
@@ -134,6 +135,23 @@ def other_process(connection) -> GroupCommit:
     """A group commit with a counter memory of its own, over the same database: another worker."""
     return GroupCommit(MongoMessageWriter(connection),
                        RoomLog(MongoEventLog(connection), replay_max_events=1000, retention_s=ONE_DAY))
+
+
+def rounds_by_path() -> dict[str, float]:
+    return {path: metrics.CHAT_REGISTRY.get_sample_value("smooth_numbering_rounds_total", {"path": path}) or 0.0
+            for path in (metrics.NUMBERING_ONE_CALL, metrics.NUMBERING_MISSED, metrics.NUMBERING_READ_BACK)}
+
+
+def test_each_round_is_counted_by_the_path_it_took(connection, commit):
+    room, other = fresh_id(), other_process(connection)
+    before = rounds_by_path()
+    send_round(commit, [dm(room, 1, 0)])  # unknown: read-back
+    send_round(commit, [dm(room, 1, 1)])  # known: one call
+    send_round(other, [dm(room, 2, 2)])  # unknown to the other process: read-back
+    send_round(commit, [dm(room, 1, 3)])  # the counter moved: missed, then read-back
+    after = rounds_by_path()
+    assert {path: after[path] - before[path] for path in after} == {
+        metrics.NUMBERING_ONE_CALL: 1, metrics.NUMBERING_MISSED: 1, metrics.NUMBERING_READ_BACK: 2}
 
 
 def test_rounds_of_two_processes_in_one_room_take_turns_without_sharing_a_number(connection, commands, commit):

@@ -33,7 +33,7 @@ CHAT_FAMILIES = {
     "smooth_stomp_connections", "smooth_stomp_subscriptions", "smooth_stomp_sends", "smooth_stomp_send_reply_seconds",
     "smooth_fanout_records", "smooth_fanout_deliveries", "smooth_fanout_delivery_seconds",
     "smooth_fanout_consumer_lag", "smooth_gap_healed_events", "smooth_gap_duplicate_records", "smooth_outbox_backlog",
-    "smooth_backend_call_seconds",
+    "smooth_backend_call_seconds", "smooth_numbering_rounds",
 }
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
