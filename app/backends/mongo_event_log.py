@@ -16,8 +16,8 @@ Two collections:
   ``_id`` index: no index on ``at``, which cost each event 170 us of the embedded server's CPU
   (bench/db_micro.py).
 
-**Allocating a whole round in two calls**, whatever its rooms: every room's ``$inc`` in one
-unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
+**The general path: a whole round in two calls**, however many rooms it holds: every room's ``$inc``
+in one unordered bulk write, each also pushing ``{t: token, k: count}`` onto the counter's
 ``grants`` (the last ``GRANTS_KEPT``), and then the counters read back in one query. The
 update is atomic per document, so ``grants`` lists the increments in the order they were
 applied: this round's block ends where the increments after it (those listed after its
@@ -113,9 +113,10 @@ class MongoEventLog:
         path = metrics.NUMBERING_READ_BACK
         if len(counts) == 1:
             [(room, count)] = counts.items()
-            known = self._known.get(summary_id(*room))
+            ident = summary_id(*room)
+            known = self._known.get(ident)
             if known is not None:
-                first = self._allocate_after(room, known, count, now, new.get(room, ()))
+                first = self._allocate_after(ident, known, count, now, new.get(room, ()))
                 if first is not None:
                     metrics.numbering_round(metrics.NUMBERING_ONE_CALL)
                     return {room: first}
@@ -139,11 +140,10 @@ class MongoEventLog:
                 firsts[room] = self._allocate_one(ident, counts[room], now)  # counted already
         return firsts
 
-    def _allocate_after(self, room: RoomKey, known: int, count: int, now: datetime,
+    def _allocate_after(self, ident: str, known: int, count: int, now: datetime,
                         new: Sequence[ChatMessage]) -> int | None:
-        """The first of ``count`` numbers taken in one call if the room's counter still holds
+        """The first of ``count`` numbers taken in one call if counter ``ident`` still holds
         ``known``; None (nothing taken or counted) if it does not."""
-        ident = summary_id(*room)
         # Every increment lists its grant, as on the two-call path: other rounds' read-backs
         # find their own block by the grants listed after theirs.
         update = _grant(count, secrets.token_hex(8), now, new)
@@ -240,7 +240,6 @@ def _grant(count: int, token: str, now: datetime, new: Sequence[ChatMessage] = (
         update["$inc"].update(counted.pop("$inc"))
         update.update(counted)
     return update
-
 
 
 def _guarded(call: Any) -> Any:

@@ -52,7 +52,6 @@ _failures = RateLimitedLog(log)
 NONCE_BATCH = 1000
 
 
-
 class MongoOutbox:
     """``Outbox`` over ``unpublished`` (marks of new messages) and ``pendingChange``."""
 
