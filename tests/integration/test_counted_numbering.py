@@ -23,6 +23,7 @@ from app.chat.model import ChatMessage
 from app.chat.room_log import RoomLog
 from tests.support.chat_api import fresh_id, insert_message
 from tests.support.mongo_commands import CommandLog, ListenedConnection
+from tests.unit.test_metrics import Moved
 
 T = datetime(2026, 12, 6, 15, 0, 0)
 ONE_DAY = 86400.0
@@ -137,21 +138,17 @@ def other_process(connection) -> GroupCommit:
                        RoomLog(MongoEventLog(connection), replay_max_events=1000, retention_s=ONE_DAY))
 
 
-def rounds_by_path() -> dict[str, float]:
-    return {path: metrics.CHAT_REGISTRY.get_sample_value("smooth_numbering_rounds_total", {"path": path}) or 0.0
-            for path in (metrics.NUMBERING_ONE_CALL, metrics.NUMBERING_MISSED, metrics.NUMBERING_READ_BACK)}
-
-
 def test_each_round_is_counted_by_the_path_it_took(connection, commit):
     room, other = fresh_id(), other_process(connection)
-    before = rounds_by_path()
-    send_round(commit, [dm(room, 1, 0)])  # unknown: read-back
-    send_round(commit, [dm(room, 1, 1)])  # known: one call
-    send_round(other, [dm(room, 2, 2)])  # unknown to the other process: read-back
-    send_round(commit, [dm(room, 1, 3)])  # the counter moved: missed, then read-back
-    after = rounds_by_path()
-    assert {path: after[path] - before[path] for path in after} == {
-        metrics.NUMBERING_ONE_CALL: 1, metrics.NUMBERING_MISSED: 1, metrics.NUMBERING_READ_BACK: 2}
+    rounds = "smooth_numbering_rounds_total"
+    with Moved(rounds, path=metrics.NUMBERING_ONE_CALL) as one_call, \
+            Moved(rounds, path=metrics.NUMBERING_MISSED) as missed, \
+            Moved(rounds, path=metrics.NUMBERING_READ_BACK) as read_back:
+        send_round(commit, [dm(room, 1, 0)])  # unknown: read-back
+        send_round(commit, [dm(room, 1, 1)])  # known: one call
+        send_round(other, [dm(room, 2, 2)])  # unknown to the other process: read-back
+        send_round(commit, [dm(room, 1, 3)])  # the counter moved: missed, then read-back
+    assert (one_call.by, missed.by, read_back.by) == (1, 1, 2)
 
 
 def test_rounds_of_two_processes_in_one_room_take_turns_without_sharing_a_number(connection, commands, commit):
