@@ -274,10 +274,11 @@ class _SliceReader:
     def skipped(self, skip: int, before: tuple[datetime, ObjectId] | None) -> list[dict[str, Any]]:
         """The one position after ``skip`` messages (newest first, older than ``before``), the
         skip done by the server."""
-        stages: list[dict[str, Any]] = [{"$match": dict(self._room)}]
+        room = dict(self._room)
         if before is not None:
             at, oid = before
-            stages = [{"$match": {**self._room, "localDateTime": {"$lte": at}}}]  # the index range
+            room["localDateTime"] = {"$lte": at}  # the index range
+        stages: list[dict[str, Any]] = [{"$match": room}]
         if self._scope is not None:
             stages.append({"$match": self._scope})
         if before is not None:  # the anchor's own millisecond
