@@ -93,18 +93,18 @@ class CountingSink:
 class CountingWire:
     """The direct path's non-blocking socket (``WireSender``) that takes everything and counts."""
 
-    __slots__ = ("sink", "_encoded")
+    __slots__ = ("sink",)
 
     def __init__(self, sink: CountingSink) -> None:
         self.sink = sink
-        self._encoded = 0
 
-    def encode(self, frames: list[bytes]) -> bytes:
-        self._encoded = len(frames)
-        return b"".join(frames)
+    def send_frames(self, frames: list[bytes]) -> None:
+        b"".join(frames)
+        self.sink.messages += len(frames)
+        self.sink.writes += 1
+        return None
 
     def try_send(self, wire: bytes) -> None:
-        self.sink.messages += self._encoded
         self.sink.writes += 1
         return None
 

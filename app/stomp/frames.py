@@ -189,9 +189,12 @@ class MessageTemplate:
 
     One event reaches many subscribers and only the ``subscription`` header differs
     between their copies, so everything else is encoded once here; per subscriber the
-    work is escaping the id and one ``bytes.join``. Nothing is cached per subscriber here;
-    fan-out may keep :meth:`subscription_bytes` of each subscription (it depends only on
-    the id and the version) and call :meth:`for_subscription_bytes`, which is only the join.
+    work is escaping the id and one ``bytes.join``. Fan-out may keep :meth:`subscription_bytes`
+    of each subscription (it depends only on the id and the version) and call
+    :meth:`for_subscription_bytes`, which joins once per distinct id and hands every later
+    subscriber with that id the same frame: clients number their subscriptions per connection
+    (stomp.js: ``sub-0``, ``sub-1``, ...), so most of a room's subscribers share a few ids, and
+    the transport can then encode a shared frame once for all of them.
 
     Headers come in this order: destination, content-type, subscription, [ack,] message-id,
     content-length (always present, even for an empty body); ``ack`` only in frames of a
@@ -201,7 +204,7 @@ class MessageTemplate:
     subscribers speak several versions builds one template per version in use.
     """
 
-    __slots__ = ("_prefix", "_suffix", "_escape")
+    __slots__ = ("_prefix", "_suffix", "_escape", "_frames")
 
     def __init__(
         self,
@@ -217,6 +220,7 @@ class MessageTemplate:
             f"{MESSAGE}\ndestination:{escape(destination)}\ncontent-type:{escape(content_type)}\nsubscription:"
         ).encode()
         self._suffix = f"\nmessage-id:{escape(message_id)}\ncontent-length:{len(body)}\n\n".encode() + body + b"\x00"
+        self._frames: dict[bytes, bytes] = {}  # subscription bytes -> frame: one per distinct id
 
     def for_subscription(self, subscription_id: str) -> bytes:
         """The complete frame for the subscriber whose SUBSCRIBE carried ``subscription_id``."""
@@ -233,8 +237,12 @@ class MessageTemplate:
         return self._escape(subscription_id).encode("utf-8")
 
     def for_subscription_bytes(self, subscription: bytes) -> bytes:
-        """``for_subscription``, given the id already as :meth:`subscription_bytes` of this version."""
-        return b"".join((self._prefix, subscription, self._suffix))
+        """``for_subscription``, given the id already as :meth:`subscription_bytes` of this version;
+        the same object for every subscriber whose id is ``subscription``."""
+        frame = self._frames.get(subscription)
+        if frame is None:
+            frame = self._frames[subscription] = b"".join((self._prefix, subscription, self._suffix))
+        return frame
 
     def for_acked_subscription(self, subscription: bytes, ack_id: str) -> bytes:
         """The frame for a client-ack subscription: an ``ack`` header follows ``subscription``.

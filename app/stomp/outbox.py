@@ -74,8 +74,8 @@ class Wire:
 class WireSender(Protocol):
     """A WebSocket's write side as the direct path uses it: framing, and a send that never waits."""
 
-    def encode(self, frames: list[bytes]) -> bytes:
-        """``frames`` as transport messages, as bytes ready for the socket."""
+    def send_frames(self, frames: list[bytes]) -> bytes | None:
+        """Frame ``frames`` as transport messages and ``try_send`` them (one call: the fan-out's hot path)."""
         ...
 
     def try_send(self, wire: bytes) -> bytes | None:
@@ -151,7 +151,7 @@ class Outbox:
         if len(items) + len(frames) > self._max:
             return False
         if self._may_write_now():
-            unsent = self._wire.try_send(self._wire.encode(frames))  # type: ignore[union-attr]
+            unsent = self._wire.send_frames(frames)  # type: ignore[union-attr]
             if unsent is None:
                 self.last_write = time.monotonic()
                 return True

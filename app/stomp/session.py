@@ -183,6 +183,9 @@ class Session:
                                      max_subscriptions=settings.stomp_max_subscriptions,
                                      max_per_destination=settings.stomp_max_subscriptions_per_destination,
                                      send_rate=hub.send_rate, acks=self.acks)
+        # The handler's STOMP version, copied again once CONNECT succeeds (the only time it
+        # changes): fan-out reads it for every delivery, and an attribute is the cheapest read.
+        self.version = self._handler.version
         self._inflight: InflightSends | None = None  # made by the first SEND left in flight
         self._timer: Any = None  # the one loop timer (a libev/libuv watcher, no greenlet) or None
         self._abort_timer: gevent.Greenlet | None = None
@@ -192,11 +195,6 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.session_id} {self.transport} {self.state}>"
-
-    @property
-    def version(self) -> str:
-        """The negotiated STOMP version (the handler's; "1.2" until CONNECT)."""
-        return self._handler.version
 
     @property
     def is_open(self) -> bool:
@@ -358,7 +356,7 @@ class Session:
             return f.error(ChatServerError.wire_message).serialize(self.version)
 
     def _on_connected(self) -> None:
-        self._parser.version = self.version
+        self.version = self._parser.version = self._handler.version
         connection = self._handler.connection
         if connection is not None:
             self.user_id = connection.user_id

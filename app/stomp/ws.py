@@ -107,6 +107,31 @@ _HEADER_16BIT = struct.Struct("!BBH").pack
 _HEADER_64BIT = struct.Struct("!BBQ").pack
 
 
+class _LastFramed:
+    """``text_frame`` that reuses its last result for the same frame object.
+
+    Fan-out hands one frame object to every subscriber of a room that shares its subscription
+    id (``MessageTemplate.for_subscription_bytes``), one connection after another, so an
+    event is framed once instead of once per socket. Identity, not equality: a hit costs one
+    comparison, and the reference kept keeps the object (and so its identity) alive.
+    """
+
+    __slots__ = ("_frame", "_wire")
+
+    def __init__(self) -> None:
+        self._frame: bytes | None = None
+        self._wire = b""
+
+    def __call__(self, frame: bytes) -> bytes:
+        if frame is not self._frame:
+            self._wire = text_frame(frame)
+            self._frame = frame
+        return self._wire
+
+
+_framed_once = _LastFramed()
+
+
 class MessageTooBig(Exception):
     """A WebSocket message over the limit; raised before its payload is read."""
 
@@ -547,9 +572,14 @@ class PushWriter:
         self._raw = isinstance(framing, RawFraming)
         self._writer: gevent.Greenlet | None = None
 
-    def encode(self, frames: list[bytes]) -> bytes:
-        messages = frames if self._raw else self._framing.encode(frames)
-        return b"".join(map(text_frame, messages))
+    def send_frames(self, frames: list[bytes]) -> bytes | None:
+        if not self._raw:
+            wire = b"".join(map(text_frame, self._framing.encode(frames)))
+        elif len(frames) == 1:
+            wire = _framed_once(frames[0])
+        else:
+            wire = b"".join(map(text_frame, frames))
+        return self._ws.try_send(wire)
 
     def try_send(self, wire: bytes) -> bytes | None:
         return self._ws.try_send(wire)

@@ -186,3 +186,35 @@ def test_an_audience_limits_an_event_to_its_users_and_none_means_everyone():
     delivery.flush()
     assert [body for _, _, body in messages(alice.outbox)] == [b"for 5 only", b"everyone"]
     assert [body for _, _, body in messages(bob.outbox)] == [b"everyone"]
+
+
+def test_real_sessions_get_frames_in_the_version_each_negotiated():
+    """Session.version is the handler's, copied when CONNECT succeeds: "1.2" before, then the
+    negotiated one, which decides how fan-out escapes each session's headers (1.0: not at all)."""
+    from app.auth import TokenVerifier, mint_token
+    from app.settings import Settings
+    from app.stomp.session import SessionHub
+    from tests.support.chat import RecordingApplication
+
+    settings = Settings.from_env({})
+    registry = SubscriptionRegistry()
+    hub = SessionHub(settings, RecordingApplication(), TokenVerifier(settings.jwt_secret), registry, "node-1")
+    sessions = {version: hub.open_session(f"s-{version}", "websocket") for version in ("1.0", "1.2")}
+    token = mint_token(settings.jwt_secret, 5)
+    try:
+        for version, session in sessions.items():
+            session.start()
+            assert session.version == "1.2"
+            session.receive_data(f"CONNECT\naccept-version:{version}\naccess-token:{token}\n\n\x00".encode())
+            assert session.version == version
+            assert session.outbox.take(10)[0].startswith(b"CONNECTED\n")
+            registry.add(session, "s:1", "/topic/room.1")
+        delivery = FanoutDelivery(registry)
+        delivery.deliver("/topic/room.1", b"hi")
+        delivery.flush()
+        [old] = sessions["1.0"].outbox.take(10)
+        [new] = sessions["1.2"].outbox.take(10)
+        assert b"\nsubscription:s:1\n" in old and b"\nsubscription:s\\c1\n" in new
+    finally:
+        for session in sessions.values():
+            session.finish()

@@ -229,6 +229,16 @@ class TestMessageTemplate:
         assert template.for_subscription("a") != template.for_subscription("b")
         assert not hasattr(template, "__dict__")  # slots: nothing is cached per subscriber
 
+    def test_subscribers_sharing_an_id_share_one_frame(self) -> None:
+        """One join per distinct id: every later subscriber with that id gets the same object
+        (so the transport frames it once), equal to what ``for_subscription`` builds."""
+        template = MessageTemplate("/topic/a", "m", b"body")
+        first = template.for_subscription_bytes(b"sub-0")
+        again = template.for_subscription_bytes(bytes(bytearray(b"sub-0")))  # equal, not the same object
+        other = template.for_subscription_bytes(b"sub-1")
+        assert again is first and first == template.for_subscription("sub-0")
+        assert other == template.for_subscription("sub-1") and other is not first
+
 
 @pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
 def test_an_acked_message_template_equals_the_frame_with_its_ack_header(version):

@@ -175,7 +175,11 @@ class Pushed:
         self.writers = []
         self.outbox.push_to(self, self.start)
 
-    def encode(self, frames):
+    def send_frames(self, frames):
+        return self.try_send(self.encode(frames))
+
+    @staticmethod
+    def encode(frames):
         return b"".join(b"<" + frame + b">" for frame in frames)
 
     def try_send(self, wire):

@@ -7,8 +7,11 @@ bits, or 126 + 16 bits, or 127 + 64 bits; each boundary at the limit and one pas
 
 import pytest
 from geventwebsocket.websocket import Header
+from hypothesis import given, strategies as st
 
-from app.stomp.ws import close_reason_bytes, text_frame
+from app.stomp.outbox import Outbox, RawFraming
+from app.stomp.sockjs import SockJSFraming
+from app.stomp.ws import PushWriter, close_reason_bytes, text_frame
 
 
 @pytest.mark.parametrize("length, header", [
@@ -28,6 +31,42 @@ def test_header_bytes_at_each_length_boundary(length, header):
 def test_same_bytes_as_gevent_websocket_encodes(length):
     payload = b"m" * length
     assert text_frame(payload) == Header.encode_header(True, 0x1, b"", length, 0) + payload
+
+
+class RecordingSocket:
+    """The direct path's non-blocking send: takes everything, records each write."""
+
+    def __init__(self):
+        self.writes = []
+
+    def try_send(self, wire):
+        self.writes.append(wire)
+        return None
+
+
+def pushed(framing):
+    socket = RecordingSocket()
+    return PushWriter(Outbox(100), socket, framing), socket  # type: ignore[arg-type]
+
+
+@given(st.lists(st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=3), max_size=30))
+def test_each_direct_write_frames_its_own_frames_whatever_came_before(picks):
+    """Fan-out hands one frame object to many sockets in a row and the framing is reused for
+    it; a frame that differs (or is equal but another object) never gets another's bytes."""
+    pool = [b"MESSAGE\n\nfirst\x00", b"MESSAGE\n\nfirst\x00"[:-1] + b"\x00", b"x" * 300]
+    writer, socket = pushed(RawFraming())
+    for pick in picks:
+        frames = [pool[index] for index in pick]
+        assert writer.send_frames(frames) is None
+        assert socket.writes[-1] == b"".join(map(text_frame, frames))
+
+
+def test_a_sockjs_socket_writes_one_message_of_its_frames():
+    framing = SockJSFraming(lambda frame: frame)
+    writer, socket = pushed(framing)
+    writer.send_frames([b"a\x00", b"b\x00"])
+    writer.send_frames([b"a\x00"])
+    assert socket.writes == [text_frame(b'a["a\\u0000","b\\u0000"]'), text_frame(b'a["a\\u0000"]')]
 
 
 def test_a_close_reason_is_cut_to_fit_never_mid_character():
