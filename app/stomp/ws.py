@@ -108,25 +108,39 @@ _HEADER_64BIT = struct.Struct("!BBQ").pack
 
 
 class _LastFramed:
-    """``text_frame`` that reuses its last result for the same frame object.
+    """The WebSocket bytes of the frame each framing wrote last, reused for the same frame object.
 
     Fan-out hands one frame object to every subscriber of a room that shares its subscription
     id (``MessageTemplate.for_subscription_bytes``), one connection after another, so an
-    event is framed once instead of once per socket. Identity, not equality: a hit costs one
-    comparison, and the reference kept keeps the object (and so its identity) alive.
+    event is framed once per framing in use (raw STOMP, SockJS: module-level instances)
+    instead of once per socket; for SockJS that framing is a JSON encoding. Identity, not
+    equality: a hit costs one comparison, and the reference kept keeps the object (and so
+    its identity) alive.
     """
 
-    __slots__ = ("_frame", "_wire")
+    __slots__ = ("_last",)
 
     def __init__(self) -> None:
-        self._frame: bytes | None = None
-        self._wire = b""
+        self._last: dict[Framing, tuple[bytes, bytes]] = {}  # framing -> (its last frame, the bytes)
 
-    def __call__(self, frame: bytes) -> bytes:
-        if frame is not self._frame:
-            self._wire = text_frame(frame)
-            self._frame = frame
-        return self._wire
+    def __call__(self, framing: Framing, frame: bytes) -> bytes:
+        last = self._last.get(framing)
+        if last is not None and last[0] is frame:
+            return last[1]
+        wire = websocket_bytes(framing, [frame])
+        if len(self._last) >= FRAMINGS_REMEMBERED:
+            self._last.clear()
+        self._last[framing] = (frame, wire)
+        return wire
+
+
+def websocket_bytes(framing: Framing, frames: list[bytes]) -> bytes:
+    """``frames`` as ``framing`` carries them, each of its messages in a WebSocket text frame."""
+    return b"".join(map(text_frame, frames if framing.__class__ is RawFraming else framing.encode(frames)))
+
+
+# More than the WebSocket framings there are: a bound, not a tuning knob.
+FRAMINGS_REMEMBERED = 8
 
 
 _framed_once = _LastFramed()
@@ -563,22 +577,19 @@ class PushWriter:
     none.
     """
 
-    __slots__ = ("_outbox", "_ws", "_framing", "_raw", "_writer")
+    __slots__ = ("_outbox", "_ws", "_framing", "_writer")
 
     def __init__(self, outbox: Outbox, ws: StompWebSocket, framing: Framing) -> None:
         self._outbox = outbox
         self._ws = ws
         self._framing = framing
-        self._raw = isinstance(framing, RawFraming)
         self._writer: gevent.Greenlet | None = None
 
     def send_frames(self, frames: list[bytes]) -> bytes | None:
-        if not self._raw:
-            wire = b"".join(map(text_frame, self._framing.encode(frames)))
-        elif len(frames) == 1:
-            wire = _framed_once(frames[0])
+        if len(frames) == 1:
+            wire = _framed_once(self._framing, frames[0])
         else:
-            wire = b"".join(map(text_frame, frames))
+            wire = websocket_bytes(self._framing, frames)
         return self._ws.try_send(wire)
 
     def try_send(self, wire: bytes) -> bytes | None:

@@ -227,7 +227,7 @@ class TestMessageTemplate:
     def test_each_call_builds_fresh_bytes(self) -> None:
         template = MessageTemplate("/topic/a", "m", b"body")
         assert template.for_subscription("a") != template.for_subscription("b")
-        assert not hasattr(template, "__dict__")  # slots: nothing is cached per subscriber
+        assert not hasattr(template, "__dict__")  # slots
 
     def test_subscribers_sharing_an_id_share_one_frame(self) -> None:
         """One join per distinct id: every later subscriber with that id gets the same object

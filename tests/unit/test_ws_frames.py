@@ -10,7 +10,7 @@ from geventwebsocket.websocket import Header
 from hypothesis import given, strategies as st
 
 from app.stomp.outbox import Outbox, RawFraming
-from app.stomp.sockjs import SockJSFraming
+from app.stomp.sockjs import WEBSOCKET_FRAMING
 from app.stomp.ws import PushWriter, close_reason_bytes, text_frame
 
 
@@ -49,21 +49,25 @@ def pushed(framing):
     return PushWriter(Outbox(100), socket, framing), socket  # type: ignore[arg-type]
 
 
-@given(st.lists(st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=3), max_size=30))
-def test_each_direct_write_frames_its_own_frames_whatever_came_before(picks):
-    """Fan-out hands one frame object to many sockets in a row and the framing is reused for
-    it; a frame that differs (or is equal but another object) never gets another's bytes."""
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from([0, 1, 2]), min_size=1, max_size=3)),
+                max_size=30))
+def test_each_direct_write_frames_its_own_frames_whatever_came_before(writes):
+    """Fan-out hands one frame object to many sockets in a row, raw STOMP and SockJS ones
+    mixed, and each framing's bytes are reused for it; a frame that differs (or is equal but
+    another object) never gets another's bytes, nor one framing another's."""
     pool = [b"MESSAGE\n\nfirst\x00", b"MESSAGE\n\nfirst\x00"[:-1] + b"\x00", b"x" * 300]
-    writer, socket = pushed(RawFraming())
-    for pick in picks:
-        frames = [pool[index] for index in pick]
+    raw, raw_socket = pushed(RawFraming())
+    sockjs, sockjs_socket = pushed(WEBSOCKET_FRAMING)
+    for use_sockjs, picks in writes:
+        frames = [pool[index] for index in picks]
+        writer, socket = (sockjs, sockjs_socket) if use_sockjs else (raw, raw_socket)
         assert writer.send_frames(frames) is None
-        assert socket.writes[-1] == b"".join(map(text_frame, frames))
+        messages = WEBSOCKET_FRAMING.encode(frames) if use_sockjs else frames
+        assert socket.writes[-1] == b"".join(map(text_frame, messages))
 
 
 def test_a_sockjs_socket_writes_one_message_of_its_frames():
-    framing = SockJSFraming(lambda frame: frame)
-    writer, socket = pushed(framing)
+    writer, socket = pushed(WEBSOCKET_FRAMING)
     writer.send_frames([b"a\x00", b"b\x00"])
     writer.send_frames([b"a\x00"])
     assert socket.writes == [text_frame(b'a["a\\u0000","b\\u0000"]'), text_frame(b'a["a\\u0000"]')]
