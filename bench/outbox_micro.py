@@ -10,7 +10,10 @@ poll batch, so writers batch). Two producers are measured:
 
 - ``offer``: a bare loop of ``outbox.offer(frame)`` (the hand-off alone);
 - ``deliver``: ``FanoutDelivery.deliver`` over a real registry (template, subscription id,
-  offer), the code path of a Kafka record.
+  offer), the code path of a Kafka record;
+- ``ws-raw`` and ``ws-sockjs``: ``deliver`` with each outbox pushed through the server's own
+  ``PushWriter`` and framing (a raw STOMP WebSocket, a SockJS one) into a socket that only
+  counts: the whole Python path of a delivery up to the system call (working tree only).
 
 ``--rev`` loads ``app/session.py`` and ``app/fanout.py`` as they are at a git revision (one from
 before the transport moved into ``app/stomp/``; for later ones run the command in a checkout), so
@@ -93,20 +96,52 @@ class CountingSink:
 class CountingWire:
     """The direct path's non-blocking socket (``WireSender``) that takes everything and counts."""
 
+    __slots__ = ("sink", "_encoded")
+
+    def __init__(self, sink: CountingSink) -> None:
+        self.sink = sink
+        self._encoded = 0
+
+    def send_frames(self, frames: list[bytes]) -> None:
+        return self.try_send(self.encode(frames))
+
+    # Before the outbox called send_frames (9f0df70), it called these two.
+    def encode(self, frames: list[bytes]) -> bytes:
+        self._encoded = len(frames)
+        return b"".join(frames)
+
+    def try_send(self, wire: bytes) -> None:
+        self.sink.messages += self._encoded
+        self.sink.writes += 1
+        return None
+
+
+class CountingSocket:
+    """A WebSocket whose non-blocking send takes everything and counts: under a real ``PushWriter``,
+    so the framing (raw STOMP or SockJS) is measured; one message per write (burst 1)."""
+
     __slots__ = ("sink",)
 
     def __init__(self, sink: CountingSink) -> None:
         self.sink = sink
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        b"".join(frames)
-        self.sink.messages += len(frames)
+    def try_send(self, wire: bytes) -> None:
+        self.sink.messages += 1
         self.sink.writes += 1
         return None
 
-    def try_send(self, wire: bytes) -> None:
-        self.sink.writes += 1
-        return None
+
+def push_through_websockets(outboxes: list[Any], sinks: list[CountingSink], framing_name: str) -> list[Any]:
+    """The working tree's ``PushWriter`` over each outbox, with the framing the server gives a
+    raw or a SockJS WebSocket (one instance for all, as the server has it)."""
+    from app.stomp.outbox import RawFraming
+    from app.stomp.sockjs import WEBSOCKET_FRAMING
+    from app.stomp.ws import PushWriter
+
+    framing = RawFraming() if framing_name == "raw" else WEBSOCKET_FRAMING
+    for outbox, sink in zip(outboxes, sinks):
+        outbox.push_to(PushWriter(outbox, CountingSocket(sink), framing), lambda: None)  # type: ignore[arg-type]
+    return []
 
 
 def start_writers(session: types.ModuleType, outboxes: list[Any], sinks: list[CountingSink]) -> list[Any]:
@@ -145,7 +180,10 @@ def run_once(session: types.ModuleType, fanout: types.ModuleType, *, subs: int, 
              mode: str) -> dict[str, float]:
     outboxes = [session.Outbox(max(1024, burst * 4)) for _ in range(subs)]
     sinks = [CountingSink() for _ in range(subs)]
-    writers = start_writers(session, outboxes, sinks)
+    if mode.startswith("ws-"):
+        writers = push_through_websockets(outboxes, sinks, mode.removeprefix("ws-"))
+    else:
+        writers = start_writers(session, outboxes, sinks)
     registry: SubscriptionRegistry[Any] = SubscriptionRegistry()
     for n, outbox in enumerate(outboxes):
         registry.add(Subscriber(outbox, n), "sub-0", "/topic/room.1")
@@ -194,8 +232,8 @@ def main() -> None:
     print(f"app/session.py + app/fanout.py from {args.rev or 'the working tree'}; {args.subs} outboxes, "
           f"{args.events} events each, best of {args.repeat}")
     print(f"{'case':<22} {'cpu us/dlv':>10} {'wall us/dlv':>11} {'producer us/dlv':>15} {'frames/write':>12}")
-    for mode in ("offer", "deliver"):
-        for burst in (1, 8):
+    for mode in ("offer", "deliver", "ws-raw", "ws-sockjs"):
+        for burst in ((1,) if mode.startswith("ws-") else (1, 8)):
             runs = [run_once(session, fanout, subs=args.subs, events=args.events, burst=burst, mode=mode)
                     for _ in range(args.repeat)]
             best = min(runs, key=lambda r: r["us_per_delivery_cpu"])
