@@ -20,6 +20,8 @@ The only module that imports ``geventwebsocket`` (and gunicorn). Owns:
   push writer (:class:`PushWriter`: direct sends, and a writer greenlet
   (:func:`drain_websocket`) only while there is a backlog), SockJS idle ticks, read loop,
   and the finish that always runs. It carries any :class:`~app.stomp.transport.TransportSession`.
+- :func:`websocket_bytes`: frames as a framing carries them in WebSocket text frames; a frame
+  object fanned out to many sockets is framed once (:class:`_LastFramed`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from gunicorn.workers.ggevent import VERSION as GUNICORN_VERSION
 
 from app.errors import FrameTooLarge, InvalidFrame
 from app.http_envelope import error_body
-from app.stomp.outbox import BATCH_FRAMES, PROTOCOL_ERROR, Framing, Outbox, Pong, RawFraming, Wire
+from app.stomp.outbox import BATCH_FRAMES, PROTOCOL_ERROR, Framing, Outbox, Pong, Wire
 from app.stomp.transport import TransportSession
 
 __all__ = [
@@ -107,6 +109,10 @@ _HEADER_16BIT = struct.Struct("!BBH").pack
 _HEADER_64BIT = struct.Struct("!BBQ").pack
 
 
+# More than the WebSocket framings there are: a bound, not a tuning knob.
+FRAMINGS_REMEMBERED = 8
+
+
 class _LastFramed:
     """The WebSocket bytes of the frame each framing wrote last, reused for the same frame object.
 
@@ -136,11 +142,7 @@ class _LastFramed:
 
 def websocket_bytes(framing: Framing, frames: list[bytes]) -> bytes:
     """``frames`` as ``framing`` carries them, each of its messages in a WebSocket text frame."""
-    return b"".join(map(text_frame, frames if framing.__class__ is RawFraming else framing.encode(frames)))
-
-
-# More than the WebSocket framings there are: a bound, not a tuning knob.
-FRAMINGS_REMEMBERED = 8
+    return b"".join(map(text_frame, framing.encode(frames)))
 
 
 _framed_once = _LastFramed()
