@@ -142,7 +142,13 @@ class _LastFramed:
 
 def websocket_bytes(framing: Framing, frames: list[bytes]) -> bytes:
     """``frames`` as ``framing`` carries them, each of its messages in a WebSocket text frame."""
-    return b"".join(map(text_frame, framing.encode(frames)))
+    return text_frames(framing.encode(frames))
+
+
+def text_frames(messages: list[bytes]) -> bytes:
+    """Each of ``messages`` as a WebSocket text frame, in order: what one write sends (the
+    direct path's and the writer's)."""
+    return b"".join(map(text_frame, messages))
 
 
 _framed_once = _LastFramed()
@@ -257,7 +263,7 @@ class StompWebSocket(WebSocket):
 
     def send_messages(self, messages: list[bytes]) -> None:
         """Send several text messages with one write."""
-        self.raw_write(b"".join(map(text_frame, messages)))
+        self.raw_write(text_frames(messages))
 
     def send_pong(self, payload: bytes) -> None:
         self.raw_write(Header.encode_header(True, self.OPCODE_PONG, b"", len(payload), 0) + payload)
