@@ -36,8 +36,8 @@ from app.chat.model import TOPICS
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "FetchPace", "Record", "ReadPosition", "create_topics",
-           "topic_partitions"]
+__all__ = ["KafkaEventBus", "BrokerAck", "RecordSource", "RecordProbe", "StoredRecord", "FetchPace", "Record",
+           "ReadPosition", "create_topics", "topic_partitions"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ TOPIC_CREATION_RETRY_S = 5.0
 # How often a source compares its positions with the ends of the logs (a broker that lost
 # its log says nothing: fetches past the new end just come back empty).
 LOG_CHECK_S = 2.0
+# The longest a source waits for the broker to hand back the last record it read, when it
+# checks whether a log that ends before its position still holds that record.
+PROBE_TIMEOUT_S = 2.0
 
 
 def _bootstrap(settings: Settings) -> list[str]:
@@ -177,6 +180,13 @@ class ReadPosition(NamedTuple):
     timestamp: int | None
 
 
+class StoredRecord(NamedTuple):
+    """What a log holds at one offset, as far as telling two records apart needs."""
+
+    timestamp: int
+    key: bytes | None
+
+
 class FetchPace:
     """The fetch wait a source's next fetches carry: ``active_ms`` while records arrive,
     ``idle_ms`` once none has for ``idle_after_s``.
@@ -224,7 +234,12 @@ class RecordSource:
     A log that went backwards (a broker restarted without its data, a topic recreated) is
     read again from its start, so what was produced since is not skipped: every
     ``LOG_CHECK_S`` the source compares its positions with the ends of the logs, and an
-    out-of-range position resets to the earliest offset. A source starts where the source it
+    out-of-range position resets to the earliest offset. A position past a log's end is
+    rewound only once the log no longer holds the last record read there (``read_record``
+    asks the broker for it): the embedded broker reports a log's end as the start of its
+    last batch plus one, so after a batch of several records the position stays past that
+    end while the log is whole, and rewinding then re-read (and re-pushed) the partition
+    every few seconds. A source starts where the source it
     replaces stopped (``resume_from``, its ``read_positions``: the next offset and the time of
     the last record read, so that a log that started again meanwhile is still noticed), else
     at the offset its group committed, else at the end of a partition it never read.
@@ -233,7 +248,8 @@ class RecordSource:
     def __init__(self, settings: Settings, topics: Iterable[str], group_id: str, *,
                  open_consumer: Callable[..., Any] = KafkaConsumer,
                  create_missing: Callable[[Settings, list[str]], list[str]] | None = None,
-                 resume_from: dict[tuple[str, int], ReadPosition] | None = None) -> None:
+                 resume_from: dict[tuple[str, int], ReadPosition] | None = None,
+                 read_record: Callable[[TopicPartition, int], StoredRecord | None] | None = None) -> None:
         self.group_id = group_id
         # Where a source that replaces a failed one goes on: the failed one's read positions
         # (the broker may have lost the offsets it committed, with its log).
@@ -251,6 +267,9 @@ class RecordSource:
         self._next_check = 0.0
         self._next_log_check = time.monotonic() + LOG_CHECK_S
         self._past_end: set[TopicPartition] = set()
+        self._last_keys: dict[TopicPartition, bytes | None] = {}  # the key of the last record read
+        self._held: dict[TopicPartition, int] = {}  # position past the end whose last record the log holds
+        self._read_record = read_record or RecordProbe(settings, f"{group_id}-probe")
         self.rewinds = 0
         self._pace = FetchPace(settings.kafka_fetch_max_wait_ms, settings.kafka_idle_fetch_max_wait_ms,
                                idle_after_s=IDLE_AFTER_S)
@@ -305,6 +324,7 @@ class RecordSource:
             for partition, batch in batches.items():
                 self._next_offsets[partition] = batch[-1].offset + 1
                 self._last_timestamps[partition] = batch[-1].timestamp
+                self._last_keys[partition] = batch[-1].key
         return [Record(r.topic, r.key, r.value, r.timestamp) for batch in batches.values() for r in batch]
 
     def lag(self) -> dict[tuple[str, int], int]:
@@ -410,10 +430,28 @@ class RecordSource:
             if end is None or position is None or position <= end:
                 continue
             past_end.add(partition)
-            if partition in self._past_end:
+            if partition in self._past_end and not self._holds_last_read(partition, position):
                 self._rewind(partition, f"position {position} is past the log's end {end}")
                 past_end.discard(partition)
         self._past_end = past_end
+
+    def _holds_last_read(self, partition: TopicPartition, position: int) -> bool:
+        """Whether the log still holds, just before ``position``, the record read last there
+        (same time, same key): then its end as reported trails the broker's own fetches."""
+        if self._held.get(partition) == position:
+            return True  # asked already, and nothing was read since
+        stamp = self._last_timestamps.get(partition)
+        if stamp is None or position < 1:
+            return False
+        found = self._read_record(partition, position - 1)
+        if found is None or found.timestamp != stamp:
+            return False
+        if partition in self._last_keys and found.key != self._last_keys[partition]:
+            return False  # (a source resumed from another's position knows only the time)
+        log.debug("%s[%d]: the log's end trails position %d, and it holds the last record read",
+                  partition.topic, partition.partition, position)
+        self._held[partition] = position
+        return True
 
     def _rewind_logs_with_newer_records_behind(self) -> None:
         targets = {partition: stamp + RESTART_SKEW_MS for partition, stamp in self._last_timestamps.items()
@@ -440,6 +478,8 @@ class RecordSource:
                     partition.topic, partition.partition, sign)
         self._consumer.seek_to_beginning(partition)
         self._last_timestamps.pop(partition, None)
+        self._last_keys.pop(partition, None)
+        self._held.pop(partition, None)
         self.rewinds += 1
 
     @property
@@ -452,6 +492,56 @@ class RecordSource:
             self._consumer.close(autocommit=False)
         except Exception:  # noqa: BLE001 - closing must not fail shutdown
             log.debug("kafka consumer close failed", exc_info=True)
+        close_probe = getattr(self._read_record, "close", None)
+        if close_probe is not None:
+            close_probe()
+
+
+class RecordProbe:
+    """Reads one record at a given offset with a consumer of its own (no group, nothing
+    committed), so the fan-out consumer's position and fetches are left alone.
+
+    Opened at the first question and kept: on the embedded broker a source asks after every
+    batch of several records. None when the offset is past the log's end, out of its range,
+    or not answered within ``PROBE_TIMEOUT_S``.
+    """
+
+    def __init__(self, settings: Settings, client_id: str, *,
+                 open_consumer: Callable[..., Any] = KafkaConsumer) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._open_consumer = open_consumer
+        self._consumer: Any = None
+
+    def __call__(self, partition: TopicPartition, offset: int) -> StoredRecord | None:
+        try:
+            consumer = self._opened()
+            consumer.assign([partition])
+            consumer.seek(partition, offset)
+            deadline = time.monotonic() + PROBE_TIMEOUT_S
+            while time.monotonic() < deadline:
+                for record in consumer.poll(timeout_ms=100, max_records=1).get(partition, ()):
+                    return StoredRecord(record.timestamp, record.key) if record.offset == offset else None
+        except KafkaError as exc:
+            log.info("could not read %s[%d] at %d: %r", partition.topic, partition.partition, offset, exc)
+        return None
+
+    def _opened(self) -> Any:
+        if self._consumer is None:
+            self._consumer = self._open_consumer(
+                bootstrap_servers=_bootstrap(self._settings), group_id=None, client_id=self._client_id,
+                enable_auto_commit=False, auto_offset_reset="none", metrics_enabled=False, check_crcs=False,
+                allow_auto_create_topics=False, bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+        return self._consumer
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # noqa: BLE001 - closing must not fail shutdown
+                log.debug("kafka probe consumer close failed", exc_info=True)
+            self._consumer = None
 
 
 def _admin_client(settings: Settings, client_id: str, timeout_ms: int) -> KafkaAdminClient:

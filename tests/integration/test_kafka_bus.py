@@ -5,7 +5,7 @@ import uuid
 
 import gevent
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from app.backends import kafka_bus
@@ -143,6 +143,33 @@ def committed_offsets(settings, group):
         return {tp: meta.offset for tp, meta in admin.list_group_offsets({group: None})[group].items()}
     finally:
         admin.close()
+
+
+def test_a_log_whose_end_trails_a_batch_is_read_once_not_again_from_its_start(topic_settings, monkeypatch):
+    """The embedded broker reports a log's end as its last batch's first offset plus one, so
+    after a batch of several records a source's position stays past that end: the log is
+    whole (it still holds the last record read), and is not read again from its start."""
+    monkeypatch.setattr(kafka_bus, "LOG_CHECK_S", 0.1)
+    topic = f"trailing-end-{uuid.uuid4().hex[:6]}"  # its own: a later source would start inside the batch
+    create_topics(topic_settings, [topic])
+    source = RecordSource(topic_settings, [topic], f"{topic}-group")
+    producer = KafkaProducer(bootstrap_servers=topic_settings.kafka_bootstrap_servers, linger_ms=200)
+    try:
+        values = [f"batched-{n}".encode() for n in range(5)]
+        for value in values:  # one key: one partition; the linger makes them one batch
+            producer.send(topic, key=b"42", value=value)
+        producer.flush()
+        polled = poll_until(source, len(values))
+        [((_, number), read)] = source.read_positions.items()  # the one partition read
+        assert read.offset > end_offsets(topic_settings, topic)[TopicPartition(topic, number)], \
+            "the embedded broker no longer reports a batch's end early: this test no longer covers it"
+        for _ in range(10):  # LOG_CHECK_S passes several times
+            polled += source.poll(50)
+            gevent.sleep(0.05)
+        assert [r.value for r in polled] == values and source.rewinds == 0
+    finally:
+        producer.close()
+        source.close()
 
 
 def test_a_reopened_source_resumes_from_what_its_group_committed(topic_settings, bus):

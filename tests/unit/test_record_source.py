@@ -11,7 +11,7 @@ from kafka.structs import OffsetAndTimestamp
 from kafka.errors import KafkaConnectionError
 
 from app.backends import kafka_bus
-from app.backends.kafka_bus import RecordSource
+from app.backends.kafka_bus import RecordSource, StoredRecord
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
@@ -100,7 +100,7 @@ def clock(monkeypatch):
     return now
 
 
-def open_source(partitions, topics=("t1", "t2"), consumer_class=None, resume_from=None):
+def open_source(partitions, topics=("t1", "t2"), consumer_class=None, resume_from=None, read_record=None):
     consumers = []
 
     def open_consumer(**config):
@@ -111,8 +111,20 @@ def open_source(partitions, topics=("t1", "t2"), consumer_class=None, resume_fro
                         kafka_idle_fetch_max_wait_ms=100)
     source = RecordSource(settings, list(topics), "g-node-1-abcd", open_consumer=open_consumer,
                           create_missing=lambda settings, names: CREATED.extend(names) or [],
-                          resume_from=resume_from)
+                          resume_from=resume_from, read_record=read_record or Log({}))
     return source, consumers[0]
+
+
+class Log:
+    """``read_record`` over what a test says each log holds: {(partition, offset): StoredRecord}."""
+
+    def __init__(self, records):
+        self.records = records
+        self.asked: list[tuple[TopicPartition, int]] = []
+
+    def __call__(self, partition, offset):
+        self.asked.append((partition, offset))
+        return self.records.get((partition, offset))
 
 
 CREATED: list[str] = []  # topics the sources asked to create
@@ -370,3 +382,39 @@ def test_a_retried_batch_stamped_earlier_than_its_neighbours_is_not_a_restart(cl
     source.poll(10)
     assert consumer.from_beginning == set() and source.rewinds == 0
 
+
+
+def past_the_end_after_a_read(clock, holds):
+    """A source read offset 103 (time 10,000, key b"7"); the broker then says the log ends at 102."""
+    log = Log(holds)
+    source, consumer = open_source({"t1": {0}}, topics=("t1",), read_record=log)
+    consumer.batches.append({tp("t1", 0): [ConsumerRecord("t1", b"{}", offset=103, timestamp=10_000)]})
+    consumer.positions = {tp("t1", 0): 104}
+    source.poll(10)
+    consumer.ends = {tp("t1", 0): 102}
+    for _ in range(3):
+        clock[0] += kafka_bus.LOG_CHECK_S
+        source.poll(10)
+    return source, consumer, log
+
+
+def test_a_log_that_ends_before_the_position_but_holds_the_last_record_read_is_not_rewound(clock):
+    """The embedded broker's end trails a batch of several records: the log is whole."""
+    source, consumer, log = past_the_end_after_a_read(clock, {(tp("t1", 0), 103): StoredRecord(10_000, b"7")})
+    assert consumer.from_beginning == set() and source.rewinds == 0
+    assert log.asked == [(tp("t1", 0), 103)]  # asked once while the position stays
+
+
+def test_a_log_holding_another_record_where_the_last_one_read_was_is_read_again(clock):
+    source, consumer, log = past_the_end_after_a_read(clock, {(tp("t1", 0), 103): StoredRecord(14_000, b"7")})
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
+
+
+def test_a_log_holding_another_key_where_the_last_one_read_was_is_read_again(clock):
+    source, consumer, log = past_the_end_after_a_read(clock, {(tp("t1", 0), 103): StoredRecord(10_000, b"8")})
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
+
+
+def test_a_log_without_the_last_record_read_is_read_again(clock):
+    source, consumer, log = past_the_end_after_a_read(clock, {})
+    assert consumer.from_beginning == {tp("t1", 0)} and source.rewinds == 1
