@@ -517,13 +517,21 @@ class RecordProbe:
         try:
             consumer = self._opened()
             consumer.assign([partition])
-            consumer.seek(partition, offset)
-            deadline = time.monotonic() + PROBE_TIMEOUT_S
-            while time.monotonic() < deadline:
-                for record in consumer.poll(timeout_ms=100, max_records=1).get(partition, ()):
-                    return StoredRecord(record.timestamp, record.key) if record.offset == offset else None
+            try:
+                return self._read(consumer, partition, offset)
+            finally:
+                consumer.unsubscribe()  # an assigned partition would go on being fetched between questions
         except KafkaError as exc:
             log.info("could not read %s[%d] at %d: %r", partition.topic, partition.partition, offset, exc)
+        return None
+
+    @staticmethod
+    def _read(consumer: Any, partition: TopicPartition, offset: int) -> StoredRecord | None:
+        consumer.seek(partition, offset)
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for record in consumer.poll(timeout_ms=100, max_records=1).get(partition, ()):
+                return StoredRecord(record.timestamp, record.key) if record.offset == offset else None
         return None
 
     def _opened(self) -> Any:

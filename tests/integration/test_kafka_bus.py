@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from app.backends import kafka_bus
-from app.backends.kafka_bus import KafkaEventBus, RecordSource, create_topics
+from app.backends.kafka_bus import KafkaEventBus, RecordProbe, RecordSource, StoredRecord, create_topics
 from app.chat import events
 from app.chat.model import TOPICS
 from app.embedded import free_port
@@ -168,6 +168,28 @@ def test_a_log_whose_end_trails_a_batch_is_read_once_not_again_from_its_start(to
             gevent.sleep(0.05)
         assert [r.value for r in polled] == values and source.rewinds == 0
     finally:
+        producer.close()
+        source.close()
+
+
+def test_the_record_probe_reads_one_record_at_an_offset_and_nothing_past_the_end(topic_settings, monkeypatch):
+    monkeypatch.setattr(kafka_bus, "PROBE_TIMEOUT_S", 0.5)
+    topic = f"probed-{uuid.uuid4().hex[:6]}"
+    create_topics(topic_settings, [topic])
+    source = RecordSource(topic_settings, [topic], f"{topic}-group")
+    producer = KafkaProducer(bootstrap_servers=topic_settings.kafka_bootstrap_servers)
+    probe = RecordProbe(topic_settings, f"{topic}-probe")
+    try:
+        for n in range(3):
+            producer.send(topic, key=b"42", value=f"v{n}".encode()).get(timeout=10)
+        polled = poll_until(source, 3)
+        [((_, number), read)] = source.read_positions.items()
+        partition = TopicPartition(topic, number)
+        assert probe(partition, read.offset - 2) == StoredRecord(polled[1].timestamp, b"42")
+        assert probe(partition, read.offset - 1) == StoredRecord(polled[2].timestamp, b"42")
+        assert probe(partition, read.offset + 5) is None
+    finally:
+        probe.close()
         producer.close()
         source.close()
 
