@@ -488,10 +488,7 @@ class RecordSource:
         return {partition.topic for partition in self._assigned} == set(self.topics)
 
     def close(self) -> None:
-        try:
-            self._consumer.close(autocommit=False)
-        except Exception:  # noqa: BLE001 - closing must not fail shutdown
-            log.debug("kafka consumer close failed", exc_info=True)
+        _close_quietly(self._consumer)
         close_probe = getattr(self._read_record, "close", None)
         if close_probe is not None:
             close_probe()
@@ -545,11 +542,16 @@ class RecordProbe:
 
     def close(self) -> None:
         if self._consumer is not None:
-            try:
-                self._consumer.close(autocommit=False)
-            except Exception:  # noqa: BLE001 - closing must not fail shutdown
-                log.debug("kafka probe consumer close failed", exc_info=True)
+            _close_quietly(self._consumer)
             self._consumer = None
+
+
+def _close_quietly(consumer: Any) -> None:
+    """Close a consumer without committing; a failure is logged, never raised (shutdown goes on)."""
+    try:
+        consumer.close(autocommit=False)
+    except Exception:  # noqa: BLE001 - closing must not fail shutdown
+        log.debug("kafka consumer close failed", exc_info=True)
 
 
 def _admin_client(settings: Settings, client_id: str, timeout_ms: int) -> KafkaAdminClient:
