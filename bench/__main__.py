@@ -209,6 +209,7 @@ def quick_timings() -> None:
     measure.QUIET_SAMPLE_S = 0.5
     measure.DRAIN_IDLE_S = 1.5
     idle.SETTLE_S = 0.5
+    idle.IDLE_WINDOW_S = 1.0
 
 
 def server_env() -> dict[str, str]:

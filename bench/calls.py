@@ -28,13 +28,30 @@ from bench.targets import SmoothTarget
 CALLS = re.compile(r'^smooth_backend_call_seconds_count\{(?P<labels>[^}]*)\} (?P<count>\S+)$')
 
 
-def backend_calls(port: int, token: str) -> dict[str, float]:
-    """Every backend call counter of the worker behind ``port``, by its labels."""
+def scrape(port: int, token: str) -> str:
+    """The Prometheus text of the worker behind ``port`` (``/metrics``, with the service token)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode("utf-8")
+        return response.read().decode("utf-8")
+
+
+def backend_calls(port: int, token: str) -> dict[str, float]:
+    """Every backend call counter of the worker behind ``port``, by its labels."""
+    text = scrape(port, token)
     return {match["labels"]: float(match["count"]) for match in map(CALLS.match, text.splitlines()) if match}
+
+
+def sample_value(port: int, token: str, name: str) -> float:
+    """The value of the unlabelled sample ``name`` of the worker behind ``port``.
+
+    Raises:
+        LookupError: the worker does not expose it (a renamed metric must not read as zero).
+    """
+    for line in scrape(port, token).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ", 1)[1])
+    raise LookupError(f"{name} is not among the worker's metrics")
 
 
 def main() -> None:

@@ -108,6 +108,7 @@ def test_rooms_sweep_prints_figures(quick_run: Any) -> None:
 def test_idle_prints_figures(quick_run: Any) -> None:
     out, raw = scenario(quick_run, "idle")
     assert raw["levels"][0]["held"] == 20 and "rss_per_conn_kb" in out
+    assert "records_read_idle" in out  # read off the worker's /metrics (the bench fails if it is not there)
 
 
 def test_presence_prints_figures(quick_run: Any) -> None:
