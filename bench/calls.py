@@ -11,6 +11,8 @@ before the metrics issue have no ``/metrics``)::
 
     .venv/bin/python -m bench.calls
     .venv/bin/python -m bench.calls --conns 5000 --rate 0.2   # the many-rooms shape
+
+``scrape`` and ``sample_value`` (a worker's ``/metrics``) are shared with ``bench.idle``.
 """
 
 from __future__ import annotations
