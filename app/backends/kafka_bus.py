@@ -12,7 +12,7 @@ Tuning comes from field-notes.md: a low ``fetch_max_wait_ms`` for latency and
 process started; fan-out consumers assign themselves every partition rather than join a
 group (see ``RecordSource``). kafka-python is pure Python and runs in the chat worker's one
 process, so per-record work it can skip is switched off: no client metrics (neither side
-reads them) and no CRC check of fetched batches (see ``RecordSource``);
+reads them) and no CRC check of fetched batches (see ``_consumer_options``);
 ``python -m bench.kafka_micro`` measures what each costs. A source with nothing to read
 fetches with a longer wait (``FetchPace``): each empty fetch costs the worker ~2 ms of
 CPU, and the embedded broker answers a waiting fetch only some time after a record
@@ -276,7 +276,7 @@ class RecordSource:
         self._fetch_wait_ms = settings.kafka_fetch_max_wait_ms
         try:
             self._consumer = open_consumer(
-                bootstrap_servers=_bootstrap(settings),
+                **_consumer_options(settings),
                 group_id=group_id,
                 client_id=group_id,
                 # Where an out-of-range position goes: the start of the log, which after a
@@ -287,15 +287,6 @@ class RecordSource:
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
                 fetch_min_bytes=settings.kafka_fetch_min_bytes,
                 metadata_max_age_ms=METADATA_MAX_AGE_MS,
-                metrics_enabled=False,  # per-fetch sensor bookkeeping we never read
-                # kafka-python checks CRC32C in pure Python (~0.1 us per byte: ~30 us for a
-                # one-record chat batch) unless the C `crc32c` package is installed. Kafka
-                # validates the CRC when a batch is produced and TCP checksums the hop to us;
-                # a record corrupted anyway most likely fails JSON decoding and is skipped.
-                check_crcs=False,
-                allow_auto_create_topics=False,
-                bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             )
         except KafkaError as exc:
             raise BackendUnavailable() from exc
@@ -533,17 +524,31 @@ class RecordProbe:
 
     def _opened(self) -> Any:
         if self._consumer is None:
-            self._consumer = self._open_consumer(
-                bootstrap_servers=_bootstrap(self._settings), group_id=None, client_id=self._client_id,
-                enable_auto_commit=False, auto_offset_reset="none", metrics_enabled=False, check_crcs=False,
-                allow_auto_create_topics=False, bootstrap_timeout_ms=ADMIN_TIMEOUT_MS,
-                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+            self._consumer = self._open_consumer(**_consumer_options(self._settings), group_id=None,
+                                                 client_id=self._client_id, enable_auto_commit=False,
+                                                 auto_offset_reset="none")
         return self._consumer
 
     def close(self) -> None:
         if self._consumer is not None:
             _close_quietly(self._consumer)
             self._consumer = None
+
+
+def _consumer_options(settings: Settings) -> dict[str, Any]:
+    """What every consumer of this module is opened with, whatever it reads for."""
+    return {
+        "bootstrap_servers": _bootstrap(settings),
+        "metrics_enabled": False,  # per-fetch sensor bookkeeping we never read
+        # kafka-python checks CRC32C in pure Python (~0.1 us per byte: ~30 us for a
+        # one-record chat batch) unless the C `crc32c` package is installed. Kafka
+        # validates the CRC when a batch is produced and TCP checksums the hop to us;
+        # a record corrupted anyway most likely fails JSON decoding and is skipped.
+        "check_crcs": False,
+        "allow_auto_create_topics": False,  # topics are created with KAFKA_PARTITIONS, never by a read
+        "bootstrap_timeout_ms": ADMIN_TIMEOUT_MS,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+    }
 
 
 def _close_quietly(consumer: Any) -> None:

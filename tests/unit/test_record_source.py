@@ -383,7 +383,6 @@ def test_a_retried_batch_stamped_earlier_than_its_neighbours_is_not_a_restart(cl
     assert consumer.from_beginning == set() and source.rewinds == 0
 
 
-
 def past_the_end_after_a_read(clock, holds):
     """A source read offset 103 (time 10,000, key b"7"); the broker then says the log ends at 102."""
     log = Log(holds)
