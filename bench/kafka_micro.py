@@ -198,7 +198,7 @@ class StampDelivery:
     def __init__(self) -> None:
         self.arrivals: list[tuple[int, bytes]] = []
 
-    def deliver(self, destination: str, body: bytes, audience: object = None) -> int:
+    def deliver(self, destination: str, body: bytes, seq: int | None = None, audience: object = None) -> int:
         self.arrivals.append((time.monotonic_ns(), body))
         return 1
 
