@@ -231,6 +231,9 @@ def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settin
         feeder.wait()
         consumer_set.stop()
     records = last - first
+    if records == 0:
+        # A figure over no records is a division by one: fail instead of printing it.
+        raise RuntimeError(f"consume {rate:g}/s: nothing was delivered in {seconds:g} s (see the log above)")
     latencies = delivery.latencies_ms(first, last)
     return {"scenario": f"consume {rate:g}/s", "records": records,
             "us_per_record": figures["cpu_s"] / max(1, records) * 1e6,
