@@ -19,20 +19,12 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _fraction(dt: datetime) -> str:
-    if dt.microsecond == 0:
-        return ""
-    if dt.microsecond % 1000 == 0:
-        return f".{dt.microsecond // 1000:03d}"
-    return f".{dt.microsecond:06d}"
-
-
 def java_local_datetime(dt: datetime) -> str:
-    """``LocalDateTime.toString()``: seconds omitted when seconds and fraction are both zero."""
-    base = dt.strftime("%Y-%m-%dT%H:%M")
+    """``LocalDateTime.toString()``: ``iso_local``, with the seconds omitted when seconds and
+    fraction are both zero. (One per live push: ``isoformat`` costs a quarter of ``strftime``.)"""
     if dt.second == 0 and dt.microsecond == 0:
-        return base
-    return f"{base}:{dt.second:02d}{_fraction(dt)}"
+        return dt.isoformat(timespec="minutes")
+    return iso_local(dt)
 
 
 def iso_local(dt: datetime) -> str:
