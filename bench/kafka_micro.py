@@ -232,12 +232,12 @@ def consume(modules: tuple[types.ModuleType, types.ModuleType], settings: Settin
         consumer_set.stop()
     records = last - first
     if records == 0:
-        # A figure over no records is a division by one: fail instead of printing it.
+        # No figure over no records: fail instead of printing one.
         raise RuntimeError(f"consume {rate:g}/s: nothing was delivered in {seconds:g} s (see the log above)")
     latencies = delivery.latencies_ms(first, last)
     return {"scenario": f"consume {rate:g}/s", "records": records,
-            "us_per_record": figures["cpu_s"] / max(1, records) * 1e6,
-            "broker_us_per_record": figures["broker_cpu_s"] / max(1, records) * 1e6,
+            "us_per_record": figures["cpu_s"] / records * 1e6,
+            "broker_us_per_record": figures["broker_cpu_s"] / records * 1e6,
             "cpu_pct": 100 * figures["cpu_s"] / figures["wall_s"],
             "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
 
